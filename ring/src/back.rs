@@ -1,0 +1,211 @@
+//! The backend end of a ring: consumes requests, produces responses.
+
+use crate::shm::SharedMemory;
+use crate::sring::{REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_PROD, Sring, crossed};
+use crate::sync::{Ordering, fence};
+use crate::{Notify, RingError};
+use bytemuck::Pod;
+use xenio_xen_sys::ring::RingIdx;
+
+/// The backend's view of a shared ring (`struct name##_back_ring`): its private
+/// response producer and request consumer indices plus the shared region.
+pub struct BackRing<Req, Rsp, M> {
+    sring: Sring<Req, Rsp, M>,
+    /// `rsp_prod_pvt`: responses written, published or not.
+    rsp_prod_pvt: RingIdx,
+    /// `req_cons`: requests consumed.
+    req_cons: RingIdx,
+    /// The last `rsp_prod` this side published (the `__old` of the notify check).
+    rsp_prod_published: RingIdx,
+    /// Set once the frontend wrote an impossible index.
+    broken: Option<RingError>,
+}
+
+impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
+    /// Attach to a ring the frontend initialised, resuming where its shared indices
+    /// stand: both private indices start at the shared `rsp_prod`, so requests the
+    /// frontend published but nobody answered are served (what Linux blkback does
+    /// with `BACK_RING_ATTACH(.., rsp_prod, ..)`). Fails if `req_prod` is more than
+    /// a ring ahead of `rsp_prod`.
+    pub fn attach(mem: M) -> Result<Self, RingError> {
+        let sring = Sring::new(mem)?;
+        // Acquire: pairs with the frontend's Release stores of req_prod.
+        let req_prod = sring.load(REQ_PROD, Ordering::Acquire);
+        let rsp_prod = sring.load(RSP_PROD, Ordering::Relaxed);
+        if req_prod.wrapping_sub(rsp_prod) > sring.size() {
+            return Err(RingError::RequestProdOverflow {
+                req_prod,
+                req_cons: rsp_prod,
+                rsp_prod_pvt: rsp_prod,
+                size: sring.size(),
+            });
+        }
+        Ok(Self::with(sring, rsp_prod))
+    }
+
+    /// Attach with both private indices at `idx` (`BACK_RING_ATTACH`;
+    /// `BACK_RING_INIT` is `idx = 0`). The shared memory is not touched.
+    pub fn attach_at(mem: M, idx: RingIdx) -> Result<Self, RingError> {
+        Ok(Self::with(Sring::new(mem)?, idx))
+    }
+
+    fn with(sring: Sring<Req, Rsp, M>, idx: RingIdx) -> Self {
+        BackRing { sring, rsp_prod_pvt: idx, req_cons: idx, rsp_prod_published: idx, broken: None }
+    }
+
+    /// `RING_SIZE`: entries in the ring.
+    pub fn size(&self) -> u32 {
+        self.sring.size()
+    }
+
+    /// The shared region.
+    pub fn memory(&self) -> &M {
+        self.sring.memory()
+    }
+
+    /// `req_cons`: requests consumed so far.
+    pub fn req_cons(&self) -> RingIdx {
+        self.req_cons
+    }
+
+    /// `rsp_prod_pvt`: responses written so far (published or not).
+    pub fn rsp_prod_pvt(&self) -> RingIdx {
+        self.rsp_prod_pvt
+    }
+
+    /// Requests consumed that still await a response.
+    pub fn pending(&self) -> u32 {
+        self.req_cons.wrapping_sub(self.rsp_prod_pvt)
+    }
+
+    /// The error that broke the ring, if the frontend broke it.
+    pub fn broken(&self) -> Option<&RingError> {
+        self.broken.as_ref()
+    }
+
+    fn check(&self) -> Result<(), RingError> {
+        match &self.broken {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// `RING_HAS_UNCONSUMED_REQUESTS`: requests published and not yet consumed.
+    ///
+    /// Fails, and breaks the ring, if `req_prod` claims more requests than the ring
+    /// holds (`RING_REQUEST_PROD_OVERFLOW`) or moved backwards. Within that window,
+    /// the count never exceeds the slots not holding unanswered requests, which is
+    /// the `min` of the C macro.
+    pub fn unconsumed_requests(&mut self) -> Result<u32, RingError> {
+        self.check()?;
+        // xen_rmb: Acquire pairs with the frontend's Release store of req_prod in
+        // `FrontRing::push_requests`, so the requests below it are complete.
+        let req_prod = self.sring.load(REQ_PROD, Ordering::Acquire);
+        let ahead = req_prod.wrapping_sub(self.rsp_prod_pvt);
+        if ahead > self.size() || ahead < self.pending() {
+            let e = RingError::RequestProdOverflow {
+                req_prod,
+                req_cons: self.req_cons,
+                rsp_prod_pvt: self.rsp_prod_pvt,
+                size: self.size(),
+            };
+            self.broken = Some(e.clone());
+            return Err(e);
+        }
+        Ok(req_prod.wrapping_sub(self.req_cons))
+    }
+
+    /// Consume one request, copied out of the ring once (`RING_COPY_REQUEST`):
+    /// validate the copy, never the shared slot.
+    pub fn take_request(&mut self) -> Result<Option<Req>, RingError> {
+        if self.unconsumed_requests()? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.consume_one()))
+    }
+
+    fn consume_one(&mut self) -> Req {
+        let req = self.sring.read(self.req_cons);
+        self.req_cons = self.req_cons.wrapping_add(1);
+        req
+    }
+
+    /// Consume every published request, appending copies to `out`; returns how
+    /// many (at most the ring size). The producer index is read once.
+    pub fn take_requests(&mut self, out: &mut Vec<Req>) -> Result<usize, RingError> {
+        self.take_requests_up_to(out, usize::MAX)
+    }
+
+    /// Like [`BackRing::take_requests`], but at most `max` of them (to bound the work
+    /// one busy frontend can make a backend do in one go).
+    pub fn take_requests_up_to(&mut self, out: &mut Vec<Req>, max: usize) -> Result<usize, RingError> {
+        let n = (self.unconsumed_requests()? as usize).min(max);
+        out.reserve(n);
+        for _ in 0..n {
+            let req = self.consume_one();
+            out.push(req);
+        }
+        Ok(n)
+    }
+
+    /// Write a response for a consumed request into its slot
+    /// (`*RING_GET_RESPONSE(r, rsp_prod_pvt++) = rsp`). Not visible to the frontend
+    /// until one of the push calls publishes it.
+    pub fn push_response(&mut self, rsp: &Rsp) -> Result<(), RingError> {
+        self.check()?;
+        if self.pending() == 0 {
+            return Err(RingError::NoRequestToAnswer { req_cons: self.req_cons });
+        }
+        self.sring.write(self.rsp_prod_pvt, rsp);
+        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Publish written responses without deciding about notification (`RING_PUSH_RESPONSES`).
+    pub fn push_responses(&mut self) {
+        // xen_wmb + store: Release pairs with the frontend's Acquire load of rsp_prod
+        // in `FrontRing::unconsumed_responses`: it sees the responses before the index,
+        // and our reads of the answered request slots are done before it reuses them.
+        self.sring.store(RSP_PROD, self.rsp_prod_pvt, Ordering::Release);
+        self.rsp_prod_published = self.rsp_prod_pvt;
+    }
+
+    /// Publish written responses and say whether the frontend must be notified
+    /// (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`).
+    pub fn push_responses_and_check_notify(&mut self) -> Notify {
+        let old = self.rsp_prod_published;
+        let new = self.rsp_prod_pvt;
+        self.push_responses();
+        // xen_mb: pairs with the fence in `FrontRing::final_check_for_responses`
+        // between its store of rsp_event and its re-load of rsp_prod.
+        fence(Ordering::SeqCst);
+        // Relaxed: rsp_event carries no data; the fence above orders this load.
+        let event = self.sring.load(RSP_EVENT, Ordering::Relaxed);
+        Notify::from(crossed(old, new, event))
+    }
+
+    /// `RING_FINAL_CHECK_FOR_REQUESTS`: before going idle, ask to be notified of the
+    /// next request and check once more. `Ok(false)` means it is safe to sleep until
+    /// the event channel fires; `Ok(true)` means there is work.
+    pub fn final_check_for_requests(&mut self) -> Result<bool, RingError> {
+        if self.unconsumed_requests()? > 0 {
+            return Ok(true);
+        }
+        // Relaxed store: ordered before the re-check by the fence below.
+        self.sring.store(REQ_EVENT, self.req_cons.wrapping_add(1), Ordering::Relaxed);
+        // xen_mb: pairs with the fence in `FrontRing::push_requests_and_check_notify`
+        // between its store of req_prod and its load of req_event.
+        fence(Ordering::SeqCst);
+        Ok(self.unconsumed_requests()? > 0)
+    }
+}
+
+impl<Req, Rsp, M> std::fmt::Debug for BackRing<Req, Rsp, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackRing")
+            .field("req_cons", &self.req_cons)
+            .field("rsp_prod_pvt", &self.rsp_prod_pvt)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
