@@ -17,6 +17,7 @@
 //! each index before it becomes an offset.
 
 use crate::sync::AtomicU32;
+#[cfg(not(loom))]
 use std::ptr::NonNull;
 
 /// A region of memory holding a shared ring, seen as aligned 32-bit words.
@@ -40,6 +41,13 @@ impl<T: SharedMemory + ?Sized> SharedMemory for &T {
 }
 
 impl<T: SharedMemory + ?Sized> SharedMemory for std::sync::Arc<T> {
+    fn words(&self) -> &[AtomicU32] {
+        (**self).words()
+    }
+}
+
+#[cfg(loom)]
+impl<T: SharedMemory + ?Sized> SharedMemory for loom::sync::Arc<T> {
     fn words(&self) -> &[AtomicU32] {
         (**self).words()
     }
