@@ -50,7 +50,13 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
     }
 
     fn with(sring: Sring<Req, Rsp, M>, idx: RingIdx) -> Self {
-        BackRing { sring, rsp_prod_pvt: idx, req_cons: idx, rsp_prod_published: idx, broken: None }
+        BackRing {
+            sring,
+            rsp_prod_pvt: idx,
+            req_cons: idx,
+            rsp_prod_published: idx,
+            broken: None,
+        }
     }
 
     /// `RING_SIZE`: entries in the ring.
@@ -138,7 +144,11 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
 
     /// Like [`BackRing::take_requests`], but at most `max` of them (to bound the work
     /// one busy frontend can make a backend do in one go).
-    pub fn take_requests_up_to(&mut self, out: &mut Vec<Req>, max: usize) -> Result<usize, RingError> {
+    pub fn take_requests_up_to(
+        &mut self,
+        out: &mut Vec<Req>,
+        max: usize,
+    ) -> Result<usize, RingError> {
         let n = (self.unconsumed_requests()? as usize).min(max);
         out.reserve(n);
         for _ in 0..n {
@@ -154,7 +164,9 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
     pub fn push_response(&mut self, rsp: &Rsp) -> Result<(), RingError> {
         self.check()?;
         if self.pending() == 0 {
-            return Err(RingError::NoRequestToAnswer { req_cons: self.req_cons });
+            return Err(RingError::NoRequestToAnswer {
+                req_cons: self.req_cons,
+            });
         }
         self.sring.write(self.rsp_prod_pvt, rsp);
         self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
@@ -166,7 +178,8 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
         // xen_wmb + store: Release pairs with the frontend's Acquire load of rsp_prod
         // in `FrontRing::unconsumed_responses`: it sees the responses before the index,
         // and our reads of the answered request slots are done before it reuses them.
-        self.sring.store(RSP_PROD, self.rsp_prod_pvt, Ordering::Release);
+        self.sring
+            .store(RSP_PROD, self.rsp_prod_pvt, Ordering::Release);
         self.rsp_prod_published = self.rsp_prod_pvt;
     }
 
@@ -192,7 +205,8 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
             return Ok(true);
         }
         // Relaxed store: ordered before the re-check by the fence below.
-        self.sring.store(REQ_EVENT, self.req_cons.wrapping_add(1), Ordering::Relaxed);
+        self.sring
+            .store(REQ_EVENT, self.req_cons.wrapping_add(1), Ordering::Relaxed);
         // xen_mb: pairs with the fence in `FrontRing::push_requests_and_check_notify`
         // between its store of req_prod and its load of req_event.
         fence(Ordering::SeqCst);

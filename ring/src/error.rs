@@ -25,7 +25,9 @@ pub enum RingError {
         size: u32,
     },
     /// The backend tried to push a response while no consumed request awaits one.
-    #[error("no consumed request is waiting for a response (rsp_prod_pvt == req_cons == {req_cons})")]
+    #[error(
+        "no consumed request is waiting for a response (rsp_prod_pvt == req_cons == {req_cons})"
+    )]
     NoRequestToAnswer {
         /// The backend's consumer index.
         req_cons: RingIdx,
@@ -65,6 +67,9 @@ pub enum RingError {
 impl RingError {
     /// Whether the peer broke the ring (it must be disconnected, not retried).
     pub fn is_broken(&self) -> bool {
-        matches!(self, RingError::RequestProdOverflow { .. } | RingError::ResponseProdOverflow { .. })
+        matches!(
+            self,
+            RingError::RequestProdOverflow { .. } | RingError::ResponseProdOverflow { .. }
+        )
     }
 }

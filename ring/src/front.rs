@@ -53,7 +53,13 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
     }
 
     fn with(sring: Sring<Req, Rsp, M>, idx: RingIdx) -> Self {
-        FrontRing { sring, req_prod_pvt: idx, rsp_cons: idx, req_prod_published: idx, broken: None }
+        FrontRing {
+            sring,
+            req_prod_pvt: idx,
+            rsp_cons: idx,
+            req_prod_published: idx,
+            broken: None,
+        }
     }
 
     /// `RING_SIZE`: entries in the ring.
@@ -119,7 +125,8 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
     pub fn push_requests(&mut self) {
         // xen_wmb + store: Release pairs with the backend's Acquire load of req_prod
         // in `BackRing::unconsumed_requests`, so it sees the entries before the index.
-        self.sring.store(REQ_PROD, self.req_prod_pvt, Ordering::Release);
+        self.sring
+            .store(REQ_PROD, self.req_prod_pvt, Ordering::Release);
         self.req_prod_published = self.req_prod_pvt;
     }
 
@@ -193,7 +200,8 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
             return Ok(true);
         }
         // Relaxed store: ordered before the re-check by the fence below.
-        self.sring.store(RSP_EVENT, self.rsp_cons.wrapping_add(1), Ordering::Relaxed);
+        self.sring
+            .store(RSP_EVENT, self.rsp_cons.wrapping_add(1), Ordering::Relaxed);
         // xen_mb: pairs with the fence in `BackRing::push_responses_and_check_notify`
         // between its store of rsp_prod and its load of rsp_event.
         fence(Ordering::SeqCst);

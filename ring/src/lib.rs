@@ -78,9 +78,9 @@ mod sring;
 pub use back::BackRing;
 pub use error::RingError;
 pub use front::FrontRing;
+pub use shm::{HeapMemory, SharedMemory};
 #[cfg(not(loom))]
 pub use shm::{MmapRegion, RawRegion};
-pub use shm::{HeapMemory, SharedMemory};
 pub use sync::AtomicU32;
 pub use xenio_xen_sys::ring::RingIdx;
 
@@ -88,9 +88,9 @@ pub use xenio_xen_sys::ring::RingIdx;
 mod sync {
     #[cfg(loom)]
     pub use loom::sync::atomic::{AtomicU32, fence};
+    pub use std::sync::atomic::Ordering;
     #[cfg(not(loom))]
     pub use std::sync::atomic::{AtomicU32, fence};
-    pub use std::sync::atomic::Ordering;
 }
 
 /// Whether the peer must be notified after a push (`_notify` of
@@ -113,7 +113,11 @@ impl Notify {
 
 impl From<bool> for Notify {
     fn from(required: bool) -> Self {
-        if required { Notify::Required } else { Notify::NotRequired }
+        if required {
+            Notify::Required
+        } else {
+            Notify::NotRequired
+        }
     }
 }
 

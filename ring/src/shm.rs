@@ -68,7 +68,9 @@ pub struct HeapMemory {
 impl HeapMemory {
     /// A zeroed region of `bytes` bytes (rounded up to whole words).
     pub fn new(bytes: usize) -> Self {
-        HeapMemory { words: (0..bytes.div_ceil(4)).map(|_| AtomicU32::new(0)).collect() }
+        HeapMemory {
+            words: (0..bytes.div_ceil(4)).map(|_| AtomicU32::new(0)).collect(),
+        }
     }
 
     /// A zeroed region of `1 << order` 4 KiB pages, the size of a ring of that order.
@@ -119,7 +121,9 @@ impl MmapRegion {
                 format!("a ring file must be a non-empty multiple of 4 bytes, this one has {len}"),
             ));
         }
-        Ok(MmapRegion { map: memmap2::MmapOptions::new().map_raw(file)? })
+        Ok(MmapRegion {
+            map: memmap2::MmapOptions::new().map_raw(file)?,
+        })
     }
 }
 
@@ -162,7 +166,11 @@ impl RawRegion {
     ///   through other atomic accesses: no `&[u8]`, `&mut` or non-atomic copy of them.
     ///   Other processes and domains may write them in any way at any time.
     pub unsafe fn new(ptr: NonNull<u8>, len: usize) -> Self {
-        assert_eq!(ptr.as_ptr() as usize % 4, 0, "a ring region must be 4-byte aligned");
+        assert_eq!(
+            ptr.as_ptr() as usize % 4,
+            0,
+            "a ring region must be 4-byte aligned"
+        );
         RawRegion { ptr, len: len & !3 }
     }
 }
@@ -190,7 +198,13 @@ mod tests {
     #[test]
     fn mmap_region_is_shared_between_two_mappings() {
         let path = std::env::temp_dir().join(format!("xenio-shm-test-{}", std::process::id()));
-        let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
         f.set_len(4096).unwrap();
         let a = MmapRegion::from_file(&f).unwrap();
         let b = MmapRegion::from_file(&f).unwrap();
@@ -204,7 +218,8 @@ mod tests {
 
     #[test]
     fn raw_region_sees_the_same_words() {
-        let backing: Vec<std::sync::atomic::AtomicU32> = (0..16).map(|_| Default::default()).collect();
+        let backing: Vec<std::sync::atomic::AtomicU32> =
+            (0..16).map(|_| Default::default()).collect();
         let ptr = NonNull::new(backing.as_ptr() as *mut u8).unwrap();
         // SAFETY: `backing` outlives `raw`, is aligned, and is only used atomically.
         let raw = unsafe { RawRegion::new(ptr, 16 * 4 + 3) };

@@ -2,9 +2,9 @@
 //! entries after it. No ordering decisions are made here; the callers in
 //! `front.rs` and `back.rs` pass the ordering of each access and say why.
 
+use crate::RingError;
 use crate::shm::SharedMemory;
 use crate::sync::Ordering;
-use crate::RingError;
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::mem::size_of;
@@ -37,9 +37,17 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
         let region_bytes = mem.len_bytes();
         let size = const_ring_size(region_bytes, entry);
         if size == 0 {
-            return Err(RingError::RegionTooSmall { region_bytes, entry_bytes: entry });
+            return Err(RingError::RegionTooSmall {
+                region_bytes,
+                entry_bytes: entry,
+            });
         }
-        Ok(Sring { mem, size, entry_words: entry / 4, _entries: PhantomData })
+        Ok(Sring {
+            mem,
+            size,
+            entry_words: entry / 4,
+            _entries: PhantomData,
+        })
     }
 
     /// `RING_SIZE`: entries in the ring, a power of two.
@@ -78,7 +86,10 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
     pub(crate) fn read<T: Pod>(&self, idx: RingIdx) -> T {
         let mut value = T::zeroed();
         let bytes = bytemuck::bytes_of_mut(&mut value);
-        for (chunk, word) in bytes.chunks_exact_mut(4).zip(self.slot(idx, size_of::<T>())) {
+        for (chunk, word) in bytes
+            .chunks_exact_mut(4)
+            .zip(self.slot(idx, size_of::<T>()))
+        {
             // Relaxed: the caller's Acquire load of the producer index ordered this read
             // after the peer's writes of the entry.
             chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
@@ -93,7 +104,10 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
         for (chunk, word) in bytes.chunks_exact(4).zip(self.slot(idx, size_of::<T>())) {
             // Relaxed: published to the peer by the caller's Release store of the
             // producer index.
-            word.store(u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]), Ordering::Relaxed);
+            word.store(
+                u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
+                Ordering::Relaxed,
+            );
         }
     }
 }
