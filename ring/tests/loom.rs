@@ -63,9 +63,17 @@ fn no_lost_wakeup_for_requests() {
         }
         producer.join().unwrap();
         // Entries were read complete and in order.
-        assert!(seen.iter().enumerate().all(|(i, &v)| v == (i as u32 + 1) * 100), "{seen:?}");
+        assert!(
+            seen.iter()
+                .enumerate()
+                .all(|(i, &v)| v == (i as u32 + 1) * 100),
+            "{seen:?}"
+        );
         let pending = doorbell.load(SeqCst) > 0;
-        assert!(seen.len() == 2 || pending, "lost wake-up: consumed {seen:?}, no notification pending");
+        assert!(
+            seen.len() == 2 || pending,
+            "lost wake-up: consumed {seen:?}, no notification pending"
+        );
     });
 }
 
@@ -107,9 +115,15 @@ fn no_lost_wakeup_for_responses() {
             break;
         }
         responder.join().unwrap();
-        assert!(seen.iter().enumerate().all(|(i, &v)| v == i as u32 + 11), "{seen:?}");
+        assert!(
+            seen.iter().enumerate().all(|(i, &v)| v == i as u32 + 11),
+            "{seen:?}"
+        );
         let pending = doorbell.load(SeqCst) > 0;
-        assert!(seen.len() == 2 || pending, "lost wake-up: consumed {seen:?}, no notification pending");
+        assert!(
+            seen.len() == 2 || pending,
+            "lost wake-up: consumed {seen:?}, no notification pending"
+        );
     });
 }
 

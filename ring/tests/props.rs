@@ -94,7 +94,11 @@ fn run(order: u32, start: u32, ops: &[Op]) -> Result<Vec<Seen>, TestCaseError> {
         match *op {
             Op::Push(n) | Op::PushQuiet(n) => {
                 for _ in 0..n {
-                    let r = BlkifRequest { id: next_id, sector_number: next_id ^ 0x5555, ..Default::default() };
+                    let r = BlkifRequest {
+                        id: next_id,
+                        sector_number: next_id ^ 0x5555,
+                        ..Default::default()
+                    };
                     match front.push_request(&r) {
                         Ok(()) => {
                             prop_assert!(m.req_prod_pvt - m.rsp_cons < m.size);
@@ -169,7 +173,10 @@ fn run(order: u32, start: u32, ops: &[Op]) -> Result<Vec<Seen>, TestCaseError> {
                     front.take_responses(&mut scratch_rsp).unwrap();
                     scratch_rsp.iter().map(|r| r.id).collect()
                 } else {
-                    (0..n).map_while(|_| front.take_response().unwrap()).map(|r| r.id).collect()
+                    (0..n)
+                        .map_while(|_| front.take_response().unwrap())
+                        .map(|r| r.id)
+                        .collect()
                 };
                 let want = if batch { avail } else { avail.min(n) };
                 prop_assert_eq!(ids.len(), want);
@@ -191,7 +198,10 @@ fn run(order: u32, start: u32, ops: &[Op]) -> Result<Vec<Seen>, TestCaseError> {
             }
         }
         // Invariants of ring.h after every step.
-        prop_assert_eq!(front.free_requests() as u64, m.size - (m.req_prod_pvt - m.rsp_cons));
+        prop_assert_eq!(
+            front.free_requests() as u64,
+            m.size - (m.req_prod_pvt - m.rsp_cons)
+        );
         prop_assert_eq!(front.req_prod_pvt(), m.req_prod_pvt as u32);
         prop_assert_eq!(front.rsp_cons(), m.rsp_cons as u32);
         prop_assert_eq!(back.req_cons(), m.req_cons as u32);

@@ -18,7 +18,12 @@ fn pair(order: u32, start: u32) -> (BlkifFrontRing<Mem>, BlkifBackRing<Mem>) {
 }
 
 fn req(id: u64) -> BlkifRequest {
-    BlkifRequest { operation: BLKIF_OP_WRITE, id, sector_number: id * 8, ..Default::default() }
+    BlkifRequest {
+        operation: BLKIF_OP_WRITE,
+        id,
+        sector_number: id * 8,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -37,7 +42,13 @@ fn ring_sizes_follow_the_formula() {
     let f = BlkifFrontRing::init(HeapMemory::new(64 + 3 * 112)).unwrap();
     assert_eq!(f.size(), 2);
     let e = BlkifFrontRing::init(HeapMemory::new(64 + 108)).unwrap_err();
-    assert_eq!(e, RingError::RegionTooSmall { region_bytes: 172, entry_bytes: 112 });
+    assert_eq!(
+        e,
+        RingError::RegionTooSmall {
+            region_bytes: 172,
+            entry_bytes: 112
+        }
+    );
 }
 
 #[test]
@@ -49,7 +60,10 @@ fn init_writes_the_shared_ring_init_header() {
     let _f = BlkifFrontRing::init(mem.clone()).unwrap();
     let words: Vec<u32> = mem.words()[..16].iter().map(|w| w.load(Relaxed)).collect();
     assert_eq!(&words[..4], &[0, 1, 0, 1]); // req_prod, req_event, rsp_prod, rsp_event
-    assert!(words[4..].iter().all(|&w| w == 0), "pvt and __pad are zeroed");
+    assert!(
+        words[4..].iter().all(|&w| w == 0),
+        "pvt and __pad are zeroed"
+    );
 }
 
 #[test]
@@ -62,15 +76,27 @@ fn full_ring_refuses_more_requests_and_backend_cannot_over_answer() {
     assert_eq!(f.push_request(&req(99)), Err(RingError::Full { size: 32 }));
     let _ = f.push_requests_and_check_notify();
 
-    assert_eq!(b.push_response(&BlkifResponse::new(0, 0, 0)), Err(RingError::NoRequestToAnswer { req_cons: u32::MAX - 5 }));
+    assert_eq!(
+        b.push_response(&BlkifResponse::new(0, 0, 0)),
+        Err(RingError::NoRequestToAnswer {
+            req_cons: u32::MAX - 5
+        })
+    );
     let mut got = Vec::new();
     assert_eq!(b.take_requests(&mut got).unwrap(), 32);
-    assert_eq!(got.iter().map(|r| r.id).collect::<Vec<_>>(), (0..32).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|r| r.id).collect::<Vec<_>>(),
+        (0..32).collect::<Vec<_>>()
+    );
     assert_eq!(b.take_request().unwrap(), None);
     for r in &got {
-        b.push_response(&BlkifResponse::new(r.id, r.operation, BLKIF_RSP_OKAY)).unwrap();
+        b.push_response(&BlkifResponse::new(r.id, r.operation, BLKIF_RSP_OKAY))
+            .unwrap();
     }
-    assert!(matches!(b.push_response(&BlkifResponse::default()), Err(RingError::NoRequestToAnswer { .. })));
+    assert!(matches!(
+        b.push_response(&BlkifResponse::default()),
+        Err(RingError::NoRequestToAnswer { .. })
+    ));
     let _ = b.push_responses_and_check_notify();
     let mut rsps = Vec::new();
     assert_eq!(f.take_responses(&mut rsps).unwrap(), 32);
@@ -101,7 +127,10 @@ fn notifications_are_suppressed_while_the_peer_is_busy() {
     assert_eq!(b.push_responses_and_check_notify(), Notify::Required);
     b.push_response(&BlkifResponse::new(2, 1, 0)).unwrap();
     assert_eq!(b.push_responses_and_check_notify(), Notify::NotRequired);
-    assert!(f.final_check_for_responses().unwrap(), "two responses are waiting");
+    assert!(
+        f.final_check_for_responses().unwrap(),
+        "two responses are waiting"
+    );
     let mut r = Vec::new();
     f.take_responses(&mut r).unwrap();
     assert!(!f.final_check_for_responses().unwrap());
@@ -127,7 +156,14 @@ fn request_producer_far_ahead_breaks_the_ring_for_good() {
     b.memory().words()[0].store(33, Relaxed); // req_prod 33 > size 32 ahead of rsp_prod_pvt 0
     let e = b.take_request().unwrap_err();
     assert!(e.is_broken(), "{e}");
-    assert!(matches!(e, RingError::RequestProdOverflow { req_prod: 33, size: 32, .. }));
+    assert!(matches!(
+        e,
+        RingError::RequestProdOverflow {
+            req_prod: 33,
+            size: 32,
+            ..
+        }
+    ));
     // Sticky: even with the index repaired, the ring stays broken.
     b.memory().words()[0].store(1, Relaxed);
     assert_eq!(b.take_request().unwrap_err(), e);
@@ -156,7 +192,17 @@ fn response_producer_beyond_requests_made_breaks_the_ring() {
     f.push_requests();
     f.memory().words()[2].store(u32::MAX.wrapping_add(2), Relaxed); // 2 responses for 1 request
     let e = f.take_response().unwrap_err();
-    assert!(matches!(e, RingError::ResponseProdOverflow { rsp_cons: u32::MAX, req_prod_pvt: 0, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            RingError::ResponseProdOverflow {
+                rsp_cons: u32::MAX,
+                req_prod_pvt: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert_eq!(f.push_request(&req(2)).unwrap_err(), e);
 }
 
@@ -178,7 +224,11 @@ fn backend_attach_resumes_unanswered_requests_and_rejects_overflow() {
     assert_eq!(v.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
 
     f.memory().words()[0].store(1000 + 1 + 65, Relaxed); // req_prod a ring + 1 ahead of rsp_prod 1001
-    assert!(BlkifBackRing::attach(f.memory().clone()).unwrap_err().is_broken());
+    assert!(
+        BlkifBackRing::attach(f.memory().clone())
+            .unwrap_err()
+            .is_broken()
+    );
 }
 
 #[test]
@@ -199,13 +249,22 @@ fn response_padding_written_to_the_ring_is_zero() {
     let (mut f, mut b) = pair(0, 0);
     // Fill the slot with a request full of non-zero bytes first.
     let mut r = req(0);
-    r.seg = [BlkifRequestSegment { gref: u32::MAX, first_sect: 0xff, last_sect: 0xff, _pad: [0xff; 2] }; 11];
+    r.seg = [BlkifRequestSegment {
+        gref: u32::MAX,
+        first_sect: 0xff,
+        last_sect: 0xff,
+        _pad: [0xff; 2],
+    }; 11];
     f.push_request(&r).unwrap();
     f.push_requests();
     let r = b.take_request().unwrap().unwrap();
-    b.push_response(&BlkifResponse::new(r.id, r.operation, BLKIF_RSP_OKAY)).unwrap();
+    b.push_response(&BlkifResponse::new(r.id, r.operation, BLKIF_RSP_OKAY))
+        .unwrap();
     b.push_responses();
-    let slot: Vec<u32> = b.memory().words()[16..20].iter().map(|w| w.load(Relaxed)).collect();
+    let slot: Vec<u32> = b.memory().words()[16..20]
+        .iter()
+        .map(|w| w.load(Relaxed))
+        .collect();
     let bytes: Vec<u8> = slot.iter().flat_map(|w| w.to_ne_bytes()).collect();
     assert_eq!(bytes[9], 0);
     assert_eq!(&bytes[12..16], &[0; 4]);
