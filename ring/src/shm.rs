@@ -35,12 +35,14 @@ pub trait SharedMemory {
 }
 
 impl<T: SharedMemory + ?Sized> SharedMemory for &T {
+    #[inline]
     fn words(&self) -> &[AtomicU32] {
         (**self).words()
     }
 }
 
 impl<T: SharedMemory + ?Sized> SharedMemory for std::sync::Arc<T> {
+    #[inline]
     fn words(&self) -> &[AtomicU32] {
         (**self).words()
     }
@@ -48,12 +50,14 @@ impl<T: SharedMemory + ?Sized> SharedMemory for std::sync::Arc<T> {
 
 #[cfg(loom)]
 impl<T: SharedMemory + ?Sized> SharedMemory for loom::sync::Arc<T> {
+    #[inline]
     fn words(&self) -> &[AtomicU32] {
         (**self).words()
     }
 }
 
 impl<T: SharedMemory + ?Sized> SharedMemory for Box<T> {
+    #[inline]
     fn words(&self) -> &[AtomicU32] {
         (**self).words()
     }
@@ -80,6 +84,7 @@ impl HeapMemory {
 }
 
 impl SharedMemory for HeapMemory {
+    #[inline]
     fn words(&self) -> &[AtomicU32] {
         &self.words
     }
@@ -92,6 +97,7 @@ impl SharedMemory for HeapMemory {
 /// `'a`, and within this process the bytes must only be accessed atomically during
 /// `'a` (no `&[u8]` or `&mut` to them may exist).
 #[cfg(not(loom))]
+#[inline]
 unsafe fn atomic_words<'a>(ptr: NonNull<u8>, len: usize) -> &'a [AtomicU32] {
     debug_assert_eq!(ptr.as_ptr() as usize % 4, 0);
     // SAFETY: AtomicU32 has the size and alignment of u32 and may alias memory that
@@ -108,7 +114,17 @@ unsafe fn atomic_words<'a>(ptr: NonNull<u8>, len: usize) -> &'a [AtomicU32] {
 #[derive(Debug)]
 pub struct MmapRegion {
     map: memmap2::MmapRaw,
+    /// Start of the mapping (cached from `map`, which never moves it).
+    ptr: NonNull<u8>,
 }
+
+// SAFETY: the mapping is only accessed through atomics (see `words`), and the
+// pointer is just a cached address of `map`, which is itself Send and Sync.
+#[cfg(not(loom))]
+unsafe impl Send for MmapRegion {}
+// SAFETY: as above.
+#[cfg(not(loom))]
+unsafe impl Sync for MmapRegion {}
 
 #[cfg(not(loom))]
 impl MmapRegion {
@@ -121,20 +137,21 @@ impl MmapRegion {
                 format!("a ring file must be a non-empty multiple of 4 bytes, this one has {len}"),
             ));
         }
-        Ok(MmapRegion {
-            map: memmap2::MmapOptions::new().map_raw(file)?,
-        })
+        let map = memmap2::MmapOptions::new().map_raw(file)?;
+        let ptr = NonNull::new(map.as_mut_ptr())
+            .ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        Ok(MmapRegion { map, ptr })
     }
 }
 
 #[cfg(not(loom))]
 impl SharedMemory for MmapRegion {
+    #[inline]
     fn words(&self) -> &[AtomicU32] {
-        let ptr = NonNull::new(self.map.as_mut_ptr()).expect("mmap never returns null");
-        // SAFETY: the mapping is page aligned, readable and writable for `len()` bytes
-        // and lives as long as `self`; `MmapRaw` hands out no references, and this is
-        // the only place that turns it into one (of atomics).
-        unsafe { atomic_words(ptr, self.map.len()) }
+        // SAFETY: `ptr` is the start of the mapping, page aligned, readable and writable
+        // for `len()` bytes and alive as long as `self`; `MmapRaw` hands out no
+        // references, and this is the only place that turns it into one (of atomics).
+        unsafe { atomic_words(self.ptr, self.map.len()) }
     }
 }
 
@@ -177,6 +194,7 @@ impl RawRegion {
 
 #[cfg(not(loom))]
 impl SharedMemory for RawRegion {
+    #[inline]
     fn words(&self) -> &[AtomicU32] {
         // SAFETY: the contract of `RawRegion::new` guarantees alignment, validity for
         // the region's life and atomic-only access.

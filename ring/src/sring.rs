@@ -85,14 +85,22 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
     /// change the value after it was looked at (XSA-155).
     pub(crate) fn read<T: Pod>(&self, idx: RingIdx) -> T {
         let mut value = T::zeroed();
-        let bytes = bytemuck::bytes_of_mut(&mut value);
-        for (chunk, word) in bytes
-            .chunks_exact_mut(4)
-            .zip(self.slot(idx, size_of::<T>()))
-        {
-            // Relaxed: the caller's Acquire load of the producer index ordered this read
-            // after the peer's writes of the entry.
-            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+        let slot = self.slot(idx, size_of::<T>());
+        // Relaxed loads: the caller's Acquire load of the producer index ordered these
+        // reads after the peer's writes of the entry.
+        match bytemuck::try_cast_slice_mut::<u8, u32>(bytemuck::bytes_of_mut(&mut value)) {
+            // The usual case (T is 4-byte aligned): word for word.
+            Ok(dst) => {
+                for (d, w) in dst.iter_mut().zip(slot) {
+                    *d = w.load(Ordering::Relaxed);
+                }
+            }
+            Err(_) => {
+                let bytes = bytemuck::bytes_of_mut(&mut value);
+                for (chunk, w) in bytes.chunks_exact_mut(4).zip(slot) {
+                    chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+                }
+            }
         }
         value
     }
@@ -100,14 +108,23 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
     /// Write an entry at `idx` (`RING_GET_REQUEST` / `RING_GET_RESPONSE` then assign).
     /// Every byte of `T` is initialised (`Pod`), so no stale data leaks (XSA-216).
     pub(crate) fn write<T: Pod>(&self, idx: RingIdx, value: &T) {
-        let bytes = bytemuck::bytes_of(value);
-        for (chunk, word) in bytes.chunks_exact(4).zip(self.slot(idx, size_of::<T>())) {
-            // Relaxed: published to the peer by the caller's Release store of the
-            // producer index.
-            word.store(
-                u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
-                Ordering::Relaxed,
-            );
+        let slot = self.slot(idx, size_of::<T>());
+        // Relaxed stores: published to the peer by the caller's Release store of the
+        // producer index.
+        match bytemuck::try_cast_slice::<u8, u32>(bytemuck::bytes_of(value)) {
+            Ok(src) => {
+                for (s, w) in src.iter().zip(slot) {
+                    w.store(*s, Ordering::Relaxed);
+                }
+            }
+            Err(_) => {
+                for (chunk, w) in bytemuck::bytes_of(value).chunks_exact(4).zip(slot) {
+                    w.store(
+                        u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
+                        Ordering::Relaxed,
+                    );
+                }
+            }
         }
     }
 }

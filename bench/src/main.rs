@@ -1,0 +1,25 @@
+//! `xenio-bench`: see `xenio-bench --help` and the `xenio_bench` crate docs.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use std::process::ExitCode;
+use xenio_bench::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Ring(args) => match xenio_bench::ring_command(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xenio-bench ring: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::RingPeer(args) => match xenio_bench::peer::run_peer(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xenio-bench ring-peer (`{}`): error: {e}", args.config);
+                ExitCode::from(2)
+            }
+        },
+    }
+}

@@ -1,0 +1,144 @@
+//! How one side waits for the other: by spinning on shared memory, or by sleeping
+//! on a [`Doorbell`] after an optional spin window.
+//!
+//! Waits never block forever: every `2^20` spins (a few milliseconds), or every
+//! [`SLEEP_SLICE`] asleep, the waiter asks its [`Liveness`] whether the other side
+//! is still there, so a crashed peer ends the run with an error instead of a hang.
+
+use crate::sys::Doorbell;
+use crate::{BenchError, Result};
+use std::time::{Duration, Instant};
+
+/// How the two sides of a measurement wait for each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitMode {
+    /// Both sides spin on the ring; no system calls, no notifications.
+    Polling,
+    /// A side that finds no work spins for `spin`, then does the ring's final check
+    /// and sleeps on its eventfd; pushes notify the peer only when the ring says so.
+    Event {
+        /// The spin window before sleeping (zero: sleep at once).
+        spin: Duration,
+    },
+}
+
+impl WaitMode {
+    /// A short label: `polling`, `event` or `event+spin<N>us`.
+    pub fn label(self) -> String {
+        match self {
+            WaitMode::Polling => "polling".to_string(),
+            WaitMode::Event { spin } if spin.is_zero() => "event".to_string(),
+            WaitMode::Event { spin } => format!("event+spin{}us", spin.as_micros()),
+        }
+    }
+}
+
+/// Spins between two liveness checks.
+pub const SLOW_PATH_SPINS: u32 = 1 << 20;
+/// How long one sleep on a doorbell lasts before a liveness check.
+pub const SLEEP_SLICE: Duration = Duration::from_millis(100);
+/// How long the parent waits without progress before it calls the peer stuck.
+pub const STALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// The other side of a measurement, as seen by a waiter: is it still there?
+pub trait Liveness {
+    /// `Err` if the other side is gone, failed, or ran out of time.
+    fn check(&mut self) -> Result<()>;
+    /// The configuration being measured (for error messages).
+    fn config(&self) -> &str;
+    /// How long a wait may see no progress before it is an error (`None`: forever,
+    /// as long as [`Liveness::check`] passes).
+    fn stall_limit(&self) -> Option<Duration> {
+        Some(STALL_LIMIT)
+    }
+}
+
+/// A busy-wait loop's bookkeeping. Create one per wait; the fast path is one
+/// increment, one test and a `spin_loop` hint.
+#[derive(Debug)]
+pub struct Spinner {
+    spins: u32,
+    since: Option<Instant>,
+    yield_cpu: bool,
+}
+
+impl Spinner {
+    /// A fresh wait. With `yield_cpu` (both sides pinned to one core) each spin
+    /// yields the CPU to the other side instead of burning it.
+    #[inline]
+    pub fn new(yield_cpu: bool) -> Self {
+        Spinner {
+            spins: 0,
+            since: None,
+            yield_cpu,
+        }
+    }
+
+    /// One spin; now and then, check on `peer`.
+    #[inline]
+    pub fn spin<L: Liveness + ?Sized>(&mut self, peer: &mut L, what: &'static str) -> Result<()> {
+        self.spins = self.spins.wrapping_add(1);
+        if self.spins % SLOW_PATH_SPINS == 0 {
+            self.slow(peer, what)?;
+        }
+        if self.yield_cpu {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn slow<L: Liveness + ?Sized>(&mut self, peer: &mut L, what: &'static str) -> Result<()> {
+        peer.check()?;
+        let since = *self.since.get_or_insert_with(Instant::now);
+        check_stall(peer, since, what)
+    }
+}
+
+fn check_stall<L: Liveness + ?Sized>(peer: &L, since: Instant, what: &'static str) -> Result<()> {
+    match peer.stall_limit() {
+        Some(limit) if since.elapsed() > limit => Err(BenchError::Stalled {
+            config: peer.config().to_string(),
+            what,
+            secs: limit.as_secs(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Spin for up to `window`, until `ready` says there is work. `Ok(true)` if there
+/// is. A zero window returns `Ok(false)` without looking.
+#[inline]
+pub fn spin_for(window: Duration, mut ready: impl FnMut() -> Result<bool>) -> Result<bool> {
+    if window.is_zero() {
+        return Ok(false);
+    }
+    let start = Instant::now();
+    loop {
+        if ready()? {
+            return Ok(true);
+        }
+        std::hint::spin_loop();
+        if start.elapsed() >= window {
+            return Ok(false);
+        }
+    }
+}
+
+/// Sleep on `bell` until it rings, checking on `peer` every [`SLEEP_SLICE`].
+pub fn sleep_on<L: Liveness + ?Sized>(
+    bell: &Doorbell,
+    peer: &mut L,
+    what: &'static str,
+) -> Result<()> {
+    let since = Instant::now();
+    loop {
+        if bell.wait(SLEEP_SLICE)? {
+            return Ok(());
+        }
+        peer.check()?;
+        check_stall(peer, since, what)?;
+    }
+}
