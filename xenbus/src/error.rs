@@ -1,0 +1,97 @@
+//! The platform's one error type.
+
+use std::io;
+use xenio_xen_sys::{DomId, GrantRef, Port};
+
+/// What can go wrong below a driver.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A system call or file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The store answered a request with an error (`EACCES`, `ENOENT`, `EAGAIN`...).
+    #[error("xenstore {op} {path:?}: {errno}")]
+    Store {
+        /// The request type (READ, WRITE, ...).
+        op: &'static str,
+        /// The path it was about.
+        path: String,
+        /// The error name the store sent (one of `xsd_errors`).
+        errno: String,
+    },
+    /// The store connection broke or spoke nonsense.
+    #[error("xenstore protocol: {0}")]
+    StoreProtocol(String),
+    /// A grant could not be mapped, copied or revoked.
+    #[error("grant {gref} of domain {domid}: {reason}")]
+    Grant {
+        /// The granting domain.
+        domid: DomId,
+        /// The reference.
+        gref: GrantRef,
+        /// Why (not granted, granted to another domain, read-only, revoked, in use...).
+        reason: String,
+    },
+    /// An event channel operation failed.
+    #[error("event channel {port}: {reason}")]
+    EventChannel {
+        /// The local port (0 if none was allocated yet).
+        port: Port,
+        /// Why.
+        reason: String,
+    },
+    /// A wait ran out of time.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(std::time::Duration, String),
+    /// A value in the store or from a peer is malformed.
+    #[error("bad value for {what}: {value:?}")]
+    BadValue {
+        /// Which key or field.
+        what: String,
+        /// What was found.
+        value: String,
+    },
+    /// The requested platform is not available here.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A limit was hit (quota, table full, ...).
+    #[error("{0}")]
+    Limit(String),
+}
+
+impl Error {
+    /// An I/O error with context.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+
+    /// Whether this is the store's `ENOENT`.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Store { errno, .. } if errno == "ENOENT")
+    }
+
+    /// Whether this is the store's `EAGAIN` (a transaction conflict: retry).
+    pub fn is_again(&self) -> bool {
+        matches!(self, Error::Store { errno, .. } if errno == "EAGAIN")
+    }
+
+    /// Whether this is the store's `EACCES`.
+    pub fn is_denied(&self) -> bool {
+        matches!(self, Error::Store { errno, .. } if errno == "EACCES")
+    }
+}
+
+impl From<nix::Error> for Error {
+    fn from(e: nix::Error) -> Self {
+        Error::io("system call", io::Error::from(e))
+    }
+}
+
+/// Results of the platform layer.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
