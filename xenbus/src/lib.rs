@@ -19,6 +19,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;
+pub mod local;
 pub mod region;
 
 pub use error::{Error, Result};
@@ -178,7 +179,10 @@ impl std::fmt::Display for Perm {
 impl std::str::FromStr for Perm {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::BadValue { what: "permission".into(), value: s.into() };
+        let bad = || Error::BadValue {
+            what: "permission".into(),
+            value: s.into(),
+        };
         let mut chars = s.chars();
         let access = match chars.next() {
             Some('n') => PermAccess::None,
@@ -188,7 +192,10 @@ impl std::str::FromStr for Perm {
             _ => return Err(bad()),
         };
         let domid = chars.as_str().parse::<u16>().map_err(|_| bad())?;
-        Ok(Perm { domid: DomId(domid), access })
+        Ok(Perm {
+            domid: DomId(domid),
+            access,
+        })
     }
 }
 
@@ -238,8 +245,10 @@ pub trait Store: Send + Sync {
     fn read_string(&self, tx: Tx, path: &str) -> Result<String> {
         let v = self.read(tx, path)?;
         let v = v.strip_suffix(&[0]).unwrap_or(&v);
-        String::from_utf8(v.to_vec())
-            .map_err(|_| Error::BadValue { what: path.to_string(), value: String::from_utf8_lossy(v).into() })
+        String::from_utf8(v.to_vec()).map_err(|_| Error::BadValue {
+            what: path.to_string(),
+            value: String::from_utf8_lossy(v).into(),
+        })
     }
 
     /// Read a node if it exists.

@@ -45,7 +45,13 @@ impl Raw {
         // as `self`; `buf` is a distinct local buffer. The peer may write concurrently:
         // we only ever copy the bytes, so a torn copy is garbage data, not unsoundness
         // in this process.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), buf.as_mut_ptr(), buf.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
         Ok(())
     }
 }
@@ -72,7 +78,11 @@ impl Region {
     /// `owner` is dropped, and within this process the bytes must not be accessed
     /// through references (only through this region or raw pointers).
     pub unsafe fn from_raw(ptr: NonNull<u8>, len: usize, owner: Owner) -> Self {
-        Region(Raw { ptr, len, _owner: owner })
+        Region(Raw {
+            ptr,
+            len,
+            _owner: owner,
+        })
     }
 
     /// Length in bytes.
@@ -101,7 +111,13 @@ impl Region {
         self.0.check(offset, data.len())?;
         // SAFETY: in bounds (checked), writable for the region's life (contract of
         // `from_raw`); `data` is a distinct buffer.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.0.ptr.as_ptr().add(offset), data.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.0.ptr.as_ptr().add(offset),
+                data.len(),
+            )
+        };
         Ok(())
     }
 
@@ -120,7 +136,11 @@ impl ReadOnlyRegion {
     /// # Safety
     /// As [`Region::from_raw`], but only readability is required.
     pub unsafe fn from_raw(ptr: NonNull<u8>, len: usize, owner: Owner) -> Self {
-        ReadOnlyRegion(Raw { ptr, len, _owner: owner })
+        ReadOnlyRegion(Raw {
+            ptr,
+            len,
+            _owner: owner,
+        })
     }
 
     /// Length in bytes.
@@ -149,6 +169,8 @@ impl SharedMemory for Region {
     fn words(&self) -> &[AtomicU32] {
         // SAFETY: `from_raw` guarantees 4-byte alignment, read-write validity for the
         // region's life and no references to the bytes; AtomicU32 has u32's layout.
-        unsafe { std::slice::from_raw_parts(self.0.ptr.as_ptr().cast::<AtomicU32>(), self.0.len / 4) }
+        unsafe {
+            std::slice::from_raw_parts(self.0.ptr.as_ptr().cast::<AtomicU32>(), self.0.len / 4)
+        }
     }
 }
