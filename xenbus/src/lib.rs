@@ -19,6 +19,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;
+pub mod handshake;
 pub mod local;
 pub mod region;
 
