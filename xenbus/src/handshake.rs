@@ -57,8 +57,17 @@ impl DevicePaths {
         DevicePaths {
             backend_id,
             frontend_id,
-            backend: format!("/local/domain/{}/backend/{}/{}/{devid}", backend_id.0, kind.as_str(), frontend_id.0),
-            frontend: format!("/local/domain/{}/device/{}/{devid}", frontend_id.0, kind.as_str()),
+            backend: format!(
+                "/local/domain/{}/backend/{}/{}/{devid}",
+                backend_id.0,
+                kind.as_str(),
+                frontend_id.0
+            ),
+            frontend: format!(
+                "/local/domain/{}/device/{}/{devid}",
+                frontend_id.0,
+                kind.as_str()
+            ),
         }
     }
 }
@@ -67,26 +76,46 @@ impl DevicePaths {
 /// owns its directory and the other may read it; the back-links and
 /// `Initialising` states are written in one transaction. `backend_keys` are extra
 /// keys for the backend (its configuration, e.g. `params`, `mode`).
-pub fn create_device<S: Store>(store: &S, paths: &DevicePaths, backend_keys: &[(&str, String)]) -> Result<()> {
+pub fn create_device<S: Store>(
+    store: &S,
+    paths: &DevicePaths,
+    backend_keys: &[(&str, String)],
+) -> Result<()> {
     let be = paths.backend_id;
     let fe = paths.frontend_id;
     store.transaction(16, |tx| {
         store.mkdir(tx, &paths.backend)?;
-        store.set_perms(tx, &paths.backend, &[perm(be, PermAccess::None), perm(fe, PermAccess::Read)])?;
+        store.set_perms(
+            tx,
+            &paths.backend,
+            &[perm(be, PermAccess::None), perm(fe, PermAccess::Read)],
+        )?;
         store.mkdir(tx, &paths.frontend)?;
-        store.set_perms(tx, &paths.frontend, &[perm(fe, PermAccess::None), perm(be, PermAccess::Read)])?;
+        store.set_perms(
+            tx,
+            &paths.frontend,
+            &[perm(fe, PermAccess::None), perm(be, PermAccess::Read)],
+        )?;
         let b = |k: &str| format!("{}/{k}", paths.backend);
         let f = |k: &str| format!("{}/{k}", paths.frontend);
         store.write(tx, &b("frontend"), paths.frontend.as_bytes())?;
         store.write(tx, &b("frontend-id"), fe.0.to_string().as_bytes())?;
         store.write(tx, &b("online"), b"1")?;
-        store.write(tx, &b("state"), state_bytes(XenbusState::Initialising).as_slice())?;
+        store.write(
+            tx,
+            &b("state"),
+            state_bytes(XenbusState::Initialising).as_slice(),
+        )?;
         for (k, v) in backend_keys {
             store.write(tx, &b(k), v.as_bytes())?;
         }
         store.write(tx, &f("backend"), paths.backend.as_bytes())?;
         store.write(tx, &f("backend-id"), be.0.to_string().as_bytes())?;
-        store.write(tx, &f("state"), state_bytes(XenbusState::Initialising).as_slice())?;
+        store.write(
+            tx,
+            &f("state"),
+            state_bytes(XenbusState::Initialising).as_slice(),
+        )?;
         Ok(())
     })
 }
@@ -117,7 +146,10 @@ pub fn read_state<S: Store>(store: &S, path: &str) -> Result<XenbusState> {
     match store.read_opt(Tx::NONE, path)? {
         None => Ok(XenbusState::Unknown),
         Some(v) if v.trim().is_empty() => Ok(XenbusState::Unknown),
-        Some(v) => v.parse().map_err(|_| Error::BadValue { what: path.to_string(), value: v }),
+        Some(v) => v.parse().map_err(|_| Error::BadValue {
+            what: path.to_string(),
+            value: v,
+        }),
     }
 }
 
@@ -161,12 +193,25 @@ impl<'s, S: Store> Endpoint<'s, S> {
             .trim()
             .parse::<u16>()
             .map(DomId)
-            .map_err(|_| Error::BadValue { what: format!("{own} peer id"), value: peer_id.to_string() })?;
+            .map_err(|_| Error::BadValue {
+                what: format!("{own} peer id"),
+                value: peer_id.to_string(),
+            })?;
         if !peer.starts_with("/local/domain/") || peer.contains("..") {
-            return Err(Error::BadValue { what: format!("{own} peer path"), value: peer.to_string() });
+            return Err(Error::BadValue {
+                what: format!("{own} peer path"),
+                value: peer.to_string(),
+            });
         }
         let watch = store.watch(&format!("{peer}/state"), &format!("xenio-{}", own))?;
-        Ok(Endpoint { store, role, own: own.to_string(), peer: peer.to_string(), peer_id, watch })
+        Ok(Endpoint {
+            store,
+            role,
+            own: own.to_string(),
+            peer: peer.to_string(),
+            peer_id,
+            watch,
+        })
     }
 
     /// Which end this is.
@@ -209,25 +254,33 @@ impl<'s, S: Store> Endpoint<'s, S> {
     pub fn switch(&self, state: XenbusState, keys: &[(&str, String)]) -> Result<()> {
         self.store.transaction(16, |tx| {
             for (k, v) in keys {
-                self.store.write(tx, &format!("{}/{k}", self.own), v.as_bytes())?;
+                self.store
+                    .write(tx, &format!("{}/{k}", self.own), v.as_bytes())?;
             }
-            self.store.write(tx, &format!("{}/state", self.own), &state_bytes(state))
+            self.store
+                .write(tx, &format!("{}/state", self.own), &state_bytes(state))
         })
     }
 
     /// Read a key of the other end (`None` if absent).
     pub fn peer_key(&self, key: &str) -> Result<Option<String>> {
-        self.store.read_opt(Tx::NONE, &format!("{}/{key}", self.peer))
+        self.store
+            .read_opt(Tx::NONE, &format!("{}/{key}", self.peer))
     }
 
     /// Read a key of this end (`None` if absent).
     pub fn own_key(&self, key: &str) -> Result<Option<String>> {
-        self.store.read_opt(Tx::NONE, &format!("{}/{key}", self.own))
+        self.store
+            .read_opt(Tx::NONE, &format!("{}/{key}", self.own))
     }
 
     /// Block until the other end's state satisfies `until` (checked at once, then
     /// after every watch event), returning it. Fails after `timeout`.
-    pub fn wait_peer(&mut self, timeout: Duration, until: impl Fn(XenbusState) -> bool) -> Result<XenbusState> {
+    pub fn wait_peer(
+        &mut self,
+        timeout: Duration,
+        until: impl Fn(XenbusState) -> bool,
+    ) -> Result<XenbusState> {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.peer_state()?;
@@ -236,7 +289,10 @@ impl<'s, S: Store> Endpoint<'s, S> {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::Timeout(timeout, format!("{} (now {s:?})", self.peer)));
+                return Err(Error::Timeout(
+                    timeout,
+                    format!("{} (now {s:?})", self.peer),
+                ));
             }
             // Events are only hints to re-read the state; their content is not needed.
             let _ = self.watch.next_event(Some(left))?;
@@ -251,5 +307,11 @@ pub fn frontend_ready(s: XenbusState) -> bool {
 
 /// States that mean the other end is going away, gone or restarting.
 pub fn peer_leaving(s: XenbusState) -> bool {
-    matches!(s, XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising)
+    matches!(
+        s,
+        XenbusState::Closing
+            | XenbusState::Closed
+            | XenbusState::Unknown
+            | XenbusState::Initialising
+    )
 }

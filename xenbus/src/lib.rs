@@ -21,7 +21,9 @@
 mod error;
 pub mod handshake;
 pub mod local;
+pub mod platform;
 pub mod region;
+pub mod xen;
 
 pub use error::{Error, Result};
 pub use region::{ReadOnlyRegion, Region};
