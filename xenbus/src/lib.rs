@@ -23,7 +23,9 @@ pub mod handshake;
 pub mod local;
 pub mod platform;
 pub mod region;
+pub mod store;
 pub mod xen;
+pub mod xenstored;
 
 pub use error::{Error, Result};
 pub use region::{ReadOnlyRegion, Region};

@@ -29,7 +29,10 @@ impl FromStr for PlatformChoice {
             "auto" => Ok(PlatformChoice::Auto),
             "local" => Ok(PlatformChoice::Exactly(PlatformKind::Local)),
             "xen" => Ok(PlatformChoice::Exactly(PlatformKind::Xen)),
-            other => Err(Error::BadValue { what: "platform (auto, local or xen)".into(), value: other.into() }),
+            other => Err(Error::BadValue {
+                what: "platform (auto, local or xen)".into(),
+                value: other.into(),
+            }),
         }
     }
 }
@@ -38,8 +41,14 @@ impl FromStr for PlatformChoice {
 pub fn resolve(choice: PlatformChoice) -> Result<PlatformKind> {
     match choice {
         PlatformChoice::Exactly(PlatformKind::Local) => Ok(PlatformKind::Local),
-        PlatformChoice::Exactly(PlatformKind::Xen) => crate::xen::available().map(|()| PlatformKind::Xen),
-        PlatformChoice::Auto => Ok(if crate::xen::available().is_ok() { PlatformKind::Xen } else { PlatformKind::Local }),
+        PlatformChoice::Exactly(PlatformKind::Xen) => {
+            crate::xen::available().map(|()| PlatformKind::Xen)
+        }
+        PlatformChoice::Auto => Ok(if crate::xen::available().is_ok() {
+            PlatformKind::Xen
+        } else {
+            PlatformKind::Local
+        }),
     }
 }
 
@@ -49,8 +58,14 @@ mod tests {
 
     #[test]
     fn parses_choices_and_rejects_others() {
-        assert_eq!("auto".parse::<PlatformChoice>().unwrap(), PlatformChoice::Auto);
-        assert_eq!("xen".parse::<PlatformChoice>().unwrap(), PlatformChoice::Exactly(PlatformKind::Xen));
+        assert_eq!(
+            "auto".parse::<PlatformChoice>().unwrap(),
+            PlatformChoice::Auto
+        );
+        assert_eq!(
+            "xen".parse::<PlatformChoice>().unwrap(),
+            PlatformChoice::Exactly(PlatformKind::Xen)
+        );
         let e = "kvm".parse::<PlatformChoice>().unwrap_err().to_string();
         assert!(e.contains("auto, local or xen") && e.contains("kvm"), "{e}");
     }

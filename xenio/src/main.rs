@@ -1,8 +1,12 @@
 //! `xenio`: one command for xenio's daemons and tools.
 #![forbid(unsafe_code)]
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use xenio_xenbus::DomId;
+use xenio_xenbus::xenstored::{Daemon, DaemonConfig, Quotas};
 
 /// xenio: Xen split-driver I/O in userspace.
 #[derive(Parser, Debug)]
@@ -13,13 +17,165 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    /// Run the local platform's store daemon (xenstored) in the foreground.
+    ///
+    /// It speaks the xenstore wire protocol (xen/io/xs_wire.h) on Unix sockets, so
+    /// xenstore-utils (with XENSTORED_PATH set to a socket), xenstore-rs and xenio's
+    /// own client work against it. Each connection acts as the domain of the socket
+    /// it came through:
+    ///
+    ///   RUN/xenstored/socket           dom0 (privileged: may do anything)
+    ///   RUN/xenstored/domain/<domid>   domain <domid>, created when dom0 sends
+    ///                                  XS_INTRODUCE (or --domains), removed on
+    ///                                  XS_RELEASE
+    ///
+    /// Quotas apply to unprivileged domains (dom0 is trusted, as with xenstored);
+    /// the defaults are xenstored's. The socket paths are printed on standard
+    /// output once the daemon listens. SIGINT or SIGTERM stop it and remove its
+    /// sockets. Log level: RUST_LOG (default warn; info shows domains coming and
+    /// going, debug each failed request).
+    #[command(verbatim_doc_comment)]
+    Store(StoreArgs),
+}
+
+/// Options of `xenio store`.
+#[derive(Args, Debug)]
+struct StoreArgs {
+    /// Run directory. Default: $XENIO_RUN_DIR, else /run/xenio for root, else
+    /// $XDG_RUNTIME_DIR/xenio, else /tmp/xenio-<uid>.
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+
+    /// Domains to introduce at start-up, as if dom0 had sent XS_INTRODUCE:
+    /// their sockets exist and /local/domain/<id> is theirs. E.g. --domains 1,2,3
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    domains: Vec<u16>,
+
+    /// Nodes an unprivileged domain may own (xenstored: nodes). Beyond: ENOSPC.
+    #[arg(long, value_name = "N", default_value_t = Quotas::default().nodes)]
+    quota_nodes: usize,
+
+    /// Watches per unprivileged connection (xenstored: watches). Beyond: E2BIG.
+    #[arg(long, value_name = "N", default_value_t = Quotas::default().watches)]
+    quota_watches: usize,
+
+    /// Open transactions per unprivileged connection (xenstored: transactions).
+    /// Beyond: ENOSPC.
+    #[arg(long, value_name = "N", default_value_t = Quotas::default().transactions)]
+    quota_transactions: usize,
+
+    /// Nodes one unprivileged transaction may touch (xenstored:
+    /// transaction-nodes). Beyond: ENOSPC.
+    #[arg(long, value_name = "N", default_value_t = Quotas::default().transaction_nodes)]
+    quota_transaction_nodes: usize,
+
+    /// Largest node an unprivileged domain may write, in bytes: 16 + 8 per
+    /// permission + value + children names (xenstored: node-size). Beyond: ENOSPC.
+    #[arg(long, value_name = "BYTES", default_value_t = Quotas::default().node_size)]
+    quota_node_size: usize,
+
+    /// Permission entries per node set by an unprivileged domain (xenstored:
+    /// node-permissions). Beyond: ENOSPC.
+    #[arg(long, value_name = "N", default_value_t = Quotas::default().node_permissions)]
+    quota_node_permissions: usize,
+
+    /// Longest path below /local/domain/<id>/ for unprivileged domains
+    /// (xenstored: path-max). Beyond: EINVAL. Absolute paths are limited to
+    /// 3072 bytes for everyone.
+    #[arg(long, value_name = "BYTES", default_value_t = Quotas::default().path_max)]
+    quota_path_max: usize,
+
+    /// Unsent replies after which the daemon stops reading a connection
+    /// (xenstored: outstanding).
+    #[arg(long, value_name = "N", default_value_t = Quotas::default().outstanding)]
+    quota_outstanding: usize,
+
+    /// Unsent watch events per connection (every connection, dom0's too); more
+    /// are dropped, with a warning, until the client reads.
+    #[arg(long, value_name = "N", default_value_t = Quotas::default().queued_events)]
+    max_queued_events: usize,
+
+    /// Connections served at once (all sockets together); more are closed.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_connections: usize,
+}
 
 fn main() -> ExitCode {
+    // RUST_LOG decides; without it, warnings and errors are shown.
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+        .from_env_lossy();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {}
+    let r = match cli.command {
+        Command::Store(a) => store(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xenio: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn store(a: StoreArgs) -> Result<(), String> {
+    use nix::sys::signal::{SigSet, Signal};
+    // Block the stop signals in every thread (threads inherit the mask), then
+    // take them synchronously with sigwait: no handler, no unsafe.
+    let mut stop = SigSet::empty();
+    stop.add(Signal::SIGINT);
+    stop.add(Signal::SIGTERM);
+    stop.thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))?;
+
+    let run_dir = a
+        .run_dir
+        .unwrap_or_else(xenio_xenbus::local::default_run_dir);
+    let config = DaemonConfig {
+        run_dir,
+        quotas: Quotas {
+            nodes: a.quota_nodes,
+            watches: a.quota_watches,
+            transactions: a.quota_transactions,
+            transaction_nodes: a.quota_transaction_nodes,
+            node_size: a.quota_node_size,
+            node_permissions: a.quota_node_permissions,
+            path_max: a.quota_path_max,
+            outstanding: a.quota_outstanding,
+            queued_events: a.max_queued_events,
+        },
+        domains: a.domains.iter().map(|&d| DomId(d)).collect(),
+        max_connections: a.max_connections,
+    };
+    let domains = config.domains.clone();
+    let daemon = Daemon::start(config).map_err(|e| e.to_string())?;
+
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "dom0: {}", daemon.socket_path().display());
+    for d in &domains {
+        let _ = writeln!(
+            out,
+            "domain {d}: {}",
+            daemon.domain_socket_path(*d).display()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "export XENSTORED_PATH={}",
+        daemon.socket_path().display()
+    );
+    let _ = out.flush();
+    drop(out);
+
+    let sig = stop
+        .wait()
+        .map_err(|e| format!("waiting for signals: {e}"))?;
+    tracing::info!("{sig:?}: stopping");
+    daemon.shutdown();
+    Ok(())
 }

@@ -1,0 +1,365 @@
+//! The XenbusState handshake between a backend process and a frontend process
+//! through the local store daemon: connect, tear down, and recover when either
+//! side is killed in the middle.
+//!
+//! `harness = false`: `main` runs the tests; the binary is also the peer process
+//! (`--peer backend|frontend ...`), reporting its progress line by line.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+use xenio_xen_sys::xenbus::XenbusState;
+use xenio_xenbus::handshake::{
+    DeviceKind, DevicePaths, Endpoint, create_device, frontend_ready, peer_leaving, read_state,
+};
+use xenio_xenbus::store::Client;
+use xenio_xenbus::xenstored::{Daemon, DaemonConfig};
+use xenio_xenbus::{DomId, Store};
+
+type R<T = ()> = std::result::Result<T, String>;
+type TestFn = fn() -> R;
+const T: Duration = Duration::from_secs(10);
+
+fn s<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--peer") {
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+        return match peer(&args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("peer {:?}: {e}", &args[2..]);
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
+    let tests: &[(&str, TestFn)] = &[
+        ("frontend_and_backend_connect_and_close", connect_and_close),
+        (
+            "backend_killed_mid_handshake_recovers_with_a_new_backend",
+            backend_killed,
+        ),
+        (
+            "frontend_killed_mid_handshake_recovers_with_a_new_frontend",
+            frontend_killed,
+        ),
+    ];
+    let mut failed = 0;
+    for (name, f) in tests {
+        if filter.as_deref().is_some_and(|p| !name.contains(p)) {
+            continue;
+        }
+        let t = Instant::now();
+        match f() {
+            Ok(()) => println!("test {name} ... ok ({:.1?})", t.elapsed()),
+            Err(e) => {
+                println!("test {name} ... FAILED: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        println!("{failed} failed");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+// ---------------------------------------------------------------- peers
+
+fn peer(args: &[String]) -> R {
+    let role = args.first().ok_or("no role")?;
+    let socket = args.get(1).ok_or("no socket")?;
+    let dir = args.get(2).ok_or("no dir")?;
+    let store = Client::connect(socket).map_err(s)?;
+    let mut out = std::io::stdout();
+    let mut say = |l: &str| -> R {
+        writeln!(out, "{l}").map_err(s)?;
+        out.flush().map_err(s)
+    };
+    match role.as_str() {
+        "backend" => backend(&store, dir, &mut say),
+        "frontend" => frontend(&store, dir, &mut say),
+        other => Err(format!("unknown role {other}")),
+    }
+}
+
+/// A backend: advertise, connect when the frontend is ready, tear down when it
+/// leaves, and start over when a frontend (re)initialises.
+fn backend(store: &Client, dir: &str, say: &mut dyn FnMut(&str) -> R) -> R {
+    let mut ep = Endpoint::backend(store, dir).map_err(s)?;
+    loop {
+        ep.switch(
+            XenbusState::InitWait,
+            &[("max-ring-page-order", "4".into())],
+        )
+        .map_err(s)?;
+        say("initwait")?;
+        ep.wait_peer(T, frontend_ready).map_err(s)?;
+        let rr = ep.peer_key("ring-ref").map_err(s)?;
+        if rr.as_deref() != Some("42") {
+            return Err(format!("frontend ring-ref {rr:?}"));
+        }
+        ep.switch(XenbusState::Connected, &[("sectors", "1024".into())])
+            .map_err(s)?;
+        say("connected")?;
+        let left = ep
+            .wait_peer(Duration::from_secs(60), peer_leaving)
+            .map_err(s)?;
+        if left == XenbusState::Initialising {
+            say("reconnect")?;
+            continue;
+        }
+        ep.switch(XenbusState::Closing, &[]).map_err(s)?;
+        ep.wait_peer(T, |s| {
+            matches!(s, XenbusState::Closed | XenbusState::Unknown)
+        })
+        .map_err(s)?;
+        ep.switch(XenbusState::Closed, &[]).map_err(s)?;
+        say("closed")?;
+        // A frontend coming back to Initialising asks to reconnect.
+        if ep.wait_peer(T, |s| s == XenbusState::Initialising).is_err() {
+            return Ok(());
+        }
+        say("reconnect")?;
+    }
+}
+
+/// A frontend: (re)initialise, wait for InitWait, publish, connect; `close` on
+/// stdin tears down.
+fn frontend(store: &Client, dir: &str, say: &mut dyn FnMut(&str) -> R) -> R {
+    let mut ep = Endpoint::frontend(store, dir).map_err(s)?;
+    ep.switch(XenbusState::Initialising, &[]).map_err(s)?;
+    ep.wait_peer(T, |s| s == XenbusState::InitWait).map_err(s)?;
+    let order = ep.peer_key("max-ring-page-order").map_err(s)?;
+    if order.as_deref() != Some("4") {
+        return Err(format!("backend max-ring-page-order {order:?}"));
+    }
+    ep.switch(
+        XenbusState::Initialised,
+        &[("ring-ref", "42".into()), ("event-channel", "7".into())],
+    )
+    .map_err(s)?;
+    say("initialised")?;
+    ep.wait_peer(T, |s| s == XenbusState::Connected)
+        .map_err(s)?;
+    let sectors = ep.peer_key("sectors").map_err(s)?;
+    if sectors.as_deref() != Some("1024") {
+        return Err(format!("backend sectors {sectors:?}"));
+    }
+    ep.switch(XenbusState::Connected, &[]).map_err(s)?;
+    say("connected")?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(s)?;
+    if line.trim() == "close" {
+        ep.switch(XenbusState::Closing, &[]).map_err(s)?;
+        ep.wait_peer(T, |s| {
+            matches!(s, XenbusState::Closing | XenbusState::Closed)
+        })
+        .map_err(s)?;
+        ep.switch(XenbusState::Closed, &[]).map_err(s)?;
+        say("closed")?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- harness
+
+struct Peer {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    fn spawn(role: &str, socket: &Path, dir: &str) -> R<Peer> {
+        let mut child = Command::new(std::env::current_exe().map_err(s)?)
+            .args(["--peer", role])
+            .arg(socket)
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(s)?;
+        let input = child.stdin.take().ok_or("stdin")?;
+        let output = BufReader::new(child.stdout.take().ok_or("stdout")?);
+        Ok(Peer {
+            child,
+            input,
+            output,
+        })
+    }
+
+    /// The next progress line (the peer's own waits time out, so this returns).
+    fn expect(&mut self, want: &str) -> R {
+        let mut l = String::new();
+        self.output.read_line(&mut l).map_err(s)?;
+        if l.trim_end() == want {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected {want:?}, peer said {:?} (status {:?})",
+                l.trim_end(),
+                self.child.try_wait()
+            ))
+        }
+    }
+
+    fn send(&mut self, line: &str) -> R {
+        writeln!(self.input, "{line}").map_err(s)?;
+        self.input.flush().map_err(s)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn finish(mut self) -> R {
+        let st = self.child.wait().map_err(s)?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(format!("peer exited with {st}"))
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Setup {
+    daemon: Daemon,
+    paths: DevicePaths,
+    dom0: Client,
+    _dir: tempfile::TempDir,
+}
+
+fn setup() -> R<Setup> {
+    let dir = tempfile::tempdir().map_err(s)?;
+    let daemon = Daemon::start(DaemonConfig {
+        domains: vec![DomId(1)],
+        ..DaemonConfig::new(dir.path())
+    })
+    .map_err(s)?;
+    let dom0 = Client::connect(daemon.socket_path()).map_err(s)?;
+    let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, 51712);
+    create_device(&dom0, &paths, &[("params", "/tmp/disk.img".into())]).map_err(s)?;
+    Ok(Setup {
+        daemon,
+        paths,
+        dom0,
+        _dir: dir,
+    })
+}
+
+fn states(st: &Setup) -> R<(XenbusState, XenbusState)> {
+    let b = read_state(&st.dom0, &format!("{}/state", st.paths.backend)).map_err(s)?;
+    let f = read_state(&st.dom0, &format!("{}/state", st.paths.frontend)).map_err(s)?;
+    Ok((b, f))
+}
+
+fn connect_and_close() -> R {
+    let st = setup()?;
+    // The toolstack's layout and permissions: the frontend may read the backend.
+    let fe_view = Client::connect(st.daemon.domain_socket_path(DomId(1))).map_err(s)?;
+    let be_id = fe_view
+        .read_string(
+            xenio_xenbus::Tx::NONE,
+            &format!("{}/backend-id", st.paths.frontend),
+        )
+        .map_err(s)?;
+    if be_id != "0" {
+        return Err(format!("backend-id {be_id}"));
+    }
+    let mut be = Peer::spawn("backend", &st.daemon.socket_path(), &st.paths.backend)?;
+    be.expect("initwait")?;
+    let mut fe = Peer::spawn(
+        "frontend",
+        &st.daemon.domain_socket_path(DomId(1)),
+        &st.paths.frontend,
+    )?;
+    fe.expect("initialised")?;
+    be.expect("connected")?;
+    fe.expect("connected")?;
+    if states(&st)? != (XenbusState::Connected, XenbusState::Connected) {
+        return Err(format!("not both Connected: {:?}", states(&st)?));
+    }
+    fe.send("close")?;
+    fe.expect("closed")?;
+    be.expect("closed")?;
+    fe.finish()?;
+    if states(&st)? != (XenbusState::Closed, XenbusState::Closed) {
+        return Err(format!("not both Closed: {:?}", states(&st)?));
+    }
+    // A frontend coming back reconnects to the same backend.
+    let mut fe2 = Peer::spawn(
+        "frontend",
+        &st.daemon.domain_socket_path(DomId(1)),
+        &st.paths.frontend,
+    )?;
+    be.expect("reconnect")?;
+    be.expect("initwait")?;
+    fe2.expect("initialised")?;
+    be.expect("connected")?;
+    fe2.expect("connected")?;
+    Ok(())
+}
+
+fn backend_killed() -> R {
+    let st = setup()?;
+    let mut be = Peer::spawn("backend", &st.daemon.socket_path(), &st.paths.backend)?;
+    be.expect("initwait")?;
+    be.kill(); // SIGKILL mid-handshake: its InitWait stays in the store.
+    let mut fe = Peer::spawn(
+        "frontend",
+        &st.daemon.domain_socket_path(DomId(1)),
+        &st.paths.frontend,
+    )?;
+    fe.expect("initialised")?;
+    // Nobody answers; a new backend appears and completes the handshake.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut be2 = Peer::spawn("backend", &st.daemon.socket_path(), &st.paths.backend)?;
+    be2.expect("initwait")?;
+    be2.expect("connected")?;
+    fe.expect("connected")?;
+    if states(&st)? != (XenbusState::Connected, XenbusState::Connected) {
+        return Err(format!("not both Connected: {:?}", states(&st)?));
+    }
+    Ok(())
+}
+
+fn frontend_killed() -> R {
+    let st = setup()?;
+    let mut be = Peer::spawn("backend", &st.daemon.socket_path(), &st.paths.backend)?;
+    be.expect("initwait")?;
+    let mut fe = Peer::spawn(
+        "frontend",
+        &st.daemon.domain_socket_path(DomId(1)),
+        &st.paths.frontend,
+    )?;
+    fe.expect("initialised")?;
+    fe.kill(); // dies before it reaches Connected
+    be.expect("connected")?;
+    // A new frontend re-initialises; the backend starts over and both connect.
+    let mut fe2 = Peer::spawn(
+        "frontend",
+        &st.daemon.domain_socket_path(DomId(1)),
+        &st.paths.frontend,
+    )?;
+    be.expect("reconnect")?;
+    be.expect("initwait")?;
+    fe2.expect("initialised")?;
+    be.expect("connected")?;
+    fe2.expect("connected")?;
+    Ok(())
+}
