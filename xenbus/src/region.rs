@@ -85,6 +85,19 @@ impl Region {
         })
     }
 
+    /// Private zeroed memory of `len` bytes (rounded up to whole 4 KiB pages):
+    /// bounce buffers, grant-copy staging, tests.
+    pub fn anonymous(len: usize) -> Result<Self> {
+        let pages = len.div_ceil(4096).max(1) * 4096;
+        let map = memmap2::MmapMut::map_anon(pages).map_err(|e| Error::io(format!("allocating {pages} bytes"), e))?;
+        let ptr = NonNull::new(map.as_ptr() as *mut u8).ok_or_else(|| Error::Limit("mmap returned null".into()))?;
+        // SAFETY: a private anonymous mapping, page aligned and read-write for `pages`
+        // bytes, owned (and unmapped) by `map`, which the region keeps; the
+        // `MmapMut` is moved into the owner and never dereferenced again, so no
+        // reference to the bytes exists besides this region.
+        Ok(unsafe { Region::from_raw(ptr, pages, Box::new(map)) })
+    }
+
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.0.len
@@ -172,5 +185,25 @@ impl SharedMemory for Region {
         unsafe {
             std::slice::from_raw_parts(self.0.ptr.as_ptr().cast::<AtomicU32>(), self.0.len / 4)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_regions_are_zeroed_pages_with_checked_access() {
+        let r = Region::anonymous(5000).unwrap();
+        assert_eq!(r.len(), 8192);
+        let mut b = [1u8; 16];
+        r.read(8192 - 16, &mut b).unwrap();
+        assert_eq!(b, [0; 16]);
+        r.write(100, b"xenio").unwrap();
+        r.read(100, &mut b[..5]).unwrap();
+        assert_eq!(&b[..5], b"xenio");
+        assert!(r.write(8190, b"xyz").is_err());
+        assert!(r.read(usize::MAX, &mut b).is_err());
+        assert!(r.fill(0, 8193, 0).is_err());
     }
 }
