@@ -83,8 +83,8 @@ pub enum Access {
 pub trait Granted: Send + Sync {
     /// One grant reference per page, in order.
     fn refs(&self) -> &[GrantRef];
-    /// The pages, contiguous in this process.
-    fn region(&self) -> &Region;
+    /// The pages, contiguous in this process (shared, so a ring can own a handle).
+    fn region(&self) -> &std::sync::Arc<Region>;
     /// Revoke every grant now. Fails (and keeps the grants) while the peer still
     /// has a page mapped, as `gnttab_end_foreign_access` does.
     fn revoke(&mut self) -> Result<()>;

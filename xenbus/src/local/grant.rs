@@ -319,7 +319,7 @@ impl GrantTable for LocalGrantTable {
         Ok(LocalGranted {
             refs: refs.into_iter().map(GrantRef).collect(),
             frames,
-            region: Some(region),
+            region: Some(Arc::new(region)),
             shared: self.shared.clone(),
             revoked: false,
             domid: self.dom.domid(),
@@ -332,7 +332,7 @@ impl GrantTable for LocalGrantTable {
 pub struct LocalGranted {
     refs: Vec<GrantRef>,
     frames: Vec<u64>,
-    region: Option<Region>,
+    region: Option<Arc<Region>>,
     shared: Arc<GranterShared>,
     revoked: bool,
     domid: DomId,
@@ -343,7 +343,7 @@ impl Granted for LocalGranted {
         &self.refs
     }
 
-    fn region(&self) -> &Region {
+    fn region(&self) -> &Arc<Region> {
         self.region.as_ref().expect("region lives until drop")
     }
 

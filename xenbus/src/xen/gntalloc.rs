@@ -147,7 +147,7 @@ impl GrantTable for GntallocDevice {
         let region = unsafe { Region::from_raw(ptr, len, Box::new(mapping.clone())) };
         Ok(XenGranted {
             refs,
-            region,
+            region: Arc::new(region),
             mapping,
             dev: self.dev.clone(),
             index,
@@ -171,7 +171,7 @@ impl GrantTable for GntallocDevice {
 #[derive(Debug)]
 pub struct XenGranted {
     refs: Vec<GrantRef>,
-    region: Region,
+    region: Arc<Region>,
     /// The same mapping the region's owner holds, to swap it out on revoke.
     mapping: Arc<Mapping>,
     dev: Arc<Dev>,
@@ -237,7 +237,7 @@ impl Granted for XenGranted {
         &self.refs
     }
 
-    fn region(&self) -> &Region {
+    fn region(&self) -> &Arc<Region> {
         &self.region
     }
 
