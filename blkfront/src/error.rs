@@ -1,0 +1,48 @@
+//! blkfront's error type.
+
+use xenio_xen_sys::DomId;
+
+/// What can go wrong in the frontend.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The platform (store, grants, event channels) failed.
+    #[error(transparent)]
+    Platform(#[from] xenio_xenbus::Error),
+    /// The ring failed; a broken ring means the backend wrote nonsense.
+    #[error(transparent)]
+    Ring(#[from] xenio_ring::RingError),
+    /// The backend answered something impossible (unknown id, wrong operation...).
+    #[error("backend {backend} misbehaved: {what}")]
+    Backend {
+        /// The backend domain.
+        backend: DomId,
+        /// What it did.
+        what: String,
+    },
+    /// The backend's keys are missing or malformed.
+    #[error("backend key {key}: {problem}")]
+    BadKey {
+        /// Which key.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The request itself is not valid (alignment, range, unsupported operation).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The I/O failed at the backend (`BLKIF_RSP_ERROR`).
+    #[error("the backend reported an I/O error for {0}")]
+    Io(String),
+    /// The backend does not support the operation (`BLKIF_RSP_EOPNOTSUPP`).
+    #[error("the backend does not support {0}")]
+    NotSupported(String),
+    /// No buffer space in the grant pool right now: complete some I/O first.
+    #[error("the grant pool is exhausted ({0} pages in use)")]
+    PoolExhausted(usize),
+    /// Waited too long.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+/// Results of blkfront.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
