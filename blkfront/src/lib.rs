@@ -30,7 +30,9 @@ use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{DomId, GrantRef};
 use xenio_xenbus::handshake::Endpoint;
 use xenio_xenbus::platform::Platform;
-use xenio_xenbus::{Access, EventChannel, EventChannels, GrantTable, Granted, Region, Store, Tx, Watch};
+use xenio_xenbus::{
+    Access, EventChannel, EventChannels, GrantTable, Granted, Region, Store, Tx, Watch,
+};
 
 const PAGE: usize = 4096;
 const SECTOR: u64 = 512;
@@ -207,6 +209,11 @@ struct Queue<G: Granted, C: EventChannel> {
     pages_per_slot: usize,
 }
 
+type PlatformQueue<P> = Queue<
+    <<P as Platform>::Grants as GrantTable>::Granted,
+    <<P as Platform>::Events as EventChannels>::Channel,
+>;
+
 /// A connected blkif frontend over platform `P`.
 pub struct BlkFront<P: Platform> {
     platform: Arc<P>,
@@ -215,7 +222,7 @@ pub struct BlkFront<P: Platform> {
     backend_id: DomId,
     options: Options,
     info: Info,
-    queues: Vec<Queue<<P::Grants as GrantTable>::Granted, <P::Events as EventChannels>::Channel>>,
+    queues: Vec<PlatformQueue<P>>,
     watch: <P::Store as Store>::Watch,
     pool: <P::Grants as GrantTable>::Granted,
     pool_free: Vec<u32>,
@@ -228,13 +235,19 @@ pub struct BlkFront<P: Platform> {
 }
 
 fn bad_key(key: &str, problem: impl Into<String>) -> Error {
-    Error::BadKey { key: key.to_string(), problem: problem.into() }
+    Error::BadKey {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
 }
 
 fn parse_key<T: std::str::FromStr>(v: Option<String>, key: &str, default: T) -> Result<T> {
     match v {
         None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| bad_key(key, format!("not a number: {v:?}"))),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| bad_key(key, format!("not a number: {v:?}"))),
     }
 }
 
@@ -244,11 +257,17 @@ impl<P: Platform> BlkFront<P> {
     pub fn connect(platform: Arc<P>, dir: &str, options: Options) -> Result<Self> {
         let store = platform.store();
         let backend_dir = store.read_string(Tx::NONE, &format!("{dir}/backend"))?;
-        let backend_id = parse_key::<u16>(Some(store.read_string(Tx::NONE, &format!("{dir}/backend-id"))?), "backend-id", 0)?;
+        let backend_id = parse_key::<u16>(
+            Some(store.read_string(Tx::NONE, &format!("{dir}/backend-id"))?),
+            "backend-id",
+            0,
+        )?;
         let backend_id = DomId(backend_id);
         let watch = store.watch(&format!("{backend_dir}/state"), "blkfront-backend-state")?;
         let pool_pages = options.pool_pages.max(16);
-        let pool = platform.grants()?.grant(backend_id, pool_pages, Access::ReadWrite)?;
+        let pool = platform
+            .grants()?
+            .grant(backend_id, pool_pages, Access::ReadWrite)?;
         let mut front = BlkFront {
             dir: dir.to_string(),
             backend_dir,
@@ -311,19 +330,41 @@ impl<P: Platform> BlkFront<P> {
         ep.wait_peer(timeout, |s| s == XenbusState::InitWait)?;
         let key = |k: &str| ep.peer_key(k);
         let max_order: u32 = parse_key(key("max-ring-page-order")?, "max-ring-page-order", 0)?;
-        let max_queues: u32 = parse_key(key("multi-queue-max-queues")?, "multi-queue-max-queues", 1)?;
-        let max_indirect: u32 = parse_key(key("feature-max-indirect-segments")?, "feature-max-indirect-segments", 0)?;
+        let max_queues: u32 =
+            parse_key(key("multi-queue-max-queues")?, "multi-queue-max-queues", 1)?;
+        let max_indirect: u32 = parse_key(
+            key("feature-max-indirect-segments")?,
+            "feature-max-indirect-segments",
+            0,
+        )?;
         let order = self.options.max_ring_page_order.min(max_order).min(8);
         let nqueues = self.options.queues.clamp(1, max_queues.max(1));
-        let indirect = self.options.indirect_segments.min(max_indirect).min(BLKIF_MAX_INDIRECT_SEGMENTS as u32) as usize;
-        let max_segments = if indirect > BLKIF_MAX_SEGMENTS_PER_REQUEST { indirect } else { BLKIF_MAX_SEGMENTS_PER_REQUEST };
+        let indirect = self
+            .options
+            .indirect_segments
+            .min(max_indirect)
+            .min(BLKIF_MAX_INDIRECT_SEGMENTS as u32) as usize;
+        let max_segments = if indirect > BLKIF_MAX_SEGMENTS_PER_REQUEST {
+            indirect
+        } else {
+            BLKIF_MAX_SEGMENTS_PER_REQUEST
+        };
         drop(ep);
 
         let grants = self.platform.grants()?;
         let events = self.platform.events();
         let reconnect = !self.queues.is_empty();
-        if !reconnect || self.queues.len() != nqueues as usize || self.info.ring_page_order != order || self.info.max_segments != max_segments {
-            if reconnect && !self.queues.iter().all(|q| q.slots.iter().all(|s| s.spec.is_none())) {
+        if !reconnect
+            || self.queues.len() != nqueues as usize
+            || self.info.ring_page_order != order
+            || self.info.max_segments != max_segments
+        {
+            if reconnect
+                && !self
+                    .queues
+                    .iter()
+                    .all(|q| q.slots.iter().all(|s| s.spec.is_none()))
+            {
                 // Geometry changed with requests in flight: put them back in the backlog.
                 for q in &mut self.queues {
                     for s in &mut q.slots {
@@ -338,8 +379,16 @@ impl<P: Platform> BlkFront<P> {
                 let ring_grant = grants.grant(self.backend_id, 1 << order, Access::ReadWrite)?;
                 let ring = FrontRing::init(ring_grant.region().clone())?;
                 let size = ring.size() as usize;
-                let pages_per_slot = if max_segments > BLKIF_MAX_SEGMENTS_PER_REQUEST { max_segments.div_ceil(SEGS_PER_INDIRECT_PAGE) } else { 0 };
-                let indirect = if pages_per_slot > 0 { Some(grants.grant(self.backend_id, size * pages_per_slot, Access::ReadOnly)?) } else { None };
+                let pages_per_slot = if max_segments > BLKIF_MAX_SEGMENTS_PER_REQUEST {
+                    max_segments.div_ceil(SEGS_PER_INDIRECT_PAGE)
+                } else {
+                    0
+                };
+                let indirect = if pages_per_slot > 0 {
+                    Some(grants.grant(self.backend_id, size * pages_per_slot, Access::ReadOnly)?)
+                } else {
+                    None
+                };
                 self.queues.push(Queue {
                     ring_grant,
                     ring,
@@ -375,13 +424,26 @@ impl<P: Platform> BlkFront<P> {
         if nqueues > 1 {
             keys.push(("multi-queue-num-queues".into(), nqueues.to_string()));
             for (i, q) in self.queues.iter().enumerate() {
-                one(&format!("queue-{i}/"), q.ring_grant.refs(), q.channel.port().0, &mut keys);
+                one(
+                    &format!("queue-{i}/"),
+                    q.ring_grant.refs(),
+                    q.channel.port().0,
+                    &mut keys,
+                );
             }
         } else {
-            one("", self.queues[0].ring_grant.refs(), self.queues[0].channel.port().0, &mut keys);
+            one(
+                "",
+                self.queues[0].ring_grant.refs(),
+                self.queues[0].channel.port().0,
+                &mut keys,
+            );
         }
         keys.push(("protocol".into(), "x86_64-abi".into()));
-        keys.push(("feature-persistent".into(), if self.options.persistent { "1" } else { "0" }.into()));
+        keys.push((
+            "feature-persistent".into(),
+            if self.options.persistent { "1" } else { "0" }.into(),
+        ));
         let mut ep = Endpoint::frontend(platform.store(), &self.dir)?;
         let refs: Vec<(&str, String)> = keys.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         ep.switch(XenbusState::Initialised, &refs)?;
@@ -405,7 +467,11 @@ impl<P: Platform> BlkFront<P> {
         self.info = Info {
             sectors,
             sector_size: parse_key(key("sector-size")?, "sector-size", 512)?,
-            physical_sector_size: parse_key(key("physical-sector-size")?, "physical-sector-size", 512)?,
+            physical_sector_size: parse_key(
+                key("physical-sector-size")?,
+                "physical-sector-size",
+                512,
+            )?,
             readonly: info_bits & VDISK_READONLY != 0 || mode_ro,
             flush: parse_key::<u32>(key("feature-flush-cache")?, "feature-flush-cache", 0)? == 1,
             barrier: parse_key::<u32>(key("feature-barrier")?, "feature-barrier", 0)? == 1,
@@ -419,7 +485,9 @@ impl<P: Platform> BlkFront<P> {
         drop(ep);
         // Re-issue everything that had no response, in slot order, then the backlog.
         for qi in 0..self.queues.len() {
-            let in_flight: Vec<usize> = (0..self.queues[qi].slots.len()).filter(|&s| self.queues[qi].slots[s].spec.is_some()).collect();
+            let in_flight: Vec<usize> = (0..self.queues[qi].slots.len())
+                .filter(|&s| self.queues[qi].slots[s].spec.is_some())
+                .collect();
             for s in in_flight {
                 self.push_slot(qi, s)?;
             }
@@ -453,13 +521,17 @@ impl<P: Platform> BlkFront<P> {
 
     /// Copy `data` into `buf` at `offset`.
     pub fn buf_write(&self, buf: &Buf, offset: usize, data: &[u8]) -> Result<()> {
-        self.buf_io(buf, offset, data.len(), |region, at, range| region.write(at, &data[range]))
+        self.buf_io(buf, offset, data.len(), |region, at, range| {
+            region.write(at, &data[range])
+        })
     }
 
     /// Copy bytes of `buf` at `offset` into `out`.
     pub fn buf_read(&self, buf: &Buf, offset: usize, out: &mut [u8]) -> Result<()> {
         let len = out.len();
-        self.buf_io(buf, offset, len, |region, at, range| region.read(at, &mut out[range]))
+        self.buf_io(buf, offset, len, |region, at, range| {
+            region.read(at, &mut out[range])
+        })
     }
 
     fn buf_io(
@@ -470,7 +542,10 @@ impl<P: Platform> BlkFront<P> {
         mut f: impl FnMut(&Region, usize, std::ops::Range<usize>) -> xenio_xenbus::Result<()>,
     ) -> Result<()> {
         if offset.checked_add(len).is_none_or(|end| end > buf.len) {
-            return Err(Error::Invalid(format!("{len} bytes at {offset} is outside a {}-byte buffer", buf.len)));
+            return Err(Error::Invalid(format!(
+                "{len} bytes at {offset} is outside a {}-byte buffer",
+                buf.len
+            )));
         }
         let region = self.pool.region();
         let mut done = 0;
@@ -493,45 +568,95 @@ impl<P: Platform> BlkFront<P> {
         self.next_token += 1;
         let check = |offset: u64, len: u64, what: &str, info: &Info| -> Result<()> {
             if offset % SECTOR != 0 || len % SECTOR != 0 || len == 0 {
-                return Err(Error::Invalid(format!("{what} of {len} bytes at {offset}: offset and length must be non-zero multiples of 512")));
+                return Err(Error::Invalid(format!(
+                    "{what} of {len} bytes at {offset}: offset and length must be non-zero multiples of 512"
+                )));
             }
             if offset.checked_add(len).is_none_or(|end| end > info.size()) {
-                return Err(Error::Invalid(format!("{what} of {len} bytes at {offset} is past the end of a {}-byte disk", info.size())));
+                return Err(Error::Invalid(format!(
+                    "{what} of {len} bytes at {offset} is past the end of a {}-byte disk",
+                    info.size()
+                )));
             }
             Ok(())
         };
         let (specs, buf, what) = match op {
-            Op::Read { offset, buf } | Op::Write { offset, buf } | Op::WriteBarrier { offset, buf }
+            Op::Read { offset, buf }
+            | Op::Write { offset, buf }
+            | Op::WriteBarrier { offset, buf }
                 if check(offset, buf.len as u64, "I/O", &self.info).is_err() =>
             {
                 let e = check(offset, buf.len as u64, "I/O", &self.info).unwrap_err();
                 self.free(buf);
                 return Err(e);
             }
-            Op::Read { offset, buf } => (self.split(BLKIF_OP_READ, offset, &buf), Some(buf), "read"),
+            Op::Read { offset, buf } => {
+                (self.split(BLKIF_OP_READ, offset, &buf), Some(buf), "read")
+            }
             Op::Write { offset, buf } | Op::WriteBarrier { offset, buf } if self.info.readonly => {
                 self.free(buf);
-                return Err(Error::Invalid(format!("write at {offset}: the disk is read-only")));
+                return Err(Error::Invalid(format!(
+                    "write at {offset}: the disk is read-only"
+                )));
             }
-            Op::Write { offset, buf } => (self.split(BLKIF_OP_WRITE, offset, &buf), Some(buf), "write"),
+            Op::Write { offset, buf } => {
+                (self.split(BLKIF_OP_WRITE, offset, &buf), Some(buf), "write")
+            }
             Op::WriteBarrier { offset, buf } => {
                 if buf.pages.len() > BLKIF_MAX_SEGMENTS_PER_REQUEST {
                     let n = buf.len;
                     self.free(buf);
-                    return Err(Error::Invalid(format!("a barrier write carries at most 44 KiB, not {n} bytes")));
+                    return Err(Error::Invalid(format!(
+                        "a barrier write carries at most 44 KiB, not {n} bytes"
+                    )));
                 }
-                (self.split(BLKIF_OP_WRITE_BARRIER, offset, &buf), Some(buf), "barrier write")
+                (
+                    self.split(BLKIF_OP_WRITE_BARRIER, offset, &buf),
+                    Some(buf),
+                    "barrier write",
+                )
             }
-            Op::Flush => (vec![Spec { operation: BLKIF_OP_FLUSH_DISKCACHE, sector: 0, segs: vec![], discard_sectors: 0, pending: 0 }], None, "flush"),
+            Op::Flush => (
+                vec![Spec {
+                    operation: BLKIF_OP_FLUSH_DISKCACHE,
+                    sector: 0,
+                    segs: vec![],
+                    discard_sectors: 0,
+                    pending: 0,
+                }],
+                None,
+                "flush",
+            ),
             Op::Discard { offset, len } => {
                 check(offset, len, "discard", &self.info)?;
                 if self.info.discard.is_none() {
-                    return Err(Error::NotSupported("discard (the backend has no feature-discard)".into()));
+                    return Err(Error::NotSupported(
+                        "discard (the backend has no feature-discard)".into(),
+                    ));
                 }
-                (vec![Spec { operation: BLKIF_OP_DISCARD, sector: offset / SECTOR, segs: vec![], discard_sectors: len / SECTOR, pending: 0 }], None, "discard")
+                (
+                    vec![Spec {
+                        operation: BLKIF_OP_DISCARD,
+                        sector: offset / SECTOR,
+                        segs: vec![],
+                        discard_sectors: len / SECTOR,
+                        pending: 0,
+                    }],
+                    None,
+                    "discard",
+                )
             }
         };
-        self.pending.insert(token.0, Pending { token, remaining: specs.len() as u32, status: BLKIF_RSP_OKAY, what, buf });
+        self.pending.insert(
+            token.0,
+            Pending {
+                token,
+                remaining: specs.len() as u32,
+                status: BLKIF_RSP_OKAY,
+                what,
+                buf,
+            },
+        );
         for mut s in specs {
             s.pending = token.0;
             self.backlog.push_back(s);
@@ -542,7 +667,11 @@ impl<P: Platform> BlkFront<P> {
 
     /// Split a buffer I/O into requests of at most `max_segments` page segments.
     fn split(&self, operation: u8, offset: u64, buf: &Buf) -> Vec<Spec> {
-        let per = if operation == BLKIF_OP_WRITE_BARRIER { BLKIF_MAX_SEGMENTS_PER_REQUEST } else { self.info.max_segments };
+        let per = if operation == BLKIF_OP_WRITE_BARRIER {
+            BLKIF_MAX_SEGMENTS_PER_REQUEST
+        } else {
+            self.info.max_segments
+        };
         let refs = self.pool.refs();
         let mut out = Vec::new();
         let mut sector = offset / SECTOR;
@@ -553,11 +682,22 @@ impl<P: Platform> BlkFront<P> {
             for &p in chunk {
                 let n = left.min(PAGE as u64);
                 let sects = n.div_ceil(SECTOR) as u8;
-                segs.push(BlkifRequestSegment { gref: refs[p as usize].0, first_sect: 0, last_sect: sects - 1, _pad: [0; 2] });
+                segs.push(BlkifRequestSegment {
+                    gref: refs[p as usize].0,
+                    first_sect: 0,
+                    last_sect: sects - 1,
+                    _pad: [0; 2],
+                });
                 sector += u64::from(sects);
                 left -= n;
             }
-            out.push(Spec { operation, sector: start, segs, discard_sectors: 0, pending: 0 });
+            out.push(Spec {
+                operation,
+                sector: start,
+                segs,
+                discard_sectors: 0,
+                pending: 0,
+            });
         }
         out
     }
@@ -568,7 +708,12 @@ impl<P: Platform> BlkFront<P> {
         while let Some(spec) = self.backlog.front() {
             let _ = spec;
             let nq = self.queues.len();
-            let Some(qi) = (0..nq).map(|i| (self.next_queue + i) % nq).find(|&i| !self.queues[i].free.is_empty()) else { break };
+            let Some(qi) = (0..nq)
+                .map(|i| (self.next_queue + i) % nq)
+                .find(|&i| !self.queues[i].free.is_empty())
+            else {
+                break;
+            };
             self.next_queue = (qi + 1) % nq;
             let spec = self.backlog.pop_front().expect("front exists");
             let q = &mut self.queues[qi];
@@ -604,16 +749,28 @@ impl<P: Platform> BlkFront<P> {
                 ..Default::default()
             })
         } else if spec.segs.len() <= BLKIF_MAX_SEGMENTS_PER_REQUEST {
-            let mut r = BlkifRequest { operation: spec.operation, nr_segments: spec.segs.len() as u8, id, sector_number: spec.sector, ..Default::default() };
+            let mut r = BlkifRequest {
+                operation: spec.operation,
+                nr_segments: spec.segs.len() as u8,
+                id,
+                sector_number: spec.sector,
+                ..Default::default()
+            };
             r.seg[..spec.segs.len()].copy_from_slice(&spec.segs);
             r
         } else {
-            let g = q.indirect.as_ref().ok_or_else(|| Error::Invalid("indirect request without indirect pages".into()))?;
+            let g = q
+                .indirect
+                .as_ref()
+                .ok_or_else(|| Error::Invalid("indirect request without indirect pages".into()))?;
             let base = slot * q.pages_per_slot;
-            let bytes: Vec<u8> = spec.segs.iter().flat_map(|s| bytemuck_bytes(s)).collect();
+            let bytes: Vec<u8> = spec.segs.iter().flat_map(bytemuck_bytes).collect();
             g.region().write(base * PAGE, &bytes)?;
             let mut grefs = [0u32; BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST];
-            for (i, r) in g.refs()[base..base + spec.segs.len().div_ceil(SEGS_PER_INDIRECT_PAGE)].iter().enumerate() {
+            for (i, r) in g.refs()[base..base + spec.segs.len().div_ceil(SEGS_PER_INDIRECT_PAGE)]
+                .iter()
+                .enumerate()
+            {
                 grefs[i] = r.0;
             }
             BlkifRequest::from(BlkifRequestIndirect {
@@ -651,7 +808,9 @@ impl<P: Platform> BlkFront<P> {
                 out.extend(self.done.drain(..));
                 return Ok(n);
             }
-            let Some(deadline) = deadline else { return Ok(0) };
+            let Some(deadline) = deadline else {
+                return Ok(0);
+            };
             if self.pending.is_empty() {
                 return Ok(0);
             }
@@ -702,11 +861,17 @@ impl<P: Platform> BlkFront<P> {
         if !changed {
             return Ok(());
         }
-        let state = xenio_xenbus::handshake::read_state(self.platform.store(), &format!("{}/state", self.backend_dir))?;
+        let state = xenio_xenbus::handshake::read_state(
+            self.platform.store(),
+            &format!("{}/state", self.backend_dir),
+        )?;
         if state == XenbusState::Connected {
             return Ok(());
         }
-        tracing::info!("backend {} went to {state:?}: reconnecting", self.backend_dir);
+        tracing::info!(
+            "backend {} went to {state:?}: reconnecting",
+            self.backend_dir
+        );
         self.reconnects += 1;
         self.handshake()
     }
@@ -730,17 +895,31 @@ impl<P: Platform> BlkFront<P> {
     fn complete_one(&mut self, qi: usize, r: &BlkifResponse) -> Result<()> {
         let backend = self.backend_id;
         let bad = |what: String| Error::Backend { backend, what };
-        let (rq, generation, slot) = ((r.id >> 32) as usize, (r.id >> 16) as u16, (r.id & 0xffff) as usize);
+        let (rq, generation, slot) = (
+            (r.id >> 32) as usize,
+            (r.id >> 16) as u16,
+            (r.id & 0xffff) as usize,
+        );
         let q = &mut self.queues[qi];
         let Some(s) = q.slots.get_mut(slot).filter(|_| rq == qi) else {
             return Err(bad(format!("response with unknown id {:#x}", r.id)));
         };
         let Some(spec) = s.spec.as_ref().filter(|_| s.generation == generation) else {
-            return Err(bad(format!("response for id {:#x}, which is not in flight (duplicate?)", r.id)));
+            return Err(bad(format!(
+                "response for id {:#x}, which is not in flight (duplicate?)",
+                r.id
+            )));
         };
-        let expected = if spec.segs.len() > BLKIF_MAX_SEGMENTS_PER_REQUEST { BLKIF_OP_INDIRECT } else { spec.operation };
+        let expected = if spec.segs.len() > BLKIF_MAX_SEGMENTS_PER_REQUEST {
+            BLKIF_OP_INDIRECT
+        } else {
+            spec.operation
+        };
         if r.operation != expected && r.operation != spec.operation {
-            return Err(bad(format!("response for id {:#x} has operation {}, the request was {expected}", r.id, r.operation)));
+            return Err(bad(format!(
+                "response for id {:#x} has operation {}, the request was {expected}",
+                r.id, r.operation
+            )));
         }
         let pending_key = spec.pending;
         s.spec = None;
@@ -757,7 +936,11 @@ impl<P: Platform> BlkFront<P> {
                     BLKIF_RSP_EOPNOTSUPP => Err(Error::NotSupported(p.what.into())),
                     _ => Err(Error::Io(p.what.into())),
                 };
-                self.done.push_back(Done { token: p.token, result, buf: p.buf });
+                self.done.push_back(Done {
+                    token: p.token,
+                    result,
+                    buf: p.buf,
+                });
             }
         }
         Ok(())
@@ -783,7 +966,10 @@ impl<P: Platform> BlkFront<P> {
                 return d.result.map(|()| d.buf);
             }
             if Instant::now() > deadline {
-                return Err(Error::Timeout(format!("no completion for {token:?} after {:?}", self.options.timeout)));
+                return Err(Error::Timeout(format!(
+                    "no completion for {token:?} after {:?}",
+                    self.options.timeout
+                )));
             }
         }
     }
@@ -795,7 +981,9 @@ impl<P: Platform> BlkFront<P> {
         for (i, chunk) in out.chunks_mut(self.chunk_bytes()).enumerate() {
             let off = offset + (i * self.chunk_bytes()) as u64;
             let buf = self.alloc(chunk.len())?;
-            let buf = self.run(Op::Read { offset: off, buf })?.expect("reads return their buffer");
+            let buf = self
+                .run(Op::Read { offset: off, buf })?
+                .expect("reads return their buffer");
             let r = self.buf_read(&buf, 0, chunk);
             self.free(buf);
             r?;
@@ -812,7 +1000,9 @@ impl<P: Platform> BlkFront<P> {
                 self.free(buf);
                 return Err(e);
             }
-            let buf = self.run(Op::Write { offset: off, buf })?.expect("writes return their buffer");
+            let buf = self
+                .run(Op::Write { offset: off, buf })?
+                .expect("writes return their buffer");
             self.free(buf);
         }
         Ok(())
@@ -840,7 +1030,12 @@ impl<P: Platform> BlkFront<P> {
         let ep = self.endpoint()?;
         ep.switch(XenbusState::Closing, &[])?;
         let mut ep = ep;
-        ep.wait_peer(self.options.timeout, |s| matches!(s, XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown))?;
+        ep.wait_peer(self.options.timeout, |s| {
+            matches!(
+                s,
+                XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown
+            )
+        })?;
         ep.switch(XenbusState::Closed, &[])?;
         Ok(())
     }

@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod disk;
 mod error;
 pub mod handshake;
 pub mod local;

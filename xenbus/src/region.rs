@@ -89,8 +89,10 @@ impl Region {
     /// bounce buffers, grant-copy staging, tests.
     pub fn anonymous(len: usize) -> Result<Self> {
         let pages = len.div_ceil(4096).max(1) * 4096;
-        let map = memmap2::MmapMut::map_anon(pages).map_err(|e| Error::io(format!("allocating {pages} bytes"), e))?;
-        let ptr = NonNull::new(map.as_ptr() as *mut u8).ok_or_else(|| Error::Limit("mmap returned null".into()))?;
+        let map = memmap2::MmapMut::map_anon(pages)
+            .map_err(|e| Error::io(format!("allocating {pages} bytes"), e))?;
+        let ptr = NonNull::new(map.as_ptr() as *mut u8)
+            .ok_or_else(|| Error::Limit("mmap returned null".into()))?;
         // SAFETY: a private anonymous mapping, page aligned and read-write for `pages`
         // bytes, owned (and unmapped) by `map`, which the region keeps; the
         // `MmapMut` is moved into the owner and never dereferenced again, so no

@@ -1,0 +1,509 @@
+//! One queue's event loop: take a batch from the ring, validate it, find the
+//! memory of every segment (persistent grant cache, per-request mapping, or grant
+//! copy into bounce buffers), plan it (reordering), run the plan on the storage,
+//! answer, notify only when the frontend asked. One thread per ring, no locks on
+//! this path.
+
+use crate::reorder::{IoKind, Planner, ReorderMode};
+use crate::request::{self, Limits, Op, Parsed, Request};
+use crate::storage::{Completion, Io, IoMem, IoSeg, StorageQueue};
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use xenio_ring::BackRing;
+use xenio_xen_sys::blkif::*;
+use xenio_xen_sys::{DomId, GrantRef};
+use xenio_xenbus::{CopyBuf, EventChannel, GrantCopy, GrantMapper, Region};
+
+const PAGE: usize = 4096;
+
+/// How the backend reaches the frontend's data pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantMode {
+    /// Map the grants (zero copy): cached when the frontend asks for persistent
+    /// grants, mapped and unmapped per request otherwise.
+    Map,
+    /// Grant copy into and out of bounce buffers (what QEMU's qdisk does).
+    Copy,
+}
+
+impl std::str::FromStr for GrantMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "map" => Ok(GrantMode::Map),
+            "copy" => Ok(GrantMode::Copy),
+            o => Err(format!("grant mode {o:?}: expected map or copy")),
+        }
+    }
+}
+
+/// Per-queue knobs.
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    /// Map or copy.
+    pub grant_mode: GrantMode,
+    /// Keep mappings of the frontend's pages (only if it advertised
+    /// `feature-persistent` and mode is `Map`).
+    pub persistent: bool,
+    /// Most cached persistent grants (least recently used ones are unmapped).
+    pub max_persistent_grants: usize,
+    /// Reordering of each batch.
+    pub reorder: ReorderMode,
+    /// Largest merged I/O, in sectors.
+    pub max_merge_sectors: u64,
+    /// Most requests taken from the ring in one batch.
+    pub max_batch: usize,
+    /// Spin this long looking at the ring before sleeping on the event channel.
+    pub poll: Duration,
+    /// Storage operations in flight per queue.
+    pub io_depth: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            grant_mode: GrantMode::Map,
+            persistent: true,
+            max_persistent_grants: 1056,
+            reorder: ReorderMode::Merge,
+            max_merge_sectors: 2048,
+            max_batch: 512,
+            poll: Duration::ZERO,
+            io_depth: 128,
+        }
+    }
+}
+
+/// Counters of one device, shared by its queues (read them any time).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Requests taken from the rings.
+    pub requests: AtomicU64,
+    /// Requests answered with an error (including rejected ones).
+    pub errors: AtomicU64,
+    /// Requests rejected at validation.
+    pub rejected: AtomicU64,
+    /// Batches.
+    pub batches: AtomicU64,
+    /// Storage operations issued.
+    pub ios: AtomicU64,
+    /// Requests merged into a neighbour's I/O.
+    pub merged: AtomicU64,
+    /// Requests not issued in ring order.
+    pub reordered: AtomicU64,
+    /// Notifications sent to the frontend.
+    pub notifications: AtomicU64,
+    /// Times the queue slept on its event channel.
+    pub sleeps: AtomicU64,
+    /// Persistent grant cache hits and misses.
+    pub pgrant_hits: AtomicU64,
+    /// Persistent grant cache misses (mappings made).
+    pub pgrant_misses: AtomicU64,
+}
+
+impl Counters {
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Least-recently-used cache of single-page persistent mappings.
+struct PersistentGrants {
+    map: HashMap<u32, (Arc<Region>, u64)>,
+    max: usize,
+    clock: u64,
+}
+
+impl PersistentGrants {
+    fn get<M: GrantMapper>(
+        &mut self,
+        mapper: &M,
+        fe: DomId,
+        gref: GrantRef,
+        c: &Counters,
+    ) -> xenio_xenbus::Result<Arc<Region>> {
+        self.clock += 1;
+        if let Some((r, used)) = self.map.get_mut(&gref.0) {
+            *used = self.clock;
+            Counters::add(&c.pgrant_hits, 1);
+            return Ok(r.clone());
+        }
+        Counters::add(&c.pgrant_misses, 1);
+        let region = Arc::new(mapper.map(fe, &[gref])?);
+        if self.map.len() >= self.max {
+            // Evict the least recently used mapping nobody is using right now.
+            if let Some(victim) = self
+                .map
+                .iter()
+                .filter(|(_, (r, _))| Arc::strong_count(r) == 1)
+                .min_by_key(|(_, (_, u))| *u)
+                .map(|(k, _)| *k)
+            {
+                self.map.remove(&victim);
+            }
+        }
+        if self.map.len() < self.max {
+            self.map.insert(gref.0, (region.clone(), self.clock));
+        }
+        Ok(region)
+    }
+}
+
+/// Where each segment of a request lives.
+struct ReqMem {
+    segs: Vec<(IoMem, usize)>,
+    /// Copy mode: the bounce buffer to copy back into the grants after a read.
+    bounce: Option<Arc<Region>>,
+}
+
+/// One ring being served.
+pub(crate) struct QueueEngine<'a, M: GrantMapper, C: EventChannel, Q: StorageQueue> {
+    pub ring: BackRing<BlkifRequest, BlkifResponse, Region>,
+    pub channel: C,
+    pub mapper: &'a M,
+    pub frontend: DomId,
+    pub storage: Q,
+    pub limits: Limits,
+    pub config: QueueConfig,
+    pub persistent: bool,
+    pub counters: &'a Counters,
+    pub stop: &'a AtomicBool,
+}
+
+impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> {
+    /// Serve until `stop` is set (`Ok`) or the ring breaks / the platform fails.
+    pub fn run(mut self) -> Result<()> {
+        let mut planner = Planner::new(self.config.reorder, self.config.max_merge_sectors);
+        let mut cache = PersistentGrants {
+            map: HashMap::new(),
+            max: self.config.max_persistent_grants.max(1),
+            clock: 0,
+        };
+        let mut raw = Vec::with_capacity(self.ring.size() as usize);
+        let mut reqs: Vec<Request> = Vec::new();
+        let mut mems: Vec<ReqMem> = Vec::new();
+        let mut completions = Vec::new();
+        let mut last = planner.stats();
+        while !self.stop.load(Ordering::Relaxed) {
+            raw.clear();
+            self.ring
+                .take_requests_up_to(&mut raw, self.config.max_batch)?;
+            if raw.is_empty() {
+                self.idle()?;
+                continue;
+            }
+            Counters::add(&self.counters.requests, raw.len() as u64);
+            Counters::add(&self.counters.batches, 1);
+            reqs.clear();
+            mems.clear();
+            for r in &raw {
+                match self.prepare(r, &mut cache) {
+                    Ok((req, mem)) => {
+                        reqs.push(req);
+                        mems.push(mem);
+                    }
+                    Err(rsp) => self.answer(rsp)?,
+                }
+            }
+            let mut status = vec![BLKIF_RSP_OKAY; reqs.len()];
+            if !reqs.is_empty() {
+                let plan = planner.plan(&reqs);
+                for stage in &plan.stages {
+                    self.run_stage(stage, &reqs, &mems, &mut status, &mut completions)?;
+                }
+                let s = planner.stats();
+                Counters::add(&self.counters.merged, s.merged - last.merged);
+                Counters::add(&self.counters.reordered, s.reordered - last.reordered);
+                Counters::add(&self.counters.ios, s.ios - last.ios);
+                last = s;
+            }
+            for (i, req) in reqs.iter().enumerate() {
+                let mut st = status[i];
+                if st == BLKIF_RSP_OKAY && req.op == Op::Read {
+                    if let Some(b) = &mems[i].bounce {
+                        st = self.copy_out(req, b);
+                    }
+                }
+                if st != BLKIF_RSP_OKAY {
+                    Counters::add(&self.counters.errors, 1);
+                }
+                self.ring.push_response(&req.response(st))?;
+            }
+            mems.clear(); // unmap per-request mappings now
+            if self.ring.push_responses_and_check_notify().is_required() {
+                self.channel.notify()?;
+                Counters::add(&self.counters.notifications, 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self, rsp: BlkifResponse) -> Result<()> {
+        Counters::add(&self.counters.errors, 1);
+        self.ring.push_response(&rsp)?;
+        Ok(())
+    }
+
+    /// Nothing on the ring: spin for the poll window, then sleep on the channel.
+    fn idle(&mut self) -> Result<()> {
+        if !self.config.poll.is_zero() {
+            let until = Instant::now() + self.config.poll;
+            while Instant::now() < until {
+                if self.ring.unconsumed_requests()? > 0 {
+                    return Ok(());
+                }
+                std::hint::spin_loop();
+            }
+        }
+        if self.ring.final_check_for_requests()? {
+            return Ok(());
+        }
+        Counters::add(&self.counters.sleeps, 1);
+        // Bounded so that `stop` is noticed.
+        self.channel.wait(Some(Duration::from_millis(100)))?;
+        Ok(())
+    }
+
+    /// Parse one request and find its memory; an error is the response to send.
+    fn prepare(
+        &mut self,
+        raw: &BlkifRequest,
+        cache: &mut PersistentGrants,
+    ) -> std::result::Result<(Request, ReqMem), BlkifResponse> {
+        let req = match request::parse(raw, &self.limits) {
+            Ok(Parsed::Ready(r)) => r,
+            Ok(Parsed::Indirect(h)) => {
+                let refs = h.indirect_grefs.clone();
+                let mut bytes = vec![0u8; h.nr_pages() * PAGE];
+                let read = match self.config.grant_mode {
+                    GrantMode::Map => self
+                        .mapper
+                        .map_readonly(self.frontend, &refs)
+                        .and_then(|r| r.read(0, &mut bytes)),
+                    GrantMode::Copy => self.copy_pages_in(&refs, &mut bytes),
+                };
+                if let Err(e) = read {
+                    tracing::debug!("indirect pages of request {:#x}: {e}", h.id);
+                    return Err(BlkifResponse::new(h.id, h.operation, BLKIF_RSP_ERROR));
+                }
+                match request::parse_indirect(&h, &bytes, &self.limits) {
+                    Ok(r) => r,
+                    Err(rej) => {
+                        Counters::add(&self.counters.rejected, 1);
+                        return Err(rej.response());
+                    }
+                }
+            }
+            Err(rej) => {
+                Counters::add(&self.counters.rejected, 1);
+                tracing::debug!("{rej}");
+                return Err(rej.response());
+            }
+        };
+        let fail = |req: &Request, e: xenio_xenbus::Error| {
+            tracing::debug!("request {:#x}: {e}", req.id);
+            req.response(BLKIF_RSP_ERROR)
+        };
+        let mem = match self.memory(&req, cache) {
+            Ok(m) => m,
+            Err(e) => return Err(fail(&req, e)),
+        };
+        Ok((req, mem))
+    }
+
+    fn copy_pages_in(&self, refs: &[GrantRef], out: &mut [u8]) -> xenio_xenbus::Result<()> {
+        let mut ops: Vec<GrantCopy<'_>> = refs
+            .iter()
+            .zip(out.chunks_mut(PAGE))
+            .map(|(r, chunk)| GrantCopy {
+                domid: self.frontend,
+                gref: *r,
+                offset: 0,
+                local: CopyBuf::FromGrant(chunk),
+            })
+            .collect();
+        for r in self.mapper.copy(&mut ops)? {
+            r?;
+        }
+        Ok(())
+    }
+
+    fn memory(
+        &mut self,
+        req: &Request,
+        cache: &mut PersistentGrants,
+    ) -> xenio_xenbus::Result<ReqMem> {
+        if req.segments.is_empty() {
+            return Ok(ReqMem {
+                segs: Vec::new(),
+                bounce: None,
+            });
+        }
+        let refs: Vec<GrantRef> = req.segments.iter().map(|s| s.gref).collect();
+        match self.config.grant_mode {
+            GrantMode::Map if self.persistent => {
+                let mut segs = Vec::with_capacity(refs.len());
+                for s in &req.segments {
+                    segs.push((
+                        IoMem::ReadWrite(cache.get(
+                            self.mapper,
+                            self.frontend,
+                            s.gref,
+                            self.counters,
+                        )?),
+                        s.byte_offset(),
+                    ));
+                }
+                Ok(ReqMem { segs, bounce: None })
+            }
+            GrantMode::Map => {
+                let mem = if req.op == Op::Read {
+                    IoMem::ReadWrite(Arc::new(self.mapper.map(self.frontend, &refs)?))
+                } else {
+                    IoMem::ReadOnly(Arc::new(self.mapper.map_readonly(self.frontend, &refs)?))
+                };
+                let segs = req
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (mem.clone(), i * PAGE + s.byte_offset()))
+                    .collect();
+                Ok(ReqMem { segs, bounce: None })
+            }
+            GrantMode::Copy => {
+                let bounce = Arc::new(Region::anonymous(refs.len() * PAGE)?);
+                if req.op != Op::Read {
+                    let mut tmp = vec![0u8; PAGE];
+                    for (i, s) in req.segments.iter().enumerate() {
+                        let buf = &mut tmp[..s.byte_len()];
+                        let mut ops = [GrantCopy {
+                            domid: self.frontend,
+                            gref: s.gref,
+                            offset: s.byte_offset() as u16,
+                            local: CopyBuf::FromGrant(buf),
+                        }];
+                        self.mapper.copy(&mut ops)?.pop().unwrap_or(Ok(()))?;
+                        bounce.write(i * PAGE + s.byte_offset(), &tmp[..s.byte_len()])?;
+                    }
+                }
+                let segs = req
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (IoMem::ReadWrite(bounce.clone()), i * PAGE + s.byte_offset()))
+                    .collect();
+                Ok(ReqMem {
+                    segs,
+                    bounce: Some(bounce),
+                })
+            }
+        }
+    }
+
+    /// Copy mode: after a read, copy the bounce buffer into the grants.
+    fn copy_out(&self, req: &Request, bounce: &Region) -> i16 {
+        let mut tmp = vec![0u8; PAGE];
+        for (i, s) in req.segments.iter().enumerate() {
+            let buf = &mut tmp[..s.byte_len()];
+            if bounce.read(i * PAGE + s.byte_offset(), buf).is_err() {
+                return BLKIF_RSP_ERROR;
+            }
+            let mut ops = [GrantCopy {
+                domid: self.frontend,
+                gref: s.gref,
+                offset: s.byte_offset() as u16,
+                local: CopyBuf::ToGrant(buf),
+            }];
+            match self.mapper.copy(&mut ops).map(|mut r| r.pop()) {
+                Ok(Some(Ok(()))) => {}
+                _ => return BLKIF_RSP_ERROR,
+            }
+        }
+        BLKIF_RSP_OKAY
+    }
+
+    /// Submit every I/O of a stage and wait for all of them.
+    fn run_stage(
+        &mut self,
+        stage: &crate::reorder::Stage,
+        reqs: &[Request],
+        mems: &[ReqMem],
+        status: &mut [i16],
+        completions: &mut Vec<Completion>,
+    ) -> Result<()> {
+        let mut submitted = 0;
+        for (k, io) in stage.ios.iter().enumerate() {
+            let seg = |p: &crate::reorder::Piece| {
+                let s = &reqs[p.req].segments[p.seg];
+                let (mem, off) = mems[p.req].segs[p.seg].clone();
+                IoSeg::new(mem, off, s.byte_len())
+            };
+            let op = match io.kind {
+                IoKind::Read => Io::Read {
+                    offset: io.sector * 512,
+                    segs: io.pieces.iter().map(seg).collect(),
+                },
+                IoKind::Write => Io::Write {
+                    offset: io.sector * 512,
+                    segs: io.pieces.iter().map(seg).collect(),
+                },
+                IoKind::Flush => Io::Flush,
+                IoKind::Discard { .. } if io.nr_sectors == 0 => continue,
+                IoKind::Discard { .. } => Io::Discard {
+                    offset: io.sector * 512,
+                    len: io.nr_sectors * 512,
+                },
+            };
+            match self.storage.submit(k as u64, op) {
+                Ok(()) => submitted += 1,
+                Err(e) => {
+                    tracing::warn!("submitting an I/O: {e}");
+                    for &r in &io.reqs {
+                        status[r] = BLKIF_RSP_ERROR;
+                    }
+                }
+            }
+        }
+        if submitted == 0 {
+            return Ok(());
+        }
+        self.storage.flush_submissions()?;
+        completions.clear();
+        while completions.len() < submitted {
+            let before = completions.len();
+            self.storage.complete(
+                completions,
+                submitted - before,
+                Some(Duration::from_secs(60)),
+            )?;
+            if completions.len() == before {
+                return Err(Error::Storage(
+                    "storage completed nothing within 60 s".into(),
+                ));
+            }
+        }
+        for c in completions.iter() {
+            if let Err(e) = &c.result {
+                let io = &stage.ios[c.tag as usize];
+                tracing::warn!("storage I/O failed: {e}");
+                for &r in &io.reqs {
+                    status[r] = if matches!(io.kind, IoKind::Discard { .. })
+                        && c.errno() == Some(libc_eopnotsupp())
+                    {
+                        BLKIF_RSP_EOPNOTSUPP
+                    } else {
+                        BLKIF_RSP_ERROR
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn libc_eopnotsupp() -> i32 {
+    95 // EOPNOTSUPP on Linux
+}

@@ -1,0 +1,157 @@
+//! What blkback serves: the storage trait, and its io_uring implementation over
+//! a file or block device.
+//!
+//! A backend is a framework: the engine owns the rings, the handshake,
+//! validation and the event loop; a [`Storage`] only says how to do I/O. Each
+//! queue (ring) gets its own [`StorageQueue`], used by that queue's thread only.
+//! Operations name memory as [`IoSeg`]s: pieces of mapped grant pages (zero
+//! copy) or bounce buffers. `examples/mem_backend.rs` is a custom storage.
+
+use std::sync::Arc;
+use std::time::Duration;
+use xenio_xenbus::disk::{BlockFile, Direct, DiskOpen, Engine, EngineOptions, IoMode};
+pub use xenio_xenbus::disk::{Completion, DiscardInfo, Io, IoMem, IoSeg};
+
+/// What the frontend is told about the disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskInfo {
+    /// Size in 512-byte sectors.
+    pub sectors: u64,
+    /// Logical sector size (`sector-size`).
+    pub sector_size: u32,
+    /// Physical sector size (`physical-sector-size`).
+    pub physical_sector_size: u32,
+    /// Writes are refused.
+    pub readonly: bool,
+    /// Flushes do something (`feature-flush-cache`, `feature-barrier`).
+    pub flush: bool,
+    /// Discard support (`feature-discard`, `discard-granularity`, `discard-alignment`).
+    pub discard: Option<DiscardInfo>,
+    /// One line for logs: what is served and how.
+    pub description: String,
+}
+
+/// A disk blkback can serve.
+pub trait Storage: Send + Sync {
+    /// One queue's I/O context.
+    type Queue: StorageQueue;
+    /// The disk's geometry and features.
+    fn info(&self) -> DiskInfo;
+    /// A new I/O context for one ring, with room for `depth` operations in flight.
+    fn queue(&self, depth: u32) -> xenio_xenbus::Result<Self::Queue>;
+}
+
+/// One queue's asynchronous I/O.
+pub trait StorageQueue: Send {
+    /// Queue an operation; `tag` comes back in its [`Completion`].
+    fn submit(&mut self, tag: u64, io: Io) -> xenio_xenbus::Result<()>;
+    /// Start everything queued.
+    fn flush_submissions(&mut self) -> xenio_xenbus::Result<()>;
+    /// Append completions to `out`, waiting for at least `wait_for` (or `timeout`).
+    fn complete(
+        &mut self,
+        out: &mut Vec<Completion>,
+        wait_for: usize,
+        timeout: Option<Duration>,
+    ) -> xenio_xenbus::Result<()>;
+}
+
+/// A raw image file or block device, through io_uring with O_DIRECT when the
+/// filesystem allows it (and a reported fallback when not).
+#[derive(Debug, Clone)]
+pub struct FileStorage {
+    file: Arc<BlockFile>,
+    force_sync: bool,
+}
+
+impl FileStorage {
+    /// Open `path`. `direct`: O_DIRECT on, off, or auto (fall back, and say why).
+    pub fn open(
+        path: impl AsRef<std::path::Path>,
+        readonly: bool,
+        direct: Direct,
+    ) -> xenio_xenbus::Result<Self> {
+        Ok(FileStorage {
+            file: Arc::new(BlockFile::open(path, DiskOpen { readonly, direct })?),
+            force_sync: false,
+        })
+    }
+
+    /// Use synchronous system calls instead of io_uring (for comparison, or where
+    /// io_uring is refused).
+    pub fn force_sync(mut self, yes: bool) -> Self {
+        self.force_sync = yes;
+        self
+    }
+
+    /// The opened file.
+    pub fn file(&self) -> &Arc<BlockFile> {
+        &self.file
+    }
+}
+
+impl Storage for FileStorage {
+    type Queue = Engine;
+
+    fn info(&self) -> DiskInfo {
+        let f = &self.file;
+        let how = match (f.direct(), f.fallback_reason()) {
+            (true, _) => "O_DIRECT".to_string(),
+            (false, Some(why)) => format!("page cache: {why}"),
+            (false, None) => "page cache".to_string(),
+        };
+        DiskInfo {
+            sectors: f.sectors(),
+            sector_size: f.logical_sector_size(),
+            physical_sector_size: f.physical_sector_size(),
+            readonly: f.is_readonly(),
+            flush: true,
+            discard: f.discard(),
+            description: format!(
+                "{} {} ({} bytes, {how})",
+                if f.is_block_device() {
+                    "block device"
+                } else {
+                    "file"
+                },
+                f.path().display(),
+                f.size_bytes()
+            ),
+        }
+    }
+
+    fn queue(&self, depth: u32) -> xenio_xenbus::Result<Engine> {
+        let e = Engine::with_options(
+            self.file.clone(),
+            &EngineOptions {
+                depth,
+                force_sync: self.force_sync,
+                completion_fd: false,
+            },
+        )?;
+        if let IoMode::Sync { reason } = e.mode() {
+            tracing::warn!(
+                "{}: io_uring not used: {reason}",
+                self.file.path().display()
+            );
+        }
+        Ok(e)
+    }
+}
+
+impl StorageQueue for Engine {
+    fn submit(&mut self, tag: u64, io: Io) -> xenio_xenbus::Result<()> {
+        Engine::submit(self, tag, io)
+    }
+    fn flush_submissions(&mut self) -> xenio_xenbus::Result<()> {
+        Engine::flush_submissions(self).map(drop)
+    }
+    fn complete(
+        &mut self,
+        out: &mut Vec<Completion>,
+        wait_for: usize,
+        timeout: Option<Duration>,
+    ) -> xenio_xenbus::Result<()> {
+        Engine::complete(self, out, wait_for, timeout)
+    }
+}
