@@ -221,12 +221,15 @@ pub struct Planner {
     writes: MaxTree,
     /// Per elementary interval: 1 + the last stage holding a read over it.
     reads: MaxTree,
+    /// Scratch: requests first issued by one I/O.
+    fresh: Vec<usize>,
 }
 
 impl Planner {
     /// A planner in `mode`; `max_merge_sectors` caps the size of a merged
-    /// I/O (in 512-byte sectors; 0 disables merging). Only
-    /// [`ReorderMode::Merge`] merges.
+    /// I/O (in 512-byte sectors; 0 disables merging data I/Os). Only
+    /// [`ReorderMode::Merge`] merges; its sharing of back-to-back flushes
+    /// does not depend on the cap.
     pub fn new(mode: ReorderMode, max_merge_sectors: u64) -> Planner {
         Planner {
             mode,
@@ -235,6 +238,7 @@ impl Planner {
             coords: Vec::new(),
             writes: MaxTree::default(),
             reads: MaxTree::default(),
+            fresh: Vec::new(),
         }
     }
 
@@ -365,19 +369,17 @@ impl Planner {
             }
             // Requests first issued by this I/O overtook every request
             // before them in ring order that is still not issued after it.
-            let fresh: Vec<usize> = io
-                .reqs
-                .iter()
-                .copied()
-                .filter(|&r| r < n && !issued[r])
-                .collect();
-            for &r in &fresh {
-                issued[r] = true;
+            self.fresh.clear();
+            for &r in &io.reqs {
+                if r < n && !issued[r] {
+                    issued[r] = true;
+                    self.fresh.push(r);
+                }
             }
             while lowest_unissued < n && issued[lowest_unissued] {
                 lowest_unissued += 1;
             }
-            reordered += fresh.iter().filter(|&&r| r > lowest_unissued).count() as u64;
+            reordered += self.fresh.iter().filter(|&&r| r > lowest_unissued).count() as u64;
         }
 
         self.stats.batches += 1;

@@ -37,7 +37,23 @@ enum Command {
     /// going, debug each failed request).
     #[command(verbatim_doc_comment)]
     Store(StoreArgs),
+    /// Serve a disk image or block device to a blkif frontend (blkback).
+    ///
+    /// The disk is given in xl's disk specification syntax, e.g.
+    ///   --disk format=raw,vdev=xvda,access=rw,target=/srv/disk.img
+    /// (access=ro makes a read-only disk whose writes get an error response).
+    ///
+    /// On the local platform (the default without Xen) the store daemon must run
+    /// (`xenio store --run-dir RUN --domains <frontend>`); --create-device then
+    /// writes both device directories as a toolstack would, so a frontend
+    /// process can connect to /local/domain/<frontend>/device/vbd/<devid>.
+    /// The backend serves until SIGINT/SIGTERM, or until the frontend closes when
+    /// --once is given; a frontend that reinitialises is served again.
+    #[command(verbatim_doc_comment)]
+    Blkback(blkback::BlkbackArgs),
 }
+
+mod blkback;
 
 /// Options of `xenio store`.
 #[derive(Args, Debug)]
@@ -113,6 +129,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Store(a) => store(a),
+        Command::Blkback(a) => blkback::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

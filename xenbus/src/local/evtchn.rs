@@ -43,6 +43,11 @@ impl LocalEventChannels {
         self.dom.domain_dir(domid).join("evtchn")
     }
 
+    /// Whether `domid`'s port `port` exists and its owner is alive.
+    fn port_alive(&self, domid: DomId, port: Port) -> bool {
+        read_info(&self.dir(domid).join(format!("{}.info", port.0))).is_ok_and(|i| alive(i.owner))
+    }
+
     /// Create the lowest free port (reclaiming ports of dead processes).
     fn allocate(&self, info: impl Fn(u32) -> String) -> Result<(Port, File)> {
         let dir = self.dir(self.dom.domid());
@@ -113,6 +118,9 @@ impl EventChannels for LocalEventChannels {
             State::Unbound { remote: r } => {
                 return Err(refuse(format!("it is reserved for domain {r}")));
             }
+            // As in Xen, a port whose peer closed (here: whose peer port is gone, or
+            // whose owner died) is unbound again, for the same remote domain.
+            State::Interdomain { remote: r, port: p } if r == me && !self.port_alive(me, p) => {}
             State::Interdomain { .. } => return Err(refuse("it is already bound".into())),
         }
         let (port, fifo) =
@@ -284,6 +292,20 @@ impl EventChannel for LocalChannel {
 
 impl Drop for LocalChannel {
     fn drop(&mut self) {
+        // Closing one end of an interdomain channel leaves the other end unbound
+        // (for us) again, as in Xen.
+        if let Ok(Some((rdom, rport))) = self.remote() {
+            let rpath = self.events.dir(rdom).join(format!("{}.info", rport.0));
+            if let Ok(i) = read_info(&rpath) {
+                if matches!(i.state, State::Interdomain { remote, port } if remote == self.events.dom.domid() && port == self.port)
+                {
+                    let _ = write_info(
+                        &rpath,
+                        &format!("unbound {} {}\n", self.events.dom.domid().0, i.owner),
+                    );
+                }
+            }
+        }
         let dir = self.events.dir(self.events.dom.domid());
         let _ = std::fs::remove_file(dir.join(self.port.0.to_string()));
         let _ = std::fs::remove_file(dir.join(format!("{}.info", self.port.0)));
