@@ -389,3 +389,65 @@ fn spawn_backend(run_dir: &Path, image: &Path) -> Child {
         .spawn()
         .unwrap()
 }
+
+/// The same end-to-end check with a block device as the target (a loop device
+/// over the image). Needs root for losetup; skips with a message otherwise.
+#[test]
+fn block_device_target() {
+    let w = world("loop");
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&w.image)
+        .output();
+    let dev = match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        Ok(o) => {
+            eprintln!(
+                "SKIPPED block_device_target: losetup failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("SKIPPED block_device_target: no losetup ({e})");
+            return;
+        }
+    };
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").args(["-d", &self.0]).status();
+        }
+    }
+    let _detach = Detach(dev.clone());
+    let child = Command::new(env!("CARGO_BIN_EXE_xenio"))
+        .arg("blkback")
+        .args([
+            "--platform",
+            "local",
+            "--frontend",
+            "1",
+            "--once",
+            "--create-device",
+        ])
+        .arg("--run-dir")
+        .arg(w.run_dir())
+        .arg("--disk")
+        .arg(format!("vdev=xvda,target={dev}"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut f = w.frontend(Options::default());
+    assert_eq!(f.size(), DISK);
+    let data: Vec<u8> = (0..(1 << 20)).map(|i| (i % 253) as u8).collect();
+    f.write_at(3 << 20, &data).unwrap();
+    f.flush().unwrap();
+    let mut back = vec![0u8; 1 << 20];
+    f.read_at(3 << 20, &mut back).unwrap();
+    assert!(back == data);
+    if f.info().discard.is_some() {
+        f.discard(3 << 20, 1 << 20).unwrap();
+    }
+    f.close().unwrap();
+    finish(child);
+}
