@@ -240,13 +240,16 @@ fn connect<P: Platform, S: Storage>(
 
     let info = storage.info();
     let mapper = platform.mapper()?;
+    // A read-only disk offers no flush, barrier or discard (as Linux blkback).
+    let flush = info.flush && !info.readonly;
+    let discard = info.discard.filter(|_| !info.readonly);
     let limits = Limits {
         sectors: info.sectors,
         readonly: info.readonly,
         max_indirect_segments: config.max_indirect_segments,
-        flush: info.flush,
-        barrier: info.flush,
-        discard: info.discard.is_some(),
+        flush,
+        barrier: flush,
+        discard: discard.is_some(),
     };
     // Map every ring and bind every channel before saying Connected.
     let mut rings = Vec::new();
@@ -267,14 +270,14 @@ fn connect<P: Platform, S: Storage>(
             "info",
             if info.readonly { VDISK_READONLY } else { 0 }.to_string(),
         ),
-        ("feature-flush-cache", u8::from(info.flush).to_string()),
-        ("feature-barrier", u8::from(info.flush).to_string()),
+        ("feature-flush-cache", u8::from(flush).to_string()),
+        ("feature-barrier", u8::from(flush).to_string()),
         (
             "feature-persistent",
             u8::from(config.persistent).to_string(),
         ),
     ];
-    match info.discard {
+    match discard {
         Some(d) => {
             keys.push(("feature-discard", "1".into()));
             keys.push(("discard-granularity", d.granularity.to_string()));

@@ -434,39 +434,51 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
         status: &mut [i16],
         completions: &mut Vec<Completion>,
     ) -> Result<()> {
-        let mut submitted = 0;
+        // readv/writev take at most 1024 iovecs: longer I/Os go out in chunks,
+        // all in this stage (they cover disjoint sectors of one request set).
+        const MAX_IOVECS: usize = 1024;
+        let mut owner = Vec::new(); // tag -> index of the planned I/O
         for (k, io) in stage.ios.iter().enumerate() {
             let seg = |p: &crate::reorder::Piece| {
                 let s = &reqs[p.req].segments[p.seg];
                 let (mem, off) = mems[p.req].segs[p.seg].clone();
                 IoSeg::new(mem, off, s.byte_len())
             };
-            let op = match io.kind {
-                IoKind::Read => Io::Read {
-                    offset: io.sector * 512,
-                    segs: io.pieces.iter().map(seg).collect(),
-                },
-                IoKind::Write => Io::Write {
-                    offset: io.sector * 512,
-                    segs: io.pieces.iter().map(seg).collect(),
-                },
-                IoKind::Flush => Io::Flush,
-                IoKind::Discard { .. } if io.nr_sectors == 0 => continue,
-                IoKind::Discard { .. } => Io::Discard {
+            let mut ops = Vec::new();
+            match io.kind {
+                IoKind::Read | IoKind::Write => {
+                    let mut offset = io.sector * 512;
+                    for chunk in io.pieces.chunks(MAX_IOVECS) {
+                        let segs: Vec<IoSeg> = chunk.iter().map(seg).collect();
+                        let len: u64 = segs.iter().map(|s| s.len as u64).sum();
+                        ops.push(if io.kind == IoKind::Read {
+                            Io::Read { offset, segs }
+                        } else {
+                            Io::Write { offset, segs }
+                        });
+                        offset += len;
+                    }
+                }
+                IoKind::Flush => ops.push(Io::Flush),
+                IoKind::Discard { .. } if io.nr_sectors == 0 => {}
+                IoKind::Discard { .. } => ops.push(Io::Discard {
                     offset: io.sector * 512,
                     len: io.nr_sectors * 512,
-                },
-            };
-            match self.storage.submit(k as u64, op) {
-                Ok(()) => submitted += 1,
-                Err(e) => {
-                    tracing::warn!("submitting an I/O: {e}");
-                    for &r in &io.reqs {
-                        status[r] = BLKIF_RSP_ERROR;
+                }),
+            }
+            for op in ops {
+                match self.storage.submit(owner.len() as u64, op) {
+                    Ok(()) => owner.push(k),
+                    Err(e) => {
+                        tracing::warn!("submitting an I/O: {e}");
+                        for &r in &io.reqs {
+                            status[r] = BLKIF_RSP_ERROR;
+                        }
                     }
                 }
             }
         }
+        let submitted = owner.len();
         if submitted == 0 {
             return Ok(());
         }
@@ -487,7 +499,9 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
         }
         for c in completions.iter() {
             if let Err(e) = &c.result {
-                let io = &stage.ios[c.tag as usize];
+                let Some(io) = owner.get(c.tag as usize).map(|&k| &stage.ios[k]) else {
+                    continue;
+                };
                 tracing::warn!("storage I/O failed: {e}");
                 for &r in &io.reqs {
                     status[r] = if matches!(io.kind, IoKind::Discard { .. })

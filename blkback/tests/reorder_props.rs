@@ -586,3 +586,69 @@ fn a_4096_request_batch_plans_fast() {
         }
     }
 }
+
+#[test]
+fn validate_rejects_broken_plans() {
+    use xenio_blkback::reorder::PlanError;
+    let flush = request(Op::Flush, 0, &[], 0);
+    let batch = [wr(0, 8), wr(4, 8), flush, rd(0, 8)];
+    let good = Planner::new(ReorderMode::Sort, 0).plan(&batch);
+    good.validate(&batch).unwrap();
+    assert_eq!(good.stages.len(), 4);
+
+    // Overlapping writes swapped.
+    let mut p = good.clone();
+    p.stages.swap(0, 1);
+    assert!(matches!(
+        p.validate(&batch),
+        Err(PlanError::Order {
+            earlier: 0,
+            later: 1
+        })
+    ));
+    // Overlapping writes in one stage.
+    let mut p = good.clone();
+    let w1 = p.stages.remove(1);
+    p.stages[0].ios.extend(w1.ios);
+    assert!(matches!(
+        p.validate(&batch),
+        Err(PlanError::Conflict { stage: 0, .. })
+    ));
+    // The read before the flush it follows.
+    let mut p = good.clone();
+    p.stages.swap(2, 3);
+    assert!(matches!(p.validate(&batch), Err(PlanError::Order { .. })));
+    // A flush sharing its stage.
+    let mut p = good.clone();
+    let r = p.stages.pop().unwrap();
+    p.stages[2].ios.extend(r.ios);
+    assert!(matches!(
+        p.validate(&batch),
+        Err(PlanError::FlushNotAlone { stage: 2, .. })
+    ));
+    // A request without an I/O.
+    let mut p = good.clone();
+    p.stages.pop();
+    assert!(matches!(
+        p.validate(&batch),
+        Err(PlanError::Coverage { req: 3, .. })
+    ));
+    // A piece out of place.
+    let mut p = good.clone();
+    p.stages[3].ios[0].sector = 1;
+    assert!(matches!(
+        p.validate(&batch),
+        Err(PlanError::BadIo { stage: 3, .. })
+    ));
+    // A wrong completion count.
+    let mut p = good.clone();
+    p.ios_per_request[0] = 2;
+    assert!(matches!(
+        p.validate(&batch),
+        Err(PlanError::Coverage { req: 0, .. })
+    ));
+    // A read planned as a write.
+    let mut p = good;
+    p.stages[3].ios[0].kind = IoKind::Write;
+    assert!(matches!(p.validate(&batch), Err(PlanError::BadIo { .. })));
+}
