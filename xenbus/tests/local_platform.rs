@@ -258,6 +258,17 @@ fn evtchn_peer(dom: &LocalDomain, say: &mut dyn FnMut(String) -> R) -> R {
                 ch = Some(c);
                 format!("port {p}")
             }
+            ["bind", dom, port] => {
+                let c = ev
+                    .bind_interdomain(
+                        DomId(dom.parse().map_err(s)?),
+                        Port(port.parse().map_err(s)?),
+                    )
+                    .map_err(s)?;
+                let p = c.port();
+                ch = Some(c);
+                format!("port {p}")
+            }
             ["notify", n] => {
                 let c = ch.as_ref().ok_or("no channel")?;
                 for _ in 0..n.parse::<u32>().map_err(s)? {
@@ -614,8 +625,23 @@ fn evtchn_semantics() -> R {
     if n != 1 || !ch3.take_pending().map_err(s)? {
         return Err("the channel's descriptor did not poll readable".into());
     }
-    front.ask("exit").ok();
-    drop(ch3);
+    // The peer dies without closing (SIGKILL): sends to it are dropped, as in Xen,
+    // both through the open writer (EPIPE) and when the FIFO must be reopened (ENXIO).
+    front.kill();
+    for _ in 0..3 {
+        ch3.notify()
+            .map_err(|e| format!("notify to a dead peer: {e}"))?;
+    }
+    // We allocate, a peer binds and dies before our first notify: opening its
+    // FIFO finds no reader (ENXIO), and the send is dropped too.
+    let ev1 = LocalEventChannels::new(&LocalDomain::new(&run, DomId(1)).map_err(s)?);
+    let mine = ev1.alloc_unbound(DomId(3)).map_err(s)?;
+    let mut binder = Peer::spawn(&["evtchn", run.to_str().unwrap(), "3"])?;
+    binder.ask(&format!("bind 1 {}", mine.port().0))?;
+    binder.kill();
+    mine.notify()
+        .map_err(|e| format!("first notify to a dead peer: {e}"))?;
+    drop((ch3, mine));
     let _ = std::fs::remove_dir_all(&run);
     Ok(())
 }

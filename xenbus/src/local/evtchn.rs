@@ -161,18 +161,30 @@ impl LocalChannel {
         }
     }
 
-    fn connect(&self, remote_port: Port) -> Result<()> {
+    /// Open the peer's FIFO for writing. `Ok(false)` if the peer is gone (its
+    /// FIFO missing, or held by nobody because its owner died): like Xen, a send
+    /// to a dead peer is dropped, not an error.
+    fn connect(&self, remote_port: Port) -> Result<bool> {
         let path = self.events.dir(self.remote).join(remote_port.0.to_string());
-        let f = OpenOptions::new()
+        let f = match OpenOptions::new()
             .write(true)
             .custom_flags(OFlag::O_NONBLOCK.bits() | OFlag::O_CLOEXEC.bits())
             .open(&path)
-            .map_err(|e| self.err(format!("opening the peer's {}: {e}", path.display())))?;
+        {
+            Ok(f) => f,
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENXIO)
+                    || e.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(false);
+            }
+            Err(e) => return Err(self.err(format!("opening the peer's {}: {e}", path.display()))),
+        };
         *self
             .peer
             .lock()
             .map_err(|_| self.err("lock poisoned".into()))? = Some((remote_port, f));
-        Ok(())
+        Ok(true)
     }
 
     /// The remote end, if bound: (domain, port).
@@ -230,7 +242,11 @@ impl EventChannel for LocalChannel {
             drop(peer);
             // Not bound yet (Xen drops a send on an unbound port), or bound since.
             match self.remote()? {
-                Some((_, rport)) => self.connect(rport)?,
+                Some((_, rport)) => {
+                    if !self.connect(rport)? {
+                        return Ok(());
+                    }
+                }
                 None => return Ok(()),
             }
             peer = self
