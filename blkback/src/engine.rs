@@ -159,17 +159,29 @@ struct ReqMem {
     bounce: Option<Arc<Region>>,
 }
 
-/// One ring being served.
-pub(crate) struct QueueEngine<'a, M: GrantMapper, C: EventChannel, Q: StorageQueue> {
+/// One ring being served: what [`crate::serve`] runs on a thread per queue.
+/// Public so that custom set-ups (and the fuzz targets) can drive a ring
+/// directly.
+pub struct QueueEngine<'a, M: GrantMapper, C: EventChannel, Q: StorageQueue> {
+    /// The mapped ring.
     pub ring: BackRing<BlkifRequest, BlkifResponse, Region>,
+    /// Its event channel.
     pub channel: C,
+    /// How to reach the frontend's grants.
     pub mapper: &'a M,
+    /// The frontend's domain.
     pub frontend: DomId,
+    /// This queue's storage context.
     pub storage: Q,
+    /// What requests may ask for.
     pub limits: Limits,
+    /// Knobs.
     pub config: QueueConfig,
+    /// Cache the frontend's grants (`feature-persistent` negotiated, map mode).
     pub persistent: bool,
+    /// Where to count.
     pub counters: &'a Counters,
+    /// Set to stop the loop (checked at least every 100 ms).
     pub stop: &'a AtomicBool,
 }
 

@@ -136,6 +136,11 @@ impl Region {
         Ok(())
     }
 
+    /// The same memory, from now on only readable through the returned value.
+    pub fn into_read_only(self) -> ReadOnlyRegion {
+        ReadOnlyRegion(self.0)
+    }
+
     /// Fill `len` bytes at `offset` with `byte`.
     pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<()> {
         self.0.check(offset, len)?;
