@@ -23,6 +23,16 @@ pub enum Command {
     /// stdin/stdout are the eventfd doorbells, never a terminal).
     #[command(hide = true)]
     RingPeer(PeerArgs),
+    /// Block I/O benchmark: fio-style workloads through blkfront -> rings ->
+    /// blkback (a separate process) -> a file, against fio (io_uring, O_DIRECT) on
+    /// the same file and against qemu-nbd driven by fio's nbd engine, measured
+    /// in the same run with engines interleaved in each repetition. Prints
+    /// MB/s, IOPS, latency percentiles, notifications per request and the
+    /// ratios against the targets (PASS/MISS; a miss does not fail the run).
+    Blk(crate::blk::BlkArgs),
+    /// Internal: the backend process of `blk`.
+    #[command(hide = true)]
+    BlkBackend(crate::blk::BlkBackendArgs),
 }
 
 const RING_ABOUT: &str = "\

@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod baseline;
+pub mod blk;
 pub mod cli;
 pub mod content;
 pub mod error;

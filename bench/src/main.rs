@@ -7,6 +7,20 @@ use xenio_bench::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Blk(args) => match xenio_bench::blk::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xenio-bench blk: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::BlkBackend(args) => match xenio_bench::blk::backend_main(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xenio-bench blk-backend: error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Ring(args) => match xenio_bench::ring_command(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

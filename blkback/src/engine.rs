@@ -67,7 +67,7 @@ impl Default for QueueConfig {
         QueueConfig {
             grant_mode: GrantMode::Map,
             persistent: true,
-            max_persistent_grants: 1056,
+            max_persistent_grants: 16384,
             reorder: ReorderMode::Merge,
             max_merge_sectors: 2048,
             max_batch: 512,
@@ -185,8 +185,50 @@ pub struct QueueEngine<'a, M: GrantMapper, C: EventChannel, Q: StorageQueue> {
     pub stop: &'a AtomicBool,
 }
 
+/// A request whose I/Os are in flight.
+struct InFlight {
+    req: Request,
+    mem: ReqMem,
+    remaining: u32,
+    status: i16,
+}
+
+/// One planned I/O in flight (possibly several storage operations).
+struct IoRec {
+    reqs: Vec<u64>,
+    parts: u32,
+    failed: Option<i16>,
+    /// Sectors and whether it modifies the disk, to keep later batches off it.
+    range: (u64, u64, bool),
+}
+
+/// Requests and I/Os in flight on one queue.
+#[derive(Default)]
+struct Pipeline {
+    reqs: HashMap<u64, InFlight>,
+    ios: HashMap<u64, IoRec>,
+    /// Storage tag -> planned I/O.
+    tags: HashMap<u64, u64>,
+    next: u64,
+}
+
+impl Pipeline {
+    fn conflicts(&self, sector: u64, n: u64, write: bool) -> bool {
+        self.ios.values().any(|io| {
+            let (s, m, w) = io.range;
+            (w || write) && sector < s + m.max(1) && s < sector + n.max(1)
+        })
+    }
+}
+
 impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> {
     /// Serve until `stop` is set (`Ok`) or the ring breaks / the platform fails.
+    ///
+    /// Batches overlap: while one batch's I/Os are in flight the next is taken
+    /// from the ring and, if its plan is a single stage of reads and writes that
+    /// touch nothing in flight, submitted at once; anything else (fences,
+    /// conflicts, multi-stage plans) first waits for the pipeline to drain. Each
+    /// request is answered as soon as its own I/Os complete.
     pub fn run(mut self) -> Result<()> {
         let mut planner = Planner::new(self.config.reorder, self.config.max_merge_sectors);
         let mut cache = PersistentGrants {
@@ -195,59 +237,299 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
             clock: 0,
         };
         let mut raw = Vec::with_capacity(self.ring.size() as usize);
-        let mut reqs: Vec<Request> = Vec::new();
-        let mut mems: Vec<ReqMem> = Vec::new();
         let mut completions = Vec::new();
+        let mut pipe = Pipeline::default();
         let mut last = planner.stats();
+        let depth = self.config.io_depth.max(1) as usize;
         while !self.stop.load(Ordering::Relaxed) {
-            raw.clear();
-            self.ring
-                .take_requests_up_to(&mut raw, self.config.max_batch)?;
-            if raw.is_empty() {
-                self.idle()?;
+            let mut progress = false;
+            if pipe.tags.len() < depth {
+                raw.clear();
+                self.ring
+                    .take_requests_up_to(&mut raw, self.config.max_batch)?;
+                if !raw.is_empty() {
+                    progress = true;
+                    Counters::add(&self.counters.requests, raw.len() as u64);
+                    Counters::add(&self.counters.batches, 1);
+                    let mut reqs = Vec::with_capacity(raw.len());
+                    let mut mems = Vec::with_capacity(raw.len());
+                    for r in &raw {
+                        match self.prepare(r, &mut cache) {
+                            Ok((req, mem)) => {
+                                reqs.push(req);
+                                mems.push(mem);
+                            }
+                            Err(rsp) => self.answer(rsp)?,
+                        }
+                    }
+                    if !reqs.is_empty() {
+                        let plan = planner.plan(&reqs);
+                        let s = planner.stats();
+                        Counters::add(&self.counters.merged, s.merged - last.merged);
+                        Counters::add(&self.counters.reordered, s.reordered - last.reordered);
+                        Counters::add(&self.counters.ios, s.ios - last.ios);
+                        last = s;
+                        let simple = plan.stages.len() == 1
+                            && plan.stages[0].ios.iter().all(|io| {
+                                matches!(io.kind, IoKind::Read | IoKind::Write)
+                                    && !pipe.conflicts(
+                                        io.sector,
+                                        io.nr_sectors,
+                                        io.kind == IoKind::Write,
+                                    )
+                            });
+                        if !simple {
+                            self.drain(&mut pipe, &mut completions)?;
+                        }
+                        // Register the requests, then run the stages (waiting between them).
+                        let keys: Vec<u64> = reqs
+                            .into_iter()
+                            .zip(mems)
+                            .zip(&plan.ios_per_request)
+                            .map(|((req, mem), &n)| {
+                                let k = pipe.next;
+                                pipe.next += 1;
+                                pipe.reqs.insert(
+                                    k,
+                                    InFlight {
+                                        req,
+                                        mem,
+                                        remaining: n,
+                                        status: BLKIF_RSP_OKAY,
+                                    },
+                                );
+                                k
+                            })
+                            .collect();
+                        let nstages = plan.stages.len();
+                        for (i, stage) in plan.stages.iter().enumerate() {
+                            self.submit_stage(stage, &keys, &mut pipe)?;
+                            if i + 1 < nstages || !simple {
+                                self.drain(&mut pipe, &mut completions)?;
+                            }
+                        }
+                    }
+                }
+            }
+            // Reap what finished without waiting, answer, publish.
+            if !pipe.tags.is_empty() {
+                completions.clear();
+                self.storage
+                    .complete(&mut completions, 0, Some(Duration::ZERO))?;
+                if !completions.is_empty() {
+                    progress = true;
+                    self.retire(&mut pipe, &mut completions)?;
+                }
+            }
+            self.publish()?;
+            if progress {
                 continue;
             }
-            Counters::add(&self.counters.requests, raw.len() as u64);
-            Counters::add(&self.counters.batches, 1);
-            reqs.clear();
-            mems.clear();
-            for r in &raw {
-                match self.prepare(r, &mut cache) {
-                    Ok((req, mem)) => {
-                        reqs.push(req);
-                        mems.push(mem);
+            if pipe.tags.is_empty() {
+                self.idle()?;
+            } else if self.storage.completion_fd().is_some() {
+                // I/O in flight and the ring empty: sleep until a completion or a
+                // new request, whichever comes first (ask to be notified first).
+                if self.ring.final_check_for_requests()? {
+                    continue;
+                }
+                self.wait_either()?;
+            } else {
+                completions.clear();
+                self.storage
+                    .complete(&mut completions, 1, Some(Duration::from_millis(100)))?;
+                self.retire(&mut pipe, &mut completions)?;
+                self.publish()?;
+            }
+        }
+        // Stopping: let the kernel finish with the memory before it is unmapped.
+        self.drain(&mut pipe, &mut completions)?;
+        self.publish()
+    }
+
+    /// Poll the event channel and the storage's completion descriptor together.
+    fn wait_either(&mut self) -> Result<()> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let Some(cfd) = self.storage.completion_fd() else {
+            return Ok(());
+        };
+        let mut fds = [
+            PollFd::new(self.channel.as_fd(), PollFlags::POLLIN),
+            PollFd::new(cfd, PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::from(100u8)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::Storage(format!("poll: {e}"))),
+        }
+        let channel_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        if channel_ready {
+            self.channel.take_pending()?;
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self) -> Result<()> {
+        if self.ring.push_responses_and_check_notify().is_required() {
+            self.channel.notify()?;
+            Counters::add(&self.counters.notifications, 1);
+        }
+        Ok(())
+    }
+
+    /// Wait until nothing is in flight, answering as I/Os complete.
+    fn drain(&mut self, pipe: &mut Pipeline, completions: &mut Vec<Completion>) -> Result<()> {
+        while !pipe.tags.is_empty() {
+            completions.clear();
+            let before = pipe.tags.len();
+            self.storage
+                .complete(completions, 1, Some(Duration::from_secs(60)))?;
+            if completions.is_empty() && pipe.tags.len() == before {
+                return Err(Error::Storage(
+                    "storage completed nothing within 60 s".into(),
+                ));
+            }
+            self.retire(pipe, completions)?;
+        }
+        self.publish()
+    }
+
+    /// Submit every I/O of a stage (long reads and writes in chunks of at most
+    /// 1024 segments, the most readv/writev take).
+    fn submit_stage(
+        &mut self,
+        stage: &crate::reorder::Stage,
+        keys: &[u64],
+        pipe: &mut Pipeline,
+    ) -> Result<()> {
+        const MAX_IOVECS: usize = 1024;
+        for io in &stage.ios {
+            let id = pipe.next;
+            pipe.next += 1;
+            let reqs: Vec<u64> = io.reqs.iter().map(|&r| keys[r]).collect();
+            let mut ops = Vec::new();
+            match io.kind {
+                IoKind::Read | IoKind::Write => {
+                    let mut offset = io.sector * 512;
+                    for chunk in io.pieces.chunks(MAX_IOVECS) {
+                        let segs: Vec<IoSeg> = chunk
+                            .iter()
+                            .map(|p| {
+                                let f = &pipe.reqs[&keys[p.req]];
+                                let (mem, off) = f.mem.segs[p.seg].clone();
+                                IoSeg::new(mem, off, f.req.segments[p.seg].byte_len())
+                            })
+                            .collect();
+                        let len: u64 = segs.iter().map(|s| s.len as u64).sum();
+                        ops.push(if io.kind == IoKind::Read {
+                            Io::Read { offset, segs }
+                        } else {
+                            Io::Write { offset, segs }
+                        });
+                        offset += len;
                     }
-                    Err(rsp) => self.answer(rsp)?,
+                }
+                IoKind::Flush => ops.push(Io::Flush),
+                IoKind::Discard { .. } if io.nr_sectors == 0 => {}
+                IoKind::Discard { .. } => ops.push(Io::Discard {
+                    offset: io.sector * 512,
+                    len: io.nr_sectors * 512,
+                }),
+            }
+            let write = !matches!(io.kind, IoKind::Read);
+            let mut rec = IoRec {
+                reqs,
+                parts: 0,
+                failed: None,
+                range: (io.sector, io.nr_sectors, write),
+            };
+            for op in ops {
+                let tag = pipe.next;
+                pipe.next += 1;
+                loop {
+                    match self.storage.submit(tag, op.clone()) {
+                        Ok(()) => {
+                            pipe.tags.insert(tag, id);
+                            rec.parts += 1;
+                        }
+                        // The storage queue is full: finish something, then retry.
+                        Err(xenio_xenbus::Error::Limit(_)) if !pipe.tags.is_empty() => {
+                            self.storage.flush_submissions()?;
+                            let mut done = Vec::new();
+                            self.storage
+                                .complete(&mut done, 1, Some(Duration::from_secs(60)))?;
+                            self.retire(pipe, &mut done)?;
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!("submitting an I/O: {e}");
+                            rec.failed = Some(BLKIF_RSP_ERROR);
+                        }
+                    }
+                    break;
                 }
             }
-            let mut status = vec![BLKIF_RSP_OKAY; reqs.len()];
-            if !reqs.is_empty() {
-                let plan = planner.plan(&reqs);
-                for stage in &plan.stages {
-                    self.run_stage(stage, &reqs, &mems, &mut status, &mut completions)?;
-                }
-                let s = planner.stats();
-                Counters::add(&self.counters.merged, s.merged - last.merged);
-                Counters::add(&self.counters.reordered, s.reordered - last.reordered);
-                Counters::add(&self.counters.ios, s.ios - last.ios);
-                last = s;
+            if rec.parts == 0 {
+                self.finish_io(pipe, rec)?;
+            } else {
+                pipe.ios.insert(id, rec);
             }
-            for (i, req) in reqs.iter().enumerate() {
-                let mut st = status[i];
-                if st == BLKIF_RSP_OKAY && req.op == Op::Read {
-                    if let Some(b) = &mems[i].bounce {
-                        st = self.copy_out(req, b);
+        }
+        self.storage.flush_submissions()?;
+        Ok(())
+    }
+
+    /// Account completions; answer requests whose I/Os are all done.
+    fn retire(&mut self, pipe: &mut Pipeline, completions: &mut Vec<Completion>) -> Result<()> {
+        for c in completions.drain(..) {
+            let Some(id) = pipe.tags.remove(&c.tag) else {
+                continue;
+            };
+            let Some(rec) = pipe.ios.get_mut(&id) else {
+                continue;
+            };
+            if let Err(e) = &c.result {
+                tracing::warn!("storage I/O failed: {e}");
+                let discard = matches!(rec.range, (_, _, true))
+                    && rec.reqs.iter().all(|k| {
+                        matches!(pipe.reqs.get(k).map(|f| f.req.op), Some(Op::Discard { .. }))
+                    });
+                rec.failed = Some(if discard && c.errno() == Some(libc_eopnotsupp()) {
+                    BLKIF_RSP_EOPNOTSUPP
+                } else {
+                    BLKIF_RSP_ERROR
+                });
+            }
+            rec.parts -= 1;
+            if rec.parts == 0 {
+                let rec = pipe.ios.remove(&id).expect("present");
+                self.finish_io(pipe, rec)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_io(&mut self, pipe: &mut Pipeline, rec: IoRec) -> Result<()> {
+        for k in rec.reqs {
+            let Some(f) = pipe.reqs.get_mut(&k) else {
+                continue;
+            };
+            if let Some(st) = rec.failed {
+                f.status = st;
+            }
+            f.remaining = f.remaining.saturating_sub(1);
+            if f.remaining == 0 {
+                let f = pipe.reqs.remove(&k).expect("present");
+                let mut st = f.status;
+                if st == BLKIF_RSP_OKAY && f.req.op == Op::Read {
+                    if let Some(b) = &f.mem.bounce {
+                        st = self.copy_out(&f.req, b);
                     }
                 }
                 if st != BLKIF_RSP_OKAY {
                     Counters::add(&self.counters.errors, 1);
                 }
-                self.ring.push_response(&req.response(st))?;
-            }
-            mems.clear(); // unmap per-request mappings now
-            if self.ring.push_responses_and_check_notify().is_required() {
-                self.channel.notify()?;
-                Counters::add(&self.counters.notifications, 1);
+                self.ring.push_response(&f.req.response(st))?;
+                // Dropping `f` unmaps per-request mappings.
             }
         }
         Ok(())
@@ -435,98 +717,6 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
             }
         }
         BLKIF_RSP_OKAY
-    }
-
-    /// Submit every I/O of a stage and wait for all of them.
-    fn run_stage(
-        &mut self,
-        stage: &crate::reorder::Stage,
-        reqs: &[Request],
-        mems: &[ReqMem],
-        status: &mut [i16],
-        completions: &mut Vec<Completion>,
-    ) -> Result<()> {
-        // readv/writev take at most 1024 iovecs: longer I/Os go out in chunks,
-        // all in this stage (they cover disjoint sectors of one request set).
-        const MAX_IOVECS: usize = 1024;
-        let mut owner = Vec::new(); // tag -> index of the planned I/O
-        for (k, io) in stage.ios.iter().enumerate() {
-            let seg = |p: &crate::reorder::Piece| {
-                let s = &reqs[p.req].segments[p.seg];
-                let (mem, off) = mems[p.req].segs[p.seg].clone();
-                IoSeg::new(mem, off, s.byte_len())
-            };
-            let mut ops = Vec::new();
-            match io.kind {
-                IoKind::Read | IoKind::Write => {
-                    let mut offset = io.sector * 512;
-                    for chunk in io.pieces.chunks(MAX_IOVECS) {
-                        let segs: Vec<IoSeg> = chunk.iter().map(seg).collect();
-                        let len: u64 = segs.iter().map(|s| s.len as u64).sum();
-                        ops.push(if io.kind == IoKind::Read {
-                            Io::Read { offset, segs }
-                        } else {
-                            Io::Write { offset, segs }
-                        });
-                        offset += len;
-                    }
-                }
-                IoKind::Flush => ops.push(Io::Flush),
-                IoKind::Discard { .. } if io.nr_sectors == 0 => {}
-                IoKind::Discard { .. } => ops.push(Io::Discard {
-                    offset: io.sector * 512,
-                    len: io.nr_sectors * 512,
-                }),
-            }
-            for op in ops {
-                match self.storage.submit(owner.len() as u64, op) {
-                    Ok(()) => owner.push(k),
-                    Err(e) => {
-                        tracing::warn!("submitting an I/O: {e}");
-                        for &r in &io.reqs {
-                            status[r] = BLKIF_RSP_ERROR;
-                        }
-                    }
-                }
-            }
-        }
-        let submitted = owner.len();
-        if submitted == 0 {
-            return Ok(());
-        }
-        self.storage.flush_submissions()?;
-        completions.clear();
-        while completions.len() < submitted {
-            let before = completions.len();
-            self.storage.complete(
-                completions,
-                submitted - before,
-                Some(Duration::from_secs(60)),
-            )?;
-            if completions.len() == before {
-                return Err(Error::Storage(
-                    "storage completed nothing within 60 s".into(),
-                ));
-            }
-        }
-        for c in completions.iter() {
-            if let Err(e) = &c.result {
-                let Some(io) = owner.get(c.tag as usize).map(|&k| &stage.ios[k]) else {
-                    continue;
-                };
-                tracing::warn!("storage I/O failed: {e}");
-                for &r in &io.reqs {
-                    status[r] = if matches!(io.kind, IoKind::Discard { .. })
-                        && c.errno() == Some(libc_eopnotsupp())
-                    {
-                        BLKIF_RSP_EOPNOTSUPP
-                    } else {
-                        BLKIF_RSP_ERROR
-                    };
-                }
-            }
-        }
-        Ok(())
     }
 }
 

@@ -54,6 +54,12 @@ pub trait StorageQueue: Send {
         wait_for: usize,
         timeout: Option<Duration>,
     ) -> xenio_xenbus::Result<()>;
+    /// A descriptor that becomes readable when completions are ready, so the
+    /// engine can wait for new requests and completions at once. `None`: the
+    /// engine waits on completions alone while I/O is in flight.
+    fn completion_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
 }
 
 /// A raw image file or block device, through io_uring with O_DIRECT when the
@@ -126,7 +132,7 @@ impl Storage for FileStorage {
             &EngineOptions {
                 depth,
                 force_sync: self.force_sync,
-                completion_fd: false,
+                completion_fd: true,
             },
         )?;
         if let IoMode::Sync { reason } = e.mode() {
@@ -153,5 +159,8 @@ impl StorageQueue for Engine {
         timeout: Option<Duration>,
     ) -> xenio_xenbus::Result<()> {
         Engine::complete(self, out, wait_for, timeout)
+    }
+    fn completion_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Engine::completion_fd(self)
     }
 }

@@ -207,3 +207,74 @@ fn a_4096_segment_indirect_request() {
                 .collect::<Vec<u8>>()[..]
     );
 }
+
+/// More I/Os in one batch than the storage queue holds (depth 4, 64 requests in
+/// flight): the engine must wait for room, never fail a request.
+#[test]
+fn batches_larger_than_the_storage_queue() {
+    let path = image(8 << 20);
+    let world = InProcess::new().unwrap();
+    let dom0 = world.domain(DomId(0)).unwrap();
+    let guest = Arc::new(world.domain(DomId(1)).unwrap());
+    let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, 51712);
+    create_device(dom0.store(), &paths, &[]).unwrap();
+    let storage = FileStorage::open(&path, false, Direct::Auto).unwrap();
+    let config = BackendConfig {
+        once: true,
+        queue: QueueConfig {
+            io_depth: 4,
+            reorder: xenio_blkback::reorder::ReorderMode::Off,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let counters = Counters::default();
+    let shutdown = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let b = s.spawn(|| {
+            serve(
+                &dom0,
+                &paths.backend,
+                &storage,
+                &config,
+                &counters,
+                &shutdown,
+            )
+        });
+        let mut f = BlkFront::connect(guest.clone(), &paths.frontend, Options::default()).unwrap();
+        for round in 0..4u8 {
+            let mut tokens = Vec::new();
+            for k in 0..64u64 {
+                let buf = f.alloc(4096).unwrap();
+                f.buf_write(&buf, 0, &[round ^ k as u8; 4096]).unwrap();
+                tokens.push(
+                    f.submit(xenio_blkfront::Op::Write {
+                        offset: k * 8192,
+                        buf,
+                    })
+                    .unwrap(),
+                );
+            }
+            let mut done = Vec::new();
+            while done.len() < tokens.len() {
+                f.poll(&mut done, Some(std::time::Duration::from_secs(10)))
+                    .unwrap();
+            }
+            for d in done {
+                d.result.unwrap();
+                f.free(d.buf.unwrap());
+            }
+            for k in 0..64u64 {
+                let mut b = vec![0u8; 4096];
+                f.read_at(k * 8192, &mut b).unwrap();
+                assert!(
+                    b.iter().all(|&x| x == round ^ k as u8),
+                    "round {round} block {k}"
+                );
+            }
+        }
+        f.close().unwrap();
+        b.join().unwrap().unwrap();
+    });
+    std::fs::remove_file(&path).unwrap();
+}

@@ -232,6 +232,7 @@ pub struct BlkFront<P: Platform> {
     next_token: u64,
     next_queue: usize,
     reconnects: u64,
+    notifications: u64,
 }
 
 fn bad_key(key: &str, problem: impl Into<String>) -> Error {
@@ -295,6 +296,7 @@ impl<P: Platform> BlkFront<P> {
             next_token: 1,
             next_queue: 0,
             reconnects: 0,
+            notifications: 0,
             options,
             platform,
         };
@@ -315,6 +317,11 @@ impl<P: Platform> BlkFront<P> {
     /// Disk size in bytes.
     pub fn size(&self) -> u64 {
         self.info.size()
+    }
+
+    /// Notifications sent to the backend so far.
+    pub fn notifications(&self) -> u64 {
+        self.notifications
     }
 
     fn endpoint(&self) -> Result<Endpoint<'_, P::Store>> {
@@ -791,6 +798,7 @@ impl<P: Platform> BlkFront<P> {
         let q = &mut self.queues[qi];
         if q.ring.push_requests_and_check_notify().is_required() {
             q.channel.notify()?;
+            self.notifications += 1;
         }
         Ok(())
     }

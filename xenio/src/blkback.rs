@@ -60,7 +60,7 @@ pub struct BlkbackArgs {
     no_persistent: bool,
 
     /// Most persistent grants kept mapped per queue (least recently used go first).
-    #[arg(long, value_name = "N", default_value_t = 1056)]
+    #[arg(long, value_name = "N", default_value_t = 16384)]
     max_persistent_grants: usize,
 
     /// How to reach the frontend's pages: map (zero copy) or copy (grant copy into
