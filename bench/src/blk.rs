@@ -1,111 +1,313 @@
 //! `xenio-bench blk`: fio-style block workloads through blkfront -> rings ->
-//! blkback (a separate process) -> a file, against fio itself (io_uring,
-//! O_DIRECT) on the same file and against qemu-nbd driven by fio's nbd engine,
-//! all measured in the same run, engines interleaved within each repetition.
+//! `xenio blkback` (a separate process) -> a file, against baselines measured in
+//! the same run on the same file: fio itself (io_uring, O_DIRECT), the same two
+//! paths on a memory-backed copy (/dev/shm), and qemu-nbd driven by fio's nbd
+//! engine as a peer userspace block server.
+//!
+//! Each repetition runs every workload on every engine (the engine order rotates
+//! from one repetition to the next), so drift on a noisy machine hits all of
+//! them alike; the report gives median [min..max] over the repetitions, and each
+//! ratio is computed within a repetition before it is summarised. See
+//! [`BLK_ABOUT`] (`xenio-bench blk --help`) for every knob.
+//!
+//! Pieces: [`crate::blk_xenio`] (store daemon, backend process, the asynchronous
+//! frontend driver), [`crate::blk_fio`] (fio and qemu-nbd), [`crate::blk_report`]
+//! (tables, targets, JSON), [`crate::blk_proc`] (children and scratch files that
+//! never outlive the run).
 
-use crate::stats::summarize;
-use clap::Args;
-use serde_json::{Value, json};
+use crate::blk_fio::{self, FioTarget, NbdServer};
+use crate::blk_proc::{self, ScratchPath};
+use crate::blk_report::{self, BlkResults, Plan};
+use crate::blk_xenio::{BackendKnobs, XenioWorld};
+use crate::{BenchError, Result};
+use clap::{Args, ValueEnum};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use xenio_blkback::reorder::ReorderMode;
-use xenio_blkback::{BackendConfig, Counters, FileStorage, GrantMode, QueueConfig, serve};
-use xenio_blkfront::{BlkFront, Op, Options};
-use xenio_xenbus::DomId;
-use xenio_xenbus::disk::Direct;
-use xenio_xenbus::handshake::{DeviceKind, DevicePaths, create_device};
-use xenio_xenbus::platform::{LocalPlatform, Platform};
-use xenio_xenbus::xenstored::{Daemon, DaemonConfig};
 
-type R<T = ()> = std::result::Result<T, String>;
+/// The long help of `xenio-bench blk`.
+pub const BLK_ABOUT: &str = "\
+Block I/O benchmark: fio-style workloads through xenio's block path, against
+baselines measured in the same run on the same file.
+
+Engines (--engines picks a subset; default: all but qemu-nbd-shm):
+  xenio         blkfront (this process, domain 1) -> shared rings -> `xenio blkback`
+                (a child process, domain 0, the real command) -> io_uring -> the
+                file, on xenio's local platform (store daemon in this process).
+                An asynchronous driver keeps QD requests in flight with
+                submit/poll; buffers come from the frontend's grant pool,
+                allocated once and reused; random offsets come from a seeded PRNG,
+                sequential offsets wrap over the file.
+  fio           fio --ioengine=io_uring --direct=1 on the same file.
+  qemu-nbd      qemu-nbd -f raw --cache=none --aio=io_uring (see --nbd-aio) on the
+                same file, listening on a Unix socket, driven by fio's nbd engine
+                (--ioengine=nbd --uri=nbd+unix:///?socket=...): a peer userspace
+                block server.
+  xenio-shm, fio-shm, qemu-nbd-shm
+                the same on a copy of the file in /dev/shm (memory-backed: what is
+                left is the software path).
+
+Workloads: sequential 1 MiB read and write at QD 1, 8 and 32; random 4 KiB read
+and write at QD 1 and 32; random 64 KiB read at QD 8 (--quick: the six that
+the targets use). Every measurement runs --warmup-secs untimed (fio:
+--ramp_time), then --runtime-secs timed. The file (--size-mib in --dir, which
+must allow O_DIRECT) is written fully once before anything is measured, so
+reads hit real blocks; it is removed at the end.
+
+Reported per workload and engine: MB/s and IOPS (median [min..max] over the
+repetitions), p50/p99 latency per operation (fio: total latency, submission to
+completion; xenio: from before submit to the completion being reaped), and for
+xenio notifications per request: (frontend kicks + backend kicks) / ring
+requests, from the frontend's own counter and the counters `xenio blkback`
+prints when it exits (whole connection, warm-up included).
+
+Targets (PASS/MISS on the median of the per-repetition ratios; a MISS does not
+fail the run): sequential 1 MiB QD8 >= 0.95x fio; random 4 KiB QD32 >= 0.90x fio
+IOPS; random 4 KiB QD1 p50 latency <= 1.3x fio's; random 4 KiB QD32 >= 4x
+qemu-nbd; notifications per request <= 0.1 at QD32. Context ratios (xenio
+against fio on the file and on /dev/shm for every workload) follow.
+
+The backend knobs (--ring-order ... --backend-arg) are passed to `xenio
+blkback`; --ring-order, --queues, --indirect and --no-persistent are also what
+the frontend asks for. No process outlives the run: children are killed on
+exit, on error and on SIGINT/SIGTERM, and killed by the kernel should this
+process die (setpriv --pdeathsig). Progress goes to stderr, the report to
+stdout.";
+
+/// One engine: a software path and where the file lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Engine {
+    /// blkfront -> rings -> `xenio blkback` -> the file.
+    Xenio,
+    /// fio, io_uring, O_DIRECT, on the file.
+    Fio,
+    /// fio's nbd engine -> qemu-nbd -> the file.
+    #[value(name = "qemu-nbd")]
+    QemuNbd,
+    /// xenio on the copy in /dev/shm.
+    #[value(name = "xenio-shm")]
+    XenioShm,
+    /// fio on the copy in /dev/shm.
+    #[value(name = "fio-shm")]
+    FioShm,
+    /// qemu-nbd on the copy in /dev/shm.
+    #[value(name = "qemu-nbd-shm")]
+    QemuNbdShm,
+}
+
+impl Engine {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Xenio => "xenio",
+            Engine::Fio => "fio",
+            Engine::QemuNbd => "qemu-nbd",
+            Engine::XenioShm => "xenio-shm",
+            Engine::FioShm => "fio-shm",
+            Engine::QemuNbdShm => "qemu-nbd-shm",
+        }
+    }
+
+    /// Whether it runs on the /dev/shm copy.
+    pub fn shm(self) -> bool {
+        matches!(self, Engine::XenioShm | Engine::FioShm | Engine::QemuNbdShm)
+    }
+
+    fn is_xenio(self) -> bool {
+        matches!(self, Engine::Xenio | Engine::XenioShm)
+    }
+
+    fn is_nbd(self) -> bool {
+        matches!(self, Engine::QemuNbd | Engine::QemuNbdShm)
+    }
+}
+
+/// `--grant-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GrantModeArg {
+    /// Map the frontend's pages (zero copy).
+    Map,
+    /// Grant copy into bounce buffers (like QEMU's qdisk).
+    Copy,
+}
+
+/// `--reorder`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReorderArg {
+    /// Ring order.
+    Off,
+    /// Sort each batch by sector.
+    Sort,
+    /// Sort and merge adjacent requests.
+    Merge,
+}
+
+/// `--direct` (the backend's O_DIRECT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DirectArg {
+    /// O_DIRECT where the filesystem allows it, else the page cache (reported).
+    Auto,
+    /// O_DIRECT or fail.
+    On,
+    /// The page cache.
+    Off,
+}
+
+/// `--nbd-aio`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NbdAio {
+    /// `--aio=io_uring`.
+    #[value(name = "io_uring")]
+    IoUring,
+    /// `--aio=native` (Linux AIO).
+    Native,
+}
 
 /// Options of `xenio-bench blk`.
 #[derive(Args, Debug, Clone)]
 pub struct BlkArgs {
-    /// Directory for the test file (must support O_DIRECT for a fair comparison).
+    /// Directory of the test file. Its filesystem must allow O_DIRECT (ext4, xfs,
+    /// btrfs; not every tmpfs). The file is created, written fully once, and
+    /// removed at the end.
     #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
     pub dir: PathBuf,
-    /// Test file size in MiB (the file is written fully once before measuring).
-    #[arg(long, value_name = "MIB", default_value_t = 1024)]
-    pub size_mib: u64,
-    /// Repetitions; engines are interleaved within each repetition.
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    pub reps: usize,
-    /// Seconds per measurement.
-    #[arg(long, value_name = "S", default_value_t = 5.0)]
-    pub runtime_secs: f64,
-    /// About one minute: 128 MiB file, 1 repetition, 2 s runs, 5 workloads.
+
+    /// Size of the test file in MiB [default: 1024; 256 with --quick].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub size_mib: Option<u64>,
+
+    /// Repetitions. Each runs every workload on every engine [default: 3; 1 with
+    /// --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub reps: Option<u32>,
+
+    /// Timed seconds of one measurement (one workload on one engine in one
+    /// repetition) [default: 5; 1.2 with --quick].
+    #[arg(long, value_name = "SECS")]
+    pub runtime_secs: Option<f64>,
+
+    /// Untimed warm-up before each measurement (fio: --ramp_time) [default: 1;
+    /// 0.4 with --quick].
+    #[arg(long, value_name = "SECS")]
+    pub warmup_secs: Option<f64>,
+
+    /// About a minute: the six workloads the targets use, 256 MiB, one
+    /// repetition, 0.4 + 1.2 s each. Explicit --size-mib, --reps, --runtime-secs,
+    /// --warmup-secs and --workloads still apply.
     #[arg(long)]
     pub quick: bool,
-    /// Also measure both paths on a copy of the file in /dev/shm (memory-backed).
-    #[arg(long)]
-    pub shm: bool,
-    /// Skip the qemu-nbd peer.
-    #[arg(long)]
-    pub no_nbd: bool,
-    /// Ring page order the frontend asks for (the backend offers up to 4).
+
+    /// Only workloads whose name contains one of these (comma-separated,
+    /// case-insensitive; '-' and '_' match spaces), e.g. `4k-qd32,seq-read-1m-qd8`.
+    /// Names: seq read 1M QD1|QD8|QD32, seq write 1M QD1|QD8|QD32, rand read 4K
+    /// QD1|QD32, rand write 4K QD1|QD32, rand read 64K QD8.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub workloads: Vec<String>,
+
+    /// Engines to run, comma-separated [default: xenio,fio,qemu-nbd,xenio-shm,fio-shm].
+    /// Targets whose engines are left out are reported as not measured.
+    #[arg(long, value_enum, value_name = "LIST", value_delimiter = ',')]
+    pub engines: Vec<Engine>,
+
+    /// Seed of the random offsets (xenio's PRNG and fio's --randseed).
+    #[arg(long, value_name = "N", default_value_t = 0x5eed)]
+    pub seed: u64,
+
+    /// The `xenio` command [default: `xenio` next to this executable, else in PATH].
+    #[arg(long, value_name = "PATH")]
+    pub xenio: Option<PathBuf>,
+
+    /// Where the local platform's run directory (store sockets, grant pool files,
+    /// event channel FIFOs) and the logs go. Use a tmpfs: the grant pool is a
+    /// shared file mapping, and on a disk filesystem every page the frontend or
+    /// the backend writes would also be written back to the disk.
+    #[arg(long, value_name = "DIR", default_value = "/dev/shm")]
+    pub scratch: PathBuf,
+
+    /// qemu-nbd's --aio: io_uring or native (both with --cache=none).
+    #[arg(long, value_enum, value_name = "AIO", default_value_t = NbdAio::IoUring)]
+    pub nbd_aio: NbdAio,
+
+    /// Ring page order: the frontend asks for it and the backend offers it
+    /// (max-ring-page-order). 0..=4 like Linux; one page holds 32 requests.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub ring_order: u32,
-    /// Queues (rings).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+
+    /// Queues (rings, one backend thread each): asked for by the frontend,
+    /// offered by the backend (multi-queue-max-queues).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub queues: u32,
-    /// Indirect segments per request (0: none).
+
+    /// Indirect segments per request, asked and offered
+    /// (feature-max-indirect-segments); 0: none, I/Os are split into requests of
+    /// 11 pages. 256 carries a 1 MiB I/O in one request.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub indirect: u32,
-    /// No persistent grants.
+
+    /// No persistent grants (neither side offers feature-persistent): the backend
+    /// maps and unmaps every request's pages.
     #[arg(long)]
     pub no_persistent: bool,
-    /// Backend grant mode: map or copy.
-    #[arg(long, value_name = "MODE", default_value = "map")]
-    pub grant_mode: GrantMode,
-    /// Backend reordering: off, sort, merge.
-    #[arg(long, value_name = "MODE", default_value = "merge")]
-    pub reorder: ReorderMode,
-    /// Backend poll window in microseconds before sleeping.
+
+    /// Backend: map the frontend's pages (zero copy) or grant copy into bounce
+    /// buffers (--grant-mode of `xenio blkback`).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = GrantModeArg::Map)]
+    pub grant_mode: GrantModeArg,
+
+    /// Backend request reordering within a batch: off, sort, merge.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = ReorderArg::Merge)]
+    pub reorder: ReorderArg,
+
+    /// Backend: spin this many microseconds looking for requests before sleeping
+    /// on the event channel (0: purely event-driven).
     #[arg(long, value_name = "US", default_value_t = 0)]
     pub poll_us: u64,
-    /// Only run workloads whose name contains this (e.g. "rand read 4K QD32").
-    #[arg(long, value_name = "TEXT")]
-    pub only: Option<String>,
-    /// Skip fio on the file (measure xenio alone, e.g. for profiling).
-    #[arg(long)]
-    pub no_fio: bool,
-    /// Write the results as JSON to this file.
+
+    /// Frontend (this benchmark's driver): spin this many microseconds polling
+    /// the ring for responses before sleeping on the event channel (0: purely
+    /// event-driven, like fio's io_uring engine without --hipri).
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    pub front_poll_us: u64,
+
+    /// Backend: storage operations in flight per queue (io_uring depth).
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub io_depth: u32,
+
+    /// Backend: most requests taken from a ring in one batch (the reordering
+    /// window).
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub batch: usize,
+
+    /// Backend O_DIRECT: auto, on or off.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = DirectArg::Auto)]
+    pub direct: DirectArg,
+
+    /// One more argument for `xenio blkback`, verbatim (repeatable), e.g.
+    /// `--backend-arg=--max-merge-kib=512`.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub backend_arg: Vec<String>,
+
+    /// Also write the results (every repetition, summaries, ratios) as JSON here.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
 }
 
-/// Hidden: the backend process of a measurement.
-#[derive(Args, Debug, Clone)]
-pub struct BlkBackendArgs {
-    /// Run directory of the store.
-    pub run_dir: PathBuf,
-    /// The image.
-    pub image: PathBuf,
-    /// Grant mode.
-    pub grant_mode: GrantMode,
-    /// Reordering.
-    pub reorder: ReorderMode,
-    /// Poll window (us).
-    pub poll_us: u64,
-    /// Offer persistent grants (true/false).
-    #[arg(action = clap::ArgAction::Set)]
-    pub persistent: bool,
+/// One fio-style workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// E.g. `rand read 4K QD32`.
+    pub name: &'static str,
+    /// Write (else read).
+    pub write: bool,
+    /// Random offsets (else sequential, wrapping at the end of the file).
+    pub random: bool,
+    /// Bytes per operation.
+    pub bs: usize,
+    /// Operations in flight.
+    pub qd: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Workload {
-    name: &'static str,
-    write: bool,
-    random: bool,
-    bs: usize,
-    qd: usize,
-}
-
-const fn w(name: &'static str, write: bool, random: bool, bs: usize, qd: usize) -> Workload {
+const fn wl(name: &'static str, write: bool, random: bool, bs: usize, qd: usize) -> Workload {
     Workload {
         name,
         write,
@@ -115,625 +317,592 @@ const fn w(name: &'static str, write: bool, random: bool, bs: usize, qd: usize) 
     }
 }
 
-const FULL: &[Workload] = &[
-    w("seq read 1M QD1", false, false, 1 << 20, 1),
-    w("seq read 1M QD8", false, false, 1 << 20, 8),
-    w("seq read 1M QD32", false, false, 1 << 20, 32),
-    w("seq write 1M QD1", true, false, 1 << 20, 1),
-    w("seq write 1M QD8", true, false, 1 << 20, 8),
-    w("seq write 1M QD32", true, false, 1 << 20, 32),
-    w("rand read 4K QD1", false, true, 4096, 1),
-    w("rand read 4K QD32", false, true, 4096, 32),
-    w("rand write 4K QD1", true, true, 4096, 1),
-    w("rand write 4K QD32", true, true, 4096, 32),
-    w("rand read 64K QD8", false, true, 65536, 8),
+const MIB: usize = 1 << 20;
+const KIB: usize = 1 << 10;
+
+/// Every workload, in report order.
+pub const WORKLOADS: [Workload; 11] = [
+    wl("seq read 1M QD1", false, false, MIB, 1),
+    wl("seq read 1M QD8", false, false, MIB, 8),
+    wl("seq read 1M QD32", false, false, MIB, 32),
+    wl("seq write 1M QD1", true, false, MIB, 1),
+    wl("seq write 1M QD8", true, false, MIB, 8),
+    wl("seq write 1M QD32", true, false, MIB, 32),
+    wl("rand read 4K QD1", false, true, 4 * KIB, 1),
+    wl("rand read 4K QD32", false, true, 4 * KIB, 32),
+    wl("rand write 4K QD1", true, true, 4 * KIB, 1),
+    wl("rand write 4K QD32", true, true, 4 * KIB, 32),
+    wl("rand read 64K QD8", false, true, 64 * KIB, 8),
 ];
 
-const QUICK: &[Workload] = &[FULL[1], FULL[4], FULL[6], FULL[7], FULL[9]];
+/// The workloads of `--quick`: the ones the targets use.
+pub const QUICK: [&str; 6] = [
+    "seq read 1M QD8",
+    "seq write 1M QD8",
+    "rand read 4K QD1",
+    "rand read 4K QD32",
+    "rand write 4K QD1",
+    "rand write 4K QD32",
+];
 
-/// One measurement.
-#[derive(Clone, Debug, Default)]
-struct Sample {
-    mbs: f64,
-    iops: f64,
-    p50_us: f64,
-    p99_us: f64,
-    notif_per_req: Option<f64>,
+const DEFAULT_ENGINES: [Engine; 5] = [
+    Engine::Xenio,
+    Engine::Fio,
+    Engine::QemuNbd,
+    Engine::XenioShm,
+    Engine::FioShm,
+];
+
+/// Warm-up and timed window of one measurement.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timing {
+    /// Untimed.
+    pub warmup: Duration,
+    /// Timed.
+    pub runtime: Duration,
 }
 
-struct Rng(u64);
+/// xenio's own counters for one measurement (whole connection).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct XenioCounters {
+    /// Notifications the frontend sent.
+    pub front_notifications: u64,
+    /// Notifications the backend sent (its exit line).
+    pub back_notifications: u64,
+    /// Requests the backend took from the ring.
+    pub requests: u64,
+    /// Batches the backend took.
+    pub batches: u64,
+    /// Times the backend slept on its event channel.
+    pub sleeps: u64,
+    /// Requests the backend merged into a neighbour's I/O.
+    pub merged: u64,
+}
+
+/// One measurement: one workload on one engine in one repetition.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sample {
+    /// Megabytes (10^6) per second.
+    pub mbs: f64,
+    /// Operations per second.
+    pub iops: f64,
+    /// Median latency per operation, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile latency, microseconds.
+    pub p99_us: f64,
+    /// Operations completed in the timed window.
+    pub ops: u64,
+    /// xenio only.
+    pub xenio: Option<XenioCounters>,
+}
+
+impl Sample {
+    /// (frontend + backend notifications) / ring requests; xenio only.
+    pub fn notifications_per_request(&self) -> Option<f64> {
+        let c = self.xenio?;
+        (c.requests > 0)
+            .then(|| (c.front_notifications + c.back_notifications) as f64 / c.requests as f64)
+    }
+}
+
+/// A small seeded PRNG (xorshift64*), for offsets and write contents.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+    /// From any seed (0 included).
+    pub fn new(seed: u64) -> Self {
+        // splitmix64 spreads the seed; xorshift needs a non-zero state.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// Fill `buf` with random bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// p-quantile (0..=1) of sorted values, nearest rank.
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     if sorted.is_empty() {
-        return f64::NAN;
+        return None;
     }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
 }
 
-// ---------------------------------------------------------------- fio
+fn secs(x: f64, what: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(x)
+        .map_err(|_| BenchError::Usage(format!("{what} {x}: not a number of seconds")))
+}
 
-fn fio(
-    wl: &Workload,
-    filename: Option<&Path>,
-    uri: Option<&str>,
-    size: u64,
-    secs: f64,
-) -> R<Sample> {
-    let rw = match (wl.write, wl.random) {
-        (false, false) => "read",
-        (true, false) => "write",
-        (false, true) => "randread",
-        (true, true) => "randwrite",
-    };
-    let out = std::env::temp_dir().join(format!("xenio-bench-fio-{}.json", std::process::id()));
-    let mut c = Command::new("fio");
-    c.arg("--name=xenio")
-        .arg(format!("--rw={rw}"))
-        .arg(format!("--bs={}", wl.bs))
-        .arg(format!("--iodepth={}", wl.qd));
-    c.arg(format!("--size={size}"))
-        .arg(format!("--runtime={secs}"))
-        .arg("--time_based")
-        .arg("--randrepeat=0")
-        .arg("--norandommap");
-    c.arg("--output-format=json")
-        .arg(format!("--output={}", out.display()));
-    match (filename, uri) {
-        (Some(f), _) => {
-            c.arg("--ioengine=io_uring")
-                .arg("--direct=1")
-                .arg(format!("--filename={}", f.display()));
-        }
-        (None, Some(u)) => {
-            c.arg("--ioengine=nbd").arg(format!("--uri={u}"));
-        }
-        _ => return Err("fio needs a file or a URI".into()),
-    }
-    let st = c
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("running fio (apt-get install fio): {e}"))?;
-    if !st.status.success() {
-        return Err(format!(
-            "fio failed: {}",
-            String::from_utf8_lossy(&st.stderr)
+fn normalize(s: &str) -> String {
+    s.to_lowercase().replace(['-', '_'], " ")
+}
+
+/// What the arguments resolve to (quick-mode defaults applied, filters checked).
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// File size in bytes.
+    pub size: u64,
+    /// Repetitions.
+    pub reps: u32,
+    /// Per measurement.
+    pub timing: Timing,
+    /// Selected workloads, in report order.
+    pub workloads: Vec<Workload>,
+    /// Selected engines, in the order of the first repetition.
+    pub engines: Vec<Engine>,
+}
+
+/// Apply defaults and filters.
+pub fn resolve(a: &BlkArgs) -> Result<Resolved> {
+    let q = a.quick;
+    let size_mib = a.size_mib.unwrap_or(if q { 256 } else { 1024 });
+    let reps = a.reps.unwrap_or(if q { 1 } else { 3 });
+    let runtime = secs(
+        a.runtime_secs.unwrap_or(if q { 1.2 } else { 5.0 }),
+        "--runtime-secs",
+    )?;
+    let warmup = secs(
+        a.warmup_secs.unwrap_or(if q { 0.4 } else { 1.0 }),
+        "--warmup-secs",
+    )?;
+    if runtime < Duration::from_millis(100) {
+        return Err(BenchError::Usage(
+            "--runtime-secs must be at least 0.1".into(),
         ));
     }
-    let text = std::fs::read_to_string(&out).map_err(|e| format!("reading fio's output: {e}"))?;
-    let _ = std::fs::remove_file(&out);
-    let v: Value = serde_json::from_str(&text[text.find('{').unwrap_or(0)..])
-        .map_err(|e| format!("fio JSON: {e}"))?;
-    let j = &v["jobs"][0][if wl.write { "write" } else { "read" }];
-    let pct = |p: &str| j["clat_ns"]["percentile"][p].as_f64().unwrap_or(f64::NAN) / 1000.0;
-    Ok(Sample {
-        mbs: j["bw_bytes"].as_f64().unwrap_or(0.0) / 1e6,
-        iops: j["iops"].as_f64().unwrap_or(0.0),
-        p50_us: pct("50.000000"),
-        p99_us: pct("99.000000"),
-        notif_per_req: None,
+    let filters: Vec<String> = a.workloads.iter().map(|f| normalize(f)).collect();
+    let workloads: Vec<Workload> = WORKLOADS
+        .iter()
+        .copied()
+        .filter(|w| {
+            if filters.is_empty() {
+                !q || QUICK.contains(&w.name)
+            } else {
+                let n = normalize(w.name);
+                filters.iter().any(|f| n.contains(f.as_str()))
+            }
+        })
+        .collect();
+    if workloads.is_empty() {
+        return Err(BenchError::Usage(format!(
+            "--workloads {:?} matches no workload",
+            a.workloads
+        )));
+    }
+    let size = size_mib << 20;
+    if let Some(w) = workloads.iter().find(|w| w.bs as u64 * 2 > size) {
+        return Err(BenchError::Usage(format!(
+            "a {size_mib} MiB file is too small for `{}`",
+            w.name
+        )));
+    }
+    let mut engines = if a.engines.is_empty() {
+        DEFAULT_ENGINES.to_vec()
+    } else {
+        a.engines.clone()
+    };
+    let mut seen = std::collections::HashSet::new();
+    engines.retain(|e| seen.insert(*e));
+    Ok(Resolved {
+        size,
+        reps,
+        timing: Timing { warmup, runtime },
+        workloads,
+        engines,
     })
 }
 
-// ---------------------------------------------------------------- qemu-nbd
-
-struct Nbd {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Nbd {
-    fn start(image: &Path) -> R<Nbd> {
-        let socket =
-            std::env::temp_dir().join(format!("xenio-bench-nbd-{}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&socket);
-        let child = Command::new("qemu-nbd")
-            .args(["-f", "raw", "--cache=none", "--aio=io_uring", "-t", "-k"])
-            .arg(&socket)
-            .arg(image)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting qemu-nbd (apt-get install qemu-utils): {e}"))?;
-        let t = Instant::now();
-        while !socket.exists() {
-            if t.elapsed() > Duration::from_secs(10) {
-                return Err("qemu-nbd did not create its socket".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+/// Write the whole file once with random data (O_DIRECT where allowed, so the
+/// page cache does not end up holding it), then fsync. Returns whether O_DIRECT
+/// was accepted.
+fn precondition(path: &Path, size: u64, seed: u64) -> Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = |direct: bool| {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        if direct {
+            o.custom_flags(nix::fcntl::OFlag::O_DIRECT.bits());
         }
-        Ok(Nbd { child, socket })
-    }
-    fn uri(&self) -> String {
-        format!("nbd+unix:///?socket={}", self.socket.display())
-    }
-}
-
-impl Drop for Nbd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.socket);
-    }
-}
-
-// ---------------------------------------------------------------- xenio
-
-/// The hidden backend process: serve the image to domain 1 once, then print the
-/// backend's notification and request counters.
-pub fn backend_main(a: &BlkBackendArgs) -> R {
-    let p = LocalPlatform::connect(&a.run_dir, DomId(0)).map_err(|e| e.to_string())?;
-    let storage = FileStorage::open(&a.image, false, Direct::Auto).map_err(|e| e.to_string())?;
-    let config = BackendConfig {
-        once: true,
-        persistent: a.persistent,
-        queue: QueueConfig {
-            grant_mode: a.grant_mode,
-            reorder: a.reorder,
-            poll: Duration::from_micros(a.poll_us),
-            persistent: a.persistent,
-            ..Default::default()
-        },
-        ..Default::default()
+        o.open(path)
     };
-    let counters = Counters::default();
-    let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, 51712);
-    serve(
-        &p,
-        &paths.backend,
-        &storage,
-        &config,
-        &counters,
-        &AtomicBool::new(false),
-    )
-    .map_err(|e| e.to_string())?;
-    println!(
-        "{{\"requests\":{},\"notifications\":{}}}",
-        counters.requests.load(Ordering::Relaxed),
-        counters.notifications.load(Ordering::Relaxed)
-    );
-    Ok(())
-}
-
-struct Xenio<'a> {
-    args: &'a BlkArgs,
-    run_dir: PathBuf,
-    _daemon: Daemon,
-    dom0: LocalPlatform,
-}
-
-impl<'a> Xenio<'a> {
-    fn new(args: &'a BlkArgs) -> R<Self> {
-        let run_dir = std::env::temp_dir().join(format!("xenio-bench-blk-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&run_dir);
-        let daemon = Daemon::start(DaemonConfig {
-            domains: vec![DomId(1)],
-            ..DaemonConfig::new(&run_dir)
-        })
-        .map_err(|e| e.to_string())?;
-        let dom0 = LocalPlatform::connect(&run_dir, DomId(0)).map_err(|e| e.to_string())?;
-        Ok(Xenio {
-            args,
-            run_dir,
-            _daemon: daemon,
-            dom0,
-        })
-    }
-
-    fn measure(&self, wl: &Workload, image: &Path, secs: f64) -> R<Sample> {
-        let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, 51712);
-        let _ = xenio_xenbus::handshake::destroy_device(self.dom0.store(), &paths);
-        create_device(self.dom0.store(), &paths, &[]).map_err(|e| e.to_string())?;
-        let a = self.args;
-        let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
-            .arg("blk-backend")
-            .arg(&self.run_dir)
-            .arg(image)
-            .arg(match a.grant_mode {
-                GrantMode::Map => "map",
-                GrantMode::Copy => "copy",
-            })
-            .arg(a.reorder.as_str())
-            .arg(a.poll_us.to_string())
-            .arg((!a.no_persistent).to_string())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting the backend: {e}"))?;
-        let result = self.drive(wl, &paths, secs);
-        if result.is_err() {
-            let _ = child.kill();
-        }
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        let mut s = result?;
-        let counters: Value =
-            serde_json::from_slice(&out.stdout).map_err(|e| format!("backend counters: {e}"))?;
-        let (reqs, bnotif) = (
-            counters["requests"].as_f64().unwrap_or(0.0),
-            counters["notifications"].as_f64().unwrap_or(0.0),
-        );
-        if let Some(front_notif) = s.notif_per_req {
-            s.notif_per_req = Some(if reqs > 0.0 {
-                (front_notif + bnotif) / reqs
-            } else {
-                f64::NAN
-            });
-        }
-        Ok(s)
-    }
-
-    fn drive(&self, wl: &Workload, paths: &DevicePaths, secs: f64) -> R<Sample> {
-        let a = self.args;
-        let p =
-            Arc::new(LocalPlatform::connect(&self.run_dir, DomId(1)).map_err(|e| e.to_string())?);
-        let pool = (wl.bs / 4096).max(1) * wl.qd + 64;
-        let opts = Options {
-            max_ring_page_order: a.ring_order,
-            queues: a.queues,
-            indirect_segments: a.indirect,
-            persistent: !a.no_persistent,
-            pool_pages: pool,
-            timeout: Duration::from_secs(30),
-        };
-        let mut f = BlkFront::connect(p, &paths.frontend, opts).map_err(|e| e.to_string())?;
-        let size = f.size();
-        let blocks = size / wl.bs as u64;
-        let mut rng = Rng(0x9e3779b97f4a7c15);
-        let mut next_seq = 0u64;
-        let mut offset = || {
-            if wl.random {
-                (rng.next() % blocks) * wl.bs as u64
-            } else {
-                let o = next_seq;
-                next_seq = (next_seq + wl.bs as u64) % (blocks * wl.bs as u64);
-                o
-            }
-        };
-        let mut free: Vec<_> = (0..wl.qd)
-            .map(|_| f.alloc(wl.bs))
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
-        let mut started = std::collections::HashMap::new();
-        let mut lat = Vec::new();
-        let mut done = Vec::new();
-        let (mut ops, mut warm) = (0u64, true);
-        let warmup = Duration::from_millis(300);
-        let t0 = Instant::now();
-        let mut t_start = t0;
-        let notif0 = f.notifications();
-        let mut notif_start = notif0;
-        let end = warmup + Duration::from_secs_f64(secs);
-        while t0.elapsed() < end || !started.is_empty() {
-            while t0.elapsed() < end {
-                let Some(buf) = free.pop() else { break };
-                let op = if wl.write {
-                    Op::Write {
-                        offset: offset(),
-                        buf,
-                    }
-                } else {
-                    Op::Read {
-                        offset: offset(),
-                        buf,
-                    }
-                };
-                let tok = f.submit(op).map_err(|e| e.to_string())?;
-                started.insert(tok, Instant::now());
-            }
-            done.clear();
-            f.poll(&mut done, Some(Duration::from_secs(10)))
-                .map_err(|e| e.to_string())?;
-            for d in done.drain(..) {
-                d.result.map_err(|e| e.to_string())?;
-                let st = started.remove(&d.token).ok_or("unknown completion")?;
-                if let Some(b) = d.buf {
-                    free.push(b);
-                }
-                if warm && t0.elapsed() >= warmup {
-                    warm = false;
-                    t_start = Instant::now();
-                    notif_start = f.notifications();
-                    ops = 0;
-                    lat.clear();
-                }
-                if !warm {
-                    ops += 1;
-                    lat.push(st.elapsed().as_secs_f64() * 1e6);
-                }
-            }
-        }
-        let elapsed = t_start.elapsed().as_secs_f64();
-        let front_notif = (f.notifications() - notif_start) as f64;
-        for b in free {
-            f.free(b);
-        }
-        f.close().map_err(|e| e.to_string())?;
-        lat.sort_by(|a, b| a.total_cmp(b));
-        Ok(Sample {
-            mbs: ops as f64 * wl.bs as f64 / elapsed / 1e6,
-            iops: ops as f64 / elapsed,
-            p50_us: percentile(&lat, 0.5),
-            p99_us: percentile(&lat, 0.99),
-            // Turned into (front + back) per request by `measure`.
-            notif_per_req: Some(front_notif),
-        })
-    }
-}
-
-impl Drop for Xenio<'_> {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.run_dir);
-    }
-}
-
-// ---------------------------------------------------------------- the run
-
-fn precondition(path: &Path, size: u64) -> R {
-    use std::io::Write;
-    let mut f =
-        std::fs::File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
-    let mut rng = Rng(42);
-    let chunk: Vec<u8> = (0..(4 << 20)).map(|_| rng.next() as u8).collect();
+    let (mut f, direct) = match open(true) {
+        Ok(f) => (f, true),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => (
+            open(false).map_err(|e| BenchError::io(format!("creating {}", path.display()), e))?,
+            false,
+        ),
+        Err(e) => return Err(BenchError::io(format!("creating {}", path.display()), e)),
+    };
+    // O_DIRECT wants an aligned buffer: take the aligned part of a larger one.
+    const CHUNK: usize = 4 << 20;
+    let mut raw = vec![0u8; CHUNK + 4096];
+    let at = raw.as_ptr().align_offset(4096);
+    let buf = &mut raw[at..at + CHUNK];
+    let mut rng = Rng::new(seed ^ 0xf11e);
     let mut left = size;
     while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        f.write_all(&chunk[..n])
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        rng.fill(buf);
+        let n = left.min(CHUNK as u64) as usize;
+        f.write_all(&buf[..n])
+            .map_err(|e| BenchError::io(format!("writing {}", path.display()), e))?;
         left -= n as u64;
     }
-    f.sync_all().map_err(|e| e.to_string())
+    f.sync_all()
+        .map_err(|e| BenchError::io(format!("fsync of {}", path.display()), e))?;
+    Ok(direct)
 }
 
-/// Run the benchmark; prints the report on stdout, progress on stderr.
-pub fn run(a: &BlkArgs) -> R {
-    let (size_mib, reps, secs, workloads) = if a.quick {
-        (a.size_mib.min(128), 1, a.runtime_secs.min(2.0), QUICK)
-    } else {
-        (a.size_mib, a.reps.max(1), a.runtime_secs, FULL)
+fn first_line(program: &Path, arg: &str) -> String {
+    std::process::Command::new(program)
+        .arg(arg)
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown version".into())
+}
+
+fn find_xenio(arg: Option<&Path>) -> Result<PathBuf> {
+    let missing = |what: String| BenchError::Tool {
+        tool: "xenio",
+        what,
+        detail: "; build it (`cargo build --release -p xenio`) or pass --xenio PATH".into(),
     };
-    let workloads: Vec<Workload> = workloads
-        .iter()
-        .copied()
-        .filter(|w| a.only.as_deref().is_none_or(|o| w.name.contains(o)))
-        .collect();
-    let workloads = &workloads[..];
-    if workloads.is_empty() {
-        return Err(format!("no workload matches {:?}", a.only));
+    if let Some(p) = arg {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(missing(format!("--xenio {}: no such file", p.display())))
+        };
     }
-    let size = size_mib << 20;
-    let image = a
-        .dir
-        .join(format!("xenio-bench-blk-{}.img", std::process::id()));
-    struct Rm(Vec<PathBuf>);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            for p in &self.0 {
-                let _ = std::fs::remove_file(p);
-            }
-        }
+    if let Some(sib) = std::env::current_exe()
+        .ok()
+        .map(|e| e.with_file_name("xenio"))
+        .filter(|p| p.is_file())
+    {
+        return Ok(sib);
     }
-    let mut cleanup = Rm(vec![image.clone()]);
-    eprintln!(
-        "xenio-bench blk: preconditioning {} ({size_mib} MiB)",
-        image.display()
-    );
-    precondition(&image, size)?;
-    let shm = PathBuf::from("/dev/shm").join(format!("xenio-bench-blk-{}.img", std::process::id()));
-    if a.shm {
-        precondition(&shm, size)?;
-        cleanup.0.push(shm.clone());
-    }
-    let xenio = Xenio::new(a)?;
-    let nbd = if a.no_nbd {
+    blk_proc::find_program("xenio")
+        .ok_or_else(|| missing("not found next to xenio-bench nor in PATH".into()))
+}
+
+fn need(program: &str, package: &str) -> Result<PathBuf> {
+    blk_proc::find_program(program).ok_or_else(|| BenchError::Tool {
+        tool: "xenio-bench blk",
+        what: format!("`{program}` is not installed"),
+        detail: format!(" (apt-get install {package}; or leave its engines out with --engines)"),
+    })
+}
+
+/// Run the benchmark: progress on stderr, the report on stdout, JSON if asked.
+pub fn run(a: &BlkArgs) -> Result<()> {
+    // First, before any thread exists: signals clean up children and files.
+    blk_proc::install_signal_cleanup()?;
+    let r = resolve(a)?;
+    let uses = |f: fn(Engine) -> bool| r.engines.iter().any(|&e| f(e));
+    let fio = if uses(|e| !e.is_xenio()) {
+        Some(need("fio", "fio")?)
+    } else {
         None
-    } else {
-        Some(Nbd::start(&image)?)
     };
-    let mut engines: Vec<&str> = if a.no_fio {
-        vec!["xenio"]
+    let qemu_nbd = if uses(Engine::is_nbd) {
+        Some(need("qemu-nbd", "qemu-utils")?)
     } else {
-        vec!["fio", "xenio"]
+        None
     };
-    if nbd.is_some() {
-        engines.push("qemu-nbd");
+    let xenio_bin = if uses(Engine::is_xenio) {
+        Some(find_xenio(a.xenio.as_deref())?)
+    } else {
+        None
+    };
+    for p in blk_proc::remove_stale(
+        &[&a.dir, &a.scratch, Path::new("/dev/shm")],
+        "xenio-bench-blk-",
+    ) {
+        eprintln!(
+            "xenio-bench blk: removed {} (left by a run that was killed)",
+            p.display()
+        );
     }
-    if a.shm {
-        engines.extend(["fio shm", "xenio shm"]);
+    let pid = std::process::id();
+    let scratch = ScratchPath::new(a.scratch.join(format!("xenio-bench-blk-{pid}")));
+    std::fs::create_dir_all(scratch.path())
+        .map_err(|e| BenchError::io(format!("creating {}", scratch.path().display()), e))?;
+    let image = ScratchPath::new(a.dir.join(format!("xenio-bench-blk-{pid}.img")));
+    let shm_image =
+        uses(Engine::shm).then(|| ScratchPath::new(format!("/dev/shm/xenio-bench-blk-{pid}.img")));
+
+    let per = r.timing.warmup + r.timing.runtime + Duration::from_millis(400);
+    let total = r.reps as usize * r.workloads.len() * r.engines.len();
+    eprintln!(
+        "xenio-bench blk: {} workloads x {} engines x {} reps = {total} measurements of {:.1}+{:.1} s (about {:.0} s)",
+        r.workloads.len(),
+        r.engines.len(),
+        r.reps,
+        r.timing.warmup.as_secs_f64(),
+        r.timing.runtime.as_secs_f64(),
+        per.as_secs_f64() * total as f64
+    );
+    eprintln!(
+        "xenio-bench blk: writing {} ({} MiB) once",
+        image.path().display(),
+        r.size >> 20
+    );
+    let t = Instant::now();
+    if !precondition(image.path(), r.size, a.seed)? {
+        return Err(BenchError::Usage(format!(
+            "{} refuses O_DIRECT; pick a --dir on a disk filesystem (ext4, xfs)",
+            a.dir.display()
+        )));
     }
-    // results[workload][engine] = samples
-    let mut results: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); engines.len()]; workloads.len()];
-    let total = reps * workloads.len() * engines.len();
+    let shm_direct = match &shm_image {
+        Some(s) => {
+            eprintln!(
+                "xenio-bench blk: writing {} ({} MiB) once",
+                s.path().display(),
+                r.size >> 20
+            );
+            precondition(s.path(), r.size, a.seed)?
+        }
+        None => true,
+    };
+    eprintln!(
+        "xenio-bench blk: preconditioned in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let knobs = BackendKnobs::from_args(a);
+    let world = match &xenio_bin {
+        Some(bin) => Some(XenioWorld::start(
+            bin,
+            scratch.path(),
+            knobs.clone(),
+            Duration::from_micros(a.front_poll_us),
+        )?),
+        None => None,
+    };
+    let plan = Plan {
+        dir: a.dir.clone(),
+        size: r.size,
+        reps: r.reps,
+        timing: r.timing,
+        seed: a.seed,
+        knobs,
+        front_poll_us: a.front_poll_us,
+        nbd_aio: a.nbd_aio,
+        shm_direct,
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        fio_version: fio.as_deref().map(|p| first_line(p, "--version")),
+        nbd_version: qemu_nbd.as_deref().map(|p| first_line(p, "--version")),
+        xenio_bin: xenio_bin.clone(),
+        backend_storage: None,
+    };
+    let mut results = BlkResults::new(plan, r.workloads.clone(), r.engines.clone());
+    let fio_out = scratch.path().join("fio.json");
     let mut n = 0;
-    for rep in 0..reps {
-        for (wi, wl) in workloads.iter().enumerate() {
-            for (ei, e) in engines.iter().enumerate() {
+    for rep in 0..r.reps as usize {
+        // Rotate the engine order so no engine always follows the same one.
+        let mut order: Vec<usize> = (0..r.engines.len()).collect();
+        order.rotate_left(rep % r.engines.len().max(1));
+        for (wi, w) in r.workloads.iter().enumerate() {
+            for &ei in &order {
+                let e = r.engines[ei];
                 n += 1;
-                let s = match *e {
-                    "fio" => fio(wl, Some(&image), None, size, secs)?,
-                    "xenio" => xenio.measure(wl, &image, secs)?,
-                    "qemu-nbd" => fio(
-                        wl,
-                        None,
-                        nbd.as_ref().map(|n| n.uri()).as_deref(),
-                        size,
-                        secs,
-                    )?,
-                    "fio shm" => fio(wl, Some(&shm), None, size, secs).or_else(|_| {
-                        // tmpfs may refuse O_DIRECT: fall back to buffered fio.
-                        fio(wl, Some(&shm), None, size, secs)
-                    })?,
-                    _ => xenio.measure(wl, &shm, secs)?,
+                let file = if e.shm() {
+                    shm_image.as_ref().map_or(image.path(), |s| s.path())
+                } else {
+                    image.path()
                 };
+                let label = format!("{} on {}", w.name, e.name());
+                let direct = !e.shm() || shm_direct;
+                let s = match e {
+                    Engine::Xenio | Engine::XenioShm => {
+                        let world = world.as_ref().expect("started when a xenio engine is");
+                        let (s, storage) = world.measure(w, file, r.timing, a.seed, &label)?;
+                        if !e.shm() {
+                            results.plan.backend_storage.get_or_insert(storage);
+                        }
+                        s
+                    }
+                    Engine::Fio | Engine::FioShm => blk_fio::run(&blk_fio::FioRun {
+                        fio: fio.as_deref().expect("checked above"),
+                        workload: w,
+                        target: FioTarget::File { path: file, direct },
+                        size: r.size,
+                        timing: r.timing,
+                        seed: a.seed,
+                        label: &label,
+                        out: &fio_out,
+                    })?,
+                    Engine::QemuNbd | Engine::QemuNbdShm => {
+                        let server = NbdServer::start(
+                            qemu_nbd.as_deref().expect("checked above"),
+                            file,
+                            scratch.path(),
+                            a.nbd_aio,
+                            &label,
+                        )?;
+                        let s = blk_fio::run(&blk_fio::FioRun {
+                            fio: fio.as_deref().expect("checked above"),
+                            workload: w,
+                            target: FioTarget::Nbd { uri: server.uri() },
+                            size: r.size,
+                            timing: r.timing,
+                            seed: a.seed,
+                            label: &label,
+                            out: &fio_out,
+                        })?;
+                        server.stop();
+                        s
+                    }
+                };
+                let notif = s
+                    .notifications_per_request()
+                    .map(|x| format!("  {x:.3} notif/req"))
+                    .unwrap_or_default();
                 eprintln!(
-                    "[{n}/{total}] rep {}: {:<20} {:<10} {:>9.1} MB/s {:>9.0} IOPS  p50 {:>8.1} us{}",
+                    "[{n}/{total}] rep {}/{}  {:<18} {:<12} {:>9.1} MB/s {:>9.0} IOPS  p50 {:>8.1} us  p99 {:>8.1} us{notif}",
                     rep + 1,
-                    wl.name,
-                    e,
+                    r.reps,
+                    w.name,
+                    e.name(),
                     s.mbs,
                     s.iops,
                     s.p50_us,
-                    s.notif_per_req
-                        .map(|x| format!("  {x:.3} notif/req"))
-                        .unwrap_or_default()
+                    s.p99_us,
                 );
-                results[wi][ei].push(s);
+                results.samples[wi][ei].push(s);
             }
         }
     }
-    drop(nbd);
-    report(a, workloads, &engines, &results, size_mib, reps, secs)
-}
-
-fn med(v: &[f64]) -> f64 {
-    summarize(v).map(|s| s.median).unwrap_or(f64::NAN)
-}
-
-fn report(
-    a: &BlkArgs,
-    workloads: &[Workload],
-    engines: &[&str],
-    results: &[Vec<Vec<Sample>>],
-    size_mib: u64,
-    reps: usize,
-    secs: f64,
-) -> R {
-    println!(
-        "xenio-bench blk: {size_mib} MiB file in {}, {reps} rep(s) x {secs} s; xenio: ring order {}, {} queue(s), indirect {}, persistent {}, grants {:?}, reorder {}, poll {} us",
-        a.dir.display(),
-        a.ring_order,
-        a.queues,
-        a.indirect,
-        !a.no_persistent,
-        a.grant_mode,
-        a.reorder.as_str(),
-        a.poll_us
-    );
-    println!("median [min..max] over repetitions\n");
-    println!(
-        "{:<20} {:<10} {:>24} {:>12} {:>10} {:>10} {:>10}",
-        "workload", "engine", "MB/s", "IOPS", "p50 us", "p99 us", "notif/req"
-    );
-    let mut json_rows = Vec::new();
-    for (wi, wl) in workloads.iter().enumerate() {
-        for (ei, e) in engines.iter().enumerate() {
-            let r = &results[wi][ei];
-            let mbs: Vec<f64> = r.iter().map(|s| s.mbs).collect();
-            let sm = summarize(&mbs);
-            let iops = med(&r.iter().map(|s| s.iops).collect::<Vec<_>>());
-            let p50 = med(&r.iter().map(|s| s.p50_us).collect::<Vec<_>>());
-            let p99 = med(&r.iter().map(|s| s.p99_us).collect::<Vec<_>>());
-            let notif: Vec<f64> = r.iter().filter_map(|s| s.notif_per_req).collect();
-            let nstr = if notif.is_empty() {
-                "-".into()
-            } else {
-                format!("{:.3}", med(&notif))
-            };
-            let mstr = sm
-                .map(|s| format!("{:.1} [{:.1}..{:.1}]", s.median, s.min, s.max))
-                .unwrap_or_default();
-            println!(
-                "{:<20} {:<10} {:>24} {:>12.0} {:>10.1} {:>10.1} {:>10}",
-                wl.name, e, mstr, iops, p50, p99, nstr
-            );
-            json_rows.push(json!({"workload": wl.name, "engine": e, "mbs": mbs, "iops_median": iops, "p50_us": p50, "p99_us": p99, "notifications_per_request": notif}));
-        }
-    }
-    // Ratios per repetition, then their median [min..max].
-    let idx = |name: &str| workloads.iter().position(|w| w.name == name);
-    let eng = |name: &str| engines.iter().position(|e| *e == name);
-    let ratio = |wl: &str, a_eng: &str, b_eng: &str, f: fn(&Sample) -> f64| -> Option<Vec<f64>> {
-        let (w, x, y) = (idx(wl)?, eng(a_eng)?, eng(b_eng)?);
-        Some(
-            results[w][x]
-                .iter()
-                .zip(&results[w][y])
-                .map(|(p, q)| f(p) / f(q))
-                .collect(),
-        )
-    };
-    println!("\ntargets (median [min..max] of per-repetition ratios):");
-    let mut json_targets = Vec::new();
-    let mut line = |what: &str, v: Option<Vec<f64>>, pass: fn(f64) -> bool, target: &str| match v
-        .and_then(|v| summarize(&v).map(|s| (s, v)))
-    {
-        Some((s, v)) => {
-            let verdict = if pass(s.median) { "PASS" } else { "MISS" };
-            println!(
-                "  {what:<52} {:>7.2}x [{:.2}..{:.2}]  target {target:<8} {verdict}",
-                s.median, s.min, s.max
-            );
-            json_targets.push(
-                json!({"target": what, "ratios": v, "median": s.median, "pass": pass(s.median)}),
-            );
-        }
-        None => println!("  {what:<52} not measured in this run"),
-    };
-    line(
-        "seq read 1M QD8: xenio / fio MB/s",
-        ratio("seq read 1M QD8", "xenio", "fio", |s| s.mbs),
-        |r| r >= 0.95,
-        ">= 0.95",
-    );
-    line(
-        "seq write 1M QD8: xenio / fio MB/s",
-        ratio("seq write 1M QD8", "xenio", "fio", |s| s.mbs),
-        |r| r >= 0.95,
-        ">= 0.95",
-    );
-    line(
-        "rand read 4K QD32: xenio / fio IOPS",
-        ratio("rand read 4K QD32", "xenio", "fio", |s| s.iops),
-        |r| r >= 0.90,
-        ">= 0.90",
-    );
-    line(
-        "rand write 4K QD32: xenio / fio IOPS",
-        ratio("rand write 4K QD32", "xenio", "fio", |s| s.iops),
-        |r| r >= 0.90,
-        ">= 0.90",
-    );
-    line(
-        "rand read 4K QD1: xenio / fio p50 latency",
-        ratio("rand read 4K QD1", "xenio", "fio", |s| s.p50_us),
-        |r| r <= 1.3,
-        "<= 1.3",
-    );
-    line(
-        "rand read 4K QD32: xenio / qemu-nbd IOPS",
-        ratio("rand read 4K QD32", "xenio", "qemu-nbd", |s| s.iops),
-        |r| r >= 4.0,
-        ">= 4",
-    );
-    let notif = idx("rand read 4K QD32").and_then(|w| {
-        eng("xenio").map(|e| {
-            results[w][e]
-                .iter()
-                .filter_map(|s| s.notif_per_req)
-                .collect::<Vec<_>>()
-        })
-    });
-    match notif.as_deref().and_then(summarize) {
-        Some(s) => println!(
-            "  {:<52} {:>8.3} [{:.3}..{:.3}]  target <= 0.1    {}",
-            "notifications per request, rand read 4K QD32",
-            s.median,
-            s.min,
-            s.max,
-            if s.median <= 0.1 { "PASS" } else { "MISS" }
-        ),
-        None => println!("  notifications per request: not measured"),
-    }
+    drop(world);
+    let text = blk_report::render(&results);
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| BenchError::io("writing the report to stdout", e))?;
     if let Some(path) = &a.json {
-        let v = json!({"benchmark": "blk", "size_mib": size_mib, "reps": reps, "runtime_secs": secs, "rows": json_rows, "targets": json_targets});
-        std::fs::write(path, v.to_string() + "\n")
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        let json = blk_report::to_json(&results).to_string() + "\n";
+        std::fs::write(path, json)
+            .map_err(|e| BenchError::io(format!("writing {}", path.display()), e))?;
+        eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: BlkArgs,
+    }
+
+    fn args(v: &[&str]) -> BlkArgs {
+        T::parse_from(std::iter::once("t").chain(v.iter().copied())).a
+    }
+
+    #[test]
+    fn quick_picks_the_target_workloads_and_small_defaults() {
+        let r = resolve(&args(&["--quick"])).unwrap();
+        assert_eq!(r.size, 256 << 20);
+        assert_eq!(r.reps, 1);
+        let names: Vec<_> = r.workloads.iter().map(|w| w.name).collect();
+        assert_eq!(names, QUICK);
+        assert_eq!(r.engines, DEFAULT_ENGINES);
+        let r = resolve(&args(&["--quick", "--size-mib", "16", "--reps", "2"])).unwrap();
+        assert_eq!((r.size, r.reps), (16 << 20, 2));
+    }
+
+    #[test]
+    fn workload_filters_are_forgiving_and_engines_deduplicated() {
+        let r = resolve(&args(&[
+            "--workloads",
+            "4k-QD32,seq_read_1m_qd8",
+            "--engines",
+            "fio,xenio,fio",
+        ]))
+        .unwrap();
+        let names: Vec<_> = r.workloads.iter().map(|w| w.name).collect();
+        assert_eq!(
+            names,
+            ["seq read 1M QD8", "rand read 4K QD32", "rand write 4K QD32"]
+        );
+        assert_eq!(r.engines, [Engine::Fio, Engine::Xenio]);
+        assert!(resolve(&args(&["--workloads", "nothing"])).is_err());
+        assert!(resolve(&args(&["--size-mib", "1"])).is_err());
+    }
+
+    #[test]
+    fn rng_is_seeded_and_uniform_enough() {
+        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+        assert_eq!(a.next_u64(), b.next_u64());
+        let mut hist = [0u32; 8];
+        for _ in 0..80_000 {
+            hist[a.below(8) as usize] += 1;
+        }
+        assert!(
+            hist.iter().all(|&h| (9_000..11_000).contains(&h)),
+            "{hist:?}"
+        );
+        assert_ne!(Rng::new(0).next_u64(), 0);
+    }
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.5), Some(50));
+        assert_eq!(percentile(&v, 0.99), Some(99));
+        assert_eq!(percentile(&v, 1.0), Some(100));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn notifications_per_request_adds_both_sides() {
+        let s = Sample {
+            xenio: Some(XenioCounters {
+                front_notifications: 3,
+                back_notifications: 7,
+                requests: 100,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(s.notifications_per_request(), Some(0.1));
+        assert_eq!(Sample::default().notifications_per_request(), None);
+    }
 }

@@ -24,15 +24,10 @@ pub enum Command {
     #[command(hide = true)]
     RingPeer(PeerArgs),
     /// Block I/O benchmark: fio-style workloads through blkfront -> rings ->
-    /// blkback (a separate process) -> a file, against fio (io_uring, O_DIRECT) on
-    /// the same file and against qemu-nbd driven by fio's nbd engine, measured
-    /// in the same run with engines interleaved in each repetition. Prints
-    /// MB/s, IOPS, latency percentiles, notifications per request and the
-    /// ratios against the targets (PASS/MISS; a miss does not fail the run).
+    /// `xenio blkback` (a child process) -> a file, against fio (io_uring,
+    /// O_DIRECT), a /dev/shm copy and qemu-nbd on the same file, in the same run.
+    #[command(long_about = crate::blk::BLK_ABOUT)]
     Blk(crate::blk::BlkArgs),
-    /// Internal: the backend process of `blk`.
-    #[command(hide = true)]
-    BlkBackend(crate::blk::BlkBackendArgs),
 }
 
 const RING_ABOUT: &str = "\

@@ -97,6 +97,33 @@ pub enum BenchError {
         /// The limit.
         secs: u64,
     },
+    /// An external program of the block benchmark (fio, qemu-nbd, `xenio
+    /// blkback`) is missing, failed, or printed something unusable.
+    #[error("{tool}: {what}{detail}")]
+    Tool {
+        /// The program.
+        tool: &'static str,
+        /// What went wrong, with the configuration being measured.
+        what: String,
+        /// Its own words (stderr or log), if any, starting with a newline.
+        detail: String,
+    },
+    /// The xenio frontend failed during a block measurement.
+    #[error("`{config}`: the frontend: {err}")]
+    Frontend {
+        /// The configuration being measured.
+        config: String,
+        /// blkfront's error.
+        err: xenio_blkfront::Error,
+    },
+    /// The local platform (store daemon, grants, event channels) failed.
+    #[error("{what}: {err}")]
+    Platform {
+        /// What was being done.
+        what: String,
+        /// The platform's error.
+        err: xenio_xenbus::Error,
+    },
     /// The in-process baseline's backend thread panicked or ended early.
     #[error("`{config}`: the backend thread {what}")]
     Thread {

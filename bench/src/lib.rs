@@ -1,6 +1,11 @@
 //! xenio's benchmarks.
 //!
-//! Today this is the ring micro-benchmark behind `xenio-bench ring`: two processes
+//! `xenio-bench blk` ([`blk`]) measures fio-style block workloads through
+//! blkfront -> rings -> `xenio blkback` (a separate process) -> a file, against
+//! fio (io_uring, O_DIRECT), a /dev/shm copy and qemu-nbd on the same file in the
+//! same run, with the targets marked PASS or MISS.
+//!
+//! `xenio-bench ring` is the ring micro-benchmark: two processes
 //! pinned to two cores exchange blkif requests and responses over an
 //! [`xenio_ring`] ring in shared memory, polling or with eventfd doorbells, and
 //! the numbers are set against two baselines measured in the same run on the same
@@ -16,6 +21,10 @@
 
 pub mod baseline;
 pub mod blk;
+pub mod blk_fio;
+pub mod blk_proc;
+pub mod blk_report;
+pub mod blk_xenio;
 pub mod cli;
 pub mod content;
 pub mod error;

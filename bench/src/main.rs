@@ -14,13 +14,6 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::BlkBackend(args) => match xenio_bench::blk::backend_main(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("xenio-bench blk-backend: error: {e}");
-                ExitCode::from(2)
-            }
-        },
         Command::Ring(args) => match xenio_bench::ring_command(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

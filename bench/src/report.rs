@@ -200,7 +200,8 @@ pub fn context_ratios(r: &RunResults) -> Vec<Ratio> {
 /// zero (any mismatch aborts it), so the line is a statement, not a hope.
 pub const VERIFICATION_LINE: &str = "verification errors: 0";
 
-fn fmt_ratio(ratio: &Ratio) -> String {
+/// One report line: name, median [min..max] and, with a target, PASS or MISS.
+pub fn fmt_ratio(ratio: &Ratio) -> String {
     let Some(s) = ratio.summary() else {
         return format!(
             "  {:<62} n/a: {}",
@@ -312,7 +313,8 @@ pub fn render(r: &RunResults) -> String {
     o
 }
 
-fn summary_json(values: &[f64]) -> Value {
+/// Median, min, max and every repetition's value, as JSON.
+pub fn summary_json(values: &[f64]) -> Value {
     let s = summarize(values);
     json!({
         "median": s.map(|s| s.median),
@@ -322,7 +324,8 @@ fn summary_json(values: &[f64]) -> Value {
     })
 }
 
-fn ratio_json(ratio: &Ratio) -> Value {
+/// A ratio with its target and verdict, as JSON.
+pub fn ratio_json(ratio: &Ratio) -> Value {
     json!({
         "name": ratio.name,
         "value": summary_json(&ratio.per_rep),

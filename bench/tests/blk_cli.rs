@@ -1,7 +1,15 @@
-//! `xenio-bench blk` end to end with tiny settings: it runs fio, xenio (a
-//! backend process) and qemu-nbd on one file and prints the ratio lines.
+//! `xenio-bench blk` end to end with tiny settings (16 MiB file, one repetition,
+//! short measurements): fio, xenio (the real `xenio blkback` as a child process)
+//! and qemu-nbd on one file and on a /dev/shm copy; the run completes, prints a
+//! row per engine and every target line, writes its JSON, and leaves no process
+//! or scratch file behind.
+//!
+//! Skipped, with a message, when fio or qemu-nbd is missing (`.ci/run` installs
+//! both). The `xenio` command is the one built next to `xenio-bench`
+//! (`cargo test --workspace` builds it); if it is not there it is built here.
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 fn have(tool: &str) -> bool {
     Command::new(tool)
@@ -10,56 +18,166 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-#[test]
-fn blk_quick_runs_every_engine_and_reports_targets() {
-    if !have("fio") || !have("qemu-nbd") {
-        panic!(
-            "fio and qemu-nbd are needed (apt-get install fio qemu-utils; .ci/run installs them)"
-        );
+/// The `xenio` binary of this build (target/<profile>/xenio).
+fn xenio_bin() -> PathBuf {
+    let bench = Path::new(env!("CARGO_BIN_EXE_xenio-bench"));
+    let xenio = bench.with_file_name("xenio");
+    if !xenio.is_file() {
+        let release = bench
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|p| p == "release");
+        let mut c = Command::new(env!("CARGO"));
+        c.args(["build", "-p", "xenio", "--bin", "xenio"]);
+        if release {
+            c.arg("--release");
+        }
+        let st = c.status().expect("running cargo build -p xenio");
+        assert!(st.success(), "cargo build -p xenio failed");
     }
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    assert!(xenio.is_file(), "{} missing", xenio.display());
+    xenio
+}
+
+fn children_of(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        if fields.get(1) == Some(&pid.to_string().as_str()) {
+            out.push(stat[..close + 1].to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn blk_tiny_run_reports_every_engine_and_target() {
+    if !have("fio") || !have("qemu-nbd") {
+        eprintln!(
+            "SKIPPED: fio and qemu-nbd are needed (apt-get install fio qemu-utils; .ci/run installs them)"
+        );
+        return;
+    }
+    let xenio = xenio_bin();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let scratch = tempfile::tempdir_in("/dev/shm").unwrap();
     let json = dir.path().join("blk.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_xenio-bench"))
-        .args([
-            "blk",
-            "--size-mib",
-            "16",
-            "--reps",
-            "1",
-            "--runtime-secs",
-            "0.5",
-            "--only",
-            "4K QD",
-        ])
+    let child = Command::new(env!("CARGO_BIN_EXE_xenio-bench"))
+        .args(["blk", "--quick", "--size-mib", "16", "--reps", "1"])
+        .args(["--runtime-secs", "0.3", "--warmup-secs", "0.1"])
+        .arg("--xenio")
+        .arg(&xenio)
         .arg("--dir")
         .arg(dir.path())
+        .arg("--scratch")
+        .arg(scratch.path())
         .arg("--json")
         .arg(&json)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    for engine in ["fio", "xenio", "qemu-nbd"] {
+    assert!(
+        out.status.success(),
+        "status {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let squeezed: Vec<String> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    for engine in ["xenio", "fio", "qemu-nbd", "xenio-shm", "fio-shm"] {
         let row = format!("rand read 4K QD32 {engine} ");
-        let found = stdout.lines().any(|l| {
-            l.split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .starts_with(&row)
-        });
-        assert!(found, "no `{row}` row:\n{stdout}");
+        assert!(
+            squeezed.iter().any(|l| l.starts_with(&row)),
+            "no `{row}` row:\n{stdout}"
+        );
     }
-    assert!(
-        stdout.contains("rand read 4K QD32: xenio / qemu-nbd IOPS"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("notifications per request, rand read 4K QD32"),
-        "{stdout}"
-    );
+    for line in [
+        "seq read 1M QD8: xenio / fio MB/s",
+        "seq write 1M QD8: xenio / fio MB/s",
+        "rand read 4K QD32: xenio / fio IOPS",
+        "rand write 4K QD32: xenio / fio IOPS",
+        "rand read 4K QD1: xenio / fio p50 latency",
+        "rand read 4K QD32: xenio / qemu-nbd IOPS",
+        "notifications per request, xenio rand read 4K QD32",
+    ] {
+        let found = stdout
+            .lines()
+            .find(|l| l.contains(line))
+            .unwrap_or_else(|| panic!("no `{line}` line:\n{stdout}"));
+        assert!(
+            found.contains("PASS") || found.contains("MISS"),
+            "no verdict: {found}"
+        );
+    }
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["benchmark"], "blk");
-    assert!(v["rows"].as_array().is_some_and(|r| r.len() >= 12));
+    assert_eq!(v["rows"].as_array().map(Vec::len), Some(6 * 5));
+    let xenio_row = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["engine"] == "xenio" && r["workload"] == "rand read 4K QD32")
+        .unwrap();
+    assert!(
+        xenio_row["requests"][0].as_u64().unwrap() > 0,
+        "{xenio_row}"
+    );
+    // Nothing left behind: no child process, no scratch file.
+    assert!(children_of(std::process::id()).is_empty());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "blk.json")
+        .collect();
+    assert!(left.is_empty(), "left in --dir: {left:?}");
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+    assert!(!Path::new(&format!("/dev/shm/xenio-bench-blk-{pid}.img")).exists());
+}
+
+#[test]
+fn blk_help_explains_every_knob() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xenio-bench"))
+        .args(["blk", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for knob in [
+        "--dir",
+        "--size-mib",
+        "--reps",
+        "--runtime-secs",
+        "--warmup-secs",
+        "--quick",
+        "--workloads",
+        "--engines",
+        "--json",
+        "--ring-order",
+        "--queues",
+        "--indirect",
+        "--no-persistent",
+        "--grant-mode",
+        "--reorder",
+        "--poll-us",
+        "--io-depth",
+        "--nbd-aio",
+        "--backend-arg",
+    ] {
+        assert!(help.contains(knob), "--help lacks {knob}:\n{help}");
+    }
 }
