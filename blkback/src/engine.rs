@@ -56,7 +56,8 @@ pub struct QueueConfig {
     pub max_merge_sectors: u64,
     /// Most requests taken from the ring in one batch.
     pub max_batch: usize,
-    /// Spin this long looking at the ring before sleeping on the event channel.
+    /// Spin this long before sleeping: looking at the ring when idle, and at the
+    /// ring and the storage's completions while I/O is in flight.
     pub poll: Duration,
     /// Storage operations in flight per queue.
     pub io_depth: u32,
@@ -314,8 +315,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
             // Reap what finished without waiting, answer, publish.
             if !pipe.tags.is_empty() {
                 completions.clear();
-                self.storage
-                    .complete(&mut completions, 0, Some(Duration::ZERO))?;
+                self.storage.reap(&mut completions)?;
                 if !completions.is_empty() {
                     progress = true;
                     self.retire(&mut pipe, &mut completions)?;
@@ -333,6 +333,20 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                 if self.ring.final_check_for_requests()? {
                     continue;
                 }
+                if self.spin_for_completions(&mut pipe, &mut completions)? {
+                    continue;
+                }
+                // Clear the completion descriptor, then look once more: a
+                // completion posted before the clear is in the queue now, one
+                // posted after it makes the descriptor readable again.
+                self.storage.rearm_completion_fd();
+                completions.clear();
+                self.storage.reap(&mut completions)?;
+                if !completions.is_empty() {
+                    self.retire(&mut pipe, &mut completions)?;
+                    self.publish()?;
+                    continue;
+                }
                 self.wait_either()?;
             } else {
                 completions.clear();
@@ -345,6 +359,37 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
         // Stopping: let the kernel finish with the memory before it is unmapped.
         self.drain(&mut pipe, &mut completions)?;
         self.publish()
+    }
+
+    /// I/O in flight, the ring empty: for up to the poll window, look for
+    /// completions and new requests without sleeping (a sleep and its wake-up
+    /// cost 13-36 us on small VMs, more than a fast disk's I/O). Returns whether
+    /// something turned up.
+    fn spin_for_completions(
+        &mut self,
+        pipe: &mut Pipeline,
+        completions: &mut Vec<Completion>,
+    ) -> Result<bool> {
+        if self.config.poll.is_zero() {
+            return Ok(false);
+        }
+        let until = Instant::now() + self.config.poll;
+        loop {
+            completions.clear();
+            self.storage.reap(completions)?;
+            if !completions.is_empty() {
+                self.retire(pipe, completions)?;
+                self.publish()?;
+                return Ok(true);
+            }
+            if self.ring.unconsumed_requests()? > 0 {
+                return Ok(true);
+            }
+            if Instant::now() >= until {
+                return Ok(false);
+            }
+            std::hint::spin_loop();
+        }
     }
 
     /// Poll the event channel and the storage's completion descriptor together.

@@ -60,6 +60,16 @@ pub trait StorageQueue: Send {
     fn completion_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         None
     }
+    /// Append what already finished, without waiting. The engine calls this on
+    /// every turn of its loop, so it should be cheap (no system call when
+    /// nothing finished) and must not be what clears the completion descriptor.
+    fn reap(&mut self, out: &mut Vec<Completion>) -> xenio_xenbus::Result<()> {
+        self.complete(out, 0, Some(Duration::ZERO))
+    }
+    /// Called before the engine sleeps on [`completion_fd`](Self::completion_fd):
+    /// clear it so that it signals only completions that come after (the engine
+    /// reaps once more before it sleeps).
+    fn rearm_completion_fd(&mut self) {}
 }
 
 /// A raw image file or block device, through io_uring with O_DIRECT when the
@@ -162,5 +172,11 @@ impl StorageQueue for Engine {
     }
     fn completion_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         Engine::completion_fd(self)
+    }
+    fn reap(&mut self, out: &mut Vec<Completion>) -> xenio_xenbus::Result<()> {
+        Engine::reap_ready(self, out)
+    }
+    fn rearm_completion_fd(&mut self) {
+        Engine::rearm_completion_fd(self)
     }
 }

@@ -81,8 +81,10 @@ pub struct BlkbackArgs {
     #[arg(long, value_name = "N", default_value_t = 512)]
     batch: usize,
 
-    /// Spin this many microseconds looking for requests before sleeping on the
-    /// event channel (a cross-core wake-up costs 13-36 us on small VMs).
+    /// Spin this many microseconds before sleeping: looking for requests when
+    /// idle, and for requests and I/O completions while I/O is in flight (a
+    /// cross-core wake-up costs 13-36 us on small VMs). Worth it only when a core
+    /// is free: on a busy machine the spin takes time from the other side.
     #[arg(long, value_name = "US", default_value_t = 0)]
     poll_us: u64,
 

@@ -516,12 +516,38 @@ impl Engine {
         wait_for: usize,
         timeout: Option<Duration>,
     ) -> Result<()> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let start = out.len();
+        // Clear before reaping: a completion posted after this read signals again.
+        self.rearm_completion_fd();
+        self.collect(out, wait_for, timeout)
+    }
+
+    /// Append the operations that already finished to `out`, without waiting and
+    /// without touching the completion eventfd: when nothing finished this makes
+    /// no system call. An event loop calls it as often as it likes, and calls
+    /// [`rearm_completion_fd`](Self::rearm_completion_fd) (then this once more)
+    /// only before it sleeps on [`completion_fd`](Self::completion_fd).
+    pub fn reap_ready(&mut self, out: &mut Vec<Completion>) -> Result<()> {
+        self.collect(out, 0, Some(Duration::ZERO))
+    }
+
+    /// Clear the completion eventfd, so that it becomes readable again only for
+    /// completions posted from now on. Reap after this and before sleeping, or a
+    /// completion posted just before it is missed until the next one.
+    pub fn rearm_completion_fd(&self) {
         if let Some(efd) = &self.eventfd {
-            // Clear before reaping: a completion posted after this read signals again.
+            // Non-blocking: EAGAIN just means it was clear already.
             let _ = efd.read();
         }
+    }
+
+    fn collect(
+        &mut self,
+        out: &mut Vec<Completion>,
+        wait_for: usize,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let start = out.len();
         let mut resubmitted = false;
         loop {
             while let Some(c) = self.ready.pop_front() {
@@ -1151,5 +1177,69 @@ mod tests {
         drop(e);
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
         assert_eq!(Arc::strong_count(&region), 1);
+    }
+
+    /// `reap_ready` hands back finished operations without clearing the
+    /// completion eventfd; `rearm_completion_fd` clears it, and only a later
+    /// completion makes it readable again (so an event loop that rearms, reaps
+    /// once more and then sleeps never misses one).
+    #[test]
+    fn reap_ready_leaves_the_eventfd_to_rearm() {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let readable = |e: &Engine| {
+            let mut fds = [PollFd::new(e.completion_fd().unwrap(), PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::ZERO).unwrap() == 1
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("unit.img");
+        std::fs::write(&path, vec![7u8; 1 << 16]).unwrap();
+        let file = Arc::new(BlockFile::open(&path, DiskOpen::default()).unwrap());
+        let opts = EngineOptions {
+            depth: 4,
+            completion_fd: true,
+            ..EngineOptions::default()
+        };
+        let mut e = Engine::with_options(file, &opts).unwrap();
+        assert!(!readable(&e));
+        let region = Arc::new(Region::anonymous(4096).unwrap());
+        let read = |tag, e: &mut Engine| {
+            e.submit(
+                tag,
+                Io::Read {
+                    offset: 0,
+                    segs: vec![IoSeg::new(region.clone(), 0, 4096)],
+                },
+            )
+            .unwrap();
+            e.flush_submissions().unwrap();
+        };
+        read(1, &mut e);
+        let mut out = Vec::new();
+        let t = Instant::now();
+        while out.is_empty() {
+            assert!(t.elapsed() < Duration::from_secs(10), "no completion");
+            e.reap_ready(&mut out).unwrap();
+        }
+        assert_eq!(out[0].tag, 1);
+        assert!(readable(&e), "reap_ready must not clear the eventfd");
+        e.rearm_completion_fd();
+        assert!(!readable(&e), "rearm clears it");
+        out.clear();
+        e.reap_ready(&mut out).unwrap();
+        assert!(out.is_empty());
+        read(2, &mut e);
+        let t = Instant::now();
+        while !readable(&e) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "eventfd never signalled"
+            );
+            std::thread::yield_now();
+        }
+        e.reap_ready(&mut out).unwrap();
+        assert_eq!(out.iter().map(|c| c.tag).collect::<Vec<_>>(), [2]);
+        let mut head = [0u8; 4];
+        region.read(0, &mut head).unwrap();
+        assert_eq!(head, [7u8; 4]);
     }
 }
