@@ -122,7 +122,18 @@ pub fn serve<P: Platform, S: Storage>(
                 Err(e) => return Err(e.into()),
             }
         };
-        if frontend_ready(s) {
+        // A frontend already Connected while this backend is in InitWait is
+        // connected to an earlier backend (one that was killed, say): its ring
+        // holds that backend's requests and is about to be reset. Attaching to it
+        // would replay stale requests into a ring the frontend is reinitialising,
+        // so ask it to reconnect instead (Closing, then InitWait again): Linux's
+        // xen-blkfront does so from Closed, xenio's from any state.
+        let stale = s == XenbusState::Connected;
+        if stale {
+            tracing::info!(
+                "{backend_dir}: the frontend is still Connected to an earlier backend: asking it to reconnect"
+            );
+        } else if frontend_ready(s) {
             match connect(platform, &mut ep, storage, config, counters, shutdown) {
                 Ok(()) => {}
                 Err(e) => {
@@ -149,7 +160,7 @@ pub fn serve<P: Platform, S: Storage>(
                 )
             });
             ep.switch(XenbusState::Closed, &[])?;
-            if config.once {
+            if config.once && !stale {
                 return Ok(Outcome::Closed);
             }
             // A frontend that comes back to Initialising asks to reconnect.

@@ -366,9 +366,77 @@ fn backend_killed_mid_stream_loses_no_acknowledged_write() {
         acked.len()
     );
     assert_eq!(n, kills, "only {n} kills happened");
-    // A restarted backend either re-attaches to the frontend's live rings (as
-    // Linux blkback does with BACK_RING_ATTACH) or, if the frontend noticed first,
-    // serves the rings of a fresh handshake: both count as resuming.
+    // A restarted backend never attaches to the rings the frontend set up for
+    // the killed one (the frontend may be resetting them at that moment): it
+    // makes the frontend reconnect, and the frontend re-issues what was in flight.
+}
+
+/// A backend started while the frontend is still Connected to a killed one does
+/// not attach to that connection's ring (the frontend resets it when it notices
+/// the restart, and a backend serving it meanwhile would answer into a ring
+/// being reinitialised: "response for id .. which is not in flight"). It asks
+/// the frontend to reconnect; the idle frontend does so on its next operation,
+/// and the data written before and after is intact.
+#[test]
+fn restarted_backend_makes_a_stale_frontend_reconnect() {
+    let w = world("stale");
+    let mut a = w.backend(&[], true);
+    let mut f = w.frontend(Options {
+        timeout: Duration::from_secs(30),
+        ..Default::default()
+    });
+    let before = block(3, 1);
+    f.write_at(3 * 4096, &before).unwrap();
+    f.flush().unwrap();
+    a.kill().unwrap();
+    a.wait().unwrap();
+    // The frontend is idle: it still believes it is Connected.
+    let b = spawn_backend(&w.run_dir(), &w.image);
+    let store = LocalPlatform::connect(w.run_dir(), DomId(0)).unwrap();
+    let state_path = "/local/domain/0/backend/vbd/1/51712/state";
+    let state = || {
+        xenio_xenbus::handshake::read_state(
+            xenio_xenbus::platform::Platform::store(&store),
+            state_path,
+        )
+        .unwrap()
+    };
+    // The killed backend's `Connected` stays in the store until the new one
+    // starts its handshake; from then on, watch every state it goes through.
+    let t = Instant::now();
+    while state() == xenio_xen_sys::xenbus::XenbusState::Connected {
+        assert!(t.elapsed() < Duration::from_secs(20), "no new backend");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let t = Instant::now();
+    let mut seen = Vec::new();
+    while t.elapsed() < Duration::from_millis(1500) {
+        let s = state();
+        if seen.last() != Some(&s) {
+            seen.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        !seen.contains(&xenio_xen_sys::xenbus::XenbusState::Connected),
+        "the new backend connected to the killed one's ring: states {seen:?}"
+    );
+    // The frontend's next operation finds out, reconnects and goes on.
+    let after = block(4, 2);
+    f.write_at(4 * 4096, &after).unwrap();
+    let mut got = vec![0u8; 4096];
+    f.read_at(3 * 4096, &mut got).unwrap();
+    assert_eq!(got, before);
+    f.read_at(4 * 4096, &mut got).unwrap();
+    assert_eq!(got, after);
+    assert_eq!(f.reconnects(), 1);
+    f.close().unwrap();
+    let mut b = b;
+    let _ = b.kill();
+    let _ = b.wait();
+    let file = std::fs::read(&w.image).unwrap();
+    assert_eq!(&file[3 * 4096..4 * 4096], &before[..]);
+    assert_eq!(&file[4 * 4096..5 * 4096], &after[..]);
 }
 
 fn block(blk: u64, k: u64) -> Vec<u8> {
