@@ -4,6 +4,7 @@
 //! answer, notify only when the frontend asked. One thread per ring, no locks on
 //! this path.
 
+use crate::poll::PollWindow;
 use crate::reorder::{IoKind, Planner, ReorderMode};
 use crate::request::{self, Limits, Op, Parsed, Request};
 use crate::storage::{Completion, Io, IoMem, IoSeg, StorageQueue};
@@ -59,6 +60,9 @@ pub struct QueueConfig {
     /// Spin this long before sleeping: looking at the ring when idle, and at the
     /// ring and the storage's completions while I/O is in flight.
     pub poll: Duration,
+    /// Adapt the poll window (up to `poll`) to what the sleeps show, as KVM's
+    /// halt-polling does (see [`crate::poll`]); `false`: always spin `poll`.
+    pub adaptive_poll: bool,
     /// Storage operations in flight per queue.
     pub io_depth: u32,
 }
@@ -73,6 +77,7 @@ impl Default for QueueConfig {
             max_merge_sectors: 2048,
             max_batch: 512,
             poll: Duration::ZERO,
+            adaptive_poll: true,
             io_depth: 128,
         }
     }
@@ -242,6 +247,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
         let mut pipe = Pipeline::default();
         let mut last = planner.stats();
         let depth = self.config.io_depth.max(1) as usize;
+        let mut window = PollWindow::new(self.config.poll, self.config.adaptive_poll);
         while !self.stop.load(Ordering::Relaxed) {
             let mut progress = false;
             if pipe.tags.len() < depth {
@@ -326,14 +332,14 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                 continue;
             }
             if pipe.tags.is_empty() {
-                self.idle()?;
+                self.idle(&mut window)?;
             } else if self.storage.completion_fd().is_some() {
                 // I/O in flight and the ring empty: sleep until a completion or a
                 // new request, whichever comes first (ask to be notified first).
                 if self.ring.final_check_for_requests()? {
                     continue;
                 }
-                if self.spin_for_completions(&mut pipe, &mut completions)? {
+                if self.spin_for_completions(&mut pipe, &mut completions, &window)? {
                     continue;
                 }
                 // Clear the completion descriptor, then look once more: a
@@ -347,7 +353,9 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                     self.publish()?;
                     continue;
                 }
+                let slept = Instant::now();
                 self.wait_either()?;
+                window.slept(slept.elapsed());
             } else {
                 completions.clear();
                 self.storage
@@ -369,11 +377,12 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
         &mut self,
         pipe: &mut Pipeline,
         completions: &mut Vec<Completion>,
+        window: &PollWindow,
     ) -> Result<bool> {
-        if self.config.poll.is_zero() {
+        if window.current().is_zero() {
             return Ok(false);
         }
-        let until = Instant::now() + self.config.poll;
+        let until = Instant::now() + window.current();
         loop {
             completions.clear();
             self.storage.reap(completions)?;
@@ -586,10 +595,11 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
         Ok(())
     }
 
-    /// Nothing on the ring: spin for the poll window, then sleep on the channel.
-    fn idle(&mut self) -> Result<()> {
-        if !self.config.poll.is_zero() {
-            let until = Instant::now() + self.config.poll;
+    /// Nothing on the ring: spin for the poll window, then sleep on the channel
+    /// (and adapt the window to how long the sleep was).
+    fn idle(&mut self, window: &mut PollWindow) -> Result<()> {
+        if !window.current().is_zero() {
+            let until = Instant::now() + window.current();
             while Instant::now() < until {
                 if self.ring.unconsumed_requests()? > 0 {
                     return Ok(());
@@ -602,7 +612,9 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
         }
         Counters::add(&self.counters.sleeps, 1);
         // Bounded so that `stop` is noticed.
+        let slept = Instant::now();
         self.channel.wait(Some(Duration::from_millis(100)))?;
+        window.slept(slept.elapsed());
         Ok(())
     }
 

@@ -16,6 +16,7 @@
 pub mod backend;
 pub mod config;
 pub mod engine;
+pub mod poll;
 pub mod reorder;
 pub mod request;
 pub mod storage;

@@ -88,6 +88,12 @@ pub struct BlkbackArgs {
     #[arg(long, value_name = "US", default_value_t = 0)]
     poll_us: u64,
 
+    /// With --poll-us: always spin the full window, instead of adapting it as
+    /// KVM's halt-polling does (grow while work arrives within the window, drop
+    /// to zero when the queue sleeps longer than it).
+    #[arg(long)]
+    poll_fixed: bool,
+
     /// Storage operations in flight per queue (io_uring depth).
     #[arg(long, value_name = "N", default_value_t = 128)]
     io_depth: u32,
@@ -149,6 +155,7 @@ pub fn run(a: BlkbackArgs) -> Result<(), String> {
             max_merge_sectors: a.max_merge_kib * 2,
             max_batch: a.batch.max(1),
             poll: Duration::from_micros(a.poll_us),
+            adaptive_poll: !a.poll_fixed,
             io_depth: a.io_depth.max(1),
         },
         ..Default::default()

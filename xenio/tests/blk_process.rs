@@ -207,6 +207,7 @@ fn order0_no_indirect_no_persistent_reorder_off() {
     );
 }
 
+/// Four queues, grant copy, sorting, and a fixed 100 us poll window.
 #[test]
 fn four_queues_order1_sort_grant_copy() {
     let w = world("queues");
@@ -220,6 +221,9 @@ fn four_queues_order1_sort_grant_copy() {
             "copy",
             "--max-queues",
             "4",
+            "--poll-us",
+            "100",
+            "--poll-fixed",
         ],
         Options {
             max_ring_page_order: 1,
