@@ -55,6 +55,12 @@ pub struct Options {
     pub pool_pages: usize,
     /// How long to wait for the backend at each step before giving up.
     pub timeout: Duration,
+    /// When [`BlkFront::poll`] must wait: spin this long looking for responses
+    /// before sleeping on the event channel. A sleep and its wake-up cost 13-36
+    /// us on small VMs, about a fast disk's latency, so a short spin (tens of
+    /// microseconds) cuts the latency of shallow queues when a core is free;
+    /// on a busy machine it takes time from the backend. Zero: never spin.
+    pub poll: Duration,
 }
 
 impl Default for Options {
@@ -66,6 +72,7 @@ impl Default for Options {
             persistent: true,
             pool_pages: 4096,
             timeout: Duration::from_secs(30),
+            poll: Duration::ZERO,
         }
     }
 }
@@ -826,7 +833,29 @@ impl<P: Platform> BlkFront<P> {
             if left.is_zero() {
                 return Ok(0);
             }
+            if self.spin(left.min(self.options.poll))? {
+                continue;
+            }
             self.sleep(left.min(Duration::from_millis(100)))?;
+        }
+    }
+
+    /// Look for responses for up to `max` without sleeping; whether any came.
+    fn spin(&mut self, max: Duration) -> Result<bool> {
+        if max.is_zero() {
+            return Ok(false);
+        }
+        let until = Instant::now() + max;
+        loop {
+            for q in &mut self.queues {
+                if q.ring.unconsumed_responses()? > 0 {
+                    return Ok(true);
+                }
+            }
+            if Instant::now() >= until {
+                return Ok(false);
+            }
+            std::hint::spin_loop();
         }
     }
 

@@ -236,7 +236,8 @@ fn four_queues_order1_sort_grant_copy() {
 }
 
 /// Orders 2 and 3; the backend also spins (`--poll-us`) for requests and
-/// completions before it sleeps, so that path serves verified I/O too.
+/// completions before it sleeps, and the frontend for responses
+/// (`Options::poll`), so those paths serve verified I/O too.
 #[test]
 fn orders_2_and_3_with_map_no_persistent_polling() {
     for order in [2, 3] {
@@ -246,6 +247,7 @@ fn orders_2_and_3_with_map_no_persistent_polling() {
             &["--once", "--no-persistent", "--poll-us", "200"],
             Options {
                 max_ring_page_order: order,
+                poll: Duration::from_micros(50),
                 indirect_segments: 256,
                 ..Default::default()
             },
