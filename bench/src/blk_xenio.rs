@@ -244,6 +244,8 @@ impl XenioWorld {
             persistent: k.persistent,
             pool_pages: pages_per_op * w.qd + 16,
             timeout: BACKEND_TIMEOUT,
+            // The driver loop below spins itself (`front_poll`).
+            poll: Duration::ZERO,
         };
         let dom1 = LocalPlatform::connect(&self.run_dir, DomId(1))
             .map_err(platform("connecting to the store as domain 1"))?;
