@@ -539,7 +539,7 @@ pub fn resolve(a: &BlkArgs) -> Result<Resolved> {
 /// Write the whole file once with random data (O_DIRECT where allowed, so the
 /// page cache does not end up holding it), then fsync. Returns whether O_DIRECT
 /// was accepted.
-fn precondition(path: &Path, size: u64, seed: u64) -> Result<bool> {
+pub(crate) fn precondition(path: &Path, size: u64, seed: u64) -> Result<bool> {
     use std::os::unix::fs::OpenOptionsExt;
     let open = |direct: bool| {
         let mut o = std::fs::OpenOptions::new();
@@ -576,7 +576,7 @@ fn precondition(path: &Path, size: u64, seed: u64) -> Result<bool> {
     Ok(direct)
 }
 
-fn first_line(program: &Path, arg: &str) -> String {
+pub(crate) fn first_line(program: &Path, arg: &str) -> String {
     std::process::Command::new(program)
         .arg(arg)
         .output()
@@ -590,7 +590,7 @@ fn first_line(program: &Path, arg: &str) -> String {
         .unwrap_or_else(|| "unknown version".into())
 }
 
-fn find_xenio(arg: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn find_xenio(arg: Option<&Path>) -> Result<PathBuf> {
     let missing = |what: String| BenchError::Tool {
         tool: "xenio",
         what,

@@ -174,6 +174,16 @@ impl XenioWorld {
         }
     }
 
+    /// The knobs new connections use.
+    pub fn knobs(&self) -> &BackendKnobs {
+        &self.knobs
+    }
+
+    /// Use `knobs` for the connections opened from now on.
+    pub fn set_knobs(&mut self, knobs: BackendKnobs) {
+        self.knobs = knobs;
+    }
+
     /// One measurement of `w` on `image`; also returns how the backend opened
     /// the file (its log line, e.g. `... (1073741824 bytes, O_DIRECT)`).
     pub fn measure(
@@ -184,6 +194,19 @@ impl XenioWorld {
         seed: u64,
         label: &str,
     ) -> Result<(Sample, String)> {
+        let pool_pages = w.bs.div_ceil(4096) * w.qd + 16;
+        let mut session = self.open(image, pool_pages, label)?;
+        let result = drive(&mut session.front, w, timing, seed, self.front_poll, label);
+        let (counters, storage) = session.close_after(result.as_ref().err())?;
+        let mut sample = result?;
+        sample.xenio = Some(counters);
+        Ok((sample, storage))
+    }
+
+    /// Start `xenio blkback` on `image` (with the current knobs) and connect a
+    /// frontend with a grant pool of `pool_pages` pages. [`Session::close`]
+    /// ends both and collects the backend's counters.
+    pub fn open(&self, image: &Path, pool_pages: usize, label: &str) -> Result<Session<'_>> {
         let store = self.dom0.store();
         destroy_device(store, &self.paths).map_err(platform("removing the old device"))?;
         let log = std::fs::File::create(&self.log)
@@ -236,20 +259,19 @@ impl XenioWorld {
             err,
         };
         let k = &self.knobs;
-        let pages_per_op = w.bs.div_ceil(4096);
         let options = Options {
             max_ring_page_order: k.ring_order,
             queues: k.queues,
             indirect_segments: k.indirect,
             persistent: k.persistent,
-            pool_pages: pages_per_op * w.qd + 16,
+            pool_pages,
             timeout: BACKEND_TIMEOUT,
             // The driver loop below spins itself (`front_poll`).
             poll: Duration::ZERO,
         };
         let dom1 = LocalPlatform::connect(&self.run_dir, DomId(1))
             .map_err(platform("connecting to the store as domain 1"))?;
-        let mut front =
+        let front =
             BlkFront::connect(Arc::new(dom1), &self.paths.frontend, options).map_err(|e| {
                 match backend.try_wait() {
                     Ok(Some(st)) => {
@@ -258,13 +280,54 @@ impl XenioWorld {
                     _ => fe(e),
                 }
             })?;
-        let result = drive(&mut front, w, timing, seed, self.front_poll, label);
-        let front_notifications = front.notifications();
-        let closed = front.close();
-        let mut sample = result?;
-        closed.map_err(fe)?;
-        let Some(status) = backend.wait_timeout(BACKEND_TIMEOUT)? else {
-            return Err(self.backend_error(
+        Ok(Session {
+            world: self,
+            front,
+            backend,
+            label: label.to_string(),
+        })
+    }
+
+    /// How long the frontend driver spins on the ring before sleeping.
+    pub fn front_poll(&self) -> Duration {
+        self.front_poll
+    }
+}
+
+/// One connection: a `xenio blkback` child serving the file and the frontend
+/// connected to it. Dropping it kills the backend.
+pub struct Session<'w> {
+    world: &'w XenioWorld,
+    /// The connected frontend (domain 1, this process).
+    pub front: BlkFront<LocalPlatform>,
+    backend: Proc,
+    label: String,
+}
+
+impl Session<'_> {
+    /// Close the frontend, wait for the backend to exit, remove the device;
+    /// returns the connection's counters and the backend's storage line.
+    pub fn close(self) -> Result<(XenioCounters, String)> {
+        self.close_after(None)
+    }
+
+    /// [`Session::close`]; when the measurement already failed (`failed`), the
+    /// backend is killed instead, and the caller reports the first error.
+    fn close_after(mut self, failed: Option<&BenchError>) -> Result<(XenioCounters, String)> {
+        let world = self.world;
+        let label = self.label.as_str();
+        if failed.is_some() {
+            self.backend.kill();
+            return Ok((XenioCounters::default(), String::new()));
+        }
+        let fe = |err| BenchError::Frontend {
+            config: label.to_string(),
+            err,
+        };
+        let front_notifications = self.front.notifications();
+        self.front.close().map_err(fe)?;
+        let Some(status) = self.backend.wait_timeout(BACKEND_TIMEOUT)? else {
+            return Err(world.backend_error(
                 label,
                 format!(
                     "still running {} s after the frontend closed; killed",
@@ -273,17 +336,17 @@ impl XenioWorld {
             ));
         };
         if !status.success() {
-            return Err(self.backend_error(label, format!("exited with {status}")));
+            return Err(world.backend_error(label, format!("exited with {status}")));
         }
-        destroy_device(store, &self.paths).map_err(platform("removing the device"))?;
-        let text = std::fs::read_to_string(&self.log)
-            .map_err(|e| BenchError::io(format!("reading {}", self.log.display()), e))?;
+        let store = world.dom0.store();
+        destroy_device(store, &world.paths).map_err(platform("removing the device"))?;
+        let text = std::fs::read_to_string(&world.log)
+            .map_err(|e| BenchError::io(format!("reading {}", world.log.display()), e))?;
         let mut c = parse_counters(&text).ok_or_else(|| {
-            self.backend_error(label, "no counters line on its stderr".to_string())
+            world.backend_error(label, "no counters line on its stderr".to_string())
         })?;
         c.front_notifications = front_notifications;
-        sample.xenio = Some(c);
-        Ok((sample, storage_line(&text).unwrap_or_default()))
+        Ok((c, storage_line(&text).unwrap_or_default()))
     }
 }
 

@@ -15,6 +15,12 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The disk study of Youseff et al. (2006): Bonnie's patterns and fio-style
+    /// workloads, native against xenio's rings (a `xenio blkback` process) on the
+    /// same file, N interleaved runs, t-tests, Figure 2 as Markdown/CSV/JSON and
+    /// plots, knob sweeps (ring order, reorder, indirect, queues, polling).
+    #[command(long_about = crate::study::STUDY_ABOUT)]
+    Study(crate::study::StudyArgs),
     /// Ring micro-benchmark: two processes on two pinned cores exchange blkif
     /// requests over a shared ring, against a cache-line ping-pong and rtrb queues.
     #[command(long_about = RING_ABOUT)]

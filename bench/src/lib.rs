@@ -5,6 +5,10 @@
 //! fio (io_uring, O_DIRECT), a /dev/shm copy and qemu-nbd on the same file in the
 //! same run, with the targets marked PASS or MISS.
 //!
+//! `xenio-bench study` ([`study`]) reruns the disk study of Youseff et al.,
+//! *Paravirtualization for HPC Systems* (2006): Bonnie's patterns and fio-style
+//! workloads, native against xenio, N interleaved runs, t-tests, Figure 2.
+//!
 //! `xenio-bench ring` is the ring micro-benchmark: two processes
 //! pinned to two cores exchange blkif requests and responses over an
 //! [`xenio_ring`] ring in shared memory, polling or with eventfd doorbells, and
@@ -32,6 +36,12 @@ pub mod peer;
 pub mod report;
 pub mod ring_bench;
 pub mod stats;
+pub mod study;
+pub mod study_dev;
+pub mod study_plot;
+pub mod study_report;
+pub mod study_stats;
+pub mod study_work;
 pub mod sys;
 pub mod wait;
 

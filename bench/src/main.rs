@@ -7,6 +7,13 @@ use xenio_bench::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Study(args) => match xenio_bench::study::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xenio-bench study: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Blk(args) => match xenio_bench::blk::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
