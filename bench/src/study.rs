@@ -682,6 +682,9 @@ fn run_phases(dev: &mut dyn Dev, c: &Config, p: &Params) -> Result<Vec<(Phase, f
     Ok(out)
 }
 
+/// Each phase's (metric, seconds), xenio's counters, how the file was opened.
+type Measured = (Vec<(Phase, f64, f64)>, Option<Counters>, String);
+
 /// One measurement of configuration `c` on `file`.
 fn measure(
     c: &Config,
@@ -689,7 +692,7 @@ fn measure(
     p: &Params,
     a: &StudyArgs,
     world: Option<&mut XenioWorld>,
-) -> Result<(Vec<(Phase, f64, f64)>, Option<Counters>, String)> {
+) -> Result<Measured> {
     match (&c.xenio, world) {
         (None, _) => {
             let mut dev =
@@ -889,10 +892,9 @@ pub fn run(a: &StudyArgs) -> Result<()> {
                 ));
                 let label = format!("{} on {} MiB, run {}", c.name, size >> 20, run + 1);
                 let (values, counters, storage) =
-                    measure(c, image.path(), &r.params, a, Some(&mut world)).map_err(|e| {
+                    measure(c, image.path(), &r.params, a, Some(&mut world)).inspect_err(|_| {
                         pb.abandon();
                         eprintln!("xenio-bench study: failed during `{label}`");
-                        e
                     })?;
                 if c.xenio.is_none() {
                     res.plan.native = storage;

@@ -1,0 +1,215 @@
+//! `xenio-bench study --quick` end to end with tiny settings (a 4 MiB file, 2
+//! runs, a ring-order sweep): the real `xenio blkback` as a child process
+//! against the native path on one file; the run completes, prints Figure 2's
+//! table with a t-value in every cell, says O_DIRECT, writes report.md, the
+//! CSV and JSON files and the plots, and leaves no process or scratch file
+//! behind.
+//!
+//! The `xenio` command is the one built next to `xenio-bench` (`cargo test
+//! --workspace` builds it); if it is not there it is built here.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The `xenio` binary of this build (target/<profile>/xenio).
+fn xenio_bin() -> PathBuf {
+    let bench = Path::new(env!("CARGO_BIN_EXE_xenio-bench"));
+    let xenio = bench.with_file_name("xenio");
+    if !xenio.is_file() {
+        let release = bench
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|p| p == "release");
+        let mut c = Command::new(env!("CARGO"));
+        c.args(["build", "-p", "xenio", "--bin", "xenio"]);
+        if release {
+            c.arg("--release");
+        }
+        let st = c.status().expect("running cargo build -p xenio");
+        assert!(st.success(), "cargo build -p xenio failed");
+    }
+    assert!(xenio.is_file(), "{} missing", xenio.display());
+    xenio
+}
+
+fn children_of(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        if fields.get(1) == Some(&pid.to_string().as_str()) {
+            out.push(stat[..close + 1].to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn quick_study_on_a_tiny_file_reports_figure_2_with_t_values() {
+    let xenio = xenio_bin();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let scratch = tempfile::tempdir_in("/dev/shm").unwrap();
+    let out_dir = dir.path().join("out");
+    let child = Command::new(env!("CARGO_BIN_EXE_xenio-bench"))
+        .args(["study", "--quick", "--sizes-mib", "4", "--runs", "2"])
+        .args(["--seeks", "100", "--fio-mib", "2", "--sweep", "ring-order"])
+        .arg("--xenio")
+        .arg(&xenio)
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--scratch")
+        .arg(scratch.path())
+        .arg("--out")
+        .arg(&out_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "status {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(stderr.contains("O_DIRECT"), "{stderr}");
+    assert!(stdout.contains("**O_DIRECT** on both paths"), "{stdout}");
+
+    // Figure 2: one row for the 4 MiB file, every cell a ratio with a t-value.
+    let row = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("## Figure 2"))
+        .find(|l| l.starts_with("| 4 MiB |"))
+        .unwrap_or_else(|| panic!("no Figure 2 row:\n{stdout}"));
+    let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+    assert_eq!(cells.len(), 1 + 7, "{row}");
+    for c in &cells[1..] {
+        let ratio: f64 = c.split(['*', ' ']).next().unwrap().parse().unwrap();
+        assert!(ratio > 0.0 && ratio.is_finite(), "{row}");
+        assert!(c.contains("(t="), "{row}");
+    }
+    for finding in [
+        "1. **Sequential output",
+        "2. **Sequential input per character",
+        "3. **Sequential input per block",
+        "Ring-order sweep",
+        "4. **Random seeks",
+    ] {
+        assert!(stdout.contains(finding), "no `{finding}`:\n{stdout}");
+    }
+    assert!(stdout.contains("### ring-order"), "{stdout}");
+
+    // The files: the report as printed, every run in the CSV, the JSON.
+    let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert_eq!(report, stdout);
+    let samples = std::fs::read_to_string(out_dir.join("samples.csv")).unwrap();
+    // native and xenio: 11 workloads + total time, 2 runs each; ring orders 2
+    // and 4: 5 sweep workloads, 2 runs each.
+    assert_eq!(
+        samples.lines().count(),
+        1 + 2 * 12 * 2 + 2 * 5 * 2,
+        "{samples}"
+    );
+    let summary = std::fs::read_to_string(out_dir.join("summary.csv")).unwrap();
+    assert!(summary.lines().count() > 12);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(v["plan"]["o_direct"], true);
+    assert_eq!(v["plan"]["runs"], 2);
+    let block_in = v["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["config"] == "xenio" && c["metric"] == "block in")
+        .unwrap();
+    assert_eq!(block_in["native"]["n"], 2);
+    assert!(block_in["welch"]["t"].is_number(), "{block_in}");
+    assert!(block_in["welch"]["p"].as_f64().unwrap() <= 1.0);
+    // xenio's traffic really went over the rings to the backend process.
+    let counters = v["counters"].as_array().unwrap();
+    assert!(
+        counters
+            .iter()
+            .any(|c| c["config"] == "xenio" && c["requests"].as_u64().unwrap() > 1000),
+        "{counters:?}"
+    );
+    // Plots, when a font for their text is installed (.ci/run installs one).
+    if Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").is_file() {
+        for f in [
+            "relative.svg",
+            "relative.png",
+            "fio.svg",
+            "ring-order.svg",
+            "ring-order.png",
+        ] {
+            let len = std::fs::metadata(out_dir.join(f)).map_or(0, |m| m.len());
+            assert!(len > 1000, "{f}: {len} bytes");
+        }
+        let svg = std::fs::read_to_string(out_dir.join("relative.svg")).unwrap();
+        assert!(svg.contains("block in") && svg.contains("4 MiB"));
+    }
+
+    // Nothing left behind: no child process, no scratch file.
+    assert!(children_of(std::process::id()).is_empty());
+    let left: Vec<_> = std::fs::read_dir(scratch.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let images: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".img"))
+        .collect();
+    assert!(images.is_empty());
+}
+
+#[test]
+fn help_explains_every_knob_and_bad_arguments_fail_clearly() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xenio-bench"))
+        .args(["study", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for knob in [
+        "--quick",
+        "--full",
+        "--sizes-mib",
+        "--runs",
+        "--phases",
+        "--chunk-kib",
+        "--depth",
+        "--seeks",
+        "--seekers",
+        "--fio-mib",
+        "--sweep",
+        "--sweep-size-mib",
+        "--sweep-phases",
+        "--native-engine",
+        "--buffered",
+        "--ring-order",
+        "--indirect",
+        "--reorder",
+        "--poll-us",
+        "O_DIRECT",
+        "t-test",
+    ] {
+        assert!(help.contains(knob), "--help lacks {knob}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_xenio-bench"))
+        .args(["study", "--phases", "bogus", "--xenio", "/bin/true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown workload `bogus`"), "{err}");
+}
