@@ -1,2 +1,48 @@
-//! The netif backend framework (tx/rx rings to a TAP device behind a frame source/sink trait): filled by the network-driver issue.
+//! The netif backend framework: serve a virtual network interface to any netif
+//! frontend (xenio's netfront, Linux's xen-netfront) over any platform, with
+//! the frames going to and coming from a [`frames::Network`] — a Linux TAP
+//! device ([`frames::TapNetwork`]) or anything else.
+//!
+//! Per queue there is one tx ring and one rx ring (`xen/io/netif.h`), one or
+//! two event channels (`feature-split-event-channels`), and one thread
+//! ([`engine::QueueEngine`]). The backend copies: tx fragments are grant-copied
+//! out of the frontend's pages into one buffer per packet, and frames for the
+//! frontend are grant-copied into the rx buffers it posted
+//! (`feature-rx-copy`). Every tx request is copied out of the ring once, then
+//! validated ([`tx::parse`]): a bad packet is answered with errors and dropped,
+//! a protocol violation disconnects the frontend, never a crash.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod backend;
+pub mod csum;
+pub mod engine;
+pub mod frames;
+pub mod tx;
+
+pub use backend::{BackendConfig, Outcome, serve};
+pub use engine::{Counters, QueueConfig, QueueEngine, QueueRings, QueueState};
+pub use frames::{Frames, MemFrames, MemNetwork, Network, TapNetwork};
+
+/// What can go wrong in the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The platform (store, grants, event channels, TAP) failed.
+    #[error(transparent)]
+    Platform(#[from] xenio_xenbus::Error),
+    /// The frontend broke a ring.
+    #[error(transparent)]
+    Ring(#[from] xenio_ring::RingError),
+    /// The frontend published or sent something unusable.
+    #[error("the frontend: {0}")]
+    Frontend(String),
+    /// The backend's own configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The network side failed.
+    #[error("network: {0}")]
+    Network(String),
+}
+
+/// Results of netback.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

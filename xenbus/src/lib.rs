@@ -25,6 +25,7 @@ pub mod local;
 pub mod platform;
 pub mod region;
 pub mod store;
+pub mod tap;
 pub mod xen;
 pub mod xenstored;
 

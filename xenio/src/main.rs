@@ -51,9 +51,28 @@ enum Command {
     /// --once is given; a frontend that reinitialises is served again.
     #[command(verbatim_doc_comment)]
     Blkback(blkback::BlkbackArgs),
+    /// Serve a virtual network interface to a netif frontend (netback), with the
+    /// frames going to and coming from a Linux TAP device.
+    ///
+    /// The TAP device is attached with IFF_TAP | IFF_NO_PI (created if missing);
+    /// give it an address or put it in a bridge as for any interface, e.g.
+    ///   ip tuntap add dev xtap0 mode tap && ip addr add 192.0.2.1/24 dev xtap0
+    ///   ip link set xtap0 up
+    ///   xenio netback --tap xtap0 --frontend 1 --create-device
+    /// The backend copies (feature-rx-copy), offers feature-sg, split event
+    /// channels and --max-queues queues; packets the frontend sends with blank
+    /// checksums get them completed. Frames arriving while the frontend has
+    /// posted no buffers are held up to --rx-queue, then dropped and counted.
+    /// On the local platform the store daemon must run (`xenio store --run-dir
+    /// RUN --domains <frontend>`). The backend serves until SIGINT/SIGTERM, or
+    /// until the frontend closes when --once is given; the counters are printed
+    /// on exit.
+    #[command(verbatim_doc_comment)]
+    Netback(netback::NetbackArgs),
 }
 
 mod blkback;
+mod netback;
 
 /// Options of `xenio store`.
 #[derive(Args, Debug)]
@@ -130,6 +149,7 @@ fn main() -> ExitCode {
     let r = match cli.command {
         Command::Store(a) => store(a),
         Command::Blkback(a) => blkback::run(a),
+        Command::Netback(a) => netback::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

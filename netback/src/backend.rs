@@ -1,0 +1,347 @@
+//! One virtual interface: the backend side of the handshake, a thread per
+//! queue, teardown and reconnection, over any [`Platform`] and any [`Network`].
+
+use crate::engine::{Counters, QueueConfig, QueueEngine, QueueRings};
+use crate::frames::Network;
+use crate::tx::{ETH_HLEN, TxLimits};
+use crate::{Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use xenio_ring::BackRing;
+use xenio_xen_sys::xenbus::XenbusState;
+use xenio_xen_sys::{GrantRef, Port};
+use xenio_xenbus::handshake::{Endpoint, frontend_ready, peer_leaving};
+use xenio_xenbus::platform::Platform;
+use xenio_xenbus::{EventChannels, GrantMapper, Store, Tx};
+
+/// What the backend offers.
+#[derive(Clone, Debug)]
+pub struct BackendConfig {
+    /// `multi-queue-max-queues`.
+    pub max_queues: u32,
+    /// Offer `feature-sg` (packets over several slots, both directions).
+    pub sg: bool,
+    /// Offer `feature-split-event-channels`.
+    pub split_event_channels: bool,
+    /// MTU when the backend directory has no `mtu` key.
+    pub mtu: u32,
+    /// Per-queue knobs.
+    pub queue: QueueConfig,
+    /// How long each handshake step may wait for the frontend.
+    pub timeout: Duration,
+    /// Return after the first connection ends.
+    pub once: bool,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            max_queues: 1,
+            sg: true,
+            split_event_channels: true,
+            mtu: 1500,
+            queue: QueueConfig::default(),
+            timeout: Duration::from_secs(30),
+            once: false,
+        }
+    }
+}
+
+/// Why [`serve`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The frontend closed the device (and, with `once`, that was it).
+    Closed,
+    /// The device's directories were removed.
+    Removed,
+    /// `shutdown` was set.
+    Shutdown,
+}
+
+/// What the frontend published for one queue.
+#[derive(Debug)]
+struct QueueKeys {
+    tx_ref: GrantRef,
+    rx_ref: GrantRef,
+    tx_port: Port,
+    rx_port: Option<Port>,
+}
+
+/// Serve the interface behind `backend_dir`
+/// (`/local/domain/<be>/backend/vif/<fe>/<devid>`) until the frontend goes away
+/// for good, the device is removed, or `shutdown`. A frontend that resets to
+/// `Initialising` is served again; one that breaks its rings is disconnected.
+pub fn serve<P: Platform, N: Network>(
+    platform: &P,
+    backend_dir: &str,
+    network: &N,
+    config: &BackendConfig,
+    counters: &Counters,
+    shutdown: &AtomicBool,
+) -> Result<Outcome> {
+    let store = platform.store();
+    let mut ep = Endpoint::backend(store, backend_dir)?;
+    tracing::info!("{backend_dir}: serving {}", network.describe());
+    loop {
+        ep.switch(
+            XenbusState::InitWait,
+            &[
+                ("feature-rx-copy", "1".into()),
+                ("feature-rx-flip", "0".into()),
+                ("feature-sg", u8::from(config.sg).to_string()),
+                (
+                    "feature-split-event-channels",
+                    u8::from(config.split_event_channels).to_string(),
+                ),
+                (
+                    "multi-queue-max-queues",
+                    config.max_queues.max(1).to_string(),
+                ),
+                // The backend completes checksums the frontend leaves blank.
+                ("feature-no-csum-offload", "0".into()),
+                ("feature-ipv6-csum-offload", "1".into()),
+                ("feature-gso-tcpv4", "0".into()),
+                ("feature-gso-tcpv6", "0".into()),
+            ],
+        )?;
+        let s = loop {
+            if shutdown.load(Ordering::Relaxed) {
+                return Ok(Outcome::Shutdown);
+            }
+            match ep.wait_peer(Duration::from_millis(500), |s| {
+                frontend_ready(s) || s == XenbusState::Closing || s == XenbusState::Closed
+            }) {
+                Ok(s) => break s,
+                Err(xenio_xenbus::Error::Timeout(..)) => {
+                    if store
+                        .read_opt(Tx::NONE, &format!("{backend_dir}/state"))?
+                        .is_none()
+                    {
+                        return Ok(Outcome::Removed);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if frontend_ready(s) {
+            if let Err(e) = connect(platform, &mut ep, network, config, counters, shutdown) {
+                tracing::warn!("{backend_dir}: disconnecting: {e}");
+                ep.switch(XenbusState::Closing, &[])?;
+            }
+        }
+        if shutdown.load(Ordering::Relaxed) {
+            ep.switch(XenbusState::Closing, &[])?;
+            return Ok(Outcome::Shutdown);
+        }
+        let now = ep.peer_state()?;
+        if now == XenbusState::Unknown {
+            return Ok(Outcome::Removed);
+        }
+        if now != XenbusState::Initialising {
+            ep.switch(XenbusState::Closing, &[])?;
+            let _ = ep.wait_peer(config.timeout, |s| {
+                matches!(
+                    s,
+                    XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising
+                )
+            });
+            ep.switch(XenbusState::Closed, &[])?;
+            if config.once {
+                return Ok(Outcome::Closed);
+            }
+            loop {
+                if shutdown.load(Ordering::Relaxed) {
+                    return Ok(Outcome::Shutdown);
+                }
+                match ep.wait_peer(Duration::from_millis(500), |s| {
+                    s == XenbusState::Initialising || s == XenbusState::Unknown
+                }) {
+                    Ok(XenbusState::Unknown) => return Ok(Outcome::Removed),
+                    Ok(_) => break,
+                    Err(xenio_xenbus::Error::Timeout(..)) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        tracing::info!("{backend_dir}: frontend reinitialising, serving it again");
+    }
+}
+
+fn connect<P: Platform, N: Network>(
+    platform: &P,
+    ep: &mut Endpoint<'_, P::Store>,
+    network: &N,
+    config: &BackendConfig,
+    counters: &Counters,
+    shutdown: &AtomicBool,
+) -> Result<()> {
+    let frontend = ep.peer_id();
+    let key_u32 = |ep: &Endpoint<'_, P::Store>, k: &str| -> Result<Option<u32>> {
+        match ep.peer_key(k)? {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| Error::Frontend(format!("{k} = {v:?}"))),
+        }
+    };
+    if key_u32(ep, "request-rx-copy")?.unwrap_or(0) != 1 {
+        return Err(Error::Frontend(
+            "request-rx-copy is not 1: this backend only copies into posted buffers".into(),
+        ));
+    }
+    let rx_notify = key_u32(ep, "feature-rx-notify")?.unwrap_or(0) == 1;
+    if !rx_notify {
+        tracing::warn!(
+            "{}: the frontend has no feature-rx-notify: rx buffers are looked for every 100 ms",
+            ep.dir()
+        );
+    }
+    let sg = config.sg && key_u32(ep, "feature-sg")?.unwrap_or(0) == 1;
+    let nqueues = key_u32(ep, "multi-queue-num-queues")?.unwrap_or(1);
+    if nqueues == 0 || nqueues > config.max_queues.max(1) {
+        return Err(Error::Frontend(format!(
+            "multi-queue-num-queues {nqueues} (we offer 1..={})",
+            config.max_queues.max(1)
+        )));
+    }
+    let mut keys = Vec::new();
+    for q in 0..nqueues {
+        let prefix = if nqueues > 1 {
+            format!("queue-{q}/")
+        } else {
+            String::new()
+        };
+        let need = |ep: &Endpoint<'_, P::Store>, k: &str| -> Result<u32> {
+            key_u32(ep, &format!("{prefix}{k}"))?
+                .ok_or_else(|| Error::Frontend(format!("{prefix}{k} is missing")))
+        };
+        let tx_ref = GrantRef(need(ep, "tx-ring-ref")?);
+        let rx_ref = GrantRef(need(ep, "rx-ring-ref")?);
+        let split_tx = key_u32(ep, &format!("{prefix}event-channel-tx"))?;
+        let split_rx = key_u32(ep, &format!("{prefix}event-channel-rx"))?;
+        let (tx_port, rx_port) = match (split_tx, split_rx) {
+            (Some(t), Some(r)) if config.split_event_channels => (Port(t), Some(Port(r))),
+            (Some(_), Some(_)) => {
+                return Err(Error::Frontend(
+                    "split event channels, which this backend does not offer".into(),
+                ));
+            }
+            (None, None) => (Port(need(ep, "event-channel")?), None),
+            _ => {
+                return Err(Error::Frontend(format!(
+                    "{prefix}event-channel-tx and -rx must come together"
+                )));
+            }
+        };
+        keys.push(QueueKeys {
+            tx_ref,
+            rx_ref,
+            tx_port,
+            rx_port,
+        });
+    }
+    let own_mtu = ep.own_key("mtu")?;
+    let mtu = match own_mtu {
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| Error::Config(format!("mtu = {v:?} in {}", ep.dir())))?,
+        None => config.mtu,
+    };
+    let limits = TxLimits {
+        max_frame: mtu as usize + ETH_HLEN + 4,
+        sg,
+    };
+    let mapper = platform.mapper()?;
+    let mut rings = Vec::new();
+    for k in &keys {
+        let tx = BackRing::attach(mapper.map(frontend, &[k.tx_ref])?)?;
+        let rx = BackRing::attach(mapper.map(frontend, &[k.rx_ref])?)?;
+        let tx_channel = platform.events().bind_interdomain(frontend, k.tx_port)?;
+        let rx_channel = match k.rx_port {
+            Some(p) => Some(platform.events().bind_interdomain(frontend, p)?),
+            None => None,
+        };
+        rings.push(QueueRings {
+            tx,
+            rx,
+            tx_channel,
+            rx_channel,
+        });
+    }
+    let mut frames = Vec::new();
+    for q in 0..nqueues {
+        frames.push(network.queue(q, nqueues)?);
+    }
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| -> Result<()> {
+        let mut handles = Vec::new();
+        for (i, (rings, frames)) in rings.into_iter().zip(frames).enumerate() {
+            let stop = &stop;
+            let qconfig = config.queue.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("netback-q{i}"))
+                    .spawn_scoped(scope, move || -> Result<()> {
+                        let engine = QueueEngine {
+                            rings,
+                            mapper,
+                            frontend,
+                            frames,
+                            limits,
+                            rx_sg: sg,
+                            config: qconfig,
+                            counters,
+                            stop,
+                        };
+                        let r = engine.run();
+                        if r.is_err() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        r
+                    })
+                    .map_err(|e| Error::Network(format!("starting a queue thread: {e}")))?,
+            );
+        }
+        let result = (|| -> Result<()> {
+            ep.switch(XenbusState::Connected, &[])?;
+            tracing::info!(
+                "{}: connected: {nqueues} queue(s), sg {sg}, split event channels {}, mtu {mtu}",
+                ep.dir(),
+                keys[0].rx_port.is_some()
+            );
+            loop {
+                if stop.load(Ordering::Relaxed) || shutdown.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                match ep.wait_peer(Duration::from_millis(200), peer_leaving) {
+                    Ok(s) => {
+                        tracing::info!("{}: frontend went to {s:?}", ep.dir());
+                        return Ok(());
+                    }
+                    Err(xenio_xenbus::Error::Timeout(..)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        })();
+        stop.store(true, Ordering::Relaxed);
+        let mut first_err = result.err();
+        for h in handles {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(Error::Network("a queue thread panicked".into()));
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    })
+}
