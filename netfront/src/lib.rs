@@ -199,6 +199,8 @@ pub struct NetFront<P: Platform> {
     /// Flags for the next frames' first slots (`NETTXF_csum_blank`, ...).
     tx_flags: u16,
     scratch: Vec<u8>,
+    /// When the backend's state was last looked at.
+    last_check: std::time::Instant,
 }
 
 fn bad_key(key: &str, problem: impl Into<String>) -> Error {
@@ -257,6 +259,7 @@ impl<P: Platform> NetFront<P> {
             next_rx_queue: 0,
             tx_flags: 0,
             scratch: Vec::new(),
+            last_check: std::time::Instant::now(),
             options,
             platform,
         };
@@ -568,6 +571,10 @@ impl<P: Platform> NetFront<P> {
 
     /// Take one received frame, if any, into `out` (replacing its contents).
     pub fn recv(&mut self, out: &mut Vec<u8>) -> Result<bool> {
+        if self.last_check.elapsed() > Duration::from_millis(200) {
+            self.last_check = std::time::Instant::now();
+            self.check_backend()?;
+        }
         let n = self.queues.len();
         for k in 0..n {
             let qi = (self.next_rx_queue + k) % n;
@@ -715,7 +722,11 @@ impl<P: Platform> NetFront<P> {
                     c.take_pending()?;
                 }
             }
-        } else {
+        }
+        // A dead backend's channels may poll ready for ever: look at its state
+        // when idle, and at least every 200 ms.
+        if !fired || self.last_check.elapsed() > Duration::from_millis(200) {
+            self.last_check = std::time::Instant::now();
             self.check_backend()?;
         }
         Ok(())
@@ -839,3 +850,5 @@ impl<P: Platform> phy::Device for NetFront<P> {
         caps
     }
 }
+
+pub mod stack;
