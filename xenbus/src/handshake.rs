@@ -70,6 +70,30 @@ impl DevicePaths {
             ),
         }
     }
+
+    /// The same device with its backend directory under another class name,
+    /// `/local/domain/<be>/backend/<backend_type>/<fe>/<devid>` (as QEMU's
+    /// `qdisk`): in a domain where a kernel backend (xen-blkback) watches
+    /// `backend/vbd`, a userspace backend must use its own class, or both would
+    /// claim the device. Frontends follow the `backend` key, whatever its class.
+    pub fn with_backend_type(mut self, backend_type: &str) -> Result<Self> {
+        if backend_type.is_empty()
+            || !backend_type
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::BadValue {
+                what: "backend type (letters, digits, - and _)".into(),
+                value: backend_type.to_string(),
+            });
+        }
+        let devid = self.frontend.rsplit('/').next().unwrap_or("0").to_string();
+        self.backend = format!(
+            "/local/domain/{}/backend/{backend_type}/{}/{devid}",
+            self.backend_id.0, self.frontend_id.0
+        );
+        Ok(self)
+    }
 }
 
 /// Create both directories of a device the way a toolstack (`xl`) does: each side
@@ -80,6 +104,19 @@ pub fn create_device<S: Store>(
     store: &S,
     paths: &DevicePaths,
     backend_keys: &[(&str, String)],
+) -> Result<()> {
+    create_device_with(store, paths, backend_keys, &[])
+}
+
+/// [`create_device`] with extra keys for the frontend directory too, written in
+/// the same transaction. A Linux frontend reads its own keys when it probes the
+/// device, i.e. as soon as the directory appears: `xen-blkfront` refuses a `vbd`
+/// without `virtual-device` (the device number, see [`vbd_frontend_keys`]).
+pub fn create_device_with<S: Store>(
+    store: &S,
+    paths: &DevicePaths,
+    backend_keys: &[(&str, String)],
+    frontend_keys: &[(&str, String)],
 ) -> Result<()> {
     let be = paths.backend_id;
     let fe = paths.frontend_id;
@@ -109,6 +146,9 @@ pub fn create_device<S: Store>(
         for (k, v) in backend_keys {
             store.write(tx, &b(k), v.as_bytes())?;
         }
+        for (k, v) in frontend_keys {
+            store.write(tx, &f(k), v.as_bytes())?;
+        }
         store.write(tx, &f("backend"), paths.backend.as_bytes())?;
         store.write(tx, &f("backend-id"), be.0.to_string().as_bytes())?;
         store.write(
@@ -118,6 +158,20 @@ pub fn create_device<S: Store>(
         )?;
         Ok(())
     })
+}
+
+/// The frontend keys a toolstack writes for a block device (as libxl does):
+/// `virtual-device` (the number `devid` stands for), `device-type` (`disk` or
+/// `cdrom`) and `trusted`.
+pub fn vbd_frontend_keys(devid: u32, cdrom: bool) -> Vec<(&'static str, String)> {
+    vec![
+        ("virtual-device", devid.to_string()),
+        (
+            "device-type",
+            if cdrom { "cdrom" } else { "disk" }.to_string(),
+        ),
+        ("trusted", "1".to_string()),
+    ]
 }
 
 /// Remove both directories of a device (what `xl block-detach` ends with).

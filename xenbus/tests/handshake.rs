@@ -11,7 +11,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xenbus::handshake::{
-    DeviceKind, DevicePaths, Endpoint, create_device, frontend_ready, peer_leaving, read_state,
+    DeviceKind, DevicePaths, Endpoint, create_device, create_device_with, destroy_device,
+    frontend_ready, peer_leaving, read_state, vbd_frontend_keys,
 };
 use xenio_xenbus::store::Client;
 use xenio_xenbus::xenstored::{Daemon, DaemonConfig};
@@ -47,6 +48,10 @@ fn main() -> ExitCode {
         (
             "frontend_killed_mid_handshake_recovers_with_a_new_frontend",
             frontend_killed,
+        ),
+        (
+            "toolstack_layout_with_own_backend_class_and_frontend_keys",
+            toolstack_layout,
         ),
     ];
     let mut failed = 0;
@@ -361,5 +366,68 @@ fn frontend_killed() -> R {
     fe2.expect("initialised")?;
     be.expect("connected")?;
     fe2.expect("connected")?;
+    Ok(())
+}
+
+/// What a Linux frontend needs at probe time, and a backend class of its own
+/// (so a kernel xen-blkback watching `backend/vbd` leaves the device alone): the
+/// frontend reads `virtual-device`, follows `backend` to the custom class, and
+/// the frontend domain may read the backend but not write it.
+fn toolstack_layout() -> R {
+    let dir = tempfile::tempdir().map_err(s)?;
+    let daemon = Daemon::start(DaemonConfig {
+        domains: vec![DomId(3)],
+        ..DaemonConfig::new(dir.path())
+    })
+    .map_err(s)?;
+    let dom0 = Client::connect(daemon.socket_path()).map_err(s)?;
+    let paths = DevicePaths::new(DomId(0), DomId(3), DeviceKind::Vbd, 51728)
+        .with_backend_type("xenio")
+        .map_err(s)?;
+    if paths.backend != "/local/domain/0/backend/xenio/3/51728"
+        || paths.frontend != "/local/domain/3/device/vbd/51728"
+    {
+        return Err(format!("paths {paths:?}"));
+    }
+    for bad in ["", "a/b", "..", "x y"] {
+        if DevicePaths::new(DomId(0), DomId(3), DeviceKind::Vbd, 1)
+            .with_backend_type(bad)
+            .is_ok()
+        {
+            return Err(format!("backend type {bad:?} accepted"));
+        }
+    }
+    create_device_with(
+        &dom0,
+        &paths,
+        &[("mode", "w".into())],
+        &vbd_frontend_keys(51728, false),
+    )
+    .map_err(s)?;
+    let fe = Client::connect(daemon.domain_socket_path(DomId(3))).map_err(s)?;
+    let rd = |c: &Client, p: String| c.read_string(xenio_xenbus::Tx::NONE, &p).map_err(s);
+    let vdev = rd(&fe, format!("{}/virtual-device", paths.frontend))?;
+    let devtype = rd(&fe, format!("{}/device-type", paths.frontend))?;
+    let backend = rd(&fe, format!("{}/backend", paths.frontend))?;
+    let mode = rd(&fe, format!("{backend}/mode"))?;
+    if (
+        vdev.as_str(),
+        devtype.as_str(),
+        backend.as_str(),
+        mode.as_str(),
+    ) != ("51728", "disk", paths.backend.as_str(), "w")
+    {
+        return Err(format!("read {vdev:?} {devtype:?} {backend:?} {mode:?}"));
+    }
+    if fe
+        .write(xenio_xenbus::Tx::NONE, &format!("{backend}/mode"), b"r")
+        .is_ok()
+    {
+        return Err("the frontend domain could write the backend directory".into());
+    }
+    destroy_device(&dom0, &paths).map_err(s)?;
+    if read_state(&dom0, &format!("{}/state", paths.frontend)).map_err(s)? != XenbusState::Unknown {
+        return Err("frontend directory left behind".into());
+    }
     Ok(())
 }

@@ -9,9 +9,13 @@ use xenio_blkback::reorder::ReorderMode;
 use xenio_blkback::{
     BackendConfig, Counters, DiskSpec, FileStorage, GrantMode, QueueConfig, serve,
 };
+use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xenbus::DomId;
+use xenio_xenbus::Store;
 use xenio_xenbus::disk::Direct;
-use xenio_xenbus::handshake::{DeviceKind, DevicePaths, create_device};
+use xenio_xenbus::handshake::{
+    DeviceKind, DevicePaths, Endpoint, create_device_with, destroy_device, vbd_frontend_keys,
+};
 use xenio_xenbus::platform::{
     LocalPlatform, Platform, PlatformChoice, PlatformKind, XenPlatform, resolve,
 };
@@ -39,9 +43,24 @@ pub struct BlkbackArgs {
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
 
-    /// Write the backend and frontend directories first, as a toolstack does.
+    /// Write the backend and frontend directories first, as a toolstack does
+    /// (the frontend's virtual-device, device-type, backend, backend-id and state;
+    /// the backend's frontend, frontend-id, online, state, params, mode, type,
+    /// dev, device-type), and remove them again when the backend stops: on
+    /// SIGINT/SIGTERM it says Closing, waits (at most 10 s) for the frontend to
+    /// close, says Closed and deletes both directories, so a Linux frontend
+    /// detaches its disk. This is how a xenio backend is attached without xl.
     #[arg(long)]
     create_device: bool,
+
+    /// The class of the backend directory:
+    /// /local/domain/<backend>/backend/<TYPE>/<frontend>/<devid>. The default
+    /// `vbd` is the standard one; in a Xen domain where the kernel's xen-blkback is
+    /// loaded it also claims every backend/vbd device, so give xenio its own class
+    /// there (e.g. --backend-type xenio, as QEMU uses `qdisk`). Frontends follow
+    /// their `backend` key whatever the class.
+    #[arg(long, value_name = "TYPE", default_value = "vbd")]
+    backend_type: String,
 
     /// Largest ring page order offered (max-ring-page-order; Linux offers 4).
     #[arg(long, value_name = "N", default_value_t = 4)]
@@ -165,7 +184,9 @@ pub fn run(a: BlkbackArgs) -> Result<(), String> {
         DomId(a.frontend),
         DeviceKind::Vbd,
         a.disk.devid,
-    );
+    )
+    .with_backend_type(&a.backend_type)
+    .map_err(|e| format!("--backend-type: {e}"))?;
     let counters = Counters::default();
     let kind = resolve(a.platform).map_err(|e| e.to_string())?;
     let outcome = match kind {
@@ -181,7 +202,9 @@ pub fn run(a: BlkbackArgs) -> Result<(), String> {
         PlatformKind::Xen => {
             let p = XenPlatform::open().map_err(|e| e.to_string())?;
             let paths =
-                DevicePaths::new(p.domid(), DomId(a.frontend), DeviceKind::Vbd, a.disk.devid);
+                DevicePaths::new(p.domid(), DomId(a.frontend), DeviceKind::Vbd, a.disk.devid)
+                    .with_backend_type(&a.backend_type)
+                    .map_err(|e| format!("--backend-type: {e}"))?;
             go(&p, &paths, &a, &storage, &config, &counters, &shutdown)?
         }
     };
@@ -213,7 +236,7 @@ fn go<P: Platform>(
 ) -> Result<xenio_blkback::Outcome, String> {
     if a.create_device {
         let mode = if a.disk.readonly { "r" } else { "w" };
-        create_device(
+        create_device_with(
             p.store(),
             paths,
             &[
@@ -225,7 +248,10 @@ fn go<P: Platform>(
                     "device-type",
                     if a.disk.cdrom { "cdrom" } else { "disk" }.to_string(),
                 ),
+                ("removable", "0".to_string()),
+                ("bootable", "1".to_string()),
             ],
+            &vbd_frontend_keys(a.disk.devid, a.disk.cdrom),
         )
         .map_err(|e| format!("creating the device in the store: {e}"))?;
     }
@@ -236,5 +262,34 @@ fn go<P: Platform>(
         a.frontend,
         paths.backend
     );
-    serve(p, &paths.backend, storage, config, counters, shutdown).map_err(|e| e.to_string())
+    let served = serve(p, &paths.backend, storage, config, counters, shutdown);
+    if a.create_device {
+        if let Err(e) = detach(p, paths) {
+            eprintln!("blkback: removing the device from the store: {e}");
+        }
+    }
+    served.map_err(|e| e.to_string())
+}
+
+/// Undo `--create-device` as `xl block-detach` does: Closing, wait (bounded) for
+/// the frontend to close, Closed, then delete both directories (which makes a
+/// Linux frontend remove its disk).
+fn detach<P: Platform>(p: &P, paths: &DevicePaths) -> xenio_xenbus::Result<()> {
+    let store = p.store();
+    if store
+        .read_opt(xenio_xenbus::Tx::NONE, &format!("{}/state", paths.backend))?
+        .is_some()
+    {
+        let mut ep = Endpoint::backend(store, &paths.backend)?;
+        ep.switch(XenbusState::Closing, &[])?;
+        if let Err(e) = ep.wait_peer(Duration::from_secs(10), |s| {
+            matches!(s, XenbusState::Closed | XenbusState::Unknown)
+        }) {
+            eprintln!("blkback: the frontend did not close ({e}); removing the device anyway");
+        }
+        ep.switch(XenbusState::Closed, &[])?;
+    }
+    destroy_device(store, paths)?;
+    println!("removed {} and {}", paths.backend, paths.frontend);
+    Ok(())
 }

@@ -1,0 +1,23 @@
+#!/bin/bash
+# Boot Xen 4.17 + the Linux PV dom0 under QEMU TCG (KVM cannot run Xen on these machines: see
+# README.md). The initrd is the cached image with the payload cpio appended.
+# Usage: boot.sh INITRD LOG   (env: TIMEOUT seconds, DOM0_EXTRA kernel args, CPU, ACCEL)
+set -uo pipefail
+LAB=${LAB:-/var/tmp/xenio-lab}
+INITRD=$1 LOG=$2
+TIMEOUT=${TIMEOUT:-720}
+ACCEL=${ACCEL:-tcg,thread=multi}
+CPU=${CPU:-qemu64,+smep}
+cd "$LAB"
+rm -f "$LAB/serial.sock" "$LAB/monitor.sock"
+# serial.sock accepts input (xen-debugkey.sh); everything is logged to $LOG.
+timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -smp 2 -m 3072 \
+  -nographic -no-reboot -display none -monitor "unix:$LAB/monitor.sock,server=on,wait=off" \
+  -chardev "socket,id=ser0,path=$LAB/serial.sock,server=on,wait=off,logfile=$LOG,logappend=off" -serial chardev:ser0 \
+  -kernel xen -append "console=com1 com1=115200 dom0_mem=1536M,max:1536M dom0_max_vcpus=2 loglvl=all guest_loglvl=all" \
+  -initrd "vmlinuz console=hvc0 rdinit=/lab/dom0-init.sh quiet loglevel=4 ${DOM0_EXTRA:-},$INITRD" </dev/null &
+qpid=$!
+echo "$qpid" > "$LAB/qemu.pid"
+wait "$qpid"; rc=$?
+rm -f "$LAB/qemu.pid"
+exit $rc

@@ -1,0 +1,59 @@
+#!/bin/bash
+# The big, cached part of the boot: a debootstrapped bookworm dom0 (Xen toolstack, QEMU for
+# qdisk, fio, e2fsprogs), the Xen and block kernel modules, a PV domU kernel + busybox initrd,
+# packed as an uncompressed cpio (no gunzip under TCG). Rebuilt only when its inputs change
+# (this script, vif-lab, domu-init.sh, the kernel version): their hash is kept in
+# $LAB/image.key. xenio's binaries and the test scripts are NOT in it: run.sh packs them into a
+# small second cpio appended at boot time (Linux unpacks concatenated archives in order).
+set -euo pipefail
+LAB=${LAB:-/var/tmp/xenio-lab}
+HERE=$(cd "$(dirname "$0")" && pwd)
+KV=$(cat "$LAB/kver")
+PKGS=xen-utils-4.17,xenstore-utils,qemu-system-xen,kmod,procps,util-linux,e2fsprogs,busybox,fio
+KEY=$(cat "$HERE/image.sh" "$HERE/vif-lab" "$HERE/domu-init.sh" "$LAB/kver" | sha256sum | cut -c1-16)
+if [ -s "$LAB/dom0-rootfs.cpio" ] && [ "$(cat "$LAB/image.key" 2>/dev/null)" = "$KEY" ]; then
+  echo "image: cached ($KEY, $(du -m "$LAB/dom0-rootfs.cpio" | cut -f1) MB)"; exit 0
+fi
+rm -f "$LAB/image.key"
+# --- the domU's initramfs: busybox + xen-blkfront, runs domu-init.sh
+D="$LAB/domu-root"; rm -rf "$D"; mkdir -p "$D"/{bin,sbin,proc,sys,dev,tmp,lib/modules}
+cp /bin/busybox "$D/bin/busybox"
+for a in sh mount insmod dd ls cat echo sleep poweroff mknod grep od head md5sum sync dmesg cmp seq tr; do ln -s busybox "$D/bin/$a"; done
+cp "$LAB/k/lib/modules/$KV/kernel/drivers/block/xen-blkfront.ko" "$D/lib/modules/"
+cp "$LAB/k/lib/modules/$KV/kernel/drivers/net/xen-netfront.ko" "$D/lib/modules/"
+cp "$HERE/domu-init.sh" "$D/init"; chmod +x "$D/init"
+(cd "$D" && find . | cpio -o -H newc -R 0:0 --quiet | gzip -1) > "$LAB/domu-initrd.gz"
+# --- dom0's root filesystem
+MIRROR=${MIRROR:-$(grep -hoE '(URIs:|deb) +https?://[^ ]+/debian/?' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -n1 | awk '{print $2}' || true)}
+R="$LAB/rootfs"
+if [ ! -x "$R/usr/lib/xen-4.17/bin/xl" ] || [ ! -x "$R/usr/bin/fio" ] || [ "$(cat "$LAB/rootfs.pkgs" 2>/dev/null)" != "$PKGS" ]; then
+  [ -n "$MIRROR" ] || { echo "no Debian mirror found in apt sources; set MIRROR=" >&2; exit 1; }
+  rm -rf "$R"
+  echo "image: debootstrap bookworm ($PKGS) from $MIRROR (~2-3 min)"
+  debootstrap --variant=minbase --include="$PKGS" bookworm "$R" "$MIRROR" > "$LAB/debootstrap.log" 2>&1 \
+    || { tail -20 "$LAB/debootstrap.log"; exit 1; }
+  echo "$PKGS" > "$LAB/rootfs.pkgs"
+fi
+rm -f "$R"/usr/sbin/policy-rc.d
+rm -rf "$R"/var/cache/apt/*.bin "$R"/var/cache/apt/archives/*.deb "$R"/var/lib/apt/lists/* \
+       "$R"/usr/share/doc "$R"/usr/share/man "$R"/usr/share/locale "$R"/usr/share/info
+# Kernel modules: the Xen drivers, block (loop, xen-blkfront/back) and the Xen net drivers.
+M="$R/lib/modules/$KV"; rm -rf "$M"; mkdir -p "$M/kernel/drivers/net"
+cp -a "$LAB/k/lib/modules/$KV/kernel/drivers/xen" "$LAB/k/lib/modules/$KV/kernel/drivers/block" "$M/kernel/drivers/"
+cp -a "$LAB/k/lib/modules/$KV/kernel/drivers/net/xen-netback" "$LAB/k/lib/modules/$KV/kernel/drivers/net/xen-netfront.ko" "$M/kernel/drivers/net/"
+# ext4 (mkfs/mount/fsck checks) with what it needs, and tun (TAP devices for net backends).
+K="$LAB/k/lib/modules/$KV/kernel"
+for f in fs/ext4/ext4.ko fs/jbd2/jbd2.ko fs/mbcache.ko lib/crc16.ko crypto/crc32c_generic.ko drivers/net/tun.ko; do
+  mkdir -p "$M/kernel/$(dirname "$f")"; cp -a "$K/$f" "$M/kernel/$f"
+done
+cp "$LAB/k/lib/modules/$KV"/modules.{order,builtin,builtin.modinfo} "$M/" 2>/dev/null || true
+depmod -b "$R" "$KV"
+mkdir -p "$R/lab"
+cp "$LAB/vmlinuz" "$R/lab/vmlinuz"
+cp "$LAB/domu-initrd.gz" "$R/lab/domu-initrd.gz"
+cp "$HERE/vif-lab" "$R/etc/xen/scripts/vif-lab"; chmod +x "$R/etc/xen/scripts/vif-lab"
+rm -rf "$R/lab/extra" "$R/lab/dom0-init.sh"
+(cd "$R" && find . -xdev | cpio -o -H newc --quiet) > "$LAB/dom0-rootfs.cpio.tmp"
+mv "$LAB/dom0-rootfs.cpio.tmp" "$LAB/dom0-rootfs.cpio"
+echo "$KEY" > "$LAB/image.key"
+echo "image: built ($KEY, $(du -m "$LAB/dom0-rootfs.cpio" | cut -f1) MB)"

@@ -1,0 +1,78 @@
+#!/bin/bash
+# The Xen lab, end to end: host tools, the hypervisor and kernel (cached), the dom0 image
+# (cached), xenio built in release mode, a payload cpio with xenio and the checks, one boot of
+# Xen + dom0 under QEMU TCG, and the verdict: every RESULT line, "N passed, M failed", exit 0
+# only when every planned check passed. A check that never reported (crash, hang, timeout)
+# counts as failed; on any failure the tail of the serial log is printed.
+#
+#   bash lab/run.sh                 everything (about 4-8 min with a cached image)
+#   CHECKS="bb-fs compare" bash lab/run.sh    only some checks (names: see checks.sh)
+#   LAB=/some/dir  TIMEOUT=720  DOM0_EXTRA=labdebug=1  XENIO_BIN=/path/xenio   knobs
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+export LAB=${LAB:-/var/tmp/xenio-lab}
+export TIMEOUT=${TIMEOUT:-720}
+mkdir -p "$LAB"
+t0=$(date +%s)
+stamp() { echo "==> [$(( $(date +%s) - t0 ))s] $*"; }
+LOG="$LAB/serial.log"
+cleanup() {
+  if [ -s "$LAB/qemu.pid" ]; then kill "$(cat "$LAB/qemu.pid")" 2>/dev/null; sleep 1; kill -9 "$(cat "$LAB/qemu.pid")" 2>/dev/null; fi
+  [ -n "${bootpid:-}" ] && kill "$bootpid" 2>/dev/null
+  rm -f "$LAB/qemu.pid"
+}
+trap cleanup EXIT
+trap 'echo "interrupted"; exit 130' INT TERM
+
+fail_early() { echo "RESULT lab-setup: FAILED ($*)"; echo "0 passed, 1 failed"; exit 1; }
+
+stamp "fetch (hypervisor, kernel, host tools)"
+timeout 900 bash "$HERE/fetch.sh" || fail_early "fetch.sh"
+stamp "dom0 image"
+timeout 900 bash "$HERE/image.sh" || fail_early "image.sh"
+stamp "xenio (cargo build --release)"
+if [ -z "${XENIO_BIN:-}" ]; then
+  (cd "$ROOT" && cargo build --release -p xenio --locked 2>&1 | tail -n 3) || fail_early "cargo build"
+  XENIO_BIN="$ROOT/target/release/xenio"
+fi
+[ -x "$XENIO_BIN" ] || fail_early "no xenio binary at $XENIO_BIN"
+
+stamp "payload (xenio, checks)"
+P="$LAB/payload"; rm -rf "$P"; mkdir -p "$P/lab/bin"
+cp "$XENIO_BIN" "$P/lab/bin/xenio"; strip "$P/lab/bin/xenio" 2>/dev/null || true
+cp "$HERE/dom0-init.sh" "$HERE/checks.sh" "$P/lab/"; chmod +x "$P/lab/"*.sh
+echo "${CHECKS:-}" > "$P/lab/checks.only"
+(cd "$P" && find . | cpio -o -H newc -R 0:0 --quiet) > "$LAB/payload.cpio"
+# One initrd: the cached image, then the payload (Linux unpacks concatenated cpio archives
+# in order; later files win).
+cat "$LAB/dom0-rootfs.cpio" "$LAB/payload.cpio" > "$LAB/boot.cpio"
+
+stamp "boot Xen + dom0 under QEMU TCG (timeout ${TIMEOUT}s)"
+labtimeout=$(( TIMEOUT - 90 ))
+DOM0_EXTRA="labtimeout=$labtimeout ${DOM0_EXTRA:-}" bash "$HERE/boot.sh" "$LAB/boot.cpio" "$LOG" &
+bootpid=$!
+wait $bootpid; qrc=$?; bootpid=
+stamp "QEMU exited rc=$qrc"
+tr -d '\r' < "$LOG" > "$LAB/serial.txt" 2>/dev/null || : > "$LAB/serial.txt"
+grep -a -E '^(LAB\[|RESULT|PLAN|INFO|RATIO)' "$LAB/serial.txt" | grep -v '^RESULT' 
+echo "---- results"
+plan=$(grep -a '^PLAN ' "$LAB/serial.txt" | tail -1 | cut -d' ' -f2-)
+pass=0; failn=0
+grep -a '^RESULT ' "$LAB/serial.txt" > "$LAB/results.txt" || true
+while read -r line; do
+  echo "$line"
+  case "$line" in *": OK"*) pass=$((pass+1));; *) failn=$((failn+1));; esac
+done < "$LAB/results.txt"
+if [ -z "$plan" ]; then
+  echo "RESULT lab-boot: FAILED (no PLAN line: dom0 never ran the checks; QEMU rc=$qrc)"; failn=$((failn+1))
+fi
+for c in $plan; do
+  grep -q "^RESULT $c: " "$LAB/results.txt" || { echo "RESULT $c: FAILED (no result: timeout or crash; QEMU rc=$qrc)"; failn=$((failn+1)); }
+done
+if [ $failn -gt 0 ]; then
+  echo "---- serial log tail ($LOG)"; tail -n 60 "$LAB/serial.txt"
+fi
+echo "lab time $(( $(date +%s) - t0 )) s"
+echo "$pass passed, $failn failed"
+[ $failn = 0 ] && [ $pass -gt 0 ]
