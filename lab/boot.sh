@@ -5,7 +5,7 @@
 set -uo pipefail
 LAB=${LAB:-/var/tmp/xenio-lab}
 INITRD=$1 LOG=$2
-TIMEOUT=${TIMEOUT:-720}
+TIMEOUT=${TIMEOUT:-900}
 ACCEL=${ACCEL:-tcg,thread=multi}
 CPU=${CPU:-qemu64,+smep}
 cd "$LAB"
@@ -18,6 +18,17 @@ timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -smp 2 -
   -initrd "vmlinuz console=hvc0 rdinit=/lab/dom0-init.sh quiet loglevel=4 ${DOM0_EXTRA:-},$INITRD" </dev/null &
 qpid=$!
 echo "$qpid" > "$LAB/qemu.pid"
+# dom0 ends with "LAB-END" and a sysrq reboot (Xen then resets the machine, and -no-reboot
+# makes QEMU exit). Should that not happen within 20 s, stop QEMU from here.
+( while kill -0 "$qpid" 2>/dev/null; do
+    if grep -aq 'LAB-END' "$LOG" 2>/dev/null; then
+      sleep 20; kill -0 "$qpid" 2>/dev/null && { echo "boot.sh: dom0 finished but QEMU still runs: stopping it"; kill "$qpid"; }
+      break
+    fi
+    sleep 2
+  done ) &
+wpid=$!
 wait "$qpid"; rc=$?
+kill "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null
 rm -f "$LAB/qemu.pid"
 exit $rc

@@ -7,6 +7,7 @@
 export PATH=/lab/bin:/usr/lib/xen-4.17/bin:/usr/sbin:/usr/bin:/sbin:/bin
 X=/lab/bin/xenio
 export NO_COLOR=1
+[ -r /lab/env ] && . /lab/env     # knobs from run.sh (CMP_ROUNDS, CMP_SECS, CMP_VARIANT)
 up() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "LAB[$(up)s]: $*"; }
 die() { echo "FAIL: $*"; exit 1; }
@@ -137,8 +138,8 @@ c_bb_fs() {
   bb_start xvdc /tmp/fs.img 0; wait_dev xvdc
   mount /dev/xvdc /mnt/x || die "mount after re-attach"
   echo 3 > /proc/sys/vm/drop_caches
-  diff -r /usr/lib/xen-4.17 /mnt/x/xen-4.17 >/dev/null || die "copied files differ after re-attach"
-  diff -r /usr/bin /mnt/x/bin >/dev/null || die "copied files differ after re-attach"
+  diff -r --no-dereference /usr/lib/xen-4.17 /mnt/x/xen-4.17 || die "copied files differ after re-attach"
+  diff -r --no-dereference /usr/bin /mnt/x/bin || die "copied files differ after re-attach"
   info "$(du -sm /mnt/x | cut -f1) MiB of files compare equal after detach + re-attach"
   umount /mnt/x
   fsck.ext4 -fn /dev/xvdc >/tmp/fsck2 2>&1 || { cat /tmp/fsck2; die "fsck after re-attach"; }
@@ -154,7 +155,7 @@ qdisk_up() {
   xenstore-write /local/domain/0/image/device-model-pid "$(cat /run/xen/qemu-dom0.pid)"
 }
 c_compare() {
-  blkfront_load 0 2 32 1          # xen-blkfront's defaults, for all three backends
+  blkfront_load 0 2 32 1          # xen-blkfront's defaults, for every backend
   truncate -s 256M /tmp/cmp.img
   qdisk_up
   bb_start xvdf /tmp/cmp.img 0; wait_dev xvdf
@@ -162,34 +163,41 @@ c_compare() {
   wait_dev xvdg 60
   setsid -w xl block-attach 0 "format=raw,vdev=xvdh,access=rw,backendtype=qdisk,target=/tmp/cmp.img" </dev/null || die "xl block-attach (qdisk)"
   wait_dev xvdh 60
+  local devs="xenio:xvdf kernel:xvdg qdisk:xvdh"
+  if [ -n "${CMP_VARIANT:-}" ]; then   # a second xenio configuration, e.g. CMP_VARIANT="--sync-io"
+    bb_start xvdi /tmp/cmp.img 0 $CMP_VARIANT; wait_dev xvdi; devs="$devs xenio2:xvdi"
+    info "xenio2 is xenio blkback $CMP_VARIANT"
+  fi
   local jobs="write-1M-qd8:write:1M:8 read-1M-qd8:read:1M:8 randread-4k-qd1:randread:4k:1 randread-4k-qd16:randread:4k:16"
   local rounds=${CMP_ROUNDS:-2} secs=${CMP_SECS:-3}
   : > /tmp/cmp.txt
   for r in $(seq 1 "$rounds"); do
     for j in $jobs; do
       IFS=: read -r name rw bs qd <<<"$j"
-      for dev in xvdf xvdg xvdh; do
-        fio --name=c --filename=/dev/$dev --direct=1 --ioengine=libaio --rw=$rw --bs=$bs --iodepth=$qd \
+      for d in $devs; do
+        fio --name=c --filename=/dev/${d#*:} --direct=1 --ioengine=libaio --rw=$rw --bs=$bs --iodepth=$qd \
             --runtime="$secs" --time_based --size=256M --output-format=terse --terse-version=3 >/tmp/fio.out 2>&1 \
-          || { cat /tmp/fio.out; die "fio $name on $dev"; }
+          || { cat /tmp/fio.out; die "fio $name on $d"; }
         bw=$(awk -F';' -v rw=$rw '{print (rw ~ /write/) ? $48 : $7}' /tmp/fio.out)
-        echo "$r $name $dev $bw" >> /tmp/cmp.txt
+        echo "$r $name ${d%%:*} $bw" >> /tmp/cmp.txt
       done
     done
   done
-  # KiB/s per backend and round; ratios of xenio to each, mean and min..max over rounds
-  awk '{bw[$2" "$3" "$1]=$4; names[$2]=1; rounds[$1]=1}
-       END { for (n in names) {
+  # KiB/s per backend and round -> for each xenio variant: ratio to kernel and to qdisk,
+  # the ratio of the means and min-max of the per-round ratios
+  awk '{bw[$2" "$3" "$1]=$4; names[$2]=1; rounds[$1]=1; if ($3 ~ /^xenio/) xs[$3]=1}
+       END { for (n in names) for (x in xs) {
          sx=0; sk=0; sq=0; lo1=1e9; hi1=0; lo2=1e9; hi2=0; c=0
-         for (r in rounds) { x=bw[n" xvdf "r]; k=bw[n" xvdg "r]; q=bw[n" xvdh "r]; c++
-           sx+=x; sk+=k; sq+=q
-           if (k>0) { a=x/k; if(a<lo1)lo1=a; if(a>hi1)hi1=a }
-           if (q>0) { b=x/q; if(b<lo2)lo2=b; if(b>hi2)hi2=b } }
-         printf "RATIO %-17s xenio %7.1f MiB/s  kernel %7.1f  qdisk %7.1f  xenio/kernel %.2f (%.2f-%.2f)  xenio/qdisk %.2f (%.2f-%.2f)\n",
-           n, sx/c/1024, sk/c/1024, sq/c/1024, (sk>0?sx/sk:0), lo1, hi1, (sq>0?sx/sq:0), lo2, hi2 } }' /tmp/cmp.txt | sort
+         for (r in rounds) { v=bw[n" "x" "r]; k=bw[n" kernel "r]; q=bw[n" qdisk "r]; c++
+           sx+=v; sk+=k; sq+=q
+           if (k>0) { a=v/k; if(a<lo1)lo1=a; if(a>hi1)hi1=a }
+           if (q>0) { b=v/q; if(b<lo2)lo2=b; if(b>hi2)hi2=b } }
+         printf "RATIO %-17s %-6s %7.1f MiB/s  kernel %7.1f  qdisk %7.1f  /kernel %.2f (%.2f-%.2f)  /qdisk %.2f (%.2f-%.2f)\n",
+           n, x, sx/c/1024, sk/c/1024, sq/c/1024, (sk>0?sx/sk:0), lo1, hi1, (sq>0?sx/sq:0), lo2, hi2 } }' /tmp/cmp.txt | sort
   setsid -w xl block-detach 0 xvdg </dev/null || die "xl block-detach xvdg"
   setsid -w xl block-detach 0 xvdh </dev/null || die "xl block-detach xvdh"
   bb_stop xvdf
+  [ -n "${CMP_VARIANT:-}" ] && bb_stop xvdi
   echo "SUMMARY fio, $rounds rounds x ${secs}s per job and backend (ratios in the RATIO lines)"
 }
 
@@ -245,16 +253,39 @@ CFG
 }
 
 ALL="bb-o0 bb-o4 bb-fs compare xfront-kback xfront-xback domu-xenio"
-timeout_of() { case $1 in compare) echo 240;; domu-xenio) echo 200;; bb-fs) echo 180;; *) echo 120;; esac; }
+# Generous: TCG on a busy 2-vCPU host is slow (bb-o4 takes 50-60 s when the host is loaded).
+timeout_of() { case $1 in compare) echo 300;; domu-xenio|bb-fs|bb-o4) echo 240;; *) echo 150;; esac; }
+
+# Whatever a check left behind (it failed or timed out half-way): a mounted file system,
+# backends (SIGTERM first: that detaches the kernel's frontend cleanly), store nodes, domUs.
+cleanup_after_check() {
+  umount -l /mnt/x 2>/dev/null
+  local f pid n d
+  for f in /tmp/bb-*.pid; do
+    [ -e "$f" ] || continue
+    pid=$(cat "$f"); kill -TERM "$pid" 2>/dev/null
+    for i in $(seq 1 75); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null; rm -f "$f"
+  done
+  for d in $(xenstore-list /local/domain/0/backend/xenio 2>/dev/null); do
+    for n in $(xenstore-list "/local/domain/0/backend/xenio/$d" 2>/dev/null); do
+      echo "cleanup: removing leftover device $d/$n"
+      xenstore-rm "/local/domain/$d/device/vbd/$n" 2>/dev/null
+    done
+  done
+  xenstore-rm /local/domain/0/backend/xenio 2>/dev/null
+  xl block-list 0 2>/dev/null | awk 'NR>1{print $1}' | while read -r v; do
+    echo "cleanup: xl block-detach 0 $v"; timeout 30 setsid -w xl block-detach 0 "$v" </dev/null
+  done
+  xl list 2>/dev/null | awk 'NR>2{print $1}' | while read -r d; do xl destroy "$d" 2>/dev/null; done
+}
 
 run_check() { # name
   local name=$1 t0 rc dt; t0=$(up)
   say "check $name (timeout $(timeout_of "$name") s)"
   timeout -k 5 "$(timeout_of "$name")" bash -c ". /lab/checks.sh; c_${name//-/_}" >"/tmp/check-$name.log" 2>&1 </dev/null
   rc=$?; dt=$(since "$t0")
-  # whatever the check left running: its backends
-  for f in /tmp/bb-*.pid; do [ -e "$f" ] && { kill -9 "$(cat "$f")" 2>/dev/null; rm -f "$f"; }; done
-  xl list 2>/dev/null | awk 'NR>2{print $1}' | while read -r d; do xl destroy "$d" 2>/dev/null; done
+  cleanup_after_check
   grep -a -E '^(INFO|RATIO) ' "/tmp/check-$name.log"
   if [ $rc = 0 ]; then
     echo "RESULT $name: OK (${dt} s) $(grep -a '^SUMMARY' "/tmp/check-$name.log" | tail -1 | cut -d' ' -f2-)"

@@ -34,4 +34,6 @@ if [ -x /lab/checks.sh ]; then
 else
   say "no /lab/checks.sh in the payload"
 fi
-say "powering off"; sync; busybox poweroff -f; echo o > /proc/sysrq-trigger; sleep 30
+# No sync: everything is on tmpfs, and a frontend whose backend died could block it forever.
+# sysrq b: immediate reboot, Xen resets the machine, QEMU (-no-reboot) exits.
+say "powering off"; echo "LAB-END"; echo b > /proc/sysrq-trigger; sleep 30

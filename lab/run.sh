@@ -8,11 +8,13 @@
 #   bash lab/run.sh                 everything (about 4-8 min with a cached image)
 #   CHECKS="bb-fs compare" bash lab/run.sh    only some checks (names: see checks.sh)
 #   LAB=/some/dir  TIMEOUT=720  DOM0_EXTRA=labdebug=1  XENIO_BIN=/path/xenio   knobs
+#   CMP_ROUNDS=2 CMP_SECS=3 CMP_VARIANT="--sync-io"   the comparison: rounds, seconds per fio
+#                                   job, and a second xenio blkback configuration to compare
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 export LAB=${LAB:-/var/tmp/xenio-lab}
-export TIMEOUT=${TIMEOUT:-720}
+export TIMEOUT=${TIMEOUT:-900}
 mkdir -p "$LAB"
 t0=$(date +%s)
 stamp() { echo "==> [$(( $(date +%s) - t0 ))s] $*"; }
@@ -43,6 +45,8 @@ P="$LAB/payload"; rm -rf "$P"; mkdir -p "$P/lab/bin"
 cp "$XENIO_BIN" "$P/lab/bin/xenio"; strip "$P/lab/bin/xenio" 2>/dev/null || true
 cp "$HERE/dom0-init.sh" "$HERE/checks.sh" "$P/lab/"; chmod +x "$P/lab/"*.sh
 echo "${CHECKS:-}" > "$P/lab/checks.only"
+# Knobs of checks.sh that travel into dom0
+for v in CMP_ROUNDS CMP_SECS CMP_VARIANT; do [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"; done > "$P/lab/env"
 (cd "$P" && find . | cpio -o -H newc -R 0:0 --quiet) > "$LAB/payload.cpio"
 # One initrd: the cached image, then the payload (Linux unpacks concatenated cpio archives
 # in order; later files win).
