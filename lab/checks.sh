@@ -104,7 +104,7 @@ c_bb_o0() {
 # ring order 4, two queues, 256 indirect segments, persistent grants off, discard
 c_bb_o4() {
   blkfront_load 4 2 256 0
-  truncate -s 64M /tmp/o4.img
+  truncate -s 32M /tmp/o4.img
   bb_start xvdb /tmp/o4.img 0; wait_dev xvdb
   expect_eq ring-page-order "$(fe_key xvdb ring-page-order)" 4
   expect_eq queues "$(fe_key xvdb multi-queue-num-queues)" 2

@@ -211,7 +211,8 @@ struct Queue<G: Granted, C: EventChannel> {
     channel: C,
     slots: Vec<Slot>,
     free: Vec<u16>,
-    /// Indirect segment pages: `pages_per_slot` per slot, granted read-only.
+    /// Indirect segment pages: `pages_per_slot` per slot, granted read-write (see
+    /// where they are granted).
     indirect: Option<G>,
     pages_per_slot: usize,
 }
@@ -398,8 +399,14 @@ impl<P: Platform> BlkFront<P> {
                 } else {
                     0
                 };
+                // Granted read-write although the backend only reads them: Linux's
+                // xen-blkback maps every grant read-write once persistent grants are
+                // negotiated (xen_blkbk_map adds GNTMAP_readonly only without them),
+                // indirect pages included, and Xen refuses a read-write map of a
+                // read-only grant, so the request fails (found in the Xen lab).
+                // Linux's xen-blkfront grants its indirect pages read-write too.
                 let indirect = if pages_per_slot > 0 {
-                    Some(grants.grant(self.backend_id, size * pages_per_slot, Access::ReadOnly)?)
+                    Some(grants.grant(self.backend_id, size * pages_per_slot, Access::ReadWrite)?)
                 } else {
                     None
                 };
