@@ -9,7 +9,7 @@ TIMEOUT=${TIMEOUT:-900}
 ACCEL=${ACCEL:-tcg,thread=multi}
 CPU=${CPU:-qemu64,+smep}
 cd "$LAB"
-rm -f "$LAB/serial.sock" "$LAB/monitor.sock"
+rm -f "$LAB/serial.sock" "$LAB/monitor.sock" "$LOG"   # (an old log would end the watcher below at once)
 # serial.sock accepts input (xen-debugkey.sh); everything is logged to $LOG.
 timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -smp 2 -m 3072 \
   -nographic -no-reboot -display none -monitor "unix:$LAB/monitor.sock,server=on,wait=off" \
