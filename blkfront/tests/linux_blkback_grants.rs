@@ -148,6 +148,7 @@ fn indirect_requests_work_with_a_backend_that_maps_every_grant_read_write() {
             persistent: true,
             pool_pages: 64,
             timeout: T,
+            ..Options::default()
         },
     )
     .unwrap();
