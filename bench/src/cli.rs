@@ -34,6 +34,11 @@ pub enum Command {
     /// O_DIRECT), a /dev/shm copy and qemu-nbd on the same file, in the same run.
     #[command(long_about = crate::blk::BLK_ABOUT)]
     Blk(crate::blk::BlkArgs),
+    /// Network benchmark: TCP throughput and small-frame packets per second
+    /// through netfront -> rings -> `xenio netback` -> a TAP device, against a
+    /// veth pair between two namespaces, in the same run (needs root).
+    #[command(long_about = crate::net::NET_ABOUT)]
+    Net(crate::net::NetArgs),
 }
 
 const RING_ABOUT: &str = "\

@@ -32,6 +32,7 @@ pub mod blk_xenio;
 pub mod cli;
 pub mod content;
 pub mod error;
+pub mod net;
 pub mod peer;
 pub mod report;
 pub mod ring_bench;

@@ -21,6 +21,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Net(args) => match xenio_bench::net::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xenio-bench net: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Ring(args) => match xenio_bench::ring_command(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

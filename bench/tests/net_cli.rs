@@ -1,0 +1,87 @@
+//! `xenio-bench net` end to end on a tiny run (root only: it creates network
+//! namespaces and a TAP device; otherwise it says why and passes), and its help.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The `xenio` binary of this build (target/<profile>/xenio).
+fn xenio_bin() -> PathBuf {
+    let bench = Path::new(env!("CARGO_BIN_EXE_xenio-bench"));
+    let xenio = bench.with_file_name("xenio");
+    if !xenio.is_file() {
+        let release = bench
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|p| p == "release");
+        let mut c = Command::new(env!("CARGO"));
+        c.args(["build", "-p", "xenio", "--bin", "xenio"]);
+        if release {
+            c.arg("--release");
+        }
+        let st = c.status().expect("running cargo build -p xenio");
+        assert!(st.success(), "cargo build -p xenio failed");
+    }
+    assert!(xenio.is_file(), "{} missing", xenio.display());
+    xenio
+}
+
+#[test]
+fn net_tiny_run_reports_every_workload_with_ratios() {
+    let probe = format!("xenio-bench-probe-{}", std::process::id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &probe])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: cannot create network namespaces (needs root; CI runs as root)");
+        return;
+    }
+    let _ = Command::new("ip").args(["netns", "del", &probe]).status();
+    let out = Command::new(env!("CARGO_BIN_EXE_xenio-bench"))
+        .args(["net", "--reps", "1", "--seconds", "0.3", "--tcp-mb", "1"])
+        .arg("--xenio")
+        .arg(xenio_bin())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for w in ["tcp-tx", "tcp-rx", "pps-tx", "pps-rx"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(w))
+            .unwrap_or_else(|| panic!("no {w} line:\n{stdout}"));
+        assert!(!line.contains("NaN") && !line.contains("inf"), "{line}");
+    }
+    assert!(
+        stdout.contains("netback notifications per packet"),
+        "{stdout}"
+    );
+    // No namespace is left behind.
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ns.stdout).contains("xbn-x-"),
+        "namespaces left: {}",
+        String::from_utf8_lossy(&ns.stdout)
+    );
+}
+
+#[test]
+fn net_help_explains_every_knob() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xenio-bench"))
+        .args(["net", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for k in [
+        "--reps",
+        "--seconds",
+        "--tcp-mb",
+        "--xenio",
+        "--poll-us",
+        "veth",
+        "pps-rx",
+    ] {
+        assert!(help.contains(k), "--help does not mention {k}:\n{help}");
+    }
+}
