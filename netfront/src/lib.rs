@@ -177,6 +177,9 @@ struct Queue<G: Granted, C: EventChannel> {
     /// One page per rx id, granted read-write.
     rx_pages: G,
     partial: RxPartial,
+    /// Frames sent and received on this queue.
+    tx_frames: u64,
+    rx_frames: u64,
 }
 
 type PlatformQueue<P> = Queue<
@@ -338,6 +341,8 @@ impl<P: Platform> NetFront<P> {
                         None
                     },
                     partial: RxPartial::default(),
+                    tx_frames: 0,
+                    rx_frames: 0,
                 });
             }
         } else {
@@ -561,6 +566,7 @@ impl<P: Platform> NetFront<P> {
             q.tx_channel.notify()?;
             add(&self.counters.notifications, 1);
         }
+        q.tx_frames += 1;
         add(&self.counters.tx_packets, 1);
         add(&self.counters.tx_bytes, frame.len() as u64);
         add(&self.counters.tx_slots, layout.len() as u64);
@@ -660,6 +666,7 @@ impl<P: Platform> NetFront<P> {
                         add(&self.counters.rx_errors, 1);
                     }
                     None => {
+                        q.rx_frames += 1;
                         add(&self.counters.rx_packets, 1);
                         add(&self.counters.rx_bytes, done.data.len() as u64);
                         *out = done.data;
@@ -768,6 +775,14 @@ impl<P: Platform> NetFront<P> {
         })?;
         ep.switch(XenbusState::Closed, &[])?;
         Ok(())
+    }
+
+    /// Frames (sent, received) per queue since connecting.
+    pub fn queue_frames(&self) -> Vec<(u64, u64)> {
+        self.queues
+            .iter()
+            .map(|q| (q.tx_frames, q.rx_frames))
+            .collect()
     }
 
     /// The grant references of queue `q`'s rx buffers (tests).
