@@ -350,26 +350,31 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueEngine<'_, M, C, F> {
                 st.rx_queue.push_back(st.scratch[..n].to_vec());
             }
         }
-        // Deliver what fits in the posted buffers.
+        // Deliver what fits in the posted buffers, in batches of one grant-copy call.
         let mut delivered = false;
-        let mut reqs = Vec::new();
+        let mut batch: Vec<(Vec<u8>, Vec<NetifRxRequest>)> = Vec::new();
         while let Some(frame) = st.rx_queue.front() {
             let need = self.slots_for(frame.len()).unwrap_or(1);
             if (self.rings.rx.unconsumed_requests()? as usize) < need {
                 break;
             }
             let frame = st.rx_queue.pop_front().expect("front exists");
-            reqs.clear();
+            let mut reqs = Vec::with_capacity(need);
             for _ in 0..need {
                 match self.rings.rx.take_request()? {
                     Some(r) => reqs.push(r),
                     None => return Err(Error::Frontend("rx ring shrank".into())),
                 }
             }
-            self.deliver(&frame, &reqs)?;
+            batch.push((frame, reqs));
+            if batch.len() >= 64 {
+                self.deliver(&batch)?;
+                batch.clear();
+            }
             delivered = true;
             st.rx_progress = Some(std::time::Instant::now());
         }
+        self.deliver(&batch)?;
         if delivered {
             progress = true;
             if self
@@ -388,43 +393,55 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueEngine<'_, M, C, F> {
         Ok(progress)
     }
 
-    /// Copy one frame into the buffers of `reqs` and answer them.
-    fn deliver(&mut self, frame: &[u8], reqs: &[NetifRxRequest]) -> Result<()> {
-        let mut ops: Vec<GrantCopy<'_>> = frame
-            .chunks(PAGE)
-            .zip(reqs)
-            .map(|(chunk, r)| GrantCopy {
-                domid: self.frontend,
-                gref: GrantRef(r.gref),
-                offset: 0,
-                local: CopyBuf::ToGrant(chunk),
-            })
-            .collect();
-        if frame.is_empty() {
-            ops.clear();
+    /// Copy frames into the buffers of their requests (one grant-copy call for
+    /// the batch) and answer every request, in order.
+    fn deliver(&mut self, batch: &[(Vec<u8>, Vec<NetifRxRequest>)]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
         }
-        let ok = self.mapper.copy(&mut ops)?.iter().all(|r| r.is_ok());
-        let lens: Vec<usize> = frame.chunks(PAGE).map(<[u8]>::len).collect();
-        for (i, r) in reqs.iter().enumerate() {
-            let last = i + 1 == reqs.len();
-            let rsp = NetifRxResponse {
-                id: r.id,
-                offset: 0,
-                flags: if last { 0 } else { NETRXF_MORE_DATA },
-                status: if ok {
-                    lens.get(i).copied().unwrap_or(0) as i16
-                } else {
-                    NETIF_RSP_ERROR
-                },
-            };
-            self.rings.rx.push_response(&rsp)?;
+        let mut ops: Vec<GrantCopy<'_>> = Vec::new();
+        let mut owner = Vec::new();
+        for (fi, (frame, reqs)) in batch.iter().enumerate() {
+            for (chunk, r) in frame.chunks(PAGE).zip(reqs) {
+                ops.push(GrantCopy {
+                    domid: self.frontend,
+                    gref: GrantRef(r.gref),
+                    offset: 0,
+                    local: CopyBuf::ToGrant(chunk),
+                });
+                owner.push(fi);
+            }
         }
-        Counters::add(&self.counters.rx_slots, reqs.len() as u64);
-        if ok {
-            Counters::add(&self.counters.rx_packets, 1);
-            Counters::add(&self.counters.rx_bytes, frame.len() as u64);
-        } else {
-            Counters::add(&self.counters.rx_grant_errors, 1);
+        let mut ok = vec![true; batch.len()];
+        for (r, &fi) in self.mapper.copy(&mut ops)?.iter().zip(&owner) {
+            if let Err(e) = r {
+                if ok[fi] {
+                    tracing::debug!("rx frame: {e}");
+                }
+                ok[fi] = false;
+            }
+        }
+        drop(ops);
+        for ((frame, reqs), ok) in batch.iter().zip(ok) {
+            let mut lens = frame.chunks(PAGE).map(<[u8]>::len);
+            for (i, r) in reqs.iter().enumerate() {
+                let last = i + 1 == reqs.len();
+                let len = lens.next().unwrap_or(0);
+                let rsp = NetifRxResponse {
+                    id: r.id,
+                    offset: 0,
+                    flags: if last { 0 } else { NETRXF_MORE_DATA },
+                    status: if ok { len as i16 } else { NETIF_RSP_ERROR },
+                };
+                self.rings.rx.push_response(&rsp)?;
+            }
+            Counters::add(&self.counters.rx_slots, reqs.len() as u64);
+            if ok {
+                Counters::add(&self.counters.rx_packets, 1);
+                Counters::add(&self.counters.rx_bytes, frame.len() as u64);
+            } else {
+                Counters::add(&self.counters.rx_grant_errors, 1);
+            }
         }
         Ok(())
     }

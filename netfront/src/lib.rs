@@ -180,6 +180,8 @@ struct Queue<G: Granted, C: EventChannel> {
     /// Frames sent and received on this queue.
     tx_frames: u64,
     rx_frames: u64,
+    /// Rx buffers posted again but not yet published.
+    rx_unpublished: u32,
 }
 
 type PlatformQueue<P> = Queue<
@@ -343,6 +345,7 @@ impl<P: Platform> NetFront<P> {
                     partial: RxPartial::default(),
                     tx_frames: 0,
                     rx_frames: 0,
+                    rx_unpublished: 0,
                 });
             }
         } else {
@@ -360,6 +363,7 @@ impl<P: Platform> NetFront<P> {
                 q.tx_free = (0..ts as u16).rev().collect();
                 q.tx_busy.fill(false);
                 q.partial = RxPartial::default();
+                q.rx_unpublished = 0;
             }
         }
         // Post every rx buffer.
@@ -657,6 +661,7 @@ impl<P: Platform> NetFront<P> {
                 gref: q.rx_pages.refs()[usize::from(pid)].0,
             })?;
             reposted = true;
+            q.rx_unpublished += 1;
             let p = &mut q.partial;
             if !more {
                 let done = std::mem::take(p);
@@ -676,14 +681,24 @@ impl<P: Platform> NetFront<P> {
                 }
             }
         }
-        if reposted && q.rx.push_requests_and_check_notify().is_required() {
+        // Publish the buffers in batches, and whenever the backend has nothing
+        // more for us (it may be waiting for them).
+        if reposted && (q.rx_unpublished >= 32 || q.rx.unconsumed_responses()? == 0) {
+            Self::publish_rx(q, &self.counters)?;
+        }
+        Ok(result)
+    }
+
+    fn publish_rx(q: &mut PlatformQueue<P>, counters: &Counters) -> Result<()> {
+        q.rx_unpublished = 0;
+        if q.rx.push_requests_and_check_notify().is_required() {
             match &q.rx_channel {
                 Some(c) => c.notify()?,
                 None => q.tx_channel.notify()?,
             }
-            add(&self.counters.notifications, 1);
+            add(&counters.notifications, 1);
         }
-        Ok(result)
+        Ok(())
     }
 
     // ------------------------------------------------------------ waiting
@@ -691,6 +706,11 @@ impl<P: Platform> NetFront<P> {
     /// Sleep until the backend notifies (or `max` passes); returns at once if a
     /// ring already has responses. Reconnects if the backend went away.
     pub fn wait(&mut self, max: Duration) -> Result<()> {
+        for q in &mut self.queues {
+            if q.rx_unpublished > 0 {
+                Self::publish_rx(q, &self.counters)?;
+            }
+        }
         for qi in 0..self.queues.len() {
             if self.queues[qi].rx.final_check_for_responses()? {
                 return Ok(());

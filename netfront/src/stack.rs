@@ -20,6 +20,7 @@
 use crate::{NetFront, Result};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use xenio_xenbus::platform::Platform;
 
@@ -55,11 +56,23 @@ impl<P: Platform> Stack<P> {
     /// happened, sleep on the event channels until smoltcp's next timer or
     /// `max_wait`, whichever comes first.
     pub fn poll(&mut self, max_wait: Duration) -> Result<()> {
-        let now = smoltcp::time::Instant::now();
-        let r = self.iface.poll(now, &mut self.dev, &mut self.sockets);
-        if r == smoltcp::iface::PollResult::SocketStateChanged {
+        // smoltcp sends at most one segment per socket per poll: poll again
+        // while frames go out (bounded), then decide about sleeping.
+        let mut busy = false;
+        for _ in 0..64 {
+            let before = self.dev.counters().tx_packets.load(Ordering::Relaxed);
+            let now = smoltcp::time::Instant::now();
+            let r = self.iface.poll(now, &mut self.dev, &mut self.sockets);
+            busy |= r == smoltcp::iface::PollResult::SocketStateChanged;
+            if self.dev.counters().tx_packets.load(Ordering::Relaxed) == before {
+                break;
+            }
+            busy = true;
+        }
+        if busy {
             return Ok(());
         }
+        let now = smoltcp::time::Instant::now();
         let delay = self
             .iface
             .poll_delay(now, &self.sockets)

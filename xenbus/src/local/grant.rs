@@ -617,6 +617,8 @@ impl GrantMapper for LocalGrantMapper {
 
     fn copy(&self, ops: &mut [GrantCopy<'_>]) -> Result<Vec<Result<()>>> {
         let mut out = Vec::with_capacity(ops.len());
+        // Look each granting domain up once per batch (a batch usually has one).
+        let mut peers: Vec<(DomId, Arc<Peer>)> = Vec::new();
         for op in ops.iter_mut() {
             let len = match &op.local {
                 CopyBuf::FromGrant(b) => b.len(),
@@ -634,7 +636,13 @@ impl GrantMapper for LocalGrantMapper {
                 continue;
             }
             let writable = matches!(op.local, CopyBuf::ToGrant(_));
-            let res = self.peer(op.domid).and_then(|peer| {
+            let peer = match peers.iter().find(|(d, _)| *d == op.domid) {
+                Some((_, p)) => Ok(p.clone()),
+                None => self
+                    .peer(op.domid)
+                    .inspect(|p| peers.push((op.domid, p.clone()))),
+            };
+            let res = peer.and_then(|peer| {
                 let frame = self.pin(&peer, op.domid, op.gref, writable)?;
                 let at = frame * PAGE as u64 + u64::from(op.offset);
                 let r = match &mut op.local {
