@@ -665,3 +665,48 @@ fn two_queues_on_a_multi_queue_tap() {
     assert!(per_queue.iter().all(|&(tx, _)| tx > 0), "{per_queue:?}");
     assert!(per_queue.iter().map(|q| q.1).sum::<u64>() > 4 * 4);
 }
+
+#[test]
+fn netback_help_explains_every_knob_and_bad_arguments_say_why() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xenio"))
+        .args(["netback", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for k in [
+        "--tap",
+        "--frontend",
+        "--backend",
+        "--devid",
+        "--platform",
+        "--run-dir",
+        "--create-device",
+        "--mac",
+        "--mtu",
+        "--max-queues",
+        "--no-sg",
+        "--no-split-event-channels",
+        "--batch",
+        "--rx-queue",
+        "--rx-drain-ms",
+        "--poll-us",
+        "--once",
+    ] {
+        assert!(help.contains(k), "--help does not mention {k}");
+    }
+    for (args, why) in [
+        (vec!["--mac", "zz:00:00:00:00:01"], "--mac"),
+        (vec!["--mtu", "20"], "--mtu"),
+        (vec!["--tap", "a/b"], "TAP device name"),
+    ] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xenio"));
+        c.args(["netback", "--platform", "local", "--frontend", "1"]);
+        if !args.contains(&"--tap") {
+            c.args(["--tap", "xtap-none"]);
+        }
+        let out = c.args(&args).output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+}
