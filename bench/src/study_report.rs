@@ -492,29 +492,28 @@ pub fn findings(r: &StudyResults) -> String {
             let pts = sweep_points(r, Knob::RingOrder);
             let mut lines = Vec::new();
             for m in [Metric::Phase(Phase::BlockIn), Metric::Phase(Phase::Fio(0))] {
-                let Some(&(ref lo_label, lo)) = pts.first() else {
-                    break;
-                };
-                let Some(&(ref hi_label, hi)) = pts.last() else {
-                    break;
-                };
-                if let Some(c) = compare(r, ssi, hi, lo, m) {
-                    let rel = |ci| {
-                        compare(r, ssi, ci, 0, m).map_or("-".into(), |c| format!("{:.2}", c.ratio))
+                // Every order relative to native, and against the base.
+                let mut parts = Vec::new();
+                for (label, ci) in &pts {
+                    let Some(n) = compare(r, ssi, *ci, 0, m) else {
+                        continue;
                     };
-                    lines.push(format!(
-                        "{}: xenio/native {} at ring order {} and {} at ring order {}; order {} against order {}: {} (t={}{})",
-                        m.name(),
-                        rel(lo),
-                        lo_label,
-                        rel(hi),
-                        hi_label,
-                        hi_label,
-                        lo_label,
-                        pct(c.ratio),
-                        c.welch.map_or("-".into(), |t| fmt_t(t.t)),
-                        if c.significant() { ", significant" } else { ", not significant" }
-                    ));
+                    let vs_base = if *ci == 1 {
+                        String::new()
+                    } else {
+                        compare(r, ssi, *ci, 1, m).map_or(String::new(), |c| {
+                            format!(
+                                ", {} against the base (t={}{})",
+                                pct(c.ratio),
+                                c.welch.map_or("-".into(), |t| fmt_t(t.t)),
+                                if c.significant() { ", significant" } else { "" }
+                            )
+                        })
+                    };
+                    parts.push(format!("order {label}: {:.2} of native{vs_base}", n.ratio));
+                }
+                if !parts.is_empty() {
+                    lines.push(format!("{}: {}", m.name(), parts.join("; ")));
                 }
             }
             if !lines.is_empty() {
