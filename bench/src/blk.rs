@@ -590,6 +590,57 @@ pub(crate) fn first_line(program: &Path, arg: &str) -> String {
         .unwrap_or_else(|| "unknown version".into())
 }
 
+/// Under `cargo run -p xenio-bench` (cargo sets `CARGO` and
+/// `CARGO_MANIFEST_DIR`), build the `xenio` command next to this executable
+/// first, in the same profile, so that the README's one command works in a fresh
+/// clone and never runs a stale backend. Elsewhere, nothing happens.
+fn build_xenio_under_cargo_run() -> Result<()> {
+    let (Some(cargo), Some(manifest_dir)) = (
+        std::env::var_os("CARGO"),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) else {
+        return Ok(());
+    };
+    let manifest = Path::new(&manifest_dir).join("Cargo.toml");
+    let is_bench =
+        std::fs::read_to_string(&manifest).is_ok_and(|t| t.contains("name = \"xenio-bench\""));
+    let Some(profile) = std::env::current_exe().ok().and_then(|e| {
+        let dir = e.parent()?.file_name()?.to_str()?.to_string();
+        (dir == "release" || dir == "debug").then_some(dir)
+    }) else {
+        return Ok(());
+    };
+    if !is_bench {
+        return Ok(());
+    }
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "xenio",
+        "--bin",
+        "xenio",
+        "--manifest-path",
+    ])
+    .arg(&manifest);
+    if profile == "release" {
+        cmd.arg("--release");
+    }
+    eprintln!("xenio-bench: building the `xenio` command (cargo build -p xenio, {profile})");
+    let st = cmd
+        .status()
+        .map_err(|e| BenchError::io("running cargo build -p xenio", e))?;
+    if !st.success() {
+        return Err(BenchError::Tool {
+            tool: "xenio",
+            what: format!("cargo build -p xenio failed ({st})"),
+            detail: "; its errors are above".into(),
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn find_xenio(arg: Option<&Path>) -> Result<PathBuf> {
     let missing = |what: String| BenchError::Tool {
         tool: "xenio",
@@ -603,6 +654,7 @@ pub(crate) fn find_xenio(arg: Option<&Path>) -> Result<PathBuf> {
             Err(missing(format!("--xenio {}: no such file", p.display())))
         };
     }
+    build_xenio_under_cargo_run()?;
     if let Some(sib) = std::env::current_exe()
         .ok()
         .map(|e| e.with_file_name("xenio"))
