@@ -9,7 +9,7 @@ set -euo pipefail
 LAB=${LAB:-/var/tmp/xenio-lab}
 HERE=$(cd "$(dirname "$0")" && pwd)
 KV=$(cat "$LAB/kver")
-PKGS=xen-utils-4.17,xenstore-utils,qemu-system-xen,kmod,procps,util-linux,e2fsprogs,busybox,fio
+PKGS=xen-utils-4.17,xenstore-utils,qemu-system-xen,kmod,procps,util-linux,e2fsprogs,busybox,fio,iproute2
 KEY=$(cat "$HERE/image.sh" "$HERE/vif-lab" "$HERE/domu-init.sh" "$LAB/kver" | sha256sum | cut -c1-16)
 if [ -s "$LAB/dom0-rootfs.cpio" ] && [ "$(cat "$LAB/image.key" 2>/dev/null)" = "$KEY" ]; then
   echo "image: cached ($KEY, $(du -m "$LAB/dom0-rootfs.cpio" | cut -f1) MB)"; exit 0
