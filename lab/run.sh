@@ -74,6 +74,10 @@ fi
 for c in $plan; do
   grep -q "^RESULT $c: " "$LAB/results.txt" || { echo "RESULT $c: FAILED (no result: timeout or crash; QEMU rc=$qrc)"; failn=$((failn+1)); }
 done
+# The names of the failed checks (for a retry of just those; empty: everything failed)
+{ grep -v ': OK' "$LAB/results.txt" | sed -n 's/^RESULT \([^:]*\):.*/\1/p'
+  for c in $plan; do grep -q "^RESULT $c: " "$LAB/results.txt" || echo "$c"; done; } | sort -u | tr '\n' ' ' > "$LAB/failed.txt"
+[ -z "$plan" ] && : > "$LAB/failed.txt"
 if [ $failn -gt 0 ]; then
   echo "---- serial log tail ($LOG)"; tail -n 60 "$LAB/serial.txt"
 fi
