@@ -22,6 +22,7 @@ mod error;
 pub use error::{Error, Result};
 
 use std::collections::VecDeque;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xenio_ring::FrontRing;
@@ -876,23 +877,45 @@ impl<P: Platform> BlkFront<P> {
         }
         let fired = match self.queues.len() {
             1 => self.queues[0].channel.wait(Some(max))?,
-            _ => {
-                // Several queues: short waits on each in turn.
-                let per = (max / self.queues.len() as u32).max(Duration::from_millis(1));
-                let mut any = false;
-                for q in &self.queues {
-                    any |= q.channel.wait(Some(per))?;
-                    if any {
-                        break;
-                    }
-                }
-                any
-            }
+            _ => self.wait_any(max)?,
         };
         if !fired {
             self.check_backend()?;
         }
         Ok(())
+    }
+
+    /// Several queues: sleep on all their event channels at once (each channel's
+    /// descriptor is readable while an event is pending), then consume what fired.
+    fn wait_any(&mut self, max: Duration) -> Result<bool> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let mut fds: Vec<PollFd<'_>> = self
+            .queues
+            .iter()
+            .map(|q| PollFd::new(q.channel.as_fd(), PollFlags::POLLIN))
+            .collect();
+        let ms = u16::try_from(max.as_millis().max(1)).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                return Err(Error::Platform(xenio_xenbus::Error::EventChannel {
+                    port: self.queues[0].channel.port(),
+                    reason: format!("poll on {} event channels: {e}", fds.len()),
+                }));
+            }
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let mut any = false;
+        for (q, ready) in self.queues.iter().zip(ready) {
+            if ready {
+                any |= q.channel.take_pending()?;
+            }
+        }
+        Ok(any)
     }
 
     /// If the backend left `Connected` (it died and a new one is starting, or it

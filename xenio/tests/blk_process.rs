@@ -235,6 +235,37 @@ fn four_queues_order1_sort_grant_copy() {
     );
 }
 
+/// With several queues and one request at a time, the frontend sleeps on all
+/// queues' event channels at once: a response on any queue wakes it. (It used to
+/// wait on each channel in turn, up to 25 ms each, so a response on the last
+/// queue took tens of milliseconds: 300 reads took 5-10 s instead of well under
+/// one. The bound below is 30x the normal time, a stall check, not a benchmark.)
+#[test]
+fn several_queues_one_request_at_a_time_do_not_stall() {
+    let w = world("mq-qd1");
+    let child = w.backend(&["--once", "--max-queues", "4"], true);
+    let mut f = w.frontend(Options {
+        queues: 4,
+        ..Default::default()
+    });
+    assert_eq!(f.info().queues, 4);
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+    f.write_at(0, &data).unwrap();
+    let mut got = vec![0u8; 4096];
+    let t = Instant::now();
+    for _ in 0..300 {
+        f.read_at(0, &mut got).unwrap();
+    }
+    let took = t.elapsed();
+    assert_eq!(got, data);
+    f.close().unwrap();
+    finish(child);
+    assert!(
+        took < Duration::from_secs(3),
+        "300 reads at depth 1 over 4 queues took {took:?}: the frontend is not woken by every queue"
+    );
+}
+
 /// Orders 2 and 3; the backend also spins (`--poll-us`) for requests and
 /// completions before it sleeps, and the frontend for responses
 /// (`Options::poll`), so those paths serve verified I/O too.
