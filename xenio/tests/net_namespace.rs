@@ -231,7 +231,7 @@ fn drive(
 fn ping(w: &World, stack: &mut Stack<LocalPlatform>, count: u32) {
     let mut child =
         w.ns.exec()
-            .args(["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "2"])
+            .args(["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "10"])
             .arg(SMOL_IP.to_string())
             .stdout(Stdio::piped())
             .spawn()
