@@ -339,3 +339,22 @@ fn producer_far_ahead_disconnects() {
         assert!(sent(net).is_empty());
     });
 }
+
+#[test]
+fn rx_producer_far_ahead_disconnects() {
+    scenario(|f, net, _, state| {
+        // A frame waits; the frontend's rx req_prod claims 5000 buffers.
+        net.frames
+            .incoming
+            .lock()
+            .unwrap()
+            .push_back(pattern(100, 5));
+        f._rx_grant
+            .region()
+            .write(0, &5000u32.to_ne_bytes())
+            .unwrap();
+        f.ch.notify().unwrap();
+        wait_disconnect(state);
+        assert!(f.rx.take_response().map_or(true, |r| r.is_none()));
+    });
+}
