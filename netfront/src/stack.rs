@@ -59,9 +59,9 @@ impl<P: Platform> Stack<P> {
         // smoltcp sends at most one segment per socket per poll: poll again
         // while frames go out (bounded), then decide about sleeping.
         let mut busy = false;
+        let now = smoltcp::time::Instant::now();
         for _ in 0..64 {
             let before = self.dev.counters().tx_packets.load(Ordering::Relaxed);
-            let now = smoltcp::time::Instant::now();
             let r = self.iface.poll(now, &mut self.dev, &mut self.sockets);
             busy |= r == smoltcp::iface::PollResult::SocketStateChanged;
             if self.dev.counters().tx_packets.load(Ordering::Relaxed) == before {
@@ -72,7 +72,6 @@ impl<P: Platform> Stack<P> {
         if busy {
             return Ok(());
         }
-        let now = smoltcp::time::Instant::now();
         let delay = self
             .iface
             .poll_delay(now, &self.sockets)
