@@ -462,18 +462,12 @@ impl<P: Platform> NetFront<P> {
 
     /// The fragments of a frame of `len` bytes: (offset in page, bytes).
     fn layout(&self, len: usize) -> Vec<(u16, usize)> {
-        let max = self.options.max_slot_bytes.clamp(1, PAGE);
-        let first_off = usize::from(self.options.tx_offset) % PAGE;
-        let mut out = Vec::new();
-        let first = len.min(max).min(PAGE - first_off);
-        out.push((first_off as u16, first));
-        let mut left = len - first;
-        while left > 0 {
-            let n = left.min(max);
-            out.push((0, n));
-            left -= n;
-        }
-        out
+        layout(len, self.options.max_slot_bytes, self.options.tx_offset)
+    }
+
+    /// How many fragments [`NetFront::layout`] gives, without building them.
+    fn slots_for(&self, len: usize) -> usize {
+        slot_count(len, self.options.max_slot_bytes, self.options.tx_offset)
     }
 
     /// Slots a frame of `len` bytes takes, or why it cannot be sent.
@@ -483,7 +477,7 @@ impl<P: Platform> NetFront<P> {
                 "{len} bytes (a frame has 1 to {MAX_FRAME})"
             )));
         }
-        let n = self.layout(len).len();
+        let n = self.slots_for(len);
         if n > 1 && !self.info.sg {
             return Err(Error::Invalid(format!(
                 "{len} bytes need {n} slots, and feature-sg was not negotiated"
@@ -893,3 +887,61 @@ impl<P: Platform> phy::Device for NetFront<P> {
 }
 
 pub mod stack;
+
+/// The tx fragments of a frame of `len` bytes, at most `max_slot` bytes each,
+/// the first at `offset` in its page: (offset in page, bytes).
+fn layout(len: usize, max_slot: usize, offset: u16) -> Vec<(u16, usize)> {
+    let max = max_slot.clamp(1, PAGE);
+    let first_off = usize::from(offset) % PAGE;
+    let mut out = Vec::new();
+    let first = len.min(max).min(PAGE - first_off);
+    out.push((first_off as u16, first));
+    let mut left = len - first;
+    while left > 0 {
+        let n = left.min(max);
+        out.push((0, n));
+        left -= n;
+    }
+    out
+}
+
+/// `layout(len, max_slot, offset).len()`, computed.
+fn slot_count(len: usize, max_slot: usize, offset: u16) -> usize {
+    let max = max_slot.clamp(1, PAGE);
+    let first_off = usize::from(offset) % PAGE;
+    let first = len.min(max).min(PAGE - first_off);
+    1 + (len - first).div_ceil(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_count_matches_the_layout() {
+        for (max, off) in [
+            (4096usize, 0u16),
+            (200, 3),
+            (256, 100),
+            (1, 0),
+            (4096, 4095),
+            (9000, 7),
+        ] {
+            for len in [
+                1usize, 13, 60, 199, 200, 201, 1514, 4095, 4096, 4097, 9014, 65535,
+            ] {
+                let l = layout(len, max, off);
+                assert_eq!(
+                    slot_count(len, max, off),
+                    l.len(),
+                    "len {len} max {max} off {off}"
+                );
+                assert_eq!(l.iter().map(|f| f.1).sum::<usize>(), len);
+                assert!(
+                    l.iter()
+                        .all(|&(o, n)| usize::from(o) + n <= PAGE && n <= max.max(1))
+                );
+            }
+        }
+    }
+}
