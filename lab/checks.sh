@@ -169,7 +169,7 @@ c_compare() {
     info "xenio2 is xenio blkback $CMP_VARIANT"
   fi
   local jobs="write-1M-qd8:write:1M:8 read-1M-qd8:read:1M:8 randread-4k-qd1:randread:4k:1 randread-4k-qd16:randread:4k:16"
-  local rounds=${CMP_ROUNDS:-2} secs=${CMP_SECS:-3}
+  local rounds=${CMP_ROUNDS:-3} secs=${CMP_SECS:-3}
   : > /tmp/cmp.txt
   for r in $(seq 1 "$rounds"); do
     for j in $jobs; do
@@ -257,6 +257,9 @@ CFG
 # both ways with the bytes compared.
 c_net_kfront() {
   local mac=00:16:3e:00:00:07 IF="" i
+  # the kernel's xen-netback (net-xfront) would claim xenio's backend/vif node
+  for i in $(seq 1 50); do grep -q '^xen_netback ' /proc/modules || break; rmmod xen-netback 2>/dev/null; sleep 0.2; done
+  grep -q '^xen_netback ' /proc/modules && die "cannot unload xen-netback"
   modprobe tun || die "modprobe tun"
   modprobe xen-netfront || die "modprobe xen-netfront"
   ip tuntap add dev xtap0 mode tap || die "ip tuntap add"
@@ -292,9 +295,30 @@ c_net_kfront() {
   echo "SUMMARY kernel xen-netfront <-> xenio netback (TAP): ping, 8 MiB TCP each way verified"
 }
 
-ALL="bb-o0 bb-o4 bb-fs compare xfront-kback xfront-xback domu-xenio net-kfront"
+# xenio netfront (userspace, gntalloc) against the kernel's xen-netback, attached by xl: ARP
+# and ICMP echo over the vif, every reply's payload compared.
+c_net_xfront() {
+  local devid vif i
+  for i in $(seq 1 50); do grep -q '^xen_netfront ' /proc/modules || break; rmmod xen-netfront 2>/dev/null; sleep 0.2; done
+  grep -q '^xen_netfront ' /proc/modules && die "cannot unload xen-netfront"
+  modprobe xen-netback || die "modprobe xen-netback"
+  setsid -w xl network-attach 0 mac=00:16:3e:00:00:09 script=vif-lab </dev/null || die "xl network-attach 0"
+  devid=$(xl network-list 0 | awk 'NR>1{print $1}' | tail -1)
+  [ -n "$devid" ] || die "no vif in xl network-list 0"
+  vif=vif0.$devid
+  for i in $(seq 1 150); do [ -e "/sys/class/net/$vif" ] && break; sleep 0.2; done
+  [ -e "/sys/class/net/$vif" ] || { ls /sys/class/net; die "no $vif"; }
+  ip addr add 192.0.2.1/24 dev "$vif" && ip link set "$vif" up || die "configuring $vif"
+  "$X" netfront --platform xen --device "$devid" --ip 192.0.2.2 --ping 192.0.2.1 --count 5 --size 1400 \
+    || die "xenio netfront against kernel netback"
+  setsid -w xl network-detach 0 "$devid" </dev/null || die "xl network-detach"
+  echo "SUMMARY xl network-attach + kernel xen-netback; xenio netfront: ARP, 5 pings of 1400 bytes, payloads equal"
+}
+
+# net-xfront runs first: dom0's xen-netfront, once loaded by net-kfront, cannot be unloaded again.
+ALL="bb-o0 bb-o4 bb-fs compare xfront-kback xfront-xback domu-xenio net-xfront net-kfront"
 # Generous: TCG on a busy 2-vCPU host is slow (bb-o4 takes 50-60 s when the host is loaded).
-timeout_of() { case $1 in compare) echo 300;; domu-xenio|bb-fs|bb-o4) echo 240;; net-kfront) echo 180;; *) echo 150;; esac; }
+timeout_of() { case $1 in compare) echo 300;; domu-xenio|bb-fs|bb-o4) echo 240;; net-kfront|net-xfront) echo 180;; *) echo 150;; esac; }
 
 # Whatever a check left behind (it failed or timed out half-way): a mounted file system,
 # backends (SIGTERM first: that detaches the kernel's frontend cleanly), store nodes, domUs.
@@ -321,6 +345,9 @@ cleanup_after_check() {
   if [ -e /tmp/nb.pid ]; then kill -TERM "$(cat /tmp/nb.pid)" 2>/dev/null; sleep 2; kill -9 "$(cat /tmp/nb.pid)" 2>/dev/null; rm -f /tmp/nb.pid; fi
   [ -e /tmp/nb.log ] && [ "${rc:-0}" != 0 ] && { echo "---- /tmp/nb.log"; tail -n 15 /tmp/nb.log | sed 's/^/  | /'; }
   rm -f /tmp/nb.log
+  xl network-list 0 2>/dev/null | awk 'NR>1{print $1}' | while read -r v; do
+    echo "cleanup: xl network-detach 0 $v"; timeout 30 setsid -w xl network-detach 0 "$v" </dev/null
+  done
   xenstore-rm /local/domain/0/device/vif 2>/dev/null; xenstore-rm /local/domain/0/backend/vif 2>/dev/null
   ip netns del guest 2>/dev/null; ip link del xtap0 2>/dev/null
 }

@@ -423,9 +423,11 @@ impl<P: Platform> NetFront<P> {
         keys.push(("feature-no-csum-offload".into(), "1".into()));
         let mut ep = Endpoint::frontend(platform.store(), &self.dir)?;
         let refs: Vec<(&str, String)> = keys.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-        ep.switch(XenbusState::Initialised, &refs)?;
+        // Straight to Connected with the keys, as Linux's xen-netfront does: Linux's
+        // xen-netback ignores Initialised and connects only when the frontend says
+        // Connected (found in the Xen lab: it stayed in InitWait).
+        ep.switch(XenbusState::Connected, &refs)?;
         ep.wait_peer(timeout, |s| s == XenbusState::Connected)?;
-        ep.switch(XenbusState::Connected, &[])?;
         self.info = Info {
             queues: nqueues,
             sg,

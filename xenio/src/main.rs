@@ -80,11 +80,20 @@ enum Command {
     /// default limit is 1024 pages (modprobe xen-gntalloc limit=N for more).
     #[command(verbatim_doc_comment)]
     Blkfront(blkfront::BlkfrontArgs),
+    /// Connect a userspace netif frontend to a backend and check it: ARP for the
+    /// --ping address, then ICMP echo requests whose replies must carry the same
+    /// payload (netfront). ARP requests for --ip are answered meanwhile.
+    ///
+    /// The device directory must exist (xl network-attach, or `xenio netback
+    /// --create-device`).
+    #[command(verbatim_doc_comment)]
+    Netfront(netfront::NetfrontArgs),
 }
 
 mod blkback;
 mod blkfront;
 mod netback;
+mod netfront;
 
 /// Options of `xenio store`.
 #[derive(Args, Debug)]
@@ -163,6 +172,7 @@ fn main() -> ExitCode {
         Command::Blkback(a) => blkback::run(a),
         Command::Netback(a) => netback::run(a),
         Command::Blkfront(a) => blkfront::run(a),
+        Command::Netfront(a) => netfront::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
