@@ -710,3 +710,41 @@ fn netback_help_explains_every_knob_and_bad_arguments_say_why() {
         assert!(err.contains(why), "{args:?}: {err}");
     }
 }
+
+/// `xenio netfront` (a child process, domain 1): ARP and ICMP echo over raw
+/// frames to the kernel's address on the TAP behind `xenio netback`, every
+/// reply's payload compared by the command.
+#[test]
+fn netfront_command_pings_the_kernel() {
+    let Some(w) = world("cli", 1500) else {
+        return;
+    };
+    let _backend = w.backend();
+    let t = Instant::now();
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_xenio"))
+            .args(["netfront", "--platform", "local", "--domid", "1"])
+            .arg("--run-dir")
+            .arg(w.run_dir())
+            .args(["--device", "0", "--ip", "192.0.2.2", "--ping", LINUX_IP])
+            .args(["--count", "4", "--size", "1200"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() {
+            assert!(
+                stdout.contains("4 echo replies of 1200 bytes, payloads equal"),
+                "{stdout}"
+            );
+            return;
+        }
+        // The backend may not have created the device yet.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "xenio netfront: {}\n{stdout}\n{stderr}",
+            out.status
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
