@@ -17,6 +17,12 @@ export LAB=${LAB:-/var/tmp/xenio-lab}
 export TIMEOUT=${TIMEOUT:-900}
 mkdir -p "$LAB"
 t0=$(date +%s)
+# One lab run at a time per $LAB (several CI runs may share this machine and its cache).
+exec 9>"$LAB/lock"
+if ! flock -n 9; then
+  echo "==> waiting for another lab run using $LAB (up to 30 min)"
+  flock -w 1800 9 || { echo "RESULT lab-setup: FAILED (another lab run held $LAB/lock for 30 min)"; echo "0 passed, 1 failed"; exit 1; }
+fi
 stamp() { echo "==> [$(( $(date +%s) - t0 ))s] $*"; }
 LOG="$LAB/serial.log"
 cleanup() {
