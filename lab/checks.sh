@@ -318,7 +318,7 @@ c_net_xfront() {
 # net-xfront runs first: dom0's xen-netfront, once loaded by net-kfront, cannot be unloaded again.
 ALL="bb-o0 bb-o4 bb-fs compare xfront-kback xfront-xback domu-xenio net-xfront net-kfront"
 # Generous: TCG on a busy 2-vCPU host is slow (bb-o4 takes 50-60 s when the host is loaded).
-timeout_of() { case $1 in compare) echo 300;; domu-xenio|bb-fs|bb-o4) echo 240;; net-kfront|net-xfront) echo 180;; *) echo 150;; esac; }
+timeout_of() { case $1 in compare) echo 420;; domu-xenio|bb-fs|bb-o4) echo 240;; net-kfront|net-xfront) echo 180;; *) echo 150;; esac; }
 
 # Whatever a check left behind (it failed or timed out half-way): a mounted file system,
 # backends (SIGTERM first: that detaches the kernel's frontend cleanly), store nodes, domUs.
