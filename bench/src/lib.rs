@@ -9,6 +9,10 @@
 //! *Paravirtualization for HPC Systems* (2006): Bonnie's patterns and fio-style
 //! workloads, native against xenio, N interleaved runs, t-tests, Figure 2.
 //!
+//! `xenio-bench net` measures TCP throughput and small-frame packet rates through
+//! netfront -> rings -> `xenio netback` -> a TAP device, against two network
+//! namespaces joined by a veth pair in the same run.
+//!
 //! `xenio-bench ring` is the ring micro-benchmark: two processes
 //! pinned to two cores exchange blkif requests and responses over an
 //! [`xenio_ring`] ring in shared memory, polling or with eventfd doorbells, and
