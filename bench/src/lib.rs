@@ -42,6 +42,7 @@ pub mod report;
 pub mod ring_bench;
 pub mod stats;
 pub mod study;
+pub mod study_checkpoint;
 pub mod study_dev;
 pub mod study_plot;
 pub mod study_report;

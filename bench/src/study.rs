@@ -10,11 +10,12 @@
 use crate::blk::{DirectArg, GrantModeArg, ReorderArg};
 use crate::blk_proc::{self, ScratchPath};
 use crate::blk_xenio::{BackendKnobs, XenioWorld};
+use crate::study_checkpoint;
 use crate::study_dev::{Dev, NativeDev, XenioDev};
 use crate::study_work::{self, BONNIE, Params, Phase};
 use crate::{BenchError, Result};
 use clap::{Args, ValueEnum};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -66,8 +67,8 @@ reordering), and one-knob sweeps around the base on one file size
   reorder     off,sort,merge
   indirect    0,32,256    (segments per request; 0: 11 pages per request)
   poll        0,50        (microseconds both sides spin before sleeping)
-  queues      1,2         (only with --sweep: blkfront waits on several queues'
-                          channels in turn, so QD1 patterns measure that wait)
+  queues      1,2         (one submitting thread; blkfront sleeps on every
+                          queue's event channel at once)
 
 Output: a Markdown report on stdout (Figure 2's table: each metric relative to
 native per file size, * where significant; every mean, sd and t-value; the
@@ -177,9 +178,7 @@ pub struct StudyArgs {
     pub fio_mib: Option<u64>,
 
     /// Knobs to sweep, comma-separated (ring-order, reorder, indirect, queues,
-    /// poll) [default: all but queues: with one submitting thread, blkfront
-    /// waits on several queues' event channels in turn, up to 50 ms each, which
-    /// makes QD1 patterns crawl]. `--no-sweeps` runs none.
+    /// poll) [default: all]. `--no-sweeps` runs none.
     #[arg(long, value_enum, value_name = "LIST", value_delimiter = ',')]
     pub sweep: Vec<Knob>,
 
@@ -231,6 +230,18 @@ pub struct StudyArgs {
     /// No progress bar (one line per finished run instead).
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Continue the unfinished study whose checkpoint is in --out (pass the
+    /// same options). Every finished measurement is appended to
+    /// --out/checkpoint.jsonl as it ends, so an interrupted study (Ctrl-C, a
+    /// kill, a reboot) loses at most the measurement in progress.
+    #[arg(long)]
+    pub resume: bool,
+
+    /// Measure nothing: write the report from the checkpoint in --out as it
+    /// stands (the same options; cells have as many runs as were finished).
+    #[arg(long, conflicts_with = "resume")]
+    pub report_only: bool,
 
     /// Seed of the random offsets and rewrite choices (the same for both paths).
     #[arg(long, value_name = "N", default_value_t = 0x5eed)]
@@ -371,6 +382,10 @@ pub struct Plan {
     pub elapsed_secs: f64,
     /// `--quick`.
     pub quick: bool,
+    /// Sittings the measurements took (more than 1: resumed with --resume).
+    pub sittings: u32,
+    /// Set when reporting an unfinished study: what it holds.
+    pub partial: Option<String>,
 }
 
 fn parse_phases(list: &[String], what: &str) -> Result<Vec<Phase>> {
@@ -504,10 +519,13 @@ pub fn resolve(a: &StudyArgs) -> Result<Resolved> {
     let knobs: Vec<Knob> = if a.no_sweeps {
         Vec::new()
     } else if a.sweep.is_empty() {
-        // Not queues: with one submitting thread, blkfront waits on its queues'
-        // event channels in turn (up to 50 ms each), so a second queue measures
-        // that wait, not the rings (ask for it with --sweep queues).
-        vec![Knob::RingOrder, Knob::Reorder, Knob::Indirect, Knob::Poll]
+        vec![
+            Knob::RingOrder,
+            Knob::Reorder,
+            Knob::Indirect,
+            Knob::Queues,
+            Knob::Poll,
+        ]
     } else {
         let mut k = a.sweep.clone();
         k.dedup();
@@ -749,8 +767,68 @@ fn fs_of(dir: &Path) -> String {
 
 /// Run the study: progress on stderr, the report on stdout and in --out.
 pub fn run(a: &StudyArgs) -> Result<()> {
-    blk_proc::install_signal_cleanup()?;
     let r = resolve(a)?;
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| BenchError::io(format!("creating {}", a.out.display()), e))?;
+    let fp = study_checkpoint::fingerprint(&r, a);
+    let machine = format!(
+        "{} CPUs, Linux {}, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        fs_of(&a.dir)
+    );
+    let mut res = StudyResults {
+        plan: Plan {
+            runs: r.runs,
+            chunk: r.params.chunk,
+            depth: r.params.depth,
+            seeks: r.params.seeks,
+            seekers: r.params.seekers,
+            fio_bytes: r.params.fio_bytes,
+            sweep_size: r.sweep_size,
+            native: String::new(),
+            backend_storage: String::new(),
+            direct: !a.buffered,
+            machine: machine.clone(),
+            elapsed_secs: 0.0,
+            quick: a.quick,
+            sittings: 1,
+            partial: None,
+        },
+        sizes: r.sizes.clone(),
+        configs: r.configs.clone(),
+        samples: BTreeMap::new(),
+        counters: BTreeMap::new(),
+    };
+    let per_size: Vec<Vec<usize>> = (0..r.sizes.len())
+        .map(|si| {
+            (0..r.configs.len())
+                .filter(|&ci| ci < 2 || Some(si) == r.sweep_size)
+                .collect()
+        })
+        .collect();
+    let measurements: usize = per_size.iter().map(Vec::len).sum::<usize>() * r.runs as usize;
+
+    if a.report_only {
+        let path = a.out.join(study_checkpoint::FILE);
+        let entries = study_checkpoint::load(&path, &fp, &r)?;
+        res.plan.machine.clear();
+        let done = load_entries(&mut res, entries);
+        if done < measurements {
+            res.plan.partial = Some(format!(
+                "{done} of {measurements} measurements (the study was not finished; --resume continues it)"
+            ));
+        }
+        eprintln!(
+            "xenio-bench study: reporting {done} of {measurements} measurements from {}",
+            path.display()
+        );
+        return crate::study_report::write_all(&res, &a.out, a.no_plots, a.font.as_deref());
+    }
+
+    blk_proc::install_signal_cleanup()?;
     let xenio_bin = crate::blk::find_xenio(a.xenio.as_deref())?;
     for p in blk_proc::remove_stale(
         &[&a.dir, &a.scratch, Path::new("/dev/shm")],
@@ -761,8 +839,19 @@ pub fn run(a: &StudyArgs) -> Result<()> {
             p.display()
         );
     }
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| BenchError::io(format!("creating {}", a.out.display()), e))?;
+    let (mut checkpoint, entries) = study_checkpoint::Checkpoint::open(&a.out, &fp, &r, a.resume)?;
+    let done: BTreeSet<(usize, usize, usize)> =
+        entries.iter().map(|e| (e.si, e.ci, e.run)).collect();
+    let sitting = entries.iter().map(|e| e.sitting).max().unwrap_or(0) + 1;
+    let elapsed_before = entries.iter().map(|e| e.elapsed_secs).fold(0.0, f64::max);
+    res.plan.machine.clear();
+    let loaded = load_entries(&mut res, entries);
+    if res.plan.machine.is_empty() {
+        res.plan.machine.clone_from(&machine);
+    } else if !res.plan.machine.contains(&machine) {
+        res.plan.machine = format!("{}; then {machine}", res.plan.machine);
+    }
+    res.plan.sittings = sitting;
     let pid = std::process::id();
     let scratch = ScratchPath::new(a.scratch.join(format!("xenio-bench-study-{pid}")));
     std::fs::create_dir_all(scratch.path())
@@ -775,24 +864,13 @@ pub fn run(a: &StudyArgs) -> Result<()> {
         Duration::ZERO,
     )?;
 
-    let per_size: Vec<Vec<usize>> = (0..r.sizes.len())
-        .map(|si| {
-            (0..r.configs.len())
-                .filter(|&ci| ci < 2 || Some(si) == r.sweep_size)
-                .collect()
-        })
-        .collect();
+    let work_of = |si: usize, ci: usize| work(&r.configs[ci], r.sizes[si], &r.params);
     let total_work: u64 = per_size
         .iter()
         .enumerate()
-        .map(|(si, cs)| {
-            cs.iter()
-                .map(|&ci| work(&r.configs[ci], r.sizes[si], &r.params))
-                .sum::<u64>()
-                * u64::from(r.runs)
-        })
+        .map(|(si, cs)| cs.iter().map(|&ci| work_of(si, ci)).sum::<u64>() * u64::from(r.runs))
         .sum();
-    let measurements: usize = per_size.iter().map(Vec::len).sum::<usize>() * r.runs as usize;
+    let loaded_work: u64 = done.iter().map(|&(si, ci, _)| work_of(si, ci)).sum();
     let direct_word = if a.buffered {
         "the page cache (--buffered)"
     } else {
@@ -810,6 +888,12 @@ pub fn run(a: &StudyArgs) -> Result<()> {
         r.configs.len(),
         r.configs.len() - 2,
     );
+    if loaded > 0 {
+        eprintln!(
+            "xenio-bench study: resuming (sitting {sitting}): {loaded} of {measurements} measurements already in {}",
+            a.out.join(study_checkpoint::FILE).display()
+        );
+    }
     if r.runs < 2 {
         eprintln!("xenio-bench study: one run: no t-test (use --runs 2 or more)");
     }
@@ -825,42 +909,21 @@ pub fn run(a: &StudyArgs) -> Result<()> {
             .map_err(|e| BenchError::Usage(format!("progress template: {e}")))?
             .progress_chars("=> "),
         );
+        pb.set_position(loaded_work);
+        pb.reset_eta();
         pb.enable_steady_tick(Duration::from_millis(500));
         pb
     };
 
-    let mut res = StudyResults {
-        plan: Plan {
-            runs: r.runs,
-            chunk: r.params.chunk,
-            depth: r.params.depth,
-            seeks: r.params.seeks,
-            seekers: r.params.seekers,
-            fio_bytes: r.params.fio_bytes,
-            sweep_size: r.sweep_size,
-            native: String::new(),
-            backend_storage: String::new(),
-            direct: !a.buffered,
-            machine: format!(
-                "{} CPUs, Linux {}, {}",
-                std::thread::available_parallelism().map_or(0, |n| n.get()),
-                std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                    .map(|s| s.trim().to_string())
-                    .unwrap_or_default(),
-                fs_of(&a.dir)
-            ),
-            elapsed_secs: 0.0,
-            quick: a.quick,
-        },
-        sizes: r.sizes.clone(),
-        configs: r.configs.clone(),
-        samples: BTreeMap::new(),
-        counters: BTreeMap::new(),
-    };
     let started = Instant::now();
     let mut done_work = 0u64;
     let mut eta_said = false;
     for (si, &size) in r.sizes.iter().enumerate() {
+        let cs = &per_size[si];
+        let todo = |run: usize, ci: usize| !done.contains(&(si, ci, run));
+        if !(0..r.runs as usize).any(|run| cs.iter().any(|&ci| todo(run, ci))) {
+            continue;
+        }
         pb.set_message(format!("writing the {} MiB file", size >> 20));
         pb.suspend(|| {
             eprintln!(
@@ -875,13 +938,16 @@ pub fn run(a: &StudyArgs) -> Result<()> {
                 a.dir.display()
             )));
         }
-        let cs = &per_size[si];
         for run in 0..r.runs as usize {
             let mut order = cs.clone();
             let n = order.len();
             order.rotate_left(run % n.max(1));
             let run_started = Instant::now();
+            let mut measured = false;
             for &ci in &order {
+                if !todo(run, ci) {
+                    continue;
+                }
                 let c = &r.configs[ci];
                 pb.set_message(format!(
                     "{} MiB, run {}/{}: {}",
@@ -896,49 +962,37 @@ pub fn run(a: &StudyArgs) -> Result<()> {
                         pb.abandon();
                         eprintln!("xenio-bench study: failed during `{label}`");
                     })?;
-                if c.xenio.is_none() {
-                    res.plan.native = storage;
-                } else if res.plan.backend_storage.is_empty() {
-                    res.plan.backend_storage = storage;
-                }
-                let mut total = 0.0;
-                let mut bonnie = 0;
-                for (ph, v, secs) in values {
-                    res.samples
-                        .entry((si, ci, Metric::Phase(ph)))
-                        .or_default()
-                        .push(v);
-                    if ph.is_bonnie() {
-                        total += secs;
-                        bonnie += 1;
-                    }
-                }
-                if bonnie == BONNIE.len() {
-                    res.samples
-                        .entry((si, ci, Metric::Total))
-                        .or_default()
-                        .push(total);
-                }
-                if let Some(k) = counters {
-                    let e = res.counters.entry((si, ci)).or_default();
-                    e.requests += k.requests;
-                    e.merged += k.merged;
-                    e.notifications += k.notifications;
-                }
-                let w = work(c, size, &r.params);
+                let e = study_checkpoint::Entry {
+                    si,
+                    ci,
+                    run,
+                    values,
+                    counters,
+                    storage,
+                    elapsed_secs: elapsed_before + started.elapsed().as_secs_f64(),
+                    sitting,
+                    machine: machine.clone(),
+                };
+                checkpoint.append(&e)?;
+                record(&mut res, &e);
+                measured = true;
+                let w = work_of(si, ci);
                 done_work += w;
                 pb.inc(w);
+            }
+            if !measured {
+                continue;
             }
             if !eta_said && started.elapsed() > Duration::from_secs(2) {
                 eta_said = true;
                 let rate = done_work as f64 / started.elapsed().as_secs_f64();
-                let left = (total_work - done_work) as f64 / rate.max(1.0);
+                let left = (total_work - loaded_work - done_work) as f64 / rate.max(1.0);
                 pb.suspend(|| {
                     eprintln!(
                         "xenio-bench study: first run took {:.1} s; estimated {:.0} s more ({:.1} min in all)",
                         run_started.elapsed().as_secs_f64(),
                         left,
-                        (started.elapsed().as_secs_f64() + left) / 60.0
+                        (elapsed_before + started.elapsed().as_secs_f64() + left) / 60.0
                     )
                 });
             }
@@ -948,19 +1002,71 @@ pub fn run(a: &StudyArgs) -> Result<()> {
                     size >> 20,
                     run + 1,
                     r.runs,
-                    started.elapsed().as_secs_f64()
+                    elapsed_before + started.elapsed().as_secs_f64()
                 );
             }
         }
     }
     pb.finish_and_clear();
     drop(world);
-    res.plan.elapsed_secs = started.elapsed().as_secs_f64();
+    res.plan.elapsed_secs = elapsed_before + started.elapsed().as_secs_f64();
     eprintln!(
         "xenio-bench study: measured in {:.1} s",
         res.plan.elapsed_secs
     );
-    crate::study_report::write_all(&res, &a.out, a.no_plots, a.font.as_deref())
+    crate::study_report::write_all(&res, &a.out, a.no_plots, a.font.as_deref())?;
+    checkpoint.remove()
+}
+
+/// Put a finished measurement into the results.
+fn record(res: &mut StudyResults, e: &study_checkpoint::Entry) {
+    let (si, ci) = (e.si, e.ci);
+    if res.configs[ci].xenio.is_none() {
+        res.plan.native.clone_from(&e.storage);
+    } else if res.plan.backend_storage.is_empty() {
+        res.plan.backend_storage.clone_from(&e.storage);
+    }
+    let mut total = 0.0;
+    let mut bonnie = 0;
+    for &(ph, v, secs) in &e.values {
+        res.samples
+            .entry((si, ci, Metric::Phase(ph)))
+            .or_default()
+            .push(v);
+        if ph.is_bonnie() {
+            total += secs;
+            bonnie += 1;
+        }
+    }
+    if bonnie == BONNIE.len() {
+        res.samples
+            .entry((si, ci, Metric::Total))
+            .or_default()
+            .push(total);
+    }
+    if let Some(k) = e.counters {
+        let c = res.counters.entry((si, ci)).or_default();
+        c.requests += k.requests;
+        c.merged += k.merged;
+        c.notifications += k.notifications;
+    }
+}
+
+/// Put a checkpoint's measurements into the results in run order; returns how
+/// many there were. The plan takes the latest wall time and the sittings.
+fn load_entries(res: &mut StudyResults, mut entries: Vec<study_checkpoint::Entry>) -> usize {
+    entries.sort_by_key(|e| (e.si, e.run, e.ci));
+    for e in &entries {
+        record(res, e);
+        res.plan.elapsed_secs = res.plan.elapsed_secs.max(e.elapsed_secs);
+        res.plan.sittings = res.plan.sittings.max(e.sitting);
+        if res.plan.machine.is_empty() {
+            res.plan.machine.clone_from(&e.machine);
+        } else if !e.machine.is_empty() && !res.plan.machine.contains(&e.machine) {
+            res.plan.machine = format!("{}; then {}", res.plan.machine, e.machine);
+        }
+    }
+    entries.len()
 }
 
 #[cfg(test)]
@@ -986,10 +1092,11 @@ mod tests {
         assert_eq!(r.params.seeks, 4000);
         assert_eq!(r.sweep_size, Some(0));
         // native, base, ring orders 1-4, reorder off/sort, indirect 32/256,
-        // poll 50 (queues only when asked for).
-        assert_eq!(r.configs.len(), 2 + 4 + 2 + 2 + 1);
+        // queues 2, poll 50.
+        assert_eq!(r.configs.len(), 2 + 4 + 2 + 2 + 1 + 1);
         let q2 = resolve(&args(&["--sweep", "queues"])).unwrap();
         assert_eq!(q2.configs[2].name, "xenio queues=2");
+        assert!(r.configs.iter().any(|c| c.name == "xenio queues=2"));
         assert_eq!(r.configs[1].xenio.as_ref().unwrap().0.ring_order, 0);
         let q = resolve(&args(&["--quick"])).unwrap();
         assert_eq!(q.sizes, [16 << 20, 32 << 20]);

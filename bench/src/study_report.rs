@@ -261,11 +261,25 @@ pub fn render(r: &StudyResults) -> String {
             if k.persistent { ", persistent" } else { "" }
         );
     }
+    let sittings = if p.sittings > 1 {
+        format!(
+            " in {} sittings (interrupted, then continued with --resume)",
+            p.sittings
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         o,
-        "- Machine: {}; study took {:.0} s.",
+        "- Machine: {}; study took {:.0} s{sittings}.",
         p.machine, p.elapsed_secs
     );
+    if let Some(partial) = &p.partial {
+        let _ = writeln!(
+            o,
+            "- **Partial report**: {partial}. Each cell has the runs finished so far (n in the JSON)."
+        );
+    }
     let _ = writeln!(
         o,
         "- Cells: xenio/native ratio of the means (total time: lower is better); `*`: significant at 95% (Welch's t-test, statrs' t distribution); t > 0: xenio larger.\n"
@@ -686,7 +700,8 @@ pub fn to_json(r: &StudyResults) -> serde_json::Value {
             "runs": p.runs, "chunk_bytes": p.chunk, "depth": p.depth, "seeks": p.seeks,
             "seekers": p.seekers, "fio_bytes": p.fio_bytes, "o_direct": p.direct,
             "native": p.native, "backend_storage": p.backend_storage, "machine": p.machine,
-            "elapsed_secs": p.elapsed_secs, "quick": p.quick,
+            "elapsed_secs": p.elapsed_secs, "quick": p.quick, "sittings": p.sittings,
+            "partial": p.partial,
             "sweep_size_mib": p.sweep_size.map(|i| r.sizes[i] >> 20),
         },
         "sizes_mib": r.sizes.iter().map(|s| s >> 20).collect::<Vec<_>>(),

@@ -32,18 +32,18 @@ fn xenio_bin() -> PathBuf {
     xenio
 }
 
-fn children_of(pid: u32) -> Vec<String> {
+/// Processes whose command line mentions `path` (other tests of this binary
+/// run in parallel, so children of this process are not all ours).
+fn using(path: &Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
             continue;
         };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        if fields.get(1) == Some(&pid.to_string().as_str()) {
-            out.push(stat[..close + 1].to_string());
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(&needle) {
+            out.push(cmd);
         }
     }
     out
@@ -156,8 +156,12 @@ fn quick_study_on_a_tiny_file_reports_figure_2_with_t_values() {
         assert!(svg.contains("block in") && svg.contains("4 MiB"));
     }
 
-    // Nothing left behind: no child process, no scratch file.
-    assert!(children_of(std::process::id()).is_empty());
+    // Nothing left behind: no process of this study, no scratch file.
+    assert!(
+        using(scratch.path()).is_empty(),
+        "{:?}",
+        using(scratch.path())
+    );
     let left: Vec<_> = std::fs::read_dir(scratch.path())
         .unwrap()
         .flatten()
@@ -200,6 +204,8 @@ fn help_explains_every_knob_and_bad_arguments_fail_clearly() {
         "--indirect",
         "--reorder",
         "--poll-us",
+        "--resume",
+        "--report-only",
         "O_DIRECT",
         "t-test",
     ] {
@@ -212,4 +218,129 @@ fn help_explains_every_knob_and_bad_arguments_fail_clearly() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown workload `bogus`"), "{err}");
+}
+
+/// Interrupted with SIGINT after some measurements, a study keeps them in its
+/// checkpoint: a new start in the same --out is refused, --report-only reports
+/// the finished part, and --resume measures only what is missing, ending with
+/// the same report files as an uninterrupted study.
+#[test]
+fn an_interrupted_study_resumes_where_it_stopped() {
+    let xenio = xenio_bin();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let scratch = tempfile::tempdir_in("/dev/shm").unwrap();
+    let out_dir = dir.path().join("out");
+    let study = |extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xenio-bench"));
+        c.args(["study", "--quick", "--sizes-mib", "4,8", "--runs", "3"])
+            .args(["--seeks", "100", "--fio-mib", "2", "--sweep", "ring-order"])
+            .args(["--no-progress", "--no-plots"])
+            .args(extra)
+            .arg("--xenio")
+            .arg(&xenio)
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--scratch")
+            .arg(scratch.path())
+            .arg("--out")
+            .arg(&out_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let checkpoint = out_dir.join("checkpoint.jsonl");
+    let lines = || {
+        std::fs::read_to_string(&checkpoint)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let child = study(&[]).spawn().unwrap();
+    // 4 MiB: native, xenio, ring orders 2 and 4; 8 MiB: native, xenio; 3 runs:
+    // 18 measurements.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while lines() < 1 + 5 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "finished before the interrupt: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kept = lines() - 1;
+    assert!((5..18).contains(&kept), "{kept} measurements kept");
+    assert!(
+        using(scratch.path()).is_empty(),
+        "{:?}",
+        using(scratch.path())
+    );
+
+    // A fresh start would throw the measurements away: refused.
+    let out = study(&[]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unfinished study") && err.contains("--resume"),
+        "{err}"
+    );
+    assert_eq!(lines() - 1, kept);
+
+    // A report of what there is.
+    let out = study(&["--report-only"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains(&format!("**Partial report**: {kept} of 18 measurements")),
+        "{report}"
+    );
+
+    // Other settings cannot resume it.
+    let out = study(&["--resume", "--seed", "9"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("other settings"));
+
+    // Resume: only the missing measurements, then the full report.
+    let out = study(&["--resume"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{kept} of 18 measurements already in")),
+        "{err}"
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("in 2 sittings"), "{report}");
+    assert!(!report.contains("Partial"), "{report}");
+    assert!(!checkpoint.exists(), "the checkpoint outlived the study");
+    let samples = std::fs::read_to_string(out_dir.join("samples.csv")).unwrap();
+    // Two sizes; native and xenio: 12 metrics x 3 runs; the sweeps on 4 MiB:
+    // 2 configurations x 5 workloads x 3 runs.
+    assert_eq!(
+        samples.lines().count(),
+        1 + 2 * 2 * 12 * 3 + 2 * 5 * 3,
+        "{samples}"
+    );
+    // Every (size, config, metric) has runs 1..=3 exactly once.
+    let mut seen = std::collections::BTreeMap::<String, Vec<u32>>::new();
+    for l in samples.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        let key = format!("{}/{}/{}", f[0], f[1], f[4]);
+        seen.entry(key).or_default().push(f[6].parse().unwrap());
+    }
+    for (k, runs) in &seen {
+        assert_eq!(runs, &[1, 2, 3], "{k}");
+    }
+    assert!(
+        using(scratch.path()).is_empty(),
+        "{:?}",
+        using(scratch.path())
+    );
 }
