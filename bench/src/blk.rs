@@ -392,6 +392,10 @@ pub struct Sample {
     pub p99_us: f64,
     /// Operations completed in the timed window.
     pub ops: u64,
+    /// CPU time per operation in the timed window, microseconds: xenio's
+    /// frontend thread plus the whole backend process; fio's own usr+sys CPU.
+    /// None where not measured (the qemu-nbd engines).
+    pub cpu_us_per_op: Option<f64>,
     /// xenio only.
     pub xenio: Option<XenioCounters>,
 }
@@ -825,7 +829,7 @@ pub fn run(a: &BlkArgs) -> Result<()> {
                             a.nbd_aio,
                             &label,
                         )?;
-                        let s = blk_fio::run(&blk_fio::FioRun {
+                        let mut s = blk_fio::run(&blk_fio::FioRun {
                             fio: fio.as_deref().expect("checked above"),
                             workload: w,
                             target: FioTarget::Nbd { uri: server.uri() },
@@ -836,6 +840,8 @@ pub fn run(a: &BlkArgs) -> Result<()> {
                             out: &fio_out,
                         })?;
                         server.stop();
+                        // fio's CPU alone: qemu-nbd's is not counted, so none.
+                        s.cpu_us_per_op = None;
                         s
                     }
                 };

@@ -154,12 +154,24 @@ pub fn parse(text: &str, write: bool) -> std::result::Result<Sample, String> {
     if ops == 0 {
         return Err("no I/O completed".into());
     }
+    // fio's own CPU (percent of its job's runtime, which leaves out ramp_time).
+    let cpu_us_per_op = match (
+        job["usr_cpu"].as_f64(),
+        job["sys_cpu"].as_f64(),
+        job["job_runtime"].as_f64(),
+    ) {
+        (Some(u), Some(s), Some(ms)) if ms > 0.0 => {
+            Some((u + s) / 100.0 * ms * 1e3 / ops as f64).filter(|x| x.is_finite())
+        }
+        _ => None,
+    };
     Ok(Sample {
         mbs: num(&d["bw_bytes"], "bw_bytes")? / 1e6,
         iops: num(&d["iops"], "iops")?,
         p50_us: pct("50.000000")?,
         p99_us: pct("99.000000")?,
         ops,
+        cpu_us_per_op,
         xenio: None,
     })
 }
@@ -287,7 +299,7 @@ mod tests {
     #[test]
     fn parses_fio_json() {
         let text = r#"note: something
-{"jobs":[{"error":0,"read":{"bw_bytes":2000000,"iops":488.3,"total_ios":977,
+{"jobs":[{"error":0,"usr_cpu":10.0,"sys_cpu":40.0,"job_runtime":2000,"read":{"bw_bytes":2000000,"iops":488.3,"total_ios":977,
  "lat_ns":{"percentile":{"50.000000":51200,"99.000000":99840}}},
  "write":{"bw_bytes":0,"iops":0,"total_ios":0}}]}"#;
         let s = parse(text, false).unwrap();
@@ -295,6 +307,10 @@ mod tests {
         assert_eq!(s.iops, 488.3);
         assert_eq!(s.ops, 977);
         assert!((s.p50_us - 51.2).abs() < 1e-9 && (s.p99_us - 99.84).abs() < 1e-9);
+        // 50% of 2000 ms over 977 operations.
+        assert!((s.cpu_us_per_op.unwrap() - 1e6 / 977.0).abs() < 1e-6);
+        let old = text.replace(r#""job_runtime":2000,"#, "");
+        assert_eq!(parse(&old, false).unwrap().cpu_us_per_op, None);
         assert!(parse(text, true).is_err(), "no writes were done");
         assert!(parse(r#"{"jobs":[{"error":5}]}"#, false).is_err());
         assert!(parse("garbage", false).is_err());

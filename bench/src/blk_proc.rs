@@ -207,6 +207,11 @@ impl Proc {
         })
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// The exit status if it has exited.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         if self.reaped {

@@ -88,6 +88,9 @@ fn iops(s: &Sample) -> f64 {
 fn p50(s: &Sample) -> f64 {
     s.p50_us
 }
+fn cpu(s: &Sample) -> f64 {
+    s.cpu_us_per_op.unwrap_or(f64::NAN)
+}
 
 /// `num / den` of `f` in each repetition of `workload`.
 fn ratio(
@@ -99,7 +102,14 @@ fn ratio(
     target: Option<Target>,
 ) -> Ratio {
     let (per_rep, missing) = match (r.get(workload, num), r.get(workload, den)) {
-        (Some(a), Some(b)) => (a.iter().zip(b).map(|(x, y)| f(x) / f(y)).collect(), None),
+        (Some(a), Some(b)) => (
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| f(x) / f(y))
+                .filter(|v| v.is_finite())
+                .collect(),
+            None,
+        ),
         (a, _) => {
             let which = if a.is_none() { num } else { den };
             (
@@ -220,6 +230,14 @@ pub fn context(r: &BlkResults) -> Vec<Ratio> {
             mbs,
             None,
         ));
+        out.push(ratio(
+            r,
+            format!("{n}: xenio / fio CPU per op"),
+            n,
+            (Xenio, Fio),
+            cpu,
+            None,
+        ));
         if w.qd == 1 {
             out.push(ratio(
                 r,
@@ -318,12 +336,21 @@ pub fn render(r: &BlkResults) -> String {
     let _ = writeln!(
         o,
         "median [min..max] over repetitions; latency per operation, submission to completion; \
-         notif/req = (frontend + backend notifications) / ring requests\n"
+         notif/req = (frontend + backend notifications) / ring requests; \
+         CPU us/op = CPU time per operation (xenio: frontend thread + backend process; \
+         fio: fio's usr+sys; not measured for qemu-nbd)\n"
     );
     let _ = writeln!(
         o,
-        "{:<18} {:<12} {:>25} {:>9} {:>9} {:>9} {:>9}",
-        "workload", "engine", "MB/s [min..max]", "IOPS", "p50 us", "p99 us", "notif/req"
+        "{:<18} {:<12} {:>25} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "workload",
+        "engine",
+        "MB/s [min..max]",
+        "IOPS",
+        "p50 us",
+        "p99 us",
+        "notif/req",
+        "CPU us/op"
     );
     for (wi, w) in r.workloads.iter().enumerate() {
         for (ei, e) in r.engines.iter().enumerate() {
@@ -337,7 +364,7 @@ pub fn render(r: &BlkResults) -> String {
             };
             let _ = writeln!(
                 o,
-                "{:<18} {:<12} {:>25} {:>9} {:>9} {:>9} {:>9}",
+                "{:<18} {:<12} {:>25} {:>9} {:>9} {:>9} {:>9} {:>10}",
                 w.name,
                 e.name(),
                 format!("{:.1} [{:.1}..{:.1}]", m.median, m.min, m.max),
@@ -345,6 +372,7 @@ pub fn render(r: &BlkResults) -> String {
                 f(med(s, |x| Some(x.p50_us)), 1),
                 f(med(s, |x| Some(x.p99_us)), 1),
                 f(med(s, Sample::notifications_per_request), 3),
+                f(med(s, |x| x.cpu_us_per_op), 2),
             );
         }
     }
@@ -382,6 +410,7 @@ pub fn to_json(r: &BlkResults) -> Value {
                 .iter()
                 .filter_map(Sample::notifications_per_request)
                 .collect();
+            let cpu: Vec<f64> = s.iter().filter_map(|x| x.cpu_us_per_op).collect();
             rows.push(json!({
                 "workload": w.name,
                 "engine": e.name(),
@@ -395,6 +424,7 @@ pub fn to_json(r: &BlkResults) -> Value {
                 "p99_us": summary_json(&col(|x| x.p99_us)),
                 "ops": s.iter().map(|x| x.ops).collect::<Vec<_>>(),
                 "notifications_per_request": (!notif.is_empty()).then(|| summary_json(&notif)),
+                "cpu_us_per_op": (!cpu.is_empty()).then(|| summary_json(&cpu)),
                 "front_notifications": xc(|c| c.front_notifications),
                 "back_notifications": xc(|c| c.back_notifications),
                 "requests": xc(|c| c.requests),
@@ -477,6 +507,12 @@ mod tests {
             p50_us: p50,
             p99_us: p50 * 2.0,
             ops: iops as u64,
+            // xenio 12 us, fio 8 us; qemu-nbd (5000 IOPS at QD1) unmeasured.
+            cpu_us_per_op: if x {
+                Some(12.0)
+            } else {
+                (iops != 5_000.0 && iops != 20_000.0).then_some(8.0)
+            },
             xenio: x.then_some(XenioCounters {
                 front_notifications: 5,
                 back_notifications: 5,
@@ -515,6 +551,12 @@ mod tests {
         let n = find("notifications per request, xenio rand read 4K QD32");
         assert_eq!(n.per_rep, vec![0.05, 0.05]);
         assert!(find("seq read 1M QD8: xenio / fio MB/s").missing.is_some());
+        let c = context(&r);
+        let cpu = c
+            .iter()
+            .find(|x| x.name == "rand read 4K QD32: xenio / fio CPU per op")
+            .unwrap();
+        assert_eq!(cpu.per_rep, vec![1.5, 1.5]);
     }
 
     #[test]

@@ -196,7 +196,16 @@ impl XenioWorld {
     ) -> Result<(Sample, String)> {
         let pool_pages = w.bs.div_ceil(4096) * w.qd + 16;
         let mut session = self.open(image, pool_pages, label)?;
-        let result = drive(&mut session.front, w, timing, seed, self.front_poll, label);
+        let clocks = CpuClocks::new(session.backend.pid());
+        let result = drive(
+            &mut session.front,
+            w,
+            timing,
+            seed,
+            self.front_poll,
+            label,
+            &clocks,
+        );
         let (counters, storage) = session.close_after(result.as_ref().err())?;
         let mut sample = result?;
         sample.xenio = Some(counters);
@@ -360,6 +369,7 @@ fn drive<P: Platform>(
     seed: u64,
     spin: Duration,
     label: &str,
+    clocks: &CpuClocks,
 ) -> Result<Sample> {
     let fe = |err| BenchError::Frontend {
         config: label.to_string(),
@@ -392,8 +402,16 @@ fn drive<P: Platform>(
     let end = window + timing.runtime;
     let mut ops = 0u64;
     let mut last = start;
+    let (mut cpu_start, mut cpu_end) = (None, None);
     loop {
-        if Instant::now() < end {
+        let t = Instant::now();
+        if t >= window && cpu_start.is_none() {
+            cpu_start = Some(clocks.now());
+        }
+        if t >= end && cpu_end.is_none() {
+            cpu_end = Some(clocks.now());
+        }
+        if t < end {
             while let Some(buf) = free.pop() {
                 let block = if w.random {
                     rng.below(blocks)
@@ -464,14 +482,46 @@ fn drive<P: Platform>(
     lat_ns.sort_unstable();
     let us = |p| percentile(&lat_ns, p).map_or(f64::NAN, |ns| ns as f64 / 1e3);
     let secs = timing.runtime.as_secs_f64();
+    let cpu_us_per_op = match (cpu_start.flatten(), cpu_end.flatten()) {
+        (Some(a), Some(b)) if ops > 0 && b >= a => Some((b - a) as f64 / 1e3 / ops as f64),
+        _ => None,
+    };
     Ok(Sample {
         mbs: (ops * bs) as f64 / secs / 1e6,
         iops: ops as f64 / secs,
         p50_us: us(0.5),
         p99_us: us(0.99),
         ops,
+        cpu_us_per_op,
         xenio: None,
     })
+}
+
+/// The CPU clocks a xenio measurement reads: the frontend's thread (the one
+/// driving the rings) and the backend process (all its threads).
+struct CpuClocks {
+    backend: Option<nix::time::ClockId>,
+}
+
+impl CpuClocks {
+    fn new(backend_pid: u32) -> Self {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(backend_pid).unwrap_or(0));
+        CpuClocks {
+            backend: nix::time::clock_getcpuclockid(pid).ok(),
+        }
+    }
+
+    /// Nanoseconds of CPU the two have used so far (None if unreadable, e.g.
+    /// the backend exited).
+    fn now(&self) -> Option<u64> {
+        use nix::time::{ClockId, clock_gettime};
+        let ns = |c: ClockId| {
+            clock_gettime(c)
+                .ok()
+                .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        };
+        Some(ns(ClockId::CLOCK_THREAD_CPUTIME_ID)? + ns(self.backend?)?)
+    }
 }
 
 /// The counters of `xenio blkback`'s exit line:
