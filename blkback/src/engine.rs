@@ -65,6 +65,12 @@ pub struct QueueConfig {
     pub adaptive_poll: bool,
     /// Storage operations in flight per queue.
     pub io_depth: u32,
+    /// Storage operations handed to the kernel per system call (0: a whole
+    /// stage at once). Between such chunks the engine answers what completed,
+    /// so the frontend can refill the ring while the rest is submitted:
+    /// submitting costs several microseconds per operation in the kernel, and a
+    /// large batch submitted at once lets the disk's queue run dry meanwhile.
+    pub submit_chunk: usize,
 }
 
 impl Default for QueueConfig {
@@ -79,6 +85,7 @@ impl Default for QueueConfig {
             poll: Duration::ZERO,
             adaptive_poll: true,
             io_depth: 128,
+            submit_chunk: 4,
         }
     }
 }
@@ -203,6 +210,8 @@ struct InFlight {
 struct IoRec {
     reqs: Vec<u64>,
     parts: u32,
+    /// Still being submitted: not finished even when `parts` drops to 0.
+    open: bool,
     failed: Option<i16>,
     /// Sectors and whether it modifies the disk, to keep later batches off it.
     range: (u64, u64, bool),
@@ -310,7 +319,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                             .collect();
                         let nstages = plan.stages.len();
                         for (i, stage) in plan.stages.iter().enumerate() {
-                            self.submit_stage(stage, &keys, &mut pipe)?;
+                            self.submit_stage(stage, &keys, &mut pipe, &mut completions)?;
                             if i + 1 < nstages || !simple {
                                 self.drain(&mut pipe, &mut completions)?;
                             }
@@ -454,8 +463,11 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
         stage: &crate::reorder::Stage,
         keys: &[u64],
         pipe: &mut Pipeline,
+        completions: &mut Vec<Completion>,
     ) -> Result<()> {
         const MAX_IOVECS: usize = 1024;
+        let chunk = self.config.submit_chunk;
+        let mut unflushed = 0usize;
         for io in &stage.ios {
             let id = pipe.next;
             pipe.next += 1;
@@ -490,12 +502,20 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                 }),
             }
             let write = !matches!(io.kind, IoKind::Read);
-            let mut rec = IoRec {
-                reqs,
-                parts: 0,
-                failed: None,
-                range: (io.sector, io.nr_sectors, write),
-            };
+            // Registered before its operations are submitted, so a completion
+            // reaped while the storage queue is full finds it; `open` keeps it
+            // from finishing before every operation is in.
+            pipe.ios.insert(
+                id,
+                IoRec {
+                    reqs,
+                    parts: 0,
+                    open: true,
+                    failed: None,
+                    range: (io.sector, io.nr_sectors, write),
+                },
+            );
+            let nops = ops.len();
             for op in ops {
                 let tag = pipe.next;
                 pipe.next += 1;
@@ -503,7 +523,9 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                     match self.storage.submit(tag, op.clone()) {
                         Ok(()) => {
                             pipe.tags.insert(tag, id);
-                            rec.parts += 1;
+                            if let Some(rec) = pipe.ios.get_mut(&id) {
+                                rec.parts += 1;
+                            }
                         }
                         // The storage queue is full: finish something, then retry.
                         Err(xenio_xenbus::Error::Limit(_)) if !pipe.tags.is_empty() => {
@@ -516,16 +538,34 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                         }
                         Err(e) => {
                             tracing::warn!("submitting an I/O: {e}");
-                            rec.failed = Some(BLKIF_RSP_ERROR);
+                            if let Some(rec) = pipe.ios.get_mut(&id) {
+                                rec.failed = Some(BLKIF_RSP_ERROR);
+                            }
                         }
                     }
                     break;
                 }
             }
-            if rec.parts == 0 {
+            let finished = pipe.ios.get_mut(&id).is_some_and(|rec| {
+                rec.open = false;
+                rec.parts == 0
+            });
+            if finished {
+                let rec = pipe.ios.remove(&id).expect("present");
                 self.finish_io(pipe, rec)?;
-            } else {
-                pipe.ios.insert(id, rec);
+            }
+            unflushed += nops;
+            if chunk > 0 && unflushed >= chunk {
+                // Start these, and answer what already finished so the frontend
+                // can queue more while the rest of the stage is submitted.
+                self.storage.flush_submissions()?;
+                unflushed = 0;
+                completions.clear();
+                self.storage.reap(completions)?;
+                if !completions.is_empty() {
+                    self.retire(pipe, completions)?;
+                    self.publish()?;
+                }
             }
         }
         self.storage.flush_submissions()?;
@@ -554,7 +594,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                 });
             }
             rec.parts -= 1;
-            if rec.parts == 0 {
+            if rec.parts == 0 && !rec.open {
                 let rec = pipe.ios.remove(&id).expect("present");
                 self.finish_io(pipe, rec)?;
             }

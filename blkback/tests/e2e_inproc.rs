@@ -142,6 +142,19 @@ fn copy_two_queues_order2_indirect() {
 /// go, so the engine must split it, and the data must still land in order.
 #[test]
 fn a_4096_segment_indirect_request() {
+    one_4096_segment_request(128);
+}
+
+/// The same request through a storage queue two operations deep: its four
+/// 1024-segment operations cannot all be in flight, so the engine reaps the
+/// first ones while the request's I/O is still being submitted (those
+/// completions must count, or the request is never answered).
+#[test]
+fn a_4096_segment_request_through_a_two_deep_storage_queue() {
+    one_4096_segment_request(2);
+}
+
+fn one_4096_segment_request(io_depth: u32) {
     let path = image(32 << 20);
     let world = InProcess::new().unwrap();
     let dom0 = world.domain(DomId(0)).unwrap();
@@ -152,6 +165,10 @@ fn a_4096_segment_indirect_request() {
     let config = BackendConfig {
         once: true,
         max_indirect_segments: 4096,
+        queue: QueueConfig {
+            io_depth,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let counters = Counters::default();
@@ -185,8 +202,14 @@ fn a_4096_segment_indirect_request() {
             })
             .unwrap();
         let mut done = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while done.is_empty() {
-            f.poll(&mut done, Some(std::time::Duration::from_secs(10)))
+            if std::time::Instant::now() >= deadline {
+                // Stop the backend too, so the test fails instead of hanging.
+                shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+                panic!("io_depth {io_depth}: the 16 MiB write was never answered");
+            }
+            f.poll(&mut done, Some(std::time::Duration::from_secs(1)))
                 .unwrap();
         }
         assert_eq!(done[0].token, t);
@@ -209,9 +232,17 @@ fn a_4096_segment_indirect_request() {
 }
 
 /// More I/Os in one batch than the storage queue holds (depth 4, 64 requests in
-/// flight): the engine must wait for room, never fail a request.
+/// flight): the engine must wait for room, never fail a request; whether it
+/// hands the kernel one operation per system call, 4, or the whole batch (and
+/// answers completions between chunks).
 #[test]
 fn batches_larger_than_the_storage_queue() {
+    for submit_chunk in [0, 1, 4] {
+        batches_larger_than_the_storage_queue_in_chunks(submit_chunk);
+    }
+}
+
+fn batches_larger_than_the_storage_queue_in_chunks(submit_chunk: usize) {
     let path = image(8 << 20);
     let world = InProcess::new().unwrap();
     let dom0 = world.domain(DomId(0)).unwrap();
@@ -223,6 +254,7 @@ fn batches_larger_than_the_storage_queue() {
         once: true,
         queue: QueueConfig {
             io_depth: 4,
+            submit_chunk,
             reorder: xenio_blkback::reorder::ReorderMode::Off,
             ..Default::default()
         },
@@ -269,7 +301,7 @@ fn batches_larger_than_the_storage_queue() {
                 f.read_at(k * 8192, &mut b).unwrap();
                 assert!(
                     b.iter().all(|&x| x == round ^ k as u8),
-                    "round {round} block {k}"
+                    "chunk {submit_chunk} round {round} block {k}"
                 );
             }
         }

@@ -117,6 +117,13 @@ pub struct BlkbackArgs {
     #[arg(long, value_name = "N", default_value_t = 128)]
     io_depth: u32,
 
+    /// Storage operations handed to the kernel per system call (0: a whole
+    /// batch at once). Between chunks blkback answers what already completed,
+    /// so the frontend refills the ring while the rest is submitted; submitting
+    /// a large batch in one go leaves the disk's queue running dry meanwhile.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    submit_chunk: usize,
+
     /// O_DIRECT: auto (fall back to the page cache, and say so, where refused), on, off.
     #[arg(long, value_name = "MODE", default_value = "auto")]
     direct: String,
@@ -176,6 +183,7 @@ pub fn run(a: BlkbackArgs) -> Result<(), String> {
             poll: Duration::from_micros(a.poll_us),
             adaptive_poll: !a.poll_fixed,
             io_depth: a.io_depth.max(1),
+            submit_chunk: a.submit_chunk,
         },
         ..Default::default()
     };
