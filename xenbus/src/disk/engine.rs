@@ -187,9 +187,19 @@ struct Uring {
 
 impl Uring {
     fn setup(depth: u32, eventfd: Option<&EventFd>) -> std::result::Result<Uring, String> {
-        let ring = IoUring::new(depth).map_err(|e| {
-            format!("io_uring unavailable (io_uring_setup: {e}): executing I/O synchronously at submission")
-        })?;
+        // Cooperative task running (Linux 5.19): a completion does not interrupt
+        // the thread with an inter-processor interrupt (a VM exit on a guest); it
+        // is run at the thread's next system call, and the ring's TASKRUN flag
+        // says when one is due so a peek at the completion queue can make that
+        // call (`Engine::reap`). Older kernels refuse the flags: plain setup.
+        let ring = IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .build(depth)
+            .or_else(|_| IoUring::new(depth))
+            .map_err(|e| {
+                format!("io_uring unavailable (io_uring_setup: {e}): executing I/O synchronously at submission")
+            })?;
         let mut probe = io_uring::Probe::new();
         let (rw, fallocate) = match ring.submitter().register_probe(&mut probe) {
             Ok(()) => (
@@ -848,7 +858,15 @@ impl Engine {
         let mut cqes = std::mem::take(&mut self.cqes);
         cqes.clear();
         match self.uring.as_mut() {
-            Some(u) => cqes.extend(u.ring.completion().map(|c| (c.user_data(), c.result()))),
+            Some(u) => {
+                if u.ring.submission().taskrun() {
+                    // Completions wait in task work: any system call runs it
+                    // (this one also submits what is queued). Errors surface at
+                    // the next submission or wait.
+                    let _ = u.ring.submit();
+                }
+                cqes.extend(u.ring.completion().map(|c| (c.user_data(), c.result())));
+            }
             None => return false,
         }
         let mut again = false;
