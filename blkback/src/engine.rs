@@ -9,7 +9,7 @@ use crate::reorder::{IoKind, Planner, ReorderMode};
 use crate::request::{self, Limits, Op, Parsed, Request};
 use crate::storage::{Completion, Io, IoMem, IoSeg, StorageQueue};
 use crate::{Error, Result};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -217,7 +217,8 @@ struct IoRec {
     range: (u64, u64, bool),
 }
 
-/// Requests and I/Os in flight on one queue.
+/// Requests and I/Os in flight on one queue (keyed by counters this engine
+/// makes, so a fast non-keyed hash is safe).
 #[derive(Default)]
 struct Pipeline {
     reqs: HashMap<u64, InFlight>,
@@ -247,7 +248,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
     pub fn run(mut self) -> Result<()> {
         let mut planner = Planner::new(self.config.reorder, self.config.max_merge_sectors);
         let mut cache = PersistentGrants {
-            map: HashMap::new(),
+            map: HashMap::default(),
             max: self.config.max_persistent_grants.max(1),
             clock: 0,
         };
@@ -761,10 +762,10 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                 bounce: None,
             });
         }
-        let refs: Vec<GrantRef> = req.segments.iter().map(|s| s.gref).collect();
+        let refs = || -> Vec<GrantRef> { req.segments.iter().map(|s| s.gref).collect() };
         match self.config.grant_mode {
             GrantMode::Map if self.persistent => {
-                let mut segs = Vec::with_capacity(refs.len());
+                let mut segs = Vec::with_capacity(req.segments.len());
                 for s in &req.segments {
                     segs.push((
                         IoMem::ReadWrite(cache.get(
@@ -780,9 +781,9 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
             }
             GrantMode::Map => {
                 let mem = if req.op == Op::Read {
-                    IoMem::ReadWrite(Arc::new(self.mapper.map(self.frontend, &refs)?))
+                    IoMem::ReadWrite(Arc::new(self.mapper.map(self.frontend, &refs())?))
                 } else {
-                    IoMem::ReadOnly(Arc::new(self.mapper.map_readonly(self.frontend, &refs)?))
+                    IoMem::ReadOnly(Arc::new(self.mapper.map_readonly(self.frontend, &refs())?))
                 };
                 let segs = req
                     .segments
@@ -793,7 +794,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                 Ok(ReqMem { segs, bounce: None })
             }
             GrantMode::Copy => {
-                let bounce = Arc::new(Region::anonymous(refs.len() * PAGE)?);
+                let bounce = Arc::new(Region::anonymous(req.segments.len() * PAGE)?);
                 if req.op != Op::Read {
                     let mut tmp = vec![0u8; PAGE];
                     for (i, s) in req.segments.iter().enumerate() {

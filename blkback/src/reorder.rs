@@ -266,6 +266,26 @@ impl Planner {
         if n == 0 {
             return Plan::default();
         }
+        if let [r] = batch {
+            if !r.op.is_fence() {
+                // One request, nothing to order or merge (the common case when
+                // the frontend keeps the ring fed one completion at a time).
+                let kind = match r.op {
+                    Op::Read => IoKind::Read,
+                    Op::Discard { secure } => IoKind::Discard { secure },
+                    _ => IoKind::Write,
+                };
+                self.stats.batches += 1;
+                self.stats.requests += 1;
+                self.stats.ios += 1;
+                return Plan {
+                    stages: vec![Stage {
+                        ios: vec![data_io(kind, 0, r)],
+                    }],
+                    ios_per_request: vec![1],
+                };
+            }
+        }
         self.coords.clear();
         for r in batch {
             if !r.op.is_fence() && r.end() > r.sector {

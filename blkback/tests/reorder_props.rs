@@ -308,6 +308,28 @@ fn run_plan(batch: &[Request], plan: &Plan, seed: u64) -> Result<(Vec<u64>, Read
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
+    /// One-request batches take the planner's shortcut: still a valid plan that
+    /// does what the request says, and counted.
+    #[test]
+    fn single_request_batches(
+        batch in arb_batch(1),
+        mode in arb_mode(),
+        seed in any::<u64>(),
+    ) {
+        let mut planner = Planner::new(mode, 1 << 20);
+        let plan = planner.plan(&batch);
+        if let Err(e) = plan.validate(&batch) {
+            return Err(TestCaseError::fail(format!("validate: {e}\n{plan:#?}")));
+        }
+        check_structure(&batch, &plan)?;
+        let expected = run_in_order(&batch);
+        let got = run_plan(&batch, &plan, seed)?;
+        prop_assert_eq!(&got, &expected);
+        let st = planner.stats();
+        prop_assert_eq!((st.batches, st.requests, st.ios), (1, 1, plan.io_count() as u64));
+        prop_assert_eq!((st.reordered, st.merged), (0, 0));
+    }
+
     #[test]
     fn plan_equals_in_order_execution(
         batch in arb_batch(48),
