@@ -1069,20 +1069,22 @@ fn load_entries(res: &mut StudyResults, mut entries: Vec<study_checkpoint::Entry
     entries.len()
 }
 
+/// `StudyArgs` from command-line words, for unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) fn test_args(v: &[&str]) -> StudyArgs {
     use clap::Parser;
-
     #[derive(Parser)]
     struct T {
         #[command(flatten)]
         a: StudyArgs,
     }
+    T::parse_from(std::iter::once("t").chain(v.iter().copied())).a
+}
 
-    fn args(v: &[&str]) -> StudyArgs {
-        T::parse_from(std::iter::once("t").chain(v.iter().copied())).a
-    }
+#[cfg(test)]
+mod tests {
+    use super::test_args as args;
+    use super::*;
 
     #[test]
     fn defaults_are_the_papers_and_quick_is_small() {

@@ -277,18 +277,7 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::study::resolve;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct T {
-        #[command(flatten)]
-        a: StudyArgs,
-    }
-
-    fn args(v: &[&str]) -> StudyArgs {
-        T::parse_from(std::iter::once("t").chain(v.iter().copied())).a
-    }
+    use crate::study::{resolve, test_args as args};
 
     fn entry(r: &Resolved, si: usize, ci: usize, run: usize) -> Entry {
         Entry {

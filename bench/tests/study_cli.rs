@@ -32,6 +32,35 @@ fn xenio_bin() -> PathBuf {
     xenio
 }
 
+/// `xenio-bench study --quick` at tiny settings (100 seeks, 2 MiB fio-style
+/// workloads, a ring-order sweep) on `sizes` MiB, `runs` runs, plus `extra`.
+fn tiny_study(
+    xenio: &Path,
+    dir: &Path,
+    scratch: &Path,
+    out: &Path,
+    sizes: &[&str],
+    runs: u32,
+    extra: &[&str],
+) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xenio-bench"));
+    c.args(["study", "--quick", "--sizes-mib", &sizes.join(",")])
+        .args(["--runs", &runs.to_string()])
+        .args(["--seeks", "100", "--fio-mib", "2", "--sweep", "ring-order"])
+        .args(extra)
+        .arg("--xenio")
+        .arg(xenio)
+        .arg("--dir")
+        .arg(dir)
+        .arg("--scratch")
+        .arg(scratch)
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
 /// Processes whose command line mentions `path` (other tests of this binary
 /// run in parallel, so children of this process are not all ours).
 fn using(path: &Path) -> Vec<String> {
@@ -55,19 +84,7 @@ fn quick_study_on_a_tiny_file_reports_figure_2_with_t_values() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let scratch = tempfile::tempdir_in("/dev/shm").unwrap();
     let out_dir = dir.path().join("out");
-    let child = Command::new(env!("CARGO_BIN_EXE_xenio-bench"))
-        .args(["study", "--quick", "--sizes-mib", "4", "--runs", "2"])
-        .args(["--seeks", "100", "--fio-mib", "2", "--sweep", "ring-order"])
-        .arg("--xenio")
-        .arg(&xenio)
-        .arg("--dir")
-        .arg(dir.path())
-        .arg("--scratch")
-        .arg(scratch.path())
-        .arg("--out")
-        .arg(&out_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let child = tiny_study(&xenio, dir.path(), scratch.path(), &out_dir, &["4"], 2, &[])
         .spawn()
         .unwrap();
     let out = child.wait_with_output().unwrap();
@@ -231,22 +248,17 @@ fn an_interrupted_study_resumes_where_it_stopped() {
     let scratch = tempfile::tempdir_in("/dev/shm").unwrap();
     let out_dir = dir.path().join("out");
     let study = |extra: &[&str]| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_xenio-bench"));
-        c.args(["study", "--quick", "--sizes-mib", "4,8", "--runs", "3"])
-            .args(["--seeks", "100", "--fio-mib", "2", "--sweep", "ring-order"])
-            .args(["--no-progress", "--no-plots"])
-            .args(extra)
-            .arg("--xenio")
-            .arg(&xenio)
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--scratch")
-            .arg(scratch.path())
-            .arg("--out")
-            .arg(&out_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c
+        let mut words = vec!["--no-progress", "--no-plots"];
+        words.extend_from_slice(extra);
+        tiny_study(
+            &xenio,
+            dir.path(),
+            scratch.path(),
+            &out_dir,
+            &["4,8"],
+            3,
+            &words,
+        )
     };
     let checkpoint = out_dir.join("checkpoint.jsonl");
     let lines = || {

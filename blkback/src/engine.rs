@@ -330,12 +330,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
             }
             // Reap what finished without waiting, answer, publish.
             if !pipe.tags.is_empty() {
-                completions.clear();
-                self.storage.reap(&mut completions)?;
-                if !completions.is_empty() {
-                    progress = true;
-                    self.retire(&mut pipe, &mut completions)?;
-                }
+                progress |= self.reap_and_retire(&mut pipe, &mut completions)?;
             }
             self.publish()?;
             if progress {
@@ -356,10 +351,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                 // completion posted before the clear is in the queue now, one
                 // posted after it makes the descriptor readable again.
                 self.storage.rearm_completion_fd();
-                completions.clear();
-                self.storage.reap(&mut completions)?;
-                if !completions.is_empty() {
-                    self.retire(&mut pipe, &mut completions)?;
+                if self.reap_and_retire(&mut pipe, &mut completions)? {
                     self.publish()?;
                     continue;
                 }
@@ -394,10 +386,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
         }
         let until = Instant::now() + window.current();
         loop {
-            completions.clear();
-            self.storage.reap(completions)?;
-            if !completions.is_empty() {
-                self.retire(pipe, completions)?;
+            if self.reap_and_retire(pipe, completions)? {
                 self.publish()?;
                 return Ok(true);
             }
@@ -561,16 +550,29 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                 // can queue more while the rest of the stage is submitted.
                 self.storage.flush_submissions()?;
                 unflushed = 0;
-                completions.clear();
-                self.storage.reap(completions)?;
-                if !completions.is_empty() {
-                    self.retire(pipe, completions)?;
+                if self.reap_and_retire(pipe, completions)? {
                     self.publish()?;
                 }
             }
         }
         self.storage.flush_submissions()?;
         Ok(())
+    }
+
+    /// Take what the storage already finished (no waiting) and answer the
+    /// requests it completes (not yet published); whether anything finished.
+    fn reap_and_retire(
+        &mut self,
+        pipe: &mut Pipeline,
+        completions: &mut Vec<Completion>,
+    ) -> Result<bool> {
+        completions.clear();
+        self.storage.reap(completions)?;
+        if completions.is_empty() {
+            return Ok(false);
+        }
+        self.retire(pipe, completions)?;
+        Ok(true)
     }
 
     /// Account completions; answer requests whose I/Os are all done.
