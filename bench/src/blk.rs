@@ -30,7 +30,7 @@ pub const BLK_ABOUT: &str = "\
 Block I/O benchmark: fio-style workloads through xenio's block path, against
 baselines measured in the same run on the same file.
 
-Engines (--engines picks a subset; default: all but qemu-nbd-shm):
+Engines (--engines picks a subset; default: all):
   xenio         blkfront (this process, domain 1) -> shared rings -> `xenio blkback`
                 (a child process, domain 0, the real command) -> io_uring -> the
                 file, on xenio's local platform (store daemon in this process).
@@ -204,7 +204,7 @@ pub struct BlkArgs {
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub workloads: Vec<String>,
 
-    /// Engines to run, comma-separated [default: xenio,fio,qemu-nbd,xenio-shm,fio-shm].
+    /// Engines to run, comma-separated [default: all of them].
     /// Targets whose engines are left out are reported as not measured.
     #[arg(long, value_enum, value_name = "LIST", value_delimiter = ',')]
     pub engines: Vec<Engine>,
@@ -345,12 +345,13 @@ pub const QUICK: [&str; 6] = [
     "rand write 4K QD32",
 ];
 
-const DEFAULT_ENGINES: [Engine; 5] = [
+const DEFAULT_ENGINES: [Engine; 6] = [
     Engine::Xenio,
     Engine::Fio,
     Engine::QemuNbd,
     Engine::XenioShm,
     Engine::FioShm,
+    Engine::QemuNbdShm,
 ];
 
 /// Warm-up and timed window of one measurement.

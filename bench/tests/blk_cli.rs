@@ -97,7 +97,14 @@ fn blk_tiny_run_reports_every_engine_and_target() {
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
-    for engine in ["xenio", "fio", "qemu-nbd", "xenio-shm", "fio-shm"] {
+    for engine in [
+        "xenio",
+        "fio",
+        "qemu-nbd",
+        "xenio-shm",
+        "fio-shm",
+        "qemu-nbd-shm",
+    ] {
         let row = format!("rand read 4K QD32 {engine} ");
         assert!(
             squeezed.iter().any(|l| l.starts_with(&row)),
@@ -111,6 +118,7 @@ fn blk_tiny_run_reports_every_engine_and_target() {
         "rand write 4K QD32: xenio / fio IOPS",
         "rand read 4K QD1: xenio / fio p50 latency",
         "rand read 4K QD32: xenio / qemu-nbd IOPS",
+        "rand read 4K QD32: xenio-shm / qemu-nbd-shm IOPS",
         "notifications per request, xenio rand read 4K QD32",
     ] {
         let found = stdout
@@ -125,7 +133,16 @@ fn blk_tiny_run_reports_every_engine_and_target() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["benchmark"], "blk");
-    assert_eq!(v["rows"].as_array().map(Vec::len), Some(6 * 5));
+    assert_eq!(v["rows"].as_array().map(Vec::len), Some(6 * 6));
+    // CPU per operation where it is measured (not for qemu-nbd: its server's
+    // CPU is not counted).
+    for r in v["rows"].as_array().unwrap() {
+        let has = r["cpu_us_per_op"]["median"]
+            .as_f64()
+            .is_some_and(|x| x > 0.0);
+        let nbd = r["engine"].as_str().unwrap().starts_with("qemu-nbd");
+        assert_eq!(has, !nbd, "{r}");
+    }
     let xenio_row = v["rows"]
         .as_array()
         .unwrap()
