@@ -997,12 +997,17 @@ pub fn run(a: &StudyArgs) -> Result<()> {
                 });
             }
             if a.no_progress {
+                // The rate of this sitting so far, applied to the work left.
+                let secs = started.elapsed().as_secs_f64();
+                let left =
+                    (total_work - loaded_work - done_work) as f64 * secs / done_work.max(1) as f64;
                 eprintln!(
-                    "xenio-bench study: {} MiB run {}/{} done ({:.0} s so far)",
+                    "xenio-bench study: {} MiB run {}/{} done ({:.0} s so far, about {:.0} min left)",
                     size >> 20,
                     run + 1,
                     r.runs,
-                    elapsed_before + started.elapsed().as_secs_f64()
+                    elapsed_before + secs,
+                    left / 60.0
                 );
             }
         }
