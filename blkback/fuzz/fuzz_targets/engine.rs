@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 use xenio_blkback::engine::{Counters, GrantMode, QueueConfig, QueueEngine};
 use xenio_blkback::reorder::ReorderMode;
