@@ -449,9 +449,13 @@ fn event_driven_one_outstanding() -> Result<(), String> {
         let st = drive(&mut front, &to_back, &to_front, n, 1)?;
         stop(&mut front, &to_back)?;
         peer.finish(WAIT)?;
-        // With one request in flight each side is idle between round trips, so
-        // nearly every request is a notification (and a sleep) in each direction.
-        if st.kicks_sent < n / 2 || st.sleeps == 0 {
+        // With one request in flight each side is idle between round trips, so on
+        // a quiet machine nearly every request is a notification (and a sleep).
+        // How many exactly depends on timing: a request that lands before the
+        // backend's final check needs no kick (a loaded machine under ASan gave 963
+        // kicks for 3000 requests). A tenth of them still rules out a ring that
+        // polls instead of notifying.
+        if st.kicks_sent < n / 10 || st.sleeps < n / 10 {
             return Err(format!(
                 "order {order}: expected event-driven hand-offs, got {st:?}"
             ));
