@@ -118,12 +118,12 @@ pub struct MmapRegion {
     ptr: NonNull<u8>,
 }
 
+#[cfg(not(loom))]
 // SAFETY: the mapping is only accessed through atomics (see `words`), and the
 // pointer is just a cached address of `map`, which is itself Send and Sync.
-#[cfg(not(loom))]
 unsafe impl Send for MmapRegion {}
-// SAFETY: as above.
 #[cfg(not(loom))]
+// SAFETY: as above.
 unsafe impl Sync for MmapRegion {}
 
 #[cfg(not(loom))]
@@ -163,12 +163,12 @@ pub struct RawRegion {
     len: usize,
 }
 
+#[cfg(not(loom))]
 // SAFETY: the region is only accessed through atomics, which are Sync and Send;
 // the raw pointer itself carries no thread affinity.
-#[cfg(not(loom))]
 unsafe impl Send for RawRegion {}
-// SAFETY: as above.
 #[cfg(not(loom))]
+// SAFETY: as above.
 unsafe impl Sync for RawRegion {}
 
 #[cfg(not(loom))]
