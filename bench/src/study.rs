@@ -297,6 +297,19 @@ pub struct Config {
     pub phases: Vec<Phase>,
 }
 
+impl Config {
+    /// What it runs, as JSON: its name, the backend's arguments and the
+    /// frontend's spin (xenio), and its workloads.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "backend_args": self.xenio.as_ref().map(|(k, _)| k.args()),
+            "front_poll_us": self.xenio.as_ref().map(|(_, p)| p.as_micros() as u64),
+            "phases": self.phases.iter().map(|p| p.name()).collect::<Vec<_>>(),
+        })
+    }
+}
+
 /// A reported metric: a phase, or the total time of Bonnie's phases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Metric {
@@ -768,8 +781,6 @@ fn fs_of(dir: &Path) -> String {
 /// Run the study: progress on stderr, the report on stdout and in --out.
 pub fn run(a: &StudyArgs) -> Result<()> {
     let r = resolve(a)?;
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| BenchError::io(format!("creating {}", a.out.display()), e))?;
     let fp = study_checkpoint::fingerprint(&r, a);
     let machine = format!(
         "{} CPUs, Linux {}, {}",
@@ -791,10 +802,11 @@ pub fn run(a: &StudyArgs) -> Result<()> {
             native: String::new(),
             backend_storage: String::new(),
             direct: !a.buffered,
-            machine: machine.clone(),
+            // Filled from the checkpoint and by this sitting, if it measures.
+            machine: String::new(),
             elapsed_secs: 0.0,
             quick: a.quick,
-            sittings: 1,
+            sittings: 0,
             partial: None,
         },
         sizes: r.sizes.clone(),
@@ -813,8 +825,14 @@ pub fn run(a: &StudyArgs) -> Result<()> {
 
     if a.report_only {
         let path = a.out.join(study_checkpoint::FILE);
+        if !path.exists() {
+            return Err(BenchError::Usage(format!(
+                "--report-only: {} does not exist (no study checkpoint in {})",
+                path.display(),
+                a.out.display()
+            )));
+        }
         let entries = study_checkpoint::load(&path, &fp, &r)?;
-        res.plan.machine.clear();
         let done = load_entries(&mut res, entries);
         if done < measurements {
             res.plan.partial = Some(format!(
@@ -839,19 +857,17 @@ pub fn run(a: &StudyArgs) -> Result<()> {
             p.display()
         );
     }
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| BenchError::io(format!("creating {}", a.out.display()), e))?;
     let (mut checkpoint, entries) = study_checkpoint::Checkpoint::open(&a.out, &fp, &r, a.resume)?;
     let done: BTreeSet<(usize, usize, usize)> =
         entries.iter().map(|e| (e.si, e.ci, e.run)).collect();
-    let sitting = entries.iter().map(|e| e.sitting).max().unwrap_or(0) + 1;
-    let elapsed_before = entries.iter().map(|e| e.elapsed_secs).fold(0.0, f64::max);
-    res.plan.machine.clear();
     let loaded = load_entries(&mut res, entries);
-    if res.plan.machine.is_empty() {
-        res.plan.machine.clone_from(&machine);
-    } else if !res.plan.machine.contains(&machine) {
-        res.plan.machine = format!("{}; then {machine}", res.plan.machine);
-    }
+    // This sitting follows the checkpoint's, and its time adds to theirs.
+    let sitting = res.plan.sittings + 1;
+    let elapsed_before = res.plan.elapsed_secs;
     res.plan.sittings = sitting;
+    add_machine(&mut res.plan, &machine);
     let pid = std::process::id();
     let scratch = ScratchPath::new(a.scratch.join(format!("xenio-bench-study-{pid}")));
     std::fs::create_dir_all(scratch.path())
@@ -1065,13 +1081,22 @@ fn load_entries(res: &mut StudyResults, mut entries: Vec<study_checkpoint::Entry
         record(res, e);
         res.plan.elapsed_secs = res.plan.elapsed_secs.max(e.elapsed_secs);
         res.plan.sittings = res.plan.sittings.max(e.sitting);
-        if res.plan.machine.is_empty() {
-            res.plan.machine.clone_from(&e.machine);
-        } else if !e.machine.is_empty() && !res.plan.machine.contains(&e.machine) {
-            res.plan.machine = format!("{}; then {}", res.plan.machine, e.machine);
-        }
+        add_machine(&mut res.plan, &e.machine);
     }
     entries.len()
+}
+
+/// Name `machine` in the plan unless it is there already (a study resumed on
+/// another machine names both, in order).
+fn add_machine(plan: &mut Plan, machine: &str) {
+    if machine.is_empty() || plan.machine.contains(machine) {
+        return;
+    }
+    if plan.machine.is_empty() {
+        plan.machine = machine.to_string();
+    } else {
+        plan.machine = format!("{}; then {machine}", plan.machine);
+    }
 }
 
 /// `StudyArgs` from command-line words, for unit tests.

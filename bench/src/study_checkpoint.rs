@@ -8,7 +8,7 @@
 //! line cut short by a kill is dropped with a warning; any other damage is an
 //! error that names the line.
 
-use crate::study::{Counters, Resolved, StudyArgs};
+use crate::study::{Config, Counters, Resolved, StudyArgs};
 use crate::study_work::Phase;
 use crate::{BenchError, Result};
 use serde_json::{Value, json};
@@ -58,12 +58,7 @@ pub fn fingerprint(r: &Resolved, a: &StudyArgs) -> Value {
         "buffered": a.buffered,
         "native_engine": format!("{:?}", a.native_engine),
         "sweep_size": r.sweep_size,
-        "configs": r.configs.iter().map(|c| json!({
-            "name": c.name,
-            "backend_args": c.xenio.as_ref().map(|(k, _)| k.args()),
-            "front_poll_us": c.xenio.as_ref().map(|(_, p)| p.as_micros() as u64),
-            "phases": c.phases.iter().map(|p| p.name()).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
+        "configs": r.configs.iter().map(Config::to_json).collect::<Vec<_>>(),
     })
 }
 

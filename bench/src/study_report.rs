@@ -705,13 +705,11 @@ pub fn to_json(r: &StudyResults) -> serde_json::Value {
             "sweep_size_mib": p.sweep_size.map(|i| r.sizes[i] >> 20),
         },
         "sizes_mib": r.sizes.iter().map(|s| s >> 20).collect::<Vec<_>>(),
-        "configs": r.configs.iter().map(|c| json!({
-            "name": c.name,
-            "sweep": c.sweep.as_ref().map(|(k, v)| json!({"knob": k.name(), "value": v})),
-            "backend_args": c.xenio.as_ref().map(|(k, _)| k.args()),
-            "front_poll_us": c.xenio.as_ref().map(|(_, p)| p.as_micros() as u64),
-            "phases": c.phases.iter().map(|p| p.name()).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
+        "configs": r.configs.iter().map(|c| {
+            let mut v = c.to_json();
+            v["sweep"] = json!(c.sweep.as_ref().map(|(k, v)| json!({"knob": k.name(), "value": v})));
+            v
+        }).collect::<Vec<_>>(),
         "samples": r.samples.iter().map(|((si, ci, m), v)| json!({
             "size_mib": r.sizes[*si] >> 20, "config": r.configs[*ci].name,
             "metric": m.name(), "unit": m.unit(), "values": v,

@@ -235,6 +235,21 @@ fn help_explains_every_knob_and_bad_arguments_fail_clearly() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown workload `bogus`"), "{err}");
+    // Nothing to report from: a clear error, and no directory made.
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("none");
+    let out = Command::new(env!("CARGO_BIN_EXE_xenio-bench"))
+        .args(["study", "--quick", "--report-only", "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--report-only") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!out_dir.exists());
 }
 
 /// Interrupted with SIGINT after some measurements, a study keeps them in its

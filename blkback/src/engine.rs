@@ -764,7 +764,6 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                 bounce: None,
             });
         }
-        let refs = || -> Vec<GrantRef> { req.segments.iter().map(|s| s.gref).collect() };
         match self.config.grant_mode {
             GrantMode::Map if self.persistent => {
                 let mut segs = Vec::with_capacity(req.segments.len());
@@ -782,10 +781,11 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                 Ok(ReqMem { segs, bounce: None })
             }
             GrantMode::Map => {
+                let refs: Vec<GrantRef> = req.segments.iter().map(|s| s.gref).collect();
                 let mem = if req.op == Op::Read {
-                    IoMem::ReadWrite(Arc::new(self.mapper.map(self.frontend, &refs())?))
+                    IoMem::ReadWrite(Arc::new(self.mapper.map(self.frontend, &refs)?))
                 } else {
-                    IoMem::ReadOnly(Arc::new(self.mapper.map_readonly(self.frontend, &refs())?))
+                    IoMem::ReadOnly(Arc::new(self.mapper.map_readonly(self.frontend, &refs)?))
                 };
                 let segs = req
                     .segments

@@ -270,11 +270,7 @@ impl Planner {
             if !r.op.is_fence() {
                 // One request, nothing to order or merge (the common case when
                 // the frontend keeps the ring fed one completion at a time).
-                let kind = match r.op {
-                    Op::Read => IoKind::Read,
-                    Op::Discard { secure } => IoKind::Discard { secure },
-                    _ => IoKind::Write,
-                };
+                let kind = data_kind(r.op);
                 self.stats.batches += 1;
                 self.stats.requests += 1;
                 self.stats.ios += 1;
@@ -318,11 +314,7 @@ impl Planner {
                 open = base;
                 continue;
             }
-            let kind = match r.op {
-                Op::Read => IoKind::Read,
-                Op::Discard { secure } => IoKind::Discard { secure },
-                _ => IoKind::Write,
-            };
+            let kind = data_kind(r.op);
             let stage = match self.interval_range(r) {
                 None => {
                     if self.mode == ReorderMode::Off {
@@ -451,6 +443,15 @@ impl Planner {
             }],
         });
         0
+    }
+}
+
+/// What a request that is not a fence does to the disk.
+fn data_kind(op: Op) -> IoKind {
+    match op {
+        Op::Read => IoKind::Read,
+        Op::Discard { secure } => IoKind::Discard { secure },
+        _ => IoKind::Write,
     }
 }
 
