@@ -195,16 +195,24 @@ fn state_bytes(s: XenbusState) -> Vec<u8> {
 }
 
 /// Read a `state` node. A missing node reads as `Unknown`, which both sides treat
-/// as "not there (any more)".
+/// as "not there (any more)". So does one the store denies: once a backend
+/// removes its directory, a guest reading the backend's `state` gets `EACCES`
+/// (the nearest remaining ancestor is dom0's and says nothing to it), not
+/// `ENOENT`. Linux's `xenbus_read_driver_state` takes any failed read as
+/// `Unknown`; a broken store connection stays an error here.
 pub fn read_state<S: Store>(store: &S, path: &str) -> Result<XenbusState> {
-    match store.read_opt(Tx::NONE, path)? {
-        None => Ok(XenbusState::Unknown),
-        Some(v) if v.trim().is_empty() => Ok(XenbusState::Unknown),
-        Some(v) => v.parse().map_err(|_| Error::BadValue {
-            what: path.to_string(),
-            value: v,
-        }),
+    let value = match store.read_string(Tx::NONE, path) {
+        Ok(v) => v,
+        Err(e) if e.is_not_found() || e.is_denied() => return Ok(XenbusState::Unknown),
+        Err(e) => return Err(e),
+    };
+    if value.trim().is_empty() {
+        return Ok(XenbusState::Unknown);
     }
+    value.parse().map_err(|_| Error::BadValue {
+        what: path.to_string(),
+        value,
+    })
 }
 
 /// Which end of the device this process is.

@@ -429,5 +429,15 @@ fn toolstack_layout() -> R {
     if read_state(&dom0, &format!("{}/state", paths.frontend)).map_err(s)? != XenbusState::Unknown {
         return Err("frontend directory left behind".into());
     }
+    // The guest cannot see dom0's backend tree, so the removed node is EACCES to
+    // it, not ENOENT; a state read takes it as gone, as Linux's xenbus does.
+    let be_state = format!("{}/state", paths.backend);
+    match fe.read_string(xenio_xenbus::Tx::NONE, &be_state) {
+        Err(e) if e.is_denied() => {}
+        other => return Err(format!("the removed backend state read as {other:?}")),
+    }
+    if read_state(&fe, &be_state).map_err(s)? != XenbusState::Unknown {
+        return Err("the removed backend state is not Unknown to the guest".into());
+    }
     Ok(())
 }

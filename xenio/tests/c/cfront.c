@@ -548,11 +548,14 @@ static void xs_connect(void) {
     say("connected to %s", a.sun_path);
 }
 
-/* A state node: Unknown (0) if missing or empty. */
+/* A state node: Unknown (0) if missing or empty. Once the backend removes its
+ * directory, its state node is EACCES to us, not ENOENT: the nearest remaining
+ * ancestor is dom0's and we may not look there. Linux's
+ * xenbus_read_driver_state takes any failed read as Unknown. */
 static int read_state(const char *path) {
     char val[32], err[16];
     if (xs_read(0, path, val, sizeof val, err) != 0) {
-        if (strcmp(err, "ENOENT") == 0)
+        if (strcmp(err, "ENOENT") == 0 || strcmp(err, "EACCES") == 0)
             return XenbusStateUnknown;
         fail("reading %s: %s", path, err);
     }
