@@ -5,6 +5,8 @@ use crate::engine::{Counters, QueueConfig, QueueEngine};
 use crate::request::Limits;
 use crate::storage::Storage;
 use crate::{Error, Result};
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::unistd::Pid;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use xenio_ring::BackRing;
@@ -33,6 +35,9 @@ pub struct BackendConfig {
     /// Return after the first connection ends instead of waiting for the
     /// frontend to reconnect.
     pub once: bool,
+    /// CPUs for the queue threads: queue `i` runs on `cpus[i % cpus.len()]`.
+    /// Empty (the default): wherever the scheduler puts them.
+    pub cpus: Vec<usize>,
 }
 
 impl Default for BackendConfig {
@@ -47,6 +52,7 @@ impl Default for BackendConfig {
             queue: QueueConfig::default(),
             timeout: Duration::from_secs(30),
             once: false,
+            cpus: Vec::new(),
         }
     }
 }
@@ -80,6 +86,7 @@ pub fn serve<P: Platform, S: Storage>(
     counters: &Counters,
     shutdown: &AtomicBool,
 ) -> Result<Outcome> {
+    check_cpus(&config.cpus)?;
     let store = platform.store();
     let mut ep = Endpoint::backend(store, backend_dir)?;
     let info = storage.info();
@@ -306,10 +313,18 @@ fn connect<P: Platform, S: Storage>(
         let mut handles = Vec::new();
         for (i, (ring, channel)) in rings.into_iter().enumerate() {
             let (stop, qconfig, limits) = (&stop, qconfig.clone(), limits);
+            let cpu = (!config.cpus.is_empty()).then(|| config.cpus[i % config.cpus.len()]);
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("blkback-q{i}"))
                     .spawn_scoped(scope, move || -> Result<()> {
+                        if let Some(cpu) = cpu {
+                            if let Err(e) = pin_thread(cpu) {
+                                stop.store(true, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                            tracing::debug!("queue {i}: on CPU {cpu}");
+                        }
                         let engine = QueueEngine {
                             ring,
                             channel,
@@ -371,4 +386,42 @@ fn connect<P: Platform, S: Storage>(
             None => Ok(()),
         }
     })
+}
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Result<Vec<usize>> {
+    let set = sched_getaffinity(Pid::from_raw(0))
+        .map_err(|e| Error::Config(format!("reading this process's CPU affinity: {e}")))?;
+    Ok((0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect())
+}
+
+/// Refuse CPUs this process may not run on ([`BackendConfig::cpus`]), before
+/// anything is offered to a frontend: [`serve`] checks this first, since a queue
+/// thread that cannot be pinned would fail only once connected.
+pub fn check_cpus(cpus: &[usize]) -> Result<()> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    let allowed = allowed_cpus()?;
+    match cpus.iter().find(|c| !allowed.contains(c)) {
+        None => Ok(()),
+        Some(c) => Err(Error::Config(format!(
+            "CPU {c} is not one this process may run on (allowed: {allowed:?})"
+        ))),
+    }
+}
+
+/// Pin the calling thread to `cpu`.
+fn pin_thread(cpu: usize) -> Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu).map_err(|e| {
+        Error::Config(format!(
+            "CPU {cpu} is beyond the {} a CPU set can name: {e}",
+            CpuSet::count()
+        ))
+    })?;
+    sched_setaffinity(Pid::from_raw(0), &set)
+        .map_err(|e| Error::Config(format!("pinning a queue thread to CPU {cpu}: {e}")))
 }

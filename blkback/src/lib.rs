@@ -41,6 +41,9 @@ pub enum Error {
     /// The storage failed in a way that is not one request's error.
     #[error("storage: {0}")]
     Storage(String),
+    /// A setting this machine cannot honour (a CPU it does not have, say).
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Results of blkback.

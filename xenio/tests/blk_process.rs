@@ -616,3 +616,114 @@ fn blkfront_command_and_toolstack_style_attach_detach() {
         );
     }
 }
+
+/// The CPUs this test may run on, from `/proc/self/status`.
+fn allowed_cpus() -> Vec<usize> {
+    cpu_list_of(&std::fs::read_to_string("/proc/self/status").unwrap())
+}
+
+/// `Cpus_allowed_list` of a `/proc/.../status` text, expanded.
+fn cpu_list_of(status: &str) -> Vec<usize> {
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("no Cpus_allowed_list")
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}
+
+/// `--cpus`: each queue thread runs on its CPU of the list (round robin), and
+/// the disk still serves verified I/O; a CPU the process may not use is refused
+/// at start, with the CPU named, before anything is offered to a frontend.
+#[test]
+fn queue_threads_run_on_the_cpus_given() {
+    let allowed = allowed_cpus();
+    let (first, last) = (allowed[0], *allowed.last().unwrap());
+    let w = world("cpus");
+    let mut child = w.backend(
+        &[
+            "--once",
+            "--max-queues",
+            "2",
+            "--cpus",
+            &format!("{last},{first}"),
+        ],
+        true,
+    );
+    let mut f = w.frontend(Options {
+        queues: 2,
+        ..Default::default()
+    });
+    assert_eq!(f.info().queues, 2);
+    let data: Vec<u8> = (0..65536u32).map(|i| (i * 13 + 5) as u8).collect();
+    f.write_at(1 << 20, &data).unwrap();
+    let mut got = vec![0u8; data.len()];
+    f.read_at(1 << 20, &mut got).unwrap();
+    assert!(got == data, "read back differs");
+    // Each queue thread's own affinity, while connected.
+    let mut seen = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if let Some(q) = comm.trim().strip_prefix("blkback-q") {
+            let status = std::fs::read_to_string(task.join("status")).unwrap();
+            seen.push((q.to_string(), cpu_list_of(&status)));
+        }
+    }
+    seen.sort();
+    let want = vec![
+        ("0".to_string(), vec![last]),
+        ("1".to_string(), vec![first]),
+    ];
+    if seen != want {
+        let _ = child.kill();
+        panic!("queue threads' CPUs: {seen:?}, wanted {want:?}");
+    }
+    f.close().unwrap();
+    finish(child);
+
+    // A CPU beyond what this process may use.
+    let bad = (0..4096).find(|c| !allowed.contains(c)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xenio"))
+        .args([
+            "blkback",
+            "--platform",
+            "local",
+            "--frontend",
+            "1",
+            "--once",
+        ])
+        .arg("--run-dir")
+        .arg(w.run_dir())
+        .arg("--disk")
+        .arg(format!(
+            "format=raw,vdev=xvdb,access=rw,target={}",
+            w.image.display()
+        ))
+        .args(["--create-device", "--cpus", &format!("{first},{bad}")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "--cpus {bad} was accepted: {err}");
+    assert!(
+        err.contains(&format!("CPU {bad} is not one this process may run on")),
+        "unclear error for --cpus {bad}: {err}"
+    );
+    // And a list that does not parse is refused by the command line.
+    let out = Command::new(env!("CARGO_BIN_EXE_xenio"))
+        .args(["blkback", "--cpus", "3-1", "--disk", "target=/nonexistent"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("a range goes upwards"),
+        "--cpus 3-1: {err}"
+    );
+}
