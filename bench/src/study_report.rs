@@ -372,6 +372,7 @@ pub fn render(r: &StudyResults) -> String {
                 o.push('\n');
             }
             o.push('\n');
+            sweep_against_base(&mut o, r, ssi, knob, &pts, &ms);
         }
     }
 
@@ -401,6 +402,52 @@ pub fn render(r: &StudyResults) -> String {
         o.push('\n');
     }
     o
+}
+
+/// What each point of a sweep changes against the base configuration, in the
+/// same runs: the knob's own effect, which the table against native shows only
+/// as a difference of two ratios.
+fn sweep_against_base(
+    o: &mut String,
+    r: &StudyResults,
+    ssi: usize,
+    knob: Knob,
+    pts: &[(String, usize)],
+    ms: &[Metric],
+) {
+    let _ = write!(
+        o,
+        "Against the base configuration (change of the mean; `*`: significant at 95%, Welch):\n\n| {} |",
+        knob.name()
+    );
+    for m in ms {
+        let _ = write!(o, " {} |", m.name());
+    }
+    let _ = write!(o, "\n| --- |");
+    for _ in ms {
+        let _ = write!(o, " --- |");
+    }
+    o.push('\n');
+    for (label, ci) in pts {
+        let _ = write!(o, "| {label} |");
+        for &m in ms {
+            let cell = if *ci == 1 {
+                "base".to_string()
+            } else {
+                compare(r, ssi, *ci, 1, m).map_or("-".into(), |c| {
+                    format!(
+                        "{}{} (t={})",
+                        pct(c.ratio),
+                        if c.significant() { "*" } else { "" },
+                        c.welch.map_or("-".into(), |t| fmt_t(t.t))
+                    )
+                })
+            };
+            let _ = write!(o, " {cell} |");
+        }
+        o.push('\n');
+    }
+    o.push('\n');
 }
 
 fn range_pct(cs: &[Cmp]) -> String {

@@ -133,6 +133,53 @@ fn quick_study_on_a_tiny_file_reports_figure_2_with_t_values() {
         1 + 2 * 12 * 2 + 2 * 5 * 2,
         "{samples}"
     );
+    // Each sweep point against the base configuration: the change of the mean,
+    // as the samples give it.
+    let mean = |config: &str, metric: &str| {
+        let v: Vec<f64> = samples
+            .lines()
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|f| f[0] == "4" && f[1] == config && f[4] == metric)
+            .map(|f| f[7].parse::<f64>().unwrap())
+            .collect();
+        assert_eq!(v.len(), 2, "{config} {metric}");
+        v.iter().sum::<f64>() / 2.0
+    };
+    let table = stdout
+        .split("### ring-order")
+        .nth(1)
+        .and_then(|t| t.split("Against the base configuration").nth(1))
+        .unwrap_or_else(|| panic!("no ring-order table against the base:\n{stdout}"));
+    let header: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("| ring-order |"))
+        .unwrap()
+        .trim_matches('|')
+        .split('|')
+        .map(str::trim)
+        .collect();
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("| 2 |"))
+        .unwrap()
+        .trim_matches('|')
+        .split('|')
+        .map(str::trim)
+        .collect();
+    assert!(
+        table.lines().any(|l| l.starts_with("| 0 (base) | base |")),
+        "{table}"
+    );
+    for (metric, cell) in header[1..].iter().zip(&row[1..]) {
+        let want = format!(
+            "{:+.1}%",
+            (mean("xenio ring-order=2", metric) / mean("xenio", metric) - 1.0) * 100.0
+        );
+        assert!(
+            cell.starts_with(&want) && cell.contains("(t="),
+            "{metric}: {cell}, want {want}"
+        );
+    }
     let summary = std::fs::read_to_string(out_dir.join("summary.csv")).unwrap();
     assert!(summary.lines().count() > 12);
     let v: serde_json::Value =
