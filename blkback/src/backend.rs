@@ -397,20 +397,32 @@ pub fn allowed_cpus() -> Result<Vec<usize>> {
         .collect())
 }
 
-/// Refuse CPUs this process may not run on ([`BackendConfig::cpus`]), before
-/// anything is offered to a frontend: [`serve`] checks this first, since a queue
-/// thread that cannot be pinned would fail only once connected.
+/// Refuse CPUs a queue thread cannot be pinned to ([`BackendConfig::cpus`]),
+/// before anything is offered to a frontend: [`serve`] checks this first, since
+/// a queue thread that cannot be pinned would fail only once connected. The
+/// kernel decides: a short-lived thread tries each CPU (a process started under
+/// `taskset` may still move to any CPU of its cpuset, so the current mask is
+/// not the limit).
 pub fn check_cpus(cpus: &[usize]) -> Result<()> {
     if cpus.is_empty() {
         return Ok(());
     }
-    let allowed = allowed_cpus()?;
-    match cpus.iter().find(|c| !allowed.contains(c)) {
-        None => Ok(()),
-        Some(c) => Err(Error::Config(format!(
-            "CPU {c} is not one this process may run on (allowed: {allowed:?})"
-        ))),
-    }
+    let mut distinct = cpus.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let tried = std::thread::Builder::new()
+        .name("blkback-cpus".into())
+        .spawn(move || distinct.into_iter().try_for_each(pin_thread))
+        .map_err(|e| Error::Config(format!("starting a thread to try the CPUs: {e}")))?
+        .join()
+        .map_err(|_| Error::Config("the thread trying the CPUs panicked".into()))?;
+    tried.map_err(|e| {
+        let here = allowed_cpus().map_or_else(|_| "?".into(), |a| format!("{a:?}"));
+        match e {
+            Error::Config(m) => Error::Config(format!("{m} (this process runs on CPUs {here})")),
+            other => other,
+        }
+    })
 }
 
 /// Pin the calling thread to `cpu`.
@@ -423,5 +435,5 @@ fn pin_thread(cpu: usize) -> Result<()> {
         ))
     })?;
     sched_setaffinity(Pid::from_raw(0), &set)
-        .map_err(|e| Error::Config(format!("pinning a queue thread to CPU {cpu}: {e}")))
+        .map_err(|e| Error::Config(format!("CPU {cpu} cannot be used here: {e}")))
 }
