@@ -175,8 +175,9 @@ fn knobs_swept(r: &StudyResults) -> Vec<Knob> {
     k
 }
 
-fn relative_table(out: &mut String, r: &StudyResults, ms: &[Metric]) {
-    let _ = write!(out, "| file size |");
+/// A Markdown table's header: `first`, then one column per metric.
+fn table_header(out: &mut String, first: &str, ms: &[Metric]) {
+    let _ = write!(out, "| {first} |");
     for m in ms {
         let _ = write!(out, " {} |", m.name());
     }
@@ -185,6 +186,10 @@ fn relative_table(out: &mut String, r: &StudyResults, ms: &[Metric]) {
         let _ = write!(out, " --- |");
     }
     out.push('\n');
+}
+
+fn relative_table(out: &mut String, r: &StudyResults, ms: &[Metric]) {
+    table_header(out, "file size", ms);
     for si in 0..r.sizes.len() {
         let _ = write!(out, "| {} |", size_name(r.sizes[si]));
         for &m in ms {
@@ -352,15 +357,8 @@ pub fn render(r: &StudyResults) -> String {
                 .iter()
                 .map(|&p| Metric::Phase(p))
                 .collect();
-            let _ = write!(o, "### {}\n\n| {} |", knob.name(), knob.name());
-            for m in &ms {
-                let _ = write!(o, " {} |", m.name());
-            }
-            let _ = write!(o, "\n| --- |");
-            for _ in &ms {
-                let _ = write!(o, " --- |");
-            }
-            o.push('\n');
+            let _ = write!(o, "### {}\n\n", knob.name());
+            table_header(&mut o, knob.name(), &ms);
             for (label, ci) in &pts {
                 let _ = write!(o, "| {label} |");
                 for &m in &ms {
@@ -415,19 +413,10 @@ fn sweep_against_base(
     pts: &[(String, usize)],
     ms: &[Metric],
 ) {
-    let _ = write!(
-        o,
-        "Against the base configuration (change of the mean; `*`: significant at 95%, Welch):\n\n| {} |",
-        knob.name()
+    o.push_str(
+        "Against the base configuration (change of the mean; `*`: significant at 95%, Welch):\n\n",
     );
-    for m in ms {
-        let _ = write!(o, " {} |", m.name());
-    }
-    let _ = write!(o, "\n| --- |");
-    for _ in ms {
-        let _ = write!(o, " --- |");
-    }
-    o.push('\n');
+    table_header(o, knob.name(), ms);
     for (label, ci) in pts {
         let _ = write!(o, "| {label} |");
         for &m in ms {

@@ -150,22 +150,12 @@ fn quick_study_on_a_tiny_file_reports_figure_2_with_t_values() {
         .nth(1)
         .and_then(|t| t.split("Against the base configuration").nth(1))
         .unwrap_or_else(|| panic!("no ring-order table against the base:\n{stdout}"));
-    let header: Vec<&str> = table
-        .lines()
-        .find(|l| l.starts_with("| ring-order |"))
-        .unwrap()
-        .trim_matches('|')
-        .split('|')
-        .map(str::trim)
-        .collect();
-    let row: Vec<&str> = table
-        .lines()
-        .find(|l| l.starts_with("| 2 |"))
-        .unwrap()
-        .trim_matches('|')
-        .split('|')
-        .map(str::trim)
-        .collect();
+    let cells = |first: &str| -> Vec<&str> {
+        let line = table.lines().find(|l| l.starts_with(first));
+        let line = line.unwrap_or_else(|| panic!("no `{first}` row:\n{table}"));
+        line.trim_matches('|').split('|').map(str::trim).collect()
+    };
+    let (header, row) = (cells("| ring-order |"), cells("| 2 |"));
     assert!(
         table.lines().any(|l| l.starts_with("| 0 (base) | base |")),
         "{table}"
