@@ -253,6 +253,12 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
             clock: 0,
         };
         let mut raw = Vec::with_capacity(self.ring.size() as usize);
+        // Batch-sized buffers, kept across batches: allocating them per batch
+        // (a few KiB at QD32) sent malloc into consolidating its free lists,
+        // 2% of the queue thread's time at 4 KiB QD32.
+        let mut reqs = Vec::with_capacity(raw.capacity());
+        let mut mems = Vec::with_capacity(raw.capacity());
+        let mut keys: Vec<u64> = Vec::with_capacity(raw.capacity());
         let mut completions = Vec::new();
         let mut pipe = Pipeline::default();
         let mut last = planner.stats();
@@ -268,8 +274,8 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                     progress = true;
                     Counters::add(&self.counters.requests, raw.len() as u64);
                     Counters::add(&self.counters.batches, 1);
-                    let mut reqs = Vec::with_capacity(raw.len());
-                    let mut mems = Vec::with_capacity(raw.len());
+                    reqs.clear();
+                    mems.clear();
                     for r in &raw {
                         match self.prepare(r, &mut cache) {
                             Ok((req, mem)) => {
@@ -299,25 +305,26 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                             self.drain(&mut pipe, &mut completions)?;
                         }
                         // Register the requests, then run the stages (waiting between them).
-                        let keys: Vec<u64> = reqs
-                            .into_iter()
-                            .zip(mems)
-                            .zip(&plan.ios_per_request)
-                            .map(|((req, mem), &n)| {
-                                let k = pipe.next;
-                                pipe.next += 1;
-                                pipe.reqs.insert(
-                                    k,
-                                    InFlight {
-                                        req,
-                                        mem,
-                                        remaining: n,
-                                        status: BLKIF_RSP_OKAY,
-                                    },
-                                );
-                                k
-                            })
-                            .collect();
+                        keys.clear();
+                        keys.extend(
+                            reqs.drain(..)
+                                .zip(mems.drain(..))
+                                .zip(&plan.ios_per_request)
+                                .map(|((req, mem), &n)| {
+                                    let k = pipe.next;
+                                    pipe.next += 1;
+                                    pipe.reqs.insert(
+                                        k,
+                                        InFlight {
+                                            req,
+                                            mem,
+                                            remaining: n,
+                                            status: BLKIF_RSP_OKAY,
+                                        },
+                                    );
+                                    k
+                                }),
+                        );
                         let nstages = plan.stages.len();
                         for (i, stage) in plan.stages.iter().enumerate() {
                             self.submit_stage(stage, &keys, &mut pipe, &mut completions)?;
