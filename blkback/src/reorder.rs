@@ -282,79 +282,22 @@ impl Planner {
                 };
             }
         }
-        self.coords.clear();
-        for r in batch {
-            if !r.op.is_fence() && r.end() > r.sector {
-                self.coords.push(r.sector);
-                self.coords.push(r.end());
-            }
-        }
-        self.coords.sort_unstable();
-        self.coords.dedup();
-        let intervals = self.coords.len().saturating_sub(1);
-        self.writes.reset(intervals);
-        self.reads.reset(intervals);
-
-        let mut stages: Vec<Stage> = Vec::new();
         let mut merged = 0u64;
-        // No request may go before `base`: everything before is behind a fence.
-        let mut base = 0usize;
-        // `off` mode: the stage being filled in ring order.
-        let mut open = 0usize;
-        for (i, r) in batch.iter().enumerate() {
-            if r.op.is_fence() {
-                merged += self.push_flush(&mut stages, base, i);
-                if !r.segments.is_empty() {
-                    stages.push(Stage {
-                        ios: vec![data_io(IoKind::Write, i, r)],
-                    });
-                    merged += self.push_flush(&mut stages, base, i);
-                }
-                base = stages.len();
-                open = base;
-                continue;
-            }
-            let kind = data_kind(r.op);
-            let stage = match self.interval_range(r) {
-                None => {
-                    if self.mode == ReorderMode::Off {
-                        open
-                    } else {
-                        base
-                    }
-                }
-                Some((lo, hi)) => {
-                    let mut last = self.writes.query(lo, hi);
-                    if kind != IoKind::Read {
-                        last = last.max(self.reads.query(lo, hi));
-                    }
-                    // `last` is 1 + the latest stage holding a conflicting
-                    // request, 0 if none: the earliest stage we may use.
-                    let stage = match self.mode {
-                        ReorderMode::Off if last > open => open + 1,
-                        ReorderMode::Off => open,
-                        _ => base.max(last),
-                    };
-                    let tree = if kind == IoKind::Read {
-                        &mut self.reads
-                    } else {
-                        &mut self.writes
-                    };
-                    tree.update(lo, hi, stage + 1);
-                    stage
-                }
-            };
-            if self.mode == ReorderMode::Off {
-                open = stage;
-            }
-            // `stage` is at most stages.len(): one past the last stage.
-            if stage >= stages.len() {
-                stages.push(Stage::default());
-            }
-            let slot = stage.min(stages.len() - 1);
-            stages[slot].ios.push(data_io(kind, i, r));
-        }
-
+        let mut stages = if batch
+            .iter()
+            .all(|r| !r.op.is_fence() && data_kind(r.op) == IoKind::Read)
+        {
+            // Only reads: nothing conflicts (a read waits only for writes and
+            // fences), so every request goes to the first stage in every mode,
+            // which is what the interval trees below would find.
+            vec![Stage {
+                ios: (0..n)
+                    .map(|i| data_io(IoKind::Read, i, &batch[i]))
+                    .collect(),
+            }]
+        } else {
+            self.stage(batch, &mut merged)
+        };
         if self.mode != ReorderMode::Off {
             for stage in &mut stages {
                 // Stable: requests at the same sector stay in ring order.
@@ -403,6 +346,84 @@ impl Planner {
             stages,
             ios_per_request,
         }
+    }
+
+    /// Put each request of `batch` into the earliest stage its conflicts allow
+    /// (ring order in `off` mode); flushes for fences are counted in `merged`.
+    fn stage(&mut self, batch: &[Request], merged: &mut u64) -> Vec<Stage> {
+        self.coords.clear();
+        for r in batch {
+            if !r.op.is_fence() && r.end() > r.sector {
+                self.coords.push(r.sector);
+                self.coords.push(r.end());
+            }
+        }
+        self.coords.sort_unstable();
+        self.coords.dedup();
+        let intervals = self.coords.len().saturating_sub(1);
+        self.writes.reset(intervals);
+        self.reads.reset(intervals);
+
+        let mut stages: Vec<Stage> = Vec::new();
+        // No request may go before `base`: everything before is behind a fence.
+        let mut base = 0usize;
+        // `off` mode: the stage being filled in ring order.
+        let mut open = 0usize;
+        for (i, r) in batch.iter().enumerate() {
+            if r.op.is_fence() {
+                *merged += self.push_flush(&mut stages, base, i);
+                if !r.segments.is_empty() {
+                    stages.push(Stage {
+                        ios: vec![data_io(IoKind::Write, i, r)],
+                    });
+                    *merged += self.push_flush(&mut stages, base, i);
+                }
+                base = stages.len();
+                open = base;
+                continue;
+            }
+            let kind = data_kind(r.op);
+            let stage = match self.interval_range(r) {
+                None => {
+                    if self.mode == ReorderMode::Off {
+                        open
+                    } else {
+                        base
+                    }
+                }
+                Some((lo, hi)) => {
+                    let mut last = self.writes.query(lo, hi);
+                    if kind != IoKind::Read {
+                        last = last.max(self.reads.query(lo, hi));
+                    }
+                    // `last` is 1 + the latest stage holding a conflicting
+                    // request, 0 if none: the earliest stage we may use.
+                    let stage = match self.mode {
+                        ReorderMode::Off if last > open => open + 1,
+                        ReorderMode::Off => open,
+                        _ => base.max(last),
+                    };
+                    let tree = if kind == IoKind::Read {
+                        &mut self.reads
+                    } else {
+                        &mut self.writes
+                    };
+                    tree.update(lo, hi, stage + 1);
+                    stage
+                }
+            };
+            if self.mode == ReorderMode::Off {
+                open = stage;
+            }
+            // `stage` is at most stages.len(): one past the last stage.
+            if stage >= stages.len() {
+                stages.push(Stage::default());
+            }
+            let slot = stage.min(stages.len() - 1);
+            stages[slot].ios.push(data_io(kind, i, r));
+        }
+
+        stages
     }
 
     /// The elementary intervals `[lo, hi)` a request's sectors span, or None

@@ -330,6 +330,48 @@ proptest! {
         prop_assert_eq!((st.reordered, st.merged), (0, 0));
     }
 
+    /// Batches of reads only take the planner's conflict-free path: one stage,
+    /// ring order in `off` mode, sorted by sector (stable) otherwise, and the
+    /// same data as reading in ring order.
+    #[test]
+    fn read_only_batches(
+        batch in arb_batch(48),
+        mode in arb_mode(),
+        seed in any::<u64>(),
+    ) {
+        let mut batch: Vec<Request> = batch.into_iter().filter(|r| r.op == Op::Read).collect();
+        prop_assume!(!batch.is_empty());
+        for (i, r) in batch.iter_mut().enumerate() {
+            r.id = i as u64;
+        }
+        let mut planner = Planner::new(mode, 1 << 20);
+        let plan = planner.plan(&batch);
+        if let Err(e) = plan.validate(&batch) {
+            return Err(TestCaseError::fail(format!("validate: {e}\n{plan:#?}")));
+        }
+        check_structure(&batch, &plan)?;
+        prop_assert_eq!(plan.stages.len(), 1);
+        let ios = &plan.stages[0].ios;
+        let firsts: Vec<usize> = ios.iter().map(|io| io.reqs[0]).collect();
+        match mode {
+            ReorderMode::Off => prop_assert_eq!(firsts, (0..batch.len()).collect::<Vec<_>>()),
+            _ => {
+                let mut want: Vec<usize> = (0..batch.len()).collect();
+                want.sort_by_key(|&i| batch[i].sector);
+                if mode == ReorderMode::Sort {
+                    prop_assert_eq!(firsts, want);
+                } else {
+                    prop_assert!(ios.windows(2).all(|w| w[0].sector <= w[1].sector));
+                }
+            }
+        }
+        let expected = run_in_order(&batch);
+        let got = run_plan(&batch, &plan, seed)?;
+        prop_assert_eq!(&got, &expected);
+        let st = planner.stats();
+        prop_assert_eq!((st.batches, st.requests), (1, batch.len() as u64));
+    }
+
     #[test]
     fn plan_equals_in_order_execution(
         batch in arb_batch(48),
