@@ -115,6 +115,9 @@ pub struct Counters {
     pub pgrant_hits: AtomicU64,
     /// Persistent grant cache misses (mappings made).
     pub pgrant_misses: AtomicU64,
+    /// Storage operations into registered memory (persistent grants the
+    /// storage registered with the kernel, see [`StorageQueue::register_buffer`]).
+    pub registered_ios: AtomicU64,
 }
 
 impl Counters {
@@ -131,9 +134,12 @@ struct PersistentGrants {
 }
 
 impl PersistentGrants {
-    fn get<M: GrantMapper>(
+    /// The mapping of `gref`, from the cache or mapped now (and cached, and
+    /// offered to `storage` as memory to register, while there is room).
+    fn get<M: GrantMapper, Q: StorageQueue>(
         &mut self,
         mapper: &M,
+        storage: &mut Q,
         fe: DomId,
         gref: GrantRef,
         c: &Counters,
@@ -155,11 +161,14 @@ impl PersistentGrants {
                 .min_by_key(|(_, (_, u))| *u)
                 .map(|(k, _)| *k)
             {
-                self.map.remove(&victim);
+                if let Some((r, _)) = self.map.remove(&victim) {
+                    storage.unregister_buffer(&IoMem::ReadWrite(r));
+                }
             }
         }
         if self.map.len() < self.max {
             self.map.insert(gref.0, (region.clone(), self.clock));
+            storage.register_buffer(&IoMem::ReadWrite(region.clone()));
         }
         Ok(region)
     }
@@ -246,12 +255,23 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
     /// conflicts, multi-stage plans) first waits for the pipeline to drain. Each
     /// request is answered as soon as its own I/Os complete.
     pub fn run(mut self) -> Result<()> {
-        let mut planner = Planner::new(self.config.reorder, self.config.max_merge_sectors);
         let mut cache = PersistentGrants {
             map: HashMap::default(),
             max: self.config.max_persistent_grants.max(1),
             clock: 0,
         };
+        let served = self.serve(&mut cache);
+        // The storage lets go of the cached mappings before they are unmapped.
+        for (region, _) in cache.map.values() {
+            self.storage
+                .unregister_buffer(&IoMem::ReadWrite(region.clone()));
+        }
+        served
+    }
+
+    /// [`run`](Self::run)'s loop, with its persistent grant cache.
+    fn serve(&mut self, cache: &mut PersistentGrants) -> Result<()> {
+        let mut planner = Planner::new(self.config.reorder, self.config.max_merge_sectors);
         let mut raw = Vec::with_capacity(self.ring.size() as usize);
         // Batch-sized buffers, kept across batches: allocating them per batch
         // (a few KiB at QD32) sent malloc into consolidating its free lists,
@@ -262,6 +282,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
         let mut completions = Vec::new();
         let mut pipe = Pipeline::default();
         let mut last = planner.stats();
+        let mut last_registered = self.storage.registered_ios();
         let depth = self.config.io_depth.max(1) as usize;
         let mut window = PollWindow::new(self.config.poll, self.config.adaptive_poll);
         while !self.stop.load(Ordering::Relaxed) {
@@ -277,7 +298,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                     reqs.clear();
                     mems.clear();
                     for r in &raw {
-                        match self.prepare(r, &mut cache) {
+                        match self.prepare(r, cache) {
                             Ok((req, mem)) => {
                                 reqs.push(req);
                                 mems.push(mem);
@@ -332,6 +353,12 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                                 self.drain(&mut pipe, &mut completions)?;
                             }
                         }
+                        let registered = self.storage.registered_ios();
+                        Counters::add(
+                            &self.counters.registered_ios,
+                            registered.saturating_sub(last_registered),
+                        );
+                        last_registered = registered;
                     }
                 }
             }
@@ -730,14 +757,20 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
 
     /// Read whole granted pages through the persistent grant cache.
     fn read_persistent(
-        &self,
+        &mut self,
         refs: &[GrantRef],
         out: &mut [u8],
         cache: &mut PersistentGrants,
     ) -> xenio_xenbus::Result<()> {
         for (r, chunk) in refs.iter().zip(out.chunks_mut(PAGE)) {
             cache
-                .get(self.mapper, self.frontend, *r, self.counters)?
+                .get(
+                    self.mapper,
+                    &mut self.storage,
+                    self.frontend,
+                    *r,
+                    self.counters,
+                )?
                 .read(0, chunk)?;
         }
         Ok(())
@@ -778,6 +811,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
                     segs.push((
                         IoMem::ReadWrite(cache.get(
                             self.mapper,
+                            &mut self.storage,
                             self.frontend,
                             s.gref,
                             self.counters,

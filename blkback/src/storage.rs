@@ -70,6 +70,21 @@ pub trait StorageQueue: Send {
     /// clear it so that it signals only completions that come after (the engine
     /// reaps once more before it sleeps).
     fn rearm_completion_fd(&mut self) {}
+    /// Offer `mem` as memory used again and again (a persistent grant): the
+    /// queue may register it with the kernel so that I/O into it costs less.
+    /// Whether it did; I/O works the same either way.
+    fn register_buffer(&mut self, mem: &IoMem) -> bool {
+        let _ = mem;
+        false
+    }
+    /// `mem` is about to go away (an evicted persistent grant).
+    fn unregister_buffer(&mut self, mem: &IoMem) {
+        let _ = mem;
+    }
+    /// Operations so far that used registered memory.
+    fn registered_ios(&self) -> u64 {
+        0
+    }
 }
 
 /// A raw image file or block device, through io_uring with O_DIRECT when the
@@ -178,5 +193,14 @@ impl StorageQueue for Engine {
     }
     fn rearm_completion_fd(&mut self) {
         Engine::rearm_completion_fd(self)
+    }
+    fn register_buffer(&mut self, mem: &IoMem) -> bool {
+        Engine::register_fixed(self, mem)
+    }
+    fn unregister_buffer(&mut self, mem: &IoMem) {
+        Engine::unregister_fixed(self, mem)
+    }
+    fn registered_ios(&self) -> u64 {
+        Engine::fixed_ios(self)
     }
 }

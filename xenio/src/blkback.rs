@@ -264,7 +264,7 @@ pub fn run(a: BlkbackArgs) -> Result<(), String> {
     let c = &counters;
     let n = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
     eprintln!(
-        "blkback: {outcome:?}: {} requests in {} batches, {} errors ({} rejected), {} I/Os, {} merged, {} reordered, {} notifications, {} sleeps",
+        "blkback: {outcome:?}: {} requests in {} batches, {} errors ({} rejected), {} I/Os, {} merged, {} reordered, {} notifications, {} sleeps, {} I/Os into registered memory",
         n(&c.requests),
         n(&c.batches),
         n(&c.errors),
@@ -273,7 +273,8 @@ pub fn run(a: BlkbackArgs) -> Result<(), String> {
         n(&c.merged),
         n(&c.reordered),
         n(&c.notifications),
-        n(&c.sleeps)
+        n(&c.sleeps),
+        n(&c.registered_ios)
     );
     Ok(())
 }

@@ -7,11 +7,11 @@
 //! use of it. Slots and their `iovec` vectors are reused: submitting and reaping
 //! allocate nothing once the vectors have grown to the usual segment count.
 
-use super::{BlockFile, Completion, Io, IoSeg, OpError, sys};
+use super::{BlockFile, Completion, Io, IoMem, IoSeg, OpError, sys};
 use crate::{Error, Result};
 use io_uring::{IoUring, opcode, squeue, types};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
@@ -25,6 +25,9 @@ const MAX_RETRIES: u8 = 16;
 pub(super) const MAX_SEGS: usize = libc::UIO_MAXIOV as usize;
 /// Most io_uring entries (`IORING_MAX_ENTRIES`).
 const MAX_DEPTH: u32 = 32768;
+/// Registered-buffer slots an engine offers ([`Engine::register_fixed`]); the
+/// kernel allows 16384.
+pub const FIXED_SLOTS: u16 = 4096;
 /// How long dropping an engine waits for the kernel before leaking the memory of
 /// the operations still in flight (rather than freeing memory the kernel may
 /// still write into).
@@ -99,6 +102,8 @@ struct Slot {
     /// First `iovec` not completely transferred.
     iov_start: usize,
     retries: u8,
+    /// The registered buffer holding the operation's one segment, if any.
+    fixed: Option<u16>,
 }
 
 impl Slot {
@@ -115,6 +120,7 @@ impl Slot {
             iov: Iovecs(Vec::with_capacity(11)),
             iov_start: 0,
             retries: 0,
+            fixed: None,
         }
     }
 
@@ -301,12 +307,44 @@ impl Uring {
     }
 }
 
+/// The io_uring entry of (the rest of) `slot` without registered buffers.
+fn sqe_vectored(fd: types::Fd, slot: &Slot, iov: &[libc::iovec]) -> squeue::Entry {
+    match slot.kind {
+        // At most MAX_SEGS (1024) iovecs: the cast is lossless.
+        Kind::Read => opcode::Readv::new(fd, iov.as_ptr(), iov.len() as u32)
+            .offset(slot.offset)
+            .build(),
+        Kind::Write => opcode::Writev::new(fd, iov.as_ptr(), iov.len() as u32)
+            .offset(slot.offset)
+            .build(),
+        Kind::Flush => opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build(),
+        Kind::Discard => opcode::Fallocate::new(fd, slot.total)
+            .offset(slot.offset)
+            .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
+            .build(),
+    }
+}
+
 /// Errors of `io_uring_enter` after which trying again is right.
 fn transient(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
     )
+}
+
+/// Registered ("fixed") buffers: regions the kernel pinned once at
+/// registration, so that an operation into one of them skips pinning its pages
+/// (`READ_FIXED`/`WRITE_FIXED`).
+struct Fixed {
+    /// The slot of each registered region, by the region's base address.
+    by_base: HashMap<usize, u16>,
+    /// What each slot holds: kept mapped while registered.
+    held: Vec<Option<IoMem>>,
+    /// Unused slots.
+    free: Vec<u16>,
 }
 
 /// Storage I/O on one [`BlockFile`]: one io_uring, owned by one thread (the
@@ -330,6 +368,14 @@ pub struct Engine {
     /// Reused buffer for completion queue entries.
     cqes: Vec<(u64, i32)>,
     eventfd: Option<EventFd>,
+    /// Registered buffers, once the table is set up (after `uring`: dropped after
+    /// the ring that pinned them).
+    fixed: Option<Fixed>,
+    /// Registration failed once (no io_uring, an old kernel, memory the kernel
+    /// cannot pin, the locked-memory limit): do not try again.
+    fixed_off: bool,
+    /// Operations that used a registered buffer.
+    fixed_ios: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -397,7 +443,124 @@ impl Engine {
             ready: VecDeque::with_capacity(depth),
             cqes: Vec::with_capacity(2 * depth),
             eventfd,
+            fixed: None,
+            fixed_off: false,
+            fixed_ios: 0,
         })
+    }
+
+    /// Register `mem` as a fixed buffer: the kernel pins its pages once, and
+    /// one-segment reads and writes into it skip pinning them per operation.
+    /// For memory used again and again (blkback's persistent grants). Returns
+    /// whether it is registered; false, and nothing changes, for read-only
+    /// memory, a full table ([`FIXED_SLOTS`]), the synchronous mode, or when
+    /// the kernel refuses (then registration is not tried again, and the
+    /// reason is logged once). Every operation works the same either way.
+    pub fn register_fixed(&mut self, mem: &IoMem) -> bool {
+        let key = mem.base() as usize;
+        if !mem.is_writable() || mem.is_empty() || self.fixed_off {
+            return false;
+        }
+        let Some(u) = self.uring.as_ref() else {
+            return false;
+        };
+        if self.fixed.is_none() {
+            if let Err(e) = u
+                .ring
+                .submitter()
+                .register_buffers_sparse(FIXED_SLOTS.into())
+            {
+                self.fixed_refused("setting up the registered-buffer table", &e);
+                return false;
+            }
+            self.fixed = Some(Fixed {
+                by_base: HashMap::new(),
+                held: vec![None; FIXED_SLOTS.into()],
+                free: (0..FIXED_SLOTS).rev().collect(),
+            });
+        }
+        let Some(f) = self.fixed.as_mut() else {
+            return false;
+        };
+        if f.by_base.contains_key(&key) {
+            return true;
+        }
+        let Some(slot) = f.free.pop() else {
+            return false;
+        };
+        let iov = libc::iovec {
+            iov_base: mem.base().cast(),
+            iov_len: mem.len(),
+        };
+        // SAFETY: the iovec is the whole of a live mapping, and `held` keeps
+        // that mapping alive until the slot is emptied again
+        // (`unregister_fixed`) or the ring is gone (`fixed` drops after
+        // `uring`); the kernel pins the pages at registration.
+        let r = unsafe {
+            u.ring
+                .submitter()
+                .register_buffers_update(slot.into(), &[iov], None)
+        };
+        match r {
+            Ok(()) => {
+                f.by_base.insert(key, slot);
+                f.held[usize::from(slot)] = Some(mem.clone());
+                true
+            }
+            Err(e) => {
+                f.free.push(slot);
+                self.fixed_refused("registering a buffer", &e);
+                false
+            }
+        }
+    }
+
+    /// Forget `mem` as a fixed buffer (before its mapping goes away for good).
+    /// Operations already submitted into it finish normally: the kernel keeps
+    /// its pages until they do.
+    pub fn unregister_fixed(&mut self, mem: &IoMem) {
+        let key = mem.base() as usize;
+        let (Some(f), Some(u)) = (self.fixed.as_mut(), self.uring.as_ref()) else {
+            return;
+        };
+        let Some(&slot) = f.by_base.get(&key) else {
+            return;
+        };
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        // SAFETY: an empty iovec clears the slot; nothing is registered.
+        let r = unsafe {
+            u.ring
+                .submitter()
+                .register_buffers_update(slot.into(), &[empty], None)
+        };
+        match r {
+            Ok(()) => {
+                f.by_base.remove(&key);
+                f.held[usize::from(slot)] = None;
+                f.free.push(slot);
+            }
+            // Still registered: keep the mapping (the slot stays taken).
+            Err(e) => tracing::warn!(
+                "{}: unregistering a buffer: {e}",
+                self.file.path().display()
+            ),
+        }
+    }
+
+    /// Operations so far that used a registered buffer.
+    pub fn fixed_ios(&self) -> u64 {
+        self.fixed_ios
+    }
+
+    fn fixed_refused(&mut self, what: &str, e: &io::Error) {
+        tracing::info!(
+            "{}: {what}: {e}; I/O goes on without registered buffers",
+            self.file.path().display()
+        );
+        self.fixed_off = true;
     }
 
     /// How operations are executed.
@@ -485,6 +648,9 @@ impl Engine {
             let what = self.slots[idx].describe(&self.file);
             self.release(idx);
             return Err(Error::io(format!("{what}: queueing on io_uring"), e));
+        }
+        if self.slots[idx].fixed.is_some() {
+            self.fixed_ios += 1;
         }
         self.in_ring += 1;
         Ok(())
@@ -612,6 +778,7 @@ impl Engine {
         slot.done = 0;
         slot.iov_start = 0;
         slot.retries = 0;
+        slot.fixed = None;
         slot.iov.0.clear();
         let (kind, offset, segs) = match io {
             Io::Read { offset, segs } => (Kind::Read, offset, segs),
@@ -737,6 +904,12 @@ impl Engine {
         }
         slot.total = total;
         check_range(file, slot, offset, total)?;
+        slot.fixed = match (&segs[..], &self.fixed) {
+            // One segment in a registered region: the fixed opcodes take one
+            // buffer (inside the region, checked above).
+            ([s], Some(f)) => f.by_base.get(&(s.mem.base() as usize)).copied(),
+            _ => None,
+        };
         slot.segs = segs;
         Ok(())
     }
@@ -746,21 +919,20 @@ impl Engine {
         let fd = types::Fd(self.file.as_fd().as_raw_fd());
         let slot = &self.slots[idx];
         let iov = slot.remaining_iov();
-        let entry = match slot.kind {
-            // At most MAX_SEGS (1024) iovecs: the cast is lossless.
-            Kind::Read => opcode::Readv::new(fd, iov.as_ptr(), iov.len() as u32)
-                .offset(slot.offset)
-                .build(),
-            Kind::Write => opcode::Writev::new(fd, iov.as_ptr(), iov.len() as u32)
-                .offset(slot.offset)
-                .build(),
-            Kind::Flush => opcode::Fsync::new(fd)
-                .flags(types::FsyncFlags::DATASYNC)
-                .build(),
-            Kind::Discard => opcode::Fallocate::new(fd, slot.total)
-                .offset(slot.offset)
-                .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
-                .build(),
+        let entry = match (slot.kind, slot.fixed, iov) {
+            // The rest of a one-segment operation in a registered buffer (one
+            // segment: at most a region's length, far below 4 GiB).
+            (Kind::Read, Some(bi), [v]) => {
+                opcode::ReadFixed::new(fd, v.iov_base.cast(), v.iov_len as u32, bi)
+                    .offset(slot.offset)
+                    .build()
+            }
+            (Kind::Write, Some(bi), [v]) => {
+                opcode::WriteFixed::new(fd, v.iov_base.cast(), v.iov_len as u32, bi)
+                    .offset(slot.offset)
+                    .build()
+            }
+            _ => sqe_vectored(fd, slot, iov),
         };
         entry.user_data(idx as u64)
     }
@@ -1067,6 +1239,83 @@ mod tests {
         unsafe { e.uring.as_mut().unwrap().push(&entry) }.unwrap();
         e.in_ring += 1;
         idx
+    }
+
+    /// Run `io` and wait for its completion.
+    fn run(e: &mut Engine, io: Io) {
+        e.submit(1, io).unwrap();
+        e.flush_submissions().unwrap();
+        let mut out = Vec::new();
+        e.complete(&mut out, 1, Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        out[0].result.as_ref().unwrap();
+    }
+
+    #[test]
+    fn registered_buffers_carry_one_segment_io() {
+        let (dir, mut e) = engine(8);
+        let region = Arc::new(Region::anonymous(3 * 4096).unwrap());
+        let mem = IoMem::ReadWrite(region.clone());
+        assert!(e.register_fixed(&mem), "anonymous memory, as root");
+        assert!(e.register_fixed(&mem), "registering twice is harmless");
+        let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+        region.write(0, &data).unwrap();
+        // One segment: written and read back through the registered buffer.
+        run(
+            &mut e,
+            Io::Write {
+                offset: 8192,
+                segs: vec![IoSeg::new(mem.clone(), 0, 4096)],
+            },
+        );
+        run(
+            &mut e,
+            Io::Read {
+                offset: 8192,
+                segs: vec![IoSeg::new(mem.clone(), 4096, 4096)],
+            },
+        );
+        assert_eq!(e.fixed_ios(), 2);
+        let mut got = vec![0u8; 4096];
+        region.read(4096, &mut got).unwrap();
+        assert!(
+            got == data,
+            "read back through the registered buffer differs"
+        );
+        let file = std::fs::read(dir.path().join("unit.img")).unwrap();
+        assert!(file[8192..12288] == data[..], "the file differs");
+        // Two segments: vectored, as before.
+        run(
+            &mut e,
+            Io::Read {
+                offset: 8192,
+                segs: vec![
+                    IoSeg::new(mem.clone(), 8192, 2048),
+                    IoSeg::new(mem.clone(), 0, 2048),
+                ],
+            },
+        );
+        assert_eq!(e.fixed_ios(), 2);
+        // Unregistered: the same operation, vectored, same data.
+        e.unregister_fixed(&mem);
+        region.fill(4096, 4096, 0).unwrap();
+        run(
+            &mut e,
+            Io::Read {
+                offset: 8192,
+                segs: vec![IoSeg::new(mem.clone(), 4096, 4096)],
+            },
+        );
+        assert_eq!(e.fixed_ios(), 2);
+        region.read(4096, &mut got).unwrap();
+        assert!(
+            got == data,
+            "read back without the registered buffer differs"
+        );
+        // Read-only memory is never registered.
+        let ro = IoMem::ReadOnly(Arc::new(Region::anonymous(4096).unwrap().into_read_only()));
+        assert!(!e.register_fixed(&ro));
     }
 
     #[test]
