@@ -71,7 +71,8 @@ where
     for si in 0..r.sizes.len() {
         for &m in ms {
             if let Some(c) = compare(r, si, 1, 0, m) {
-                ymax = ymax.max(c.ratio * 1.15);
+                // Headroom: the legend sits in the upper right, above the bars.
+                ymax = ymax.max(c.ratio * 1.3);
             }
         }
     }
