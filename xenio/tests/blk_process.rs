@@ -64,6 +64,11 @@ impl World {
     }
 
     fn backend(&self, extra: &[&str], create: bool) -> Child {
+        self.backend_command(extra, create).spawn().unwrap()
+    }
+
+    /// `xenio blkback` serving this world's image read-write to domain 1.
+    fn backend_command(&self, extra: &[&str], create: bool) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_xenio"));
         c.arg("blkback")
             .args(["--platform", "local", "--frontend", "1"])
@@ -79,7 +84,7 @@ impl World {
         if create {
             c.arg("--create-device");
         }
-        c.spawn().unwrap()
+        c
     }
 
     fn frontend(&self, opts: Options) -> BlkFront<LocalPlatform> {
@@ -705,23 +710,8 @@ fn queue_threads_run_on_the_cpus_given() {
         .parse::<usize>()
         .unwrap()
         + 1;
-    let out = Command::new(env!("CARGO_BIN_EXE_xenio"))
-        .args([
-            "blkback",
-            "--platform",
-            "local",
-            "--frontend",
-            "1",
-            "--once",
-        ])
-        .arg("--run-dir")
-        .arg(w.run_dir())
-        .arg("--disk")
-        .arg(format!(
-            "format=raw,vdev=xvdb,access=rw,target={}",
-            w.image.display()
-        ))
-        .args(["--create-device", "--cpus", &format!("{first},{bad}")])
+    let out = w
+        .backend_command(&["--once", "--cpus", &format!("{first},{bad}")], true)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -763,27 +753,8 @@ fn persistent_grants_in_shared_memory_are_registered() {
         (target, false, &[][..]),
     ] {
         let w = world_in("registered", parent);
-        let mut c = Command::new(env!("CARGO_BIN_EXE_xenio"));
-        c.args([
-            "blkback",
-            "--platform",
-            "local",
-            "--frontend",
-            "1",
-            "--once",
-            "--create-device",
-        ])
-        .arg("--run-dir")
-        .arg(w.run_dir())
-        .arg("--disk")
-        .arg(format!(
-            "format=raw,vdev=xvda,access=rw,target={}",
-            w.image.display()
-        ))
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        let child = c.spawn().unwrap();
+        let mut c = w.backend_command(&[&["--once"][..], extra].concat(), true);
+        let child = c.stderr(Stdio::piped()).spawn().unwrap();
         let mut f = w.frontend(Options::default());
         let mut rng = Rng(41);
         let mut shadow = vec![0u8; 1 << 20];
