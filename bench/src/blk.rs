@@ -258,14 +258,18 @@ pub struct BlkArgs {
     #[arg(long, value_enum, value_name = "MODE", default_value_t = ReorderArg::Merge)]
     pub reorder: ReorderArg,
 
-    /// Backend: spin this many microseconds looking for requests before sleeping
-    /// on the event channel (0: purely event-driven).
+    /// Backend: spin this many microseconds looking for requests and completions
+    /// before sleeping (0: purely event-driven). With 500 and --front-poll-us
+    /// 100, 4 KiB QD32 on a disk reaches fio's IOPS at ~3x its CPU per I/O.
+    /// Spins yield the CPU every 10 us, so two spinners on one CPU still take
+    /// turns.
     #[arg(long, value_name = "US", default_value_t = 0)]
     pub poll_us: u64,
 
     /// Frontend (this benchmark's driver): spin this many microseconds polling
     /// the ring for responses before sleeping on the event channel (0: purely
-    /// event-driven, like fio's io_uring engine without --hipri).
+    /// event-driven, like fio's io_uring engine without --hipri; yields the CPU
+    /// every 10 us like the backend's spin).
     #[arg(long, value_name = "US", default_value_t = 0)]
     pub front_poll_us: u64,
 

@@ -436,9 +436,14 @@ fn drive<P: Platform>(
         done.clear();
         if !spin.is_zero() {
             let until = Instant::now() + spin;
-            while done.is_empty() && Instant::now() < until {
+            let mut spinner = xenio_ring::spin::Spinner::new();
+            loop {
                 f.poll(&mut done, None).map_err(fe)?;
-                std::hint::spin_loop();
+                let now = Instant::now();
+                if !done.is_empty() || now >= until {
+                    break;
+                }
+                spinner.relax(now);
             }
         }
         if done.is_empty() {

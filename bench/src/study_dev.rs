@@ -286,9 +286,14 @@ impl<P: Platform> Dev for XenioDev<'_, P> {
             };
             if !self.spin.is_zero() {
                 let until = std::time::Instant::now() + self.spin;
-                while self.completions.is_empty() && std::time::Instant::now() < until {
+                let mut spin = xenio_ring::spin::Spinner::new();
+                loop {
                     self.front.poll(&mut self.completions, None).map_err(fe)?;
-                    std::hint::spin_loop();
+                    let now = std::time::Instant::now();
+                    if !self.completions.is_empty() || now >= until {
+                        break;
+                    }
+                    spin.relax(now);
                 }
             }
             if self.completions.is_empty() {

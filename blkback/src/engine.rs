@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use xenio_ring::BackRing;
+use xenio_ring::spin::Spinner;
 use xenio_xen_sys::blkif::*;
 use xenio_xen_sys::{DomId, GrantRef};
 use xenio_xenbus::{CopyBuf, EventChannel, GrantCopy, GrantMapper, Region};
@@ -419,6 +420,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
             return Ok(false);
         }
         let until = Instant::now() + window.current();
+        let mut spin = Spinner::new();
         loop {
             if self.reap_and_retire(pipe, completions)? {
                 self.publish()?;
@@ -427,10 +429,11 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
             if self.ring.unconsumed_requests()? > 0 {
                 return Ok(true);
             }
-            if Instant::now() >= until {
+            let now = Instant::now();
+            if now >= until {
                 return Ok(false);
             }
-            std::hint::spin_loop();
+            spin.relax(now);
         }
     }
 
@@ -677,11 +680,16 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
     fn idle(&mut self, window: &mut PollWindow) -> Result<()> {
         if !window.current().is_zero() {
             let until = Instant::now() + window.current();
-            while Instant::now() < until {
+            let mut spin = Spinner::new();
+            loop {
                 if self.ring.unconsumed_requests()? > 0 {
                     return Ok(());
                 }
-                std::hint::spin_loop();
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                spin.relax(now);
             }
         }
         if self.ring.final_check_for_requests()? {

@@ -854,16 +854,18 @@ impl<P: Platform> BlkFront<P> {
             return Ok(false);
         }
         let until = Instant::now() + max;
+        let mut spin = xenio_ring::spin::Spinner::new();
         loop {
             for q in &mut self.queues {
                 if q.ring.unconsumed_responses()? > 0 {
                     return Ok(true);
                 }
             }
-            if Instant::now() >= until {
+            let now = Instant::now();
+            if now >= until {
                 return Ok(false);
             }
-            std::hint::spin_loop();
+            spin.relax(now);
         }
     }
 

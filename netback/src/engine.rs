@@ -451,13 +451,18 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueEngine<'_, M, C, F> {
     fn idle(&mut self, st: &QueueState) -> Result<()> {
         if !self.config.poll.is_zero() {
             let until = std::time::Instant::now() + self.config.poll;
-            while std::time::Instant::now() < until {
+            let mut spin = xenio_ring::spin::Spinner::new();
+            loop {
                 if self.rings.tx.unconsumed_requests()? > 0
                     || (!st.rx_queue.is_empty() && self.rings.rx.unconsumed_requests()? > 0)
                 {
                     return Ok(());
                 }
-                std::hint::spin_loop();
+                let now = std::time::Instant::now();
+                if now >= until {
+                    break;
+                }
+                spin.relax(now);
             }
         }
         // Ask to be told of new tx requests, and of rx buffers if frames wait.

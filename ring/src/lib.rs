@@ -73,6 +73,7 @@ mod back;
 mod error;
 mod front;
 pub mod shm;
+pub mod spin;
 mod sring;
 
 pub use back::BackRing;

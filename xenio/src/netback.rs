@@ -85,7 +85,8 @@ pub struct NetbackArgs {
     #[arg(long, value_name = "MS", default_value_t = 500)]
     rx_drain_ms: u64,
 
-    /// Spin this many microseconds looking at the rings before sleeping.
+    /// Spin this many microseconds looking at the rings before sleeping
+    /// (yielding the CPU every 10 us, so a frontend on the same CPU still runs).
     #[arg(long, value_name = "US", default_value_t = 0)]
     poll_us: u64,
 
