@@ -238,8 +238,10 @@ pub struct StudyArgs {
     #[arg(long)]
     pub resume: bool,
 
-    /// Measure nothing: write the report from the checkpoint in --out as it
-    /// stands (the same options; cells have as many runs as were finished).
+    /// Measure nothing: write the report from --out/checkpoint.jsonl (an
+    /// unfinished study, as it stands: cells have as many runs as were
+    /// finished) or else --out/measurements.jsonl (what a finished study keeps,
+    /// so a newer xenio-bench can report it again). Pass the same options.
     #[arg(long, conflicts_with = "resume")]
     pub report_only: bool,
 
@@ -824,14 +826,19 @@ pub fn run(a: &StudyArgs) -> Result<()> {
     let measurements: usize = per_size.iter().map(Vec::len).sum::<usize>() * r.runs as usize;
 
     if a.report_only {
-        let path = a.out.join(study_checkpoint::FILE);
-        if !path.exists() {
+        // An unfinished study's checkpoint, else a finished study's measurements.
+        let Some(path) = [study_checkpoint::FILE, study_checkpoint::FINISHED]
+            .iter()
+            .map(|f| a.out.join(f))
+            .find(|p| p.exists())
+        else {
             return Err(BenchError::Usage(format!(
-                "--report-only: {} does not exist (no study checkpoint in {})",
-                path.display(),
+                "--report-only: neither {} nor {} exists in {} (no study measured there)",
+                study_checkpoint::FILE,
+                study_checkpoint::FINISHED,
                 a.out.display()
             )));
-        }
+        };
         let entries = study_checkpoint::load(&path, &fp, &r)?;
         let done = load_entries(&mut res, entries);
         if done < measurements {
@@ -1036,7 +1043,12 @@ pub fn run(a: &StudyArgs) -> Result<()> {
         res.plan.elapsed_secs
     );
     crate::study_report::write_all(&res, &a.out, a.no_plots, a.font.as_deref())?;
-    checkpoint.remove()
+    let kept = checkpoint.finish()?;
+    eprintln!(
+        "xenio-bench study: the measurements stay in {} (`--report-only` writes the report again from them)",
+        kept.display()
+    );
+    Ok(())
 }
 
 /// Put a finished measurement into the results.

@@ -1,6 +1,9 @@
 //! The study's checkpoint: every finished measurement, one JSON line each, in
 //! `--out/checkpoint.jsonl`, so that a study of several hours survives an
 //! interruption (`--resume` continues it, `--report-only` reports what it holds).
+//! When the study finishes, the checkpoint is renamed `measurements.jsonl`: the
+//! raw data of the finished study, from which `--report-only` can write the
+//! report again (with a newer `xenio-bench`, say) without measuring.
 //!
 //! The first line is the study's fingerprint: everything that decides what a
 //! measurement means (sizes, runs, configurations, workloads, seed, O_DIRECT).
@@ -19,6 +22,9 @@ use std::path::{Path, PathBuf};
 
 /// The checkpoint's file name inside `--out`.
 pub const FILE: &str = "checkpoint.jsonl";
+
+/// What the checkpoint of a finished study is renamed to.
+pub const FINISHED: &str = "measurements.jsonl";
 
 /// One finished measurement.
 #[derive(Clone, Debug, PartialEq)]
@@ -261,11 +267,19 @@ impl Checkpoint {
             .map_err(|err| BenchError::io(format!("appending to {}", self.path.display()), err))
     }
 
-    /// The study finished and its report is written: the checkpoint goes.
-    pub fn remove(self) -> Result<()> {
+    /// The study finished and its report is written: the checkpoint is kept
+    /// as [`FINISHED`] (replacing an older study's), so that a new study can
+    /// start in the same directory and this one can still be reported again.
+    pub fn finish(self) -> Result<PathBuf> {
         drop(self.file);
-        std::fs::remove_file(&self.path)
-            .map_err(|e| BenchError::io(format!("removing {}", self.path.display()), e))
+        let done = self.path.with_file_name(FINISHED);
+        std::fs::rename(&self.path, &done).map_err(|e| {
+            BenchError::io(
+                format!("renaming {} to {}", self.path.display(), done.display()),
+                e,
+            )
+        })?;
+        Ok(done)
     }
 }
 

@@ -283,7 +283,7 @@ fn help_explains_every_knob_and_bad_arguments_fail_clearly() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("--report-only") && err.contains("does not exist"),
+        err.contains("--report-only") && err.contains("measurements.jsonl"),
         "{err}"
     );
     assert!(!out_dir.exists());
@@ -384,6 +384,10 @@ fn an_interrupted_study_resumes_where_it_stopped() {
     assert!(report.contains("in 2 sittings"), "{report}");
     assert!(!report.contains("Partial"), "{report}");
     assert!(!checkpoint.exists(), "the checkpoint outlived the study");
+    assert!(
+        err.contains("measurements.jsonl"),
+        "where the measurements stay is not said: {err}"
+    );
     let samples = std::fs::read_to_string(out_dir.join("samples.csv")).unwrap();
     // Two sizes; native and xenio: 12 metrics x 3 runs; the sweeps on 4 MiB:
     // 2 configurations x 5 workloads x 3 runs.
@@ -402,6 +406,33 @@ fn an_interrupted_study_resumes_where_it_stopped() {
     for (k, runs) in &seen {
         assert_eq!(runs, &[1, 2, 3], "{k}");
     }
+
+    // The finished study keeps its measurements: the report can be written
+    // again from them, without measuring, and it is the same report.
+    let first_report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    for f in ["report.md", "samples.csv", "summary.csv", "results.json"] {
+        std::fs::remove_file(out_dir.join(f)).unwrap();
+    }
+    let out = study(&["--report-only"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("measurements.jsonl"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("samples.csv")).unwrap(),
+        samples
+    );
+    let again = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(again.contains("in 2 sittings"), "{again}");
+    assert!(!again.contains("Partial"), "{again}");
+    let tables = |r: &str| -> Vec<String> {
+        r.lines()
+            .filter(|l| l.starts_with('|'))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(tables(&again), tables(&first_report));
+    // A new study may start in the same directory.
+    assert!(!checkpoint.exists());
     assert!(
         using(scratch.path()).is_empty(),
         "{:?}",
