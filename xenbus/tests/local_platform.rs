@@ -74,7 +74,30 @@ fn s<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
 
-fn run_dir(tag: &str) -> PathBuf {
+/// A test's run directory, removed when the test ends however it ends (a
+/// failed check returns early; the directory must not outlive it in /dev/shm).
+struct RunDir(PathBuf);
+
+impl std::ops::Deref for RunDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl From<&RunDir> for PathBuf {
+    fn from(d: &RunDir) -> PathBuf {
+        d.0.clone()
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run_dir(tag: &str) -> RunDir {
     let base = if Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
     } else {
@@ -82,7 +105,7 @@ fn run_dir(tag: &str) -> PathBuf {
     };
     let d = base.join(format!("xenio-local-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
-    d
+    RunDir(d)
 }
 
 /// A peer process driven line by line.
@@ -448,7 +471,6 @@ fn grants_between_processes() -> R {
         return Err("revoke of the read-only grant failed".into());
     }
     granter.ask("exit").ok();
-    let _ = std::fs::remove_dir_all(&run);
     Ok(())
 }
 
@@ -482,7 +504,6 @@ fn readonly_mapping_faults() -> R {
     }
     drop(r);
     granter.ask("exit").ok();
-    let _ = std::fs::remove_dir_all(&run);
     Ok(())
 }
 
@@ -521,7 +542,6 @@ fn backend_dies() -> R {
     if old != new {
         return Err(format!("revoked refs were not reused: {old:?} vs {new:?}"));
     }
-    let _ = std::fs::remove_dir_all(&run);
     Ok(())
 }
 
@@ -551,13 +571,12 @@ fn frontend_dies() -> R {
     }
     drop(region);
     granter2.ask("exit").ok();
-    let _ = std::fs::remove_dir_all(&run);
     Ok(())
 }
 
 // ---------------------------------------------------------------- event channel tests
 
-fn bound_pair(tag: &str) -> R<(PathBuf, Peer, impl EventChannel)> {
+fn bound_pair(tag: &str) -> R<(RunDir, Peer, impl EventChannel)> {
     let run = run_dir(tag);
     let mut front = Peer::spawn(&["evtchn", run.to_str().unwrap(), "1"])?;
     let port: u32 = front
@@ -642,12 +661,11 @@ fn evtchn_semantics() -> R {
     mine.notify()
         .map_err(|e| format!("first notify to a dead peer: {e}"))?;
     drop((ch3, mine));
-    let _ = std::fs::remove_dir_all(&run);
     Ok(())
 }
 
 fn evtchn_stress() -> R {
-    let (run, mut front, ch) = bound_pair("evstress")?;
+    let (_run, mut front, ch) = bound_pair("evstress")?;
     // A million notify/wait pairs: 500,000 round trips, each one notification
     // and one wait in each direction. A lost wake-up stalls the ping-pong, which
     // the 10 s waits on both sides turn into a failure.
@@ -675,6 +693,5 @@ fn evtchn_stress() -> R {
     );
     front.ask("exit").ok();
     drop(ch);
-    let _ = std::fs::remove_dir_all(&run);
     Ok(())
 }
