@@ -435,16 +435,10 @@ fn drive<P: Platform>(
         }
         done.clear();
         if !spin.is_zero() {
-            let until = Instant::now() + spin;
-            let mut spinner = xenio_ring::spin::Spinner::new();
-            loop {
+            xenio_ring::spin::spin_for(spin, || {
                 f.poll(&mut done, None).map_err(fe)?;
-                let now = Instant::now();
-                if !done.is_empty() || now >= until {
-                    break;
-                }
-                spinner.relax(now);
-            }
+                Ok::<_, BenchError>(!done.is_empty())
+            })?;
         }
         if done.is_empty() {
             f.poll(&mut done, Some(Duration::from_millis(200)))

@@ -285,16 +285,11 @@ impl<P: Platform> Dev for XenioDev<'_, P> {
                 err,
             };
             if !self.spin.is_zero() {
-                let until = std::time::Instant::now() + self.spin;
-                let mut spin = xenio_ring::spin::Spinner::new();
-                loop {
-                    self.front.poll(&mut self.completions, None).map_err(fe)?;
-                    let now = std::time::Instant::now();
-                    if !self.completions.is_empty() || now >= until {
-                        break;
-                    }
-                    spin.relax(now);
-                }
+                let (front, completions) = (&mut self.front, &mut self.completions);
+                xenio_ring::spin::spin_for(self.spin, || {
+                    front.poll(completions, None).map_err(fe)?;
+                    Ok::<_, BenchError>(!completions.is_empty())
+                })?;
             }
             if self.completions.is_empty() {
                 self.front

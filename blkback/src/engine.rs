@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use xenio_ring::BackRing;
-use xenio_ring::spin::Spinner;
+use xenio_ring::spin::spin_for;
 use xenio_xen_sys::blkif::*;
 use xenio_xen_sys::{DomId, GrantRef};
 use xenio_xenbus::{CopyBuf, EventChannel, GrantCopy, GrantMapper, Region};
@@ -419,22 +419,13 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
         if window.current().is_zero() {
             return Ok(false);
         }
-        let until = Instant::now() + window.current();
-        let mut spin = Spinner::new();
-        loop {
+        spin_for(window.current(), || {
             if self.reap_and_retire(pipe, completions)? {
                 self.publish()?;
                 return Ok(true);
             }
-            if self.ring.unconsumed_requests()? > 0 {
-                return Ok(true);
-            }
-            let now = Instant::now();
-            if now >= until {
-                return Ok(false);
-            }
-            spin.relax(now);
-        }
+            Ok(self.ring.unconsumed_requests()? > 0)
+        })
     }
 
     /// Poll the event channel and the storage's completion descriptor together.
@@ -678,19 +669,12 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
     /// Nothing on the ring: spin for the poll window, then sleep on the channel
     /// (and adapt the window to how long the sleep was).
     fn idle(&mut self, window: &mut PollWindow) -> Result<()> {
-        if !window.current().is_zero() {
-            let until = Instant::now() + window.current();
-            let mut spin = Spinner::new();
-            loop {
-                if self.ring.unconsumed_requests()? > 0 {
-                    return Ok(());
-                }
-                let now = Instant::now();
-                if now >= until {
-                    break;
-                }
-                spin.relax(now);
-            }
+        if !window.current().is_zero()
+            && spin_for(window.current(), || {
+                Ok::<_, Error>(self.ring.unconsumed_requests()? > 0)
+            })?
+        {
+            return Ok(());
         }
         if self.ring.final_check_for_requests()? {
             return Ok(());

@@ -853,20 +853,14 @@ impl<P: Platform> BlkFront<P> {
         if max.is_zero() {
             return Ok(false);
         }
-        let until = Instant::now() + max;
-        let mut spin = xenio_ring::spin::Spinner::new();
-        loop {
+        xenio_ring::spin::spin_for(max, || {
             for q in &mut self.queues {
                 if q.ring.unconsumed_responses()? > 0 {
                     return Ok(true);
                 }
             }
-            let now = Instant::now();
-            if now >= until {
-                return Ok(false);
-            }
-            spin.relax(now);
-        }
+            Ok(false)
+        })
     }
 
     /// Sleep until an event channel fires (or `max` passes), watching the backend.

@@ -449,21 +449,15 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueEngine<'_, M, C, F> {
     // ------------------------------------------------------------------ idle
 
     fn idle(&mut self, st: &QueueState) -> Result<()> {
-        if !self.config.poll.is_zero() {
-            let until = std::time::Instant::now() + self.config.poll;
-            let mut spin = xenio_ring::spin::Spinner::new();
-            loop {
-                if self.rings.tx.unconsumed_requests()? > 0
-                    || (!st.rx_queue.is_empty() && self.rings.rx.unconsumed_requests()? > 0)
-                {
-                    return Ok(());
-                }
-                let now = std::time::Instant::now();
-                if now >= until {
-                    break;
-                }
-                spin.relax(now);
-            }
+        if !self.config.poll.is_zero()
+            && xenio_ring::spin::spin_for(self.config.poll, || {
+                Ok::<_, Error>(
+                    self.rings.tx.unconsumed_requests()? > 0
+                        || (!st.rx_queue.is_empty() && self.rings.rx.unconsumed_requests()? > 0),
+                )
+            })?
+        {
+            return Ok(());
         }
         // Ask to be told of new tx requests, and of rx buffers if frames wait.
         if self.rings.tx.final_check_for_requests()? {

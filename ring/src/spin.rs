@@ -54,6 +54,28 @@ impl Spinner {
     }
 }
 
+/// Spin for up to `window`, calling `found` on every turn, until it says
+/// `Ok(true)` (returned) or the window passes (`Ok(false)`); an error ends the
+/// spin and is returned. `found` runs at least once, even for a zero window.
+/// The turns are paced by a [`Spinner`]. This is every poll window's loop.
+pub fn spin_for<E>(
+    window: Duration,
+    mut found: impl FnMut() -> Result<bool, E>,
+) -> Result<bool, E> {
+    let until = Instant::now() + window;
+    let mut spin = Spinner::new();
+    loop {
+        if found()? {
+            return Ok(true);
+        }
+        let now = Instant::now();
+        if now >= until {
+            return Ok(false);
+        }
+        spin.relax(now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +134,28 @@ mod tests {
             polite * 5 < plain,
             "per hand-off between two spinners on one CPU: {polite:?} yielding, {plain:?} not"
         );
+    }
+
+    #[test]
+    fn spin_for_stops_at_what_it_finds_at_the_window_or_at_an_error() {
+        let mut turns = 0;
+        let r: Result<bool, ()> = spin_for(Duration::from_secs(5), || {
+            turns += 1;
+            Ok(turns == 3)
+        });
+        assert_eq!((r, turns), (Ok(true), 3));
+        let t = Instant::now();
+        let r: Result<bool, ()> = spin_for(Duration::from_millis(20), || Ok(false));
+        assert_eq!(r, Ok(false));
+        assert!(t.elapsed() >= Duration::from_millis(20));
+        let mut once = 0;
+        let r: Result<bool, ()> = spin_for(Duration::ZERO, || {
+            once += 1;
+            Ok(false)
+        });
+        assert_eq!((r, once), (Ok(false), 1));
+        let r: Result<bool, &str> = spin_for(Duration::from_secs(5), || Err("broken ring"));
+        assert_eq!(r, Err("broken ring"));
     }
 
     #[test]
