@@ -25,7 +25,7 @@ use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xenbus::DomId;
 use xenio_xenbus::handshake::{DeviceKind, DevicePaths, destroy_device, read_state};
 use xenio_xenbus::platform::{LocalPlatform, Platform};
-use xenio_xenbus::xenstored::{Daemon, DaemonConfig};
+use xenio_xenstore::daemon::{Daemon, DaemonConfig};
 
 /// `vdev=xvda`.
 const DEVID: u32 = 51712;
@@ -132,9 +132,12 @@ pub struct XenioWorld {
     _daemon: Daemon,
 }
 
-fn platform(what: impl Into<String>) -> impl FnOnce(xenio_xenbus::Error) -> BenchError {
+fn platform<E: Into<xenio_xenbus::Error>>(what: impl Into<String>) -> impl FnOnce(E) -> BenchError {
     let what = what.into();
-    move |err| BenchError::Platform { what, err }
+    move |err| BenchError::Platform {
+        what,
+        err: err.into(),
+    }
 }
 
 impl XenioWorld {

@@ -18,7 +18,7 @@ use xenio_netfront::stack::Stack;
 use xenio_netfront::{NetFront, Options};
 use xenio_xenbus::DomId;
 use xenio_xenbus::platform::LocalPlatform;
-use xenio_xenbus::xenstored::{Daemon, DaemonConfig};
+use xenio_xenstore::daemon::{Daemon, DaemonConfig};
 
 /// The long help of `xenio-bench net`.
 pub const NET_ABOUT: &str = "\

@@ -18,8 +18,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use xenio_blkfront::{BlkFront, Buf, Op, Token};
+use xenio_hostio::disk::{
+    BlockFile, Completion, Direct, DiskOpen, DiskQueue, DiskQueueOptions, Io,
+};
 use xenio_xenbus::Region;
-use xenio_xenbus::disk::{BlockFile, Completion, Direct, DiskOpen, Engine, EngineOptions, Io};
 use xenio_xenbus::platform::Platform;
 
 /// No completion for this long while operations are in flight: the run stops.
@@ -46,7 +48,7 @@ pub trait Dev {
 
 /// The native path: the file through xenbus's disk engine.
 pub struct NativeDev {
-    engine: Engine,
+    engine: DiskQueue,
     bufs: Vec<Arc<Region>>,
     out: Vec<Completion>,
 }
@@ -65,19 +67,19 @@ impl NativeDev {
         )
         .map_err(|err| BenchError::Platform {
             what: format!("opening {} for the native path", path.display()),
-            err,
+            err: err.into(),
         })?;
-        let engine = Engine::with_options(
+        let engine = DiskQueue::with_options(
             Arc::new(file),
-            &EngineOptions {
+            &DiskQueueOptions {
                 depth,
                 force_sync: sync,
                 completion_fd: false,
             },
         )
         .map_err(|err| BenchError::Platform {
-            what: "setting up the native path's I/O engine".into(),
-            err,
+            what: "setting up the native path's I/O queue".into(),
+            err: err.into(),
         })?;
         Ok(NativeDev {
             engine,
@@ -89,8 +91,8 @@ impl NativeDev {
     /// `io_uring` or `pread/pwrite (...)`, and whether O_DIRECT is on.
     pub fn describe(&self) -> String {
         let mode = match self.engine.mode() {
-            xenio_xenbus::disk::IoMode::Uring => "io_uring".to_string(),
-            xenio_xenbus::disk::IoMode::Sync { .. } => "preadv/pwritev".to_string(),
+            xenio_hostio::disk::IoMode::Uring => "io_uring".to_string(),
+            xenio_hostio::disk::IoMode::Sync { .. } => "preadv/pwritev".to_string(),
         };
         let direct = if self.engine.file().direct() {
             "O_DIRECT"
@@ -100,10 +102,10 @@ impl NativeDev {
         format!("{mode}, {direct}")
     }
 
-    fn platform(what: &str) -> impl FnOnce(xenio_xenbus::Error) -> BenchError + '_ {
+    fn platform<E: Into<xenio_xenbus::Error>>(what: &str) -> impl FnOnce(E) -> BenchError + '_ {
         move |err| BenchError::Platform {
             what: what.to_string(),
-            err,
+            err: err.into(),
         }
     }
 }
@@ -135,7 +137,7 @@ impl Dev for NativeDev {
     }
 
     fn submit(&mut self, b: usize, write: bool, offset: u64, len: usize) -> Result<()> {
-        let segs = vec![xenio_xenbus::disk::IoSeg::new(self.bufs[b].clone(), 0, len)];
+        let segs = vec![xenio_hostio::disk::IoSeg::new(self.bufs[b].clone(), 0, len)];
         let io = if write {
             Io::Write { offset, segs }
         } else {

@@ -46,5 +46,11 @@ pub enum Error {
     Config(String),
 }
 
+impl From<xenio_xenbus::xenstore::Error> for Error {
+    fn from(e: xenio_xenbus::xenstore::Error) -> Self {
+        Error::Platform(e.into())
+    }
+}
+
 /// Results of blkback.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

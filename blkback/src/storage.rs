@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use xenio_xenbus::disk::{BlockFile, Direct, DiskOpen, Engine, EngineOptions, IoMode};
-pub use xenio_xenbus::disk::{Completion, DiscardInfo, Io, IoMem, IoSeg};
+use xenio_hostio::disk::{BlockFile, Direct, DiskOpen, DiskQueue, DiskQueueOptions, IoMode};
+pub use xenio_hostio::disk::{Completion, DiscardInfo, Io, IoMem, IoSeg};
 
 /// What the frontend is told about the disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,7 +122,7 @@ impl FileStorage {
 }
 
 impl Storage for FileStorage {
-    type Queue = Engine;
+    type Queue = DiskQueue;
 
     fn info(&self) -> DiskInfo {
         let f = &self.file;
@@ -151,10 +151,10 @@ impl Storage for FileStorage {
         }
     }
 
-    fn queue(&self, depth: u32) -> xenio_xenbus::Result<Engine> {
-        let e = Engine::with_options(
+    fn queue(&self, depth: u32) -> xenio_xenbus::Result<DiskQueue> {
+        let e = DiskQueue::with_options(
             self.file.clone(),
-            &EngineOptions {
+            &DiskQueueOptions {
                 depth,
                 force_sync: self.force_sync,
                 completion_fd: true,
@@ -170,12 +170,13 @@ impl Storage for FileStorage {
     }
 }
 
-impl StorageQueue for Engine {
+impl StorageQueue for DiskQueue {
     fn submit(&mut self, tag: u64, io: Io) -> xenio_xenbus::Result<()> {
-        Engine::submit(self, tag, io)
+        Ok(DiskQueue::submit(self, tag, io)?)
     }
     fn flush_submissions(&mut self) -> xenio_xenbus::Result<()> {
-        Engine::flush_submissions(self).map(drop)
+        DiskQueue::flush_submissions(self)?;
+        Ok(())
     }
     fn complete(
         &mut self,
@@ -183,24 +184,24 @@ impl StorageQueue for Engine {
         wait_for: usize,
         timeout: Option<Duration>,
     ) -> xenio_xenbus::Result<()> {
-        Engine::complete(self, out, wait_for, timeout)
+        Ok(DiskQueue::complete(self, out, wait_for, timeout)?)
     }
     fn completion_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        Engine::completion_fd(self)
+        DiskQueue::completion_fd(self)
     }
     fn reap(&mut self, out: &mut Vec<Completion>) -> xenio_xenbus::Result<()> {
-        Engine::reap_ready(self, out)
+        Ok(DiskQueue::reap_ready(self, out)?)
     }
     fn rearm_completion_fd(&mut self) {
-        Engine::rearm_completion_fd(self)
+        DiskQueue::rearm_completion_fd(self)
     }
     fn register_buffer(&mut self, mem: &IoMem) -> bool {
-        Engine::register_fixed(self, mem)
+        DiskQueue::register_fixed(self, mem)
     }
     fn unregister_buffer(&mut self, mem: &IoMem) {
-        Engine::unregister_fixed(self, mem)
+        DiskQueue::unregister_fixed(self, mem)
     }
     fn registered_ios(&self) -> u64 {
-        Engine::fixed_ios(self)
+        DiskQueue::fixed_ios(self)
     }
 }

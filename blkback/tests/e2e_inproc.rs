@@ -7,8 +7,8 @@ use std::sync::atomic::AtomicBool;
 use xenio_blkback::storage::FileStorage;
 use xenio_blkback::{BackendConfig, Counters, GrantMode, QueueConfig, serve};
 use xenio_blkfront::{BlkFront, Options};
+use xenio_hostio::disk::Direct;
 use xenio_xenbus::DomId;
-use xenio_xenbus::disk::Direct;
 use xenio_xenbus::handshake::{DeviceKind, DevicePaths, create_device};
 use xenio_xenbus::platform::{InProcess, Platform};
 

@@ -44,5 +44,11 @@ pub enum Error {
     Timeout(String),
 }
 
+impl From<xenio_xenbus::xenstore::Error> for Error {
+    fn from(e: xenio_xenbus::xenstore::Error) -> Self {
+        Error::Platform(e.into())
+    }
+}
+
 /// Results of blkfront.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

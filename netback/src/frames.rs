@@ -6,7 +6,7 @@ use crate::{Error, Result};
 use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex};
-use xenio_xenbus::tap::Tap;
+use xenio_hostio::tap::Tap;
 
 /// One queue's frame sink and source.
 pub trait Frames: Send + Sync {

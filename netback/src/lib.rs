@@ -27,9 +27,12 @@ pub use frames::{Frames, MemFrames, MemNetwork, Network, TapNetwork};
 /// What can go wrong in the backend.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The platform (store, grants, event channels, TAP) failed.
+    /// The platform (store, grants, event channels) failed.
     #[error(transparent)]
     Platform(#[from] xenio_xenbus::Error),
+    /// The host device (the TAP) failed.
+    #[error(transparent)]
+    Host(#[from] xenio_hostio::Error),
     /// The frontend broke a ring.
     #[error(transparent)]
     Ring(#[from] xenio_ring::RingError),
@@ -42,6 +45,12 @@ pub enum Error {
     /// The network side failed.
     #[error("network: {0}")]
     Network(String),
+}
+
+impl From<xenio_xenbus::xenstore::Error> for Error {
+    fn from(e: xenio_xenbus::xenstore::Error) -> Self {
+        Error::Platform(e.into())
+    }
 }
 
 /// Results of netback.

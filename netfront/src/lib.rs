@@ -66,6 +66,12 @@ pub enum Error {
     Invalid(String),
 }
 
+impl From<xenio_xenbus::xenstore::Error> for Error {
+    fn from(e: xenio_xenbus::xenstore::Error) -> Self {
+        Error::Platform(e.into())
+    }
+}
+
 /// Results of netfront.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -15,19 +15,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// The store answered a request with an error (`EACCES`, `ENOENT`, `EAGAIN`...).
-    #[error("xenstore {op} {path:?}: {errno}")]
-    Store {
-        /// The request type (READ, WRITE, ...).
-        op: &'static str,
-        /// The path it was about.
-        path: String,
-        /// The error name the store sent (one of `xsd_errors`).
-        errno: String,
-    },
-    /// The store connection broke or spoke nonsense.
-    #[error("xenstore protocol: {0}")]
-    StoreProtocol(String),
+    /// A store request failed (an error reply, a broken connection, no reply).
+    #[error(transparent)]
+    Store(#[from] xenio_xenstore::Error),
     /// A grant could not be mapped, copied or revoked.
     #[error("grant {gref} of domain {domid}: {reason}")]
     Grant {
@@ -74,19 +64,27 @@ impl Error {
         }
     }
 
+    /// The error the store answered with, if this is one.
+    pub fn store_errno(&self) -> Option<xenio_xenstore::XsError> {
+        match self {
+            Error::Store(e) => e.errno(),
+            _ => None,
+        }
+    }
+
     /// Whether this is the store's `ENOENT`.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::Store { errno, .. } if errno == "ENOENT")
+        self.store_errno() == Some(xenio_xenstore::XsError::ENOENT)
     }
 
     /// Whether this is the store's `EAGAIN` (a transaction conflict: retry).
     pub fn is_again(&self) -> bool {
-        matches!(self, Error::Store { errno, .. } if errno == "EAGAIN")
+        self.store_errno() == Some(xenio_xenstore::XsError::EAGAIN)
     }
 
     /// Whether this is the store's `EACCES`.
     pub fn is_denied(&self) -> bool {
-        matches!(self, Error::Store { errno, .. } if errno == "EACCES")
+        self.store_errno() == Some(xenio_xenstore::XsError::EACCES)
     }
 }
 

@@ -120,7 +120,7 @@ pub fn create_device_with<S: Store>(
 ) -> Result<()> {
     let be = paths.backend_id;
     let fe = paths.frontend_id;
-    store.transaction(16, |tx| {
+    Ok(store.transaction(16, |tx| {
         store.mkdir(tx, &paths.backend)?;
         store.set_perms(
             tx,
@@ -157,7 +157,7 @@ pub fn create_device_with<S: Store>(
             state_bytes(XenbusState::Initialising).as_slice(),
         )?;
         Ok(())
-    })
+    })?)
 }
 
 /// The frontend keys a toolstack writes for a block device (as libxl does):
@@ -180,7 +180,7 @@ pub fn destroy_device<S: Store>(store: &S, paths: &DevicePaths) -> Result<()> {
         match store.rm(Tx::NONE, p) {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
@@ -204,7 +204,7 @@ pub fn read_state<S: Store>(store: &S, path: &str) -> Result<XenbusState> {
     let value = match store.read_string(Tx::NONE, path) {
         Ok(v) => v,
         Err(e) if e.is_not_found() || e.is_denied() => return Ok(XenbusState::Unknown),
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     if value.trim().is_empty() {
         return Ok(XenbusState::Unknown);
@@ -314,26 +314,28 @@ impl<'s, S: Store> Endpoint<'s, S> {
     /// Write `keys` into this end's directory and then move to `state`, in one
     /// transaction (so the peer never sees the state without the keys).
     pub fn switch(&self, state: XenbusState, keys: &[(&str, String)]) -> Result<()> {
-        self.store.transaction(16, |tx| {
+        Ok(self.store.transaction(16, |tx| {
             for (k, v) in keys {
                 self.store
                     .write(tx, &format!("{}/{k}", self.own), v.as_bytes())?;
             }
             self.store
                 .write(tx, &format!("{}/state", self.own), &state_bytes(state))
-        })
+        })?)
     }
 
     /// Read a key of the other end (`None` if absent).
     pub fn peer_key(&self, key: &str) -> Result<Option<String>> {
-        self.store
-            .read_opt(Tx::NONE, &format!("{}/{key}", self.peer))
+        Ok(self
+            .store
+            .read_opt(Tx::NONE, &format!("{}/{key}", self.peer))?)
     }
 
     /// Read a key of this end (`None` if absent).
     pub fn own_key(&self, key: &str) -> Result<Option<String>> {
-        self.store
-            .read_opt(Tx::NONE, &format!("{}/{key}", self.own))
+        Ok(self
+            .store
+            .read_opt(Tx::NONE, &format!("{}/{key}", self.own))?)
     }
 
     /// Block until the other end's state satisfies `until` (checked at once, then

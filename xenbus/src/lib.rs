@@ -13,25 +13,34 @@
 //! - `xen`: real Xen, over `/dev/xen/evtchn`, `/dev/xen/gntalloc`,
 //!   `/dev/xen/gntdev` and xenstored.
 //!
-//! The store client ([`store::Client`]) speaks the wire protocol to either the local
-//! daemon or the real xenstored (socket or `/dev/xen/xenbus`).
+//! - `InProcess` (feature `inprocess`): several domains as threads of one process,
+//!   for tests, fuzzing and micro-benchmarks.
+//!
+//! The store itself (the [`Store`] trait, its client and xenio's store daemon) is
+//! the `xenio-xenstore` crate; its types are re-exported here so that a driver
+//! depends on this crate alone.
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod disk;
 mod error;
 pub mod handshake;
+#[cfg(feature = "inprocess")]
+mod inprocess;
 pub mod local;
 pub mod platform;
 pub mod region;
-pub mod store;
-pub mod tap;
 pub mod xen;
-pub mod xenstored;
 
 pub use error::{Error, Result};
+#[cfg(feature = "inprocess")]
+pub use platform::{InProcDomain, InProcess};
+pub use platform::{LocalPlatform, Platform, XenPlatform};
 pub use region::{ReadOnlyRegion, Region};
 pub use xenio_xen_sys::{DomId, GrantRef, Port};
+pub use xenio_xenstore::{
+    self as xenstore, Client as StoreClient, Perm, PermAccess, Store, Tx, Watch, WatchEvent,
+    XsError,
+};
 
 use std::os::fd::AsFd;
 use std::time::Duration;
@@ -134,161 +143,4 @@ pub trait GrantMapper: Send + Sync {
     /// Perform grant copies. The result has one entry per copy, in order: each
     /// copy succeeds or fails on its own, as `GNTTABOP_copy` reports per segment.
     fn copy(&self, ops: &mut [GrantCopy<'_>]) -> Result<Vec<Result<()>>>;
-}
-
-// ---------------------------------------------------------------- the store
-
-/// A store transaction id (`tx_id` of `xsd_sockmsg`); [`Tx::NONE`] is no transaction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct Tx(pub u32);
-
-impl Tx {
-    /// Not in a transaction.
-    pub const NONE: Tx = Tx(0);
-}
-
-/// What a domain may do with a node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PermAccess {
-    /// `n`: nothing.
-    None,
-    /// `r`: read.
-    Read,
-    /// `w`: write.
-    Write,
-    /// `b`: read and write.
-    Both,
-}
-
-/// One entry of a node's permission list. The first entry names the owner and the
-/// access of every domain not listed; the others grant listed domains access.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Perm {
-    /// The domain.
-    pub domid: DomId,
-    /// Its access.
-    pub access: PermAccess,
-}
-
-impl std::fmt::Display for Perm {
-    /// The store's text form: `b0`, `r5`, ...
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let c = match self.access {
-            PermAccess::None => 'n',
-            PermAccess::Read => 'r',
-            PermAccess::Write => 'w',
-            PermAccess::Both => 'b',
-        };
-        write!(f, "{c}{}", self.domid.0)
-    }
-}
-
-impl std::str::FromStr for Perm {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::BadValue {
-            what: "permission".into(),
-            value: s.into(),
-        };
-        let mut chars = s.chars();
-        let access = match chars.next() {
-            Some('n') => PermAccess::None,
-            Some('r') => PermAccess::Read,
-            Some('w') => PermAccess::Write,
-            Some('b') => PermAccess::Both,
-            _ => return Err(bad()),
-        };
-        let domid = chars.as_str().parse::<u16>().map_err(|_| bad())?;
-        Ok(Perm {
-            domid: DomId(domid),
-            access,
-        })
-    }
-}
-
-/// A watch event: `path` changed (or was the watched path at registration).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WatchEvent {
-    /// The node that changed.
-    pub path: String,
-    /// The token given to [`Store::watch`].
-    pub token: String,
-}
-
-/// A registered watch; unregistered when dropped. Yields the initial event Xen
-/// sends on registration first.
-pub trait Watch: Send {
-    /// The next event, or `Ok(None)` if `timeout` passed first (`None`: wait forever).
-    fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<WatchEvent>>;
-}
-
-/// A connection to a xenstore (the local daemon or the real xenstored).
-pub trait Store: Send + Sync {
-    /// The watches this store hands out.
-    type Watch: Watch;
-    /// Read a node's value.
-    fn read(&self, tx: Tx, path: &str) -> Result<Vec<u8>>;
-    /// Write a node (creating it and missing parents).
-    fn write(&self, tx: Tx, path: &str, value: &[u8]) -> Result<()>;
-    /// Create a node with an empty value (and missing parents); fine if it exists.
-    fn mkdir(&self, tx: Tx, path: &str) -> Result<()>;
-    /// Remove a node and everything below it.
-    fn rm(&self, tx: Tx, path: &str) -> Result<()>;
-    /// The names of a node's children.
-    fn directory(&self, tx: Tx, path: &str) -> Result<Vec<String>>;
-    /// A node's permissions.
-    fn get_perms(&self, tx: Tx, path: &str) -> Result<Vec<Perm>>;
-    /// Set a node's permissions (the first entry is the owner and default access).
-    fn set_perms(&self, tx: Tx, path: &str, perms: &[Perm]) -> Result<()>;
-    /// Start a transaction.
-    fn transaction_start(&self) -> Result<Tx>;
-    /// Commit (`true`) or abort a transaction. A commit that conflicted with another
-    /// writer fails with `EAGAIN` ([`Error::is_again`]): run the transaction again.
-    fn transaction_end(&self, tx: Tx, commit: bool) -> Result<()>;
-    /// Watch `path` and everything below it.
-    fn watch(&self, path: &str, token: &str) -> Result<Self::Watch>;
-
-    /// Read a node as UTF-8 text, without the trailing NUL some writers add.
-    fn read_string(&self, tx: Tx, path: &str) -> Result<String> {
-        let v = self.read(tx, path)?;
-        let v = v.strip_suffix(&[0]).unwrap_or(&v);
-        String::from_utf8(v.to_vec()).map_err(|_| Error::BadValue {
-            what: path.to_string(),
-            value: String::from_utf8_lossy(v).into(),
-        })
-    }
-
-    /// Read a node if it exists.
-    fn read_opt(&self, tx: Tx, path: &str) -> Result<Option<String>> {
-        match self.read_string(tx, path) {
-            Ok(v) => Ok(Some(v)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Run `f` in a transaction, committing at the end and running it again (up to
-    /// `attempts` times) while the commit reports a conflict.
-    fn transaction<T>(&self, attempts: u32, mut f: impl FnMut(Tx) -> Result<T>) -> Result<T>
-    where
-        Self: Sized,
-    {
-        let mut last = None;
-        for _ in 0..attempts.max(1) {
-            let tx = self.transaction_start()?;
-            let value = match f(tx) {
-                Ok(v) => v,
-                Err(e) => {
-                    let _ = self.transaction_end(tx, false);
-                    return Err(e);
-                }
-            };
-            match self.transaction_end(tx, true) {
-                Ok(()) => return Ok(value),
-                Err(e) if e.is_again() => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::StoreProtocol("transaction never ran".into())))
-    }
 }

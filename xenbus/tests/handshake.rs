@@ -14,9 +14,9 @@ use xenio_xenbus::handshake::{
     DeviceKind, DevicePaths, Endpoint, create_device, create_device_with, destroy_device,
     frontend_ready, peer_leaving, read_state, vbd_frontend_keys,
 };
-use xenio_xenbus::store::Client;
-use xenio_xenbus::xenstored::{Daemon, DaemonConfig};
 use xenio_xenbus::{DomId, Store};
+use xenio_xenstore::Client;
+use xenio_xenstore::daemon::{Daemon, DaemonConfig};
 
 type R<T = ()> = std::result::Result<T, String>;
 type TestFn = fn() -> R;
@@ -53,6 +53,7 @@ fn main() -> ExitCode {
             "toolstack_layout_with_own_backend_class_and_frontend_keys",
             toolstack_layout,
         ),
+        ("the_device_handshake_runs_between_threads", between_threads),
     ];
     let mut failed = 0;
     for (name, f) in tests {
@@ -440,4 +441,48 @@ fn toolstack_layout() -> R {
         return Err("the removed backend state is not Unknown to the guest".into());
     }
     Ok(())
+}
+
+/// Both ends in one process (threads), each with its own store connection.
+fn between_threads() -> R {
+    use XenbusState as S;
+    const WAIT: Duration = Duration::from_secs(5);
+    let dir = tempfile::tempdir().map_err(s)?;
+    let daemon = Daemon::start(DaemonConfig {
+        domains: vec![DomId(5)],
+        ..DaemonConfig::new(dir.path())
+    })
+    .map_err(s)?;
+    let dom0 = Client::connect(daemon.socket_path()).map_err(s)?;
+    let guest = Client::connect(daemon.domain_socket_path(DomId(5))).map_err(s)?;
+    let paths = DevicePaths::new(DomId(0), DomId(5), DeviceKind::Vbd, 51712);
+    create_device(&dom0, &paths, &[("mode", "w".to_string())]).map_err(s)?;
+
+    let fe_dir = paths.frontend.clone();
+    let frontend = std::thread::spawn(move || -> R {
+        let mut fe = Endpoint::frontend(&guest, &fe_dir).map_err(s)?;
+        fe.wait_peer(WAIT, |s| s == S::InitWait).map_err(s)?;
+        fe.switch(S::Initialised, &[("ring-ref", "8".into())])
+            .map_err(s)?;
+        fe.wait_peer(WAIT, |s| s == S::Connected).map_err(s)?;
+        fe.switch(S::Connected, &[]).map_err(s)?;
+        fe.wait_peer(WAIT, |s| s == S::Closing).map_err(s)?;
+        fe.switch(S::Closed, &[]).map_err(s)
+    });
+    let mut be = Endpoint::backend(&dom0, &paths.backend).map_err(s)?;
+    be.switch(S::InitWait, &[("feature-flush-cache", "1".into())])
+        .map_err(s)?;
+    be.wait_peer(WAIT, frontend_ready).map_err(s)?;
+    let ring_ref = be.peer_key("ring-ref").map_err(s)?;
+    if ring_ref.as_deref() != Some("8") {
+        return Err(format!("ring-ref read back as {ring_ref:?}"));
+    }
+    be.switch(S::Connected, &[("sectors", "2048".into())])
+        .map_err(s)?;
+    be.wait_peer(WAIT, |s| s == S::Connected).map_err(s)?;
+    be.switch(S::Closing, &[]).map_err(s)?;
+    be.wait_peer(WAIT, |s| s == S::Closed).map_err(s)?;
+    frontend
+        .join()
+        .map_err(|_| "the frontend thread panicked".to_string())?
 }

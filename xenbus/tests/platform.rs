@@ -10,8 +10,8 @@ use xenio_xen_sys::blkif::*;
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xenbus::handshake::{DeviceKind, DevicePaths, Endpoint, create_device, frontend_ready};
 use xenio_xenbus::platform::{InProcess, LocalPlatform, Platform};
-use xenio_xenbus::xenstored::{Daemon, DaemonConfig};
 use xenio_xenbus::*;
+use xenio_xenstore::daemon::{Daemon, DaemonConfig};
 
 type R<T = ()> = std::result::Result<T, String>;
 const T: Duration = Duration::from_secs(10);

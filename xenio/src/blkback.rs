@@ -9,10 +9,10 @@ use xenio_blkback::reorder::ReorderMode;
 use xenio_blkback::{
     BackendConfig, Counters, DiskSpec, FileStorage, GrantMode, QueueConfig, serve,
 };
+use xenio_hostio::disk::Direct;
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xenbus::DomId;
 use xenio_xenbus::Store;
-use xenio_xenbus::disk::Direct;
 use xenio_xenbus::handshake::{
     DeviceKind, DevicePaths, Endpoint, create_device_with, destroy_device, vbd_frontend_keys,
 };

@@ -1,12 +1,15 @@
 //! `xenio`: one command for xenio's daemons and tools.
 #![forbid(unsafe_code)]
+// The doc comments of this binary are its `--help` text (clap prints them as they
+// are), so paths like /local/domain/<domid> stay plain text, not Markdown.
+#![allow(rustdoc::invalid_html_tags)]
 
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use xenio_xenbus::DomId;
-use xenio_xenbus::xenstored::{Daemon, DaemonConfig, Quotas};
+use xenio_xenstore::daemon::{Daemon, DaemonConfig, Quotas};
 
 /// xenio: Xen split-driver I/O in userspace.
 #[derive(Parser, Debug)]

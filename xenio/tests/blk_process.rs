@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use xenio_blkfront::{BlkFront, Options};
 use xenio_xenbus::DomId;
 use xenio_xenbus::platform::LocalPlatform;
-use xenio_xenbus::xenstored::{Daemon, DaemonConfig};
+use xenio_xenstore::daemon::{Daemon, DaemonConfig};
 
 const DISK: u64 = 16 << 20;
 const FRONT_DIR: &str = "/local/domain/1/device/vbd/51712";

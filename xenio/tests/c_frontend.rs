@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use xenio_xenbus::DomId;
-use xenio_xenbus::xenstored::{Daemon, DaemonConfig};
+use xenio_xenstore::daemon::{Daemon, DaemonConfig};
 
 /// 16384 sectors.
 const DISK: u64 = 8 << 20;

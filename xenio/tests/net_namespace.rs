@@ -24,7 +24,7 @@ use xenio_netfront::stack::Stack;
 use xenio_netfront::{NetFront, Options};
 use xenio_xenbus::DomId;
 use xenio_xenbus::platform::LocalPlatform;
-use xenio_xenbus::xenstored::{Daemon, DaemonConfig};
+use xenio_xenstore::daemon::{Daemon, DaemonConfig};
 
 const FRONT_DIR: &str = "/local/domain/1/device/vif/0";
 const LINUX_IP: &str = "192.0.2.1";

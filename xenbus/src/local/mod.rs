@@ -18,6 +18,7 @@
 mod evtchn;
 mod grant;
 mod pages;
+mod platform;
 
 pub use evtchn::{LocalChannel, LocalEventChannels};
 pub use grant::{
@@ -25,6 +26,7 @@ pub use grant::{
     NR_RESERVED_ENTRIES,
 };
 pub use pages::PAGE;
+pub use platform::LocalPlatform;
 
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};

@@ -28,10 +28,12 @@ pub mod abi;
 mod evtchn;
 mod gntalloc;
 mod gntdev;
+mod platform;
 
 pub use evtchn::{EvtchnDevice, XenEventChannel};
 pub use gntalloc::{GntallocDevice, XenGranted};
 pub use gntdev::{GntdevDevice, GrantRegion};
+pub use platform::XenPlatform;
 
 use crate::{Error, Result};
 use nix::errno::Errno;

@@ -1,0 +1,1512 @@
+//! [`DiskQueue`]: one io_uring over a [`BlockFile`], or the synchronous fallback.
+//!
+//! Each submitted operation occupies a slot of a fixed slab (as many slots as the
+//! queue's depth). The slot's index is the io_uring `user_data`; the slot owns the
+//! operation's `iovec` array and the `Arc`s of its memory regions until the
+//! completion is reaped, so everything the kernel may touch outlives the kernel's
+//! use of it. Slots and their `iovec` vectors are reused: submitting and reaping
+//! allocate nothing once the vectors have grown to the usual segment count.
+
+use super::{BlockFile, Completion, Io, IoMem, IoSeg, OpError, sys};
+use crate::{Error, Result};
+use io_uring::{IoUring, opcode, squeue, types};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `user_data` of the cancellations issued when a queue is dropped.
+const CANCEL: u64 = u64::MAX;
+/// Resubmissions after `EAGAIN`/`EINTR` before the error is reported.
+const MAX_RETRIES: u8 = 16;
+/// Most segments in one operation (`UIO_MAXIOV`, the kernel's limit for readv).
+pub(super) const MAX_SEGS: usize = libc::UIO_MAXIOV as usize;
+/// Most io_uring entries (`IORING_MAX_ENTRIES`).
+const MAX_DEPTH: u32 = 32768;
+/// Registered-buffer slots a queue offers ([`DiskQueue::register_fixed`]); the
+/// kernel allows 16384.
+pub const FIXED_SLOTS: u16 = 4096;
+/// How long dropping a queue waits for the kernel before leaking the memory of
+/// the operations still in flight (rather than freeing memory the kernel may
+/// still write into).
+const DROP_WAIT: Duration = Duration::from_secs(60);
+
+/// How to build an [`DiskQueue`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskQueueOptions {
+    /// Most operations in flight (submitted, completion not yet reaped) and the
+    /// io_uring size. 64 by default.
+    pub depth: u32,
+    /// Execute every operation synchronously at submission, without io_uring
+    /// (tests, comparisons).
+    pub force_sync: bool,
+    /// Create an eventfd that becomes readable when completions are ready
+    /// ([`DiskQueue::completion_fd`]), for an event loop.
+    pub completion_fd: bool,
+}
+
+impl Default for DiskQueueOptions {
+    fn default() -> Self {
+        DiskQueueOptions {
+            depth: 64,
+            force_sync: false,
+            completion_fd: false,
+        }
+    }
+}
+
+/// How an [`DiskQueue`] executes operations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IoMode {
+    /// Asynchronously, through io_uring.
+    Uring,
+    /// Synchronously at submission (`preadv`, `pwritev`, `fdatasync`, `fallocate`,
+    /// `BLKDISCARD`), for the reason given.
+    Sync {
+        /// Why io_uring is not used.
+        reason: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+    Flush,
+    Discard,
+}
+
+/// `iovec`s pointing into the regions of the slot that owns them.
+struct Iovecs(Vec<libc::iovec>);
+
+// SAFETY: the pointers are addresses of memory kept alive by the `Arc`s of the
+// same slot (regions are `Send + Sync`); nothing about them is tied to a thread.
+unsafe impl Send for Iovecs {}
+
+struct Slot {
+    /// Holds an operation the kernel may be working on.
+    busy: bool,
+    tag: u64,
+    kind: Kind,
+    /// Where the operation started on the disk.
+    start: u64,
+    /// Where the rest of it starts (after short transfers).
+    offset: u64,
+    total: u64,
+    done: u64,
+    /// Keeps the memory alive until the completion is reaped.
+    segs: Vec<IoSeg>,
+    iov: Iovecs,
+    /// First `iovec` not completely transferred.
+    iov_start: usize,
+    retries: u8,
+    /// The registered buffer holding the operation's one segment, if any.
+    fixed: Option<u16>,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            busy: false,
+            tag: 0,
+            kind: Kind::Flush,
+            start: 0,
+            offset: 0,
+            total: 0,
+            done: 0,
+            segs: Vec::new(),
+            iov: Iovecs(Vec::with_capacity(11)),
+            iov_start: 0,
+            retries: 0,
+            fixed: None,
+        }
+    }
+
+    /// The `iovec`s still to transfer.
+    fn remaining_iov(&self) -> &[libc::iovec] {
+        &self.iov.0[self.iov_start..]
+    }
+
+    /// Account for `n` bytes transferred (`n` at most what is left).
+    fn advance(&mut self, n: usize) {
+        self.done += n as u64;
+        self.offset += n as u64;
+        let mut n = n;
+        while n > 0 && self.iov_start < self.iov.0.len() {
+            let v = &mut self.iov.0[self.iov_start];
+            if n >= v.iov_len {
+                n -= v.iov_len;
+                self.iov_start += 1;
+            } else {
+                v.iov_base = v.iov_base.cast::<u8>().wrapping_add(n).cast();
+                v.iov_len -= n;
+                n = 0;
+            }
+        }
+    }
+
+    /// Drop the memory references and make the slot free.
+    fn clear(&mut self) {
+        self.segs.clear();
+        self.iov.0.clear();
+        self.busy = false;
+    }
+
+    fn describe(&self, file: &BlockFile) -> String {
+        let p = file.path().display();
+        match self.kind {
+            Kind::Read => format!("{p}: read of {} bytes at offset {}", self.total, self.start),
+            Kind::Write => format!(
+                "{p}: write of {} bytes at offset {}",
+                self.total, self.start
+            ),
+            Kind::Flush => format!("{p}: flush (fdatasync)"),
+            Kind::Discard if file.is_block_device() => {
+                format!(
+                    "{p}: discard (BLKDISCARD) of {} bytes at offset {}",
+                    self.total, self.start
+                )
+            }
+            Kind::Discard => format!(
+                "{p}: discard (fallocate PUNCH_HOLE) of {} bytes at offset {}",
+                self.total, self.start
+            ),
+        }
+    }
+}
+
+/// What to do after a completion queue entry.
+enum Step {
+    Done(io::Result<usize>),
+    Again,
+}
+
+struct Uring {
+    ring: IoUring,
+    /// `IORING_FEAT_EXT_ARG` (Linux 5.11): waits can time out.
+    ext_arg: bool,
+    /// `IORING_OP_FALLOCATE` (Linux 5.6).
+    fallocate: bool,
+}
+
+impl Uring {
+    fn setup(depth: u32, eventfd: Option<&EventFd>) -> std::result::Result<Uring, String> {
+        // Cooperative task running (Linux 5.19): a completion does not interrupt
+        // the thread with an inter-processor interrupt (a VM exit on a guest); it
+        // is run at the thread's next system call, and the ring's TASKRUN flag
+        // says when one is due so a peek at the completion queue can make that
+        // call (`DiskQueue::reap`). Older kernels refuse the flags: plain setup.
+        let ring = IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .build(depth)
+            .or_else(|_| IoUring::new(depth))
+            .map_err(|e| {
+                format!("io_uring unavailable (io_uring_setup: {e}): executing I/O synchronously at submission")
+            })?;
+        let mut probe = io_uring::Probe::new();
+        let (rw, fallocate) = match ring.submitter().register_probe(&mut probe) {
+            Ok(()) => (
+                probe.is_supported(opcode::Readv::CODE)
+                    && probe.is_supported(opcode::Writev::CODE)
+                    && probe.is_supported(opcode::Fsync::CODE),
+                probe.is_supported(opcode::Fallocate::CODE),
+            ),
+            // No probing before Linux 5.6; READV, WRITEV and FSYNC exist since 5.1.
+            Err(_) => (true, false),
+        };
+        if !rw {
+            return Err(
+                "io_uring lacks READV/WRITEV/FSYNC: executing I/O synchronously at submission"
+                    .into(),
+            );
+        }
+        if let Some(efd) = eventfd {
+            ring.submitter()
+                .register_eventfd(efd.as_fd().as_raw_fd())
+                .map_err(|e| {
+                    format!(
+                        "io_uring cannot signal an eventfd (IORING_REGISTER_EVENTFD: {e}): \
+                         executing I/O synchronously at submission"
+                    )
+                })?;
+        }
+        let ext_arg = ring.params().is_feature_ext_arg();
+        Ok(Uring {
+            ring,
+            ext_arg,
+            fallocate,
+        })
+    }
+
+    /// Queue `entry`, making room by submitting if the queue is full.
+    ///
+    /// # Safety
+    /// Every buffer `entry` points to (an `iovec` array and the memory it
+    /// describes) must stay valid until its completion has been reaped.
+    unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        for _ in 0..8 {
+            // SAFETY: the caller keeps the entry's buffers valid until completion.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return Ok(());
+            }
+            match self.ring.submit() {
+                Ok(_) => {}
+                Err(e) if transient(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "the io_uring submission queue stays full",
+        ))
+    }
+
+    /// Submit what is queued and wait for one completion, or until `deadline`.
+    /// `Ok(true)` when the deadline passed.
+    fn wait(&mut self, deadline: Option<Instant>) -> io::Result<bool> {
+        let r = match deadline {
+            None => self.ring.submit_and_wait(1),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Ok(true);
+                }
+                let left = d - now;
+                if self.ext_arg {
+                    let ts = types::Timespec::from(left);
+                    let args = types::SubmitArgs::new().timespec(&ts);
+                    self.ring.submitter().submit_with_args(1, &args)
+                } else {
+                    // Before Linux 5.11: the ring's descriptor polls readable when
+                    // completions are ready.
+                    match self.ring.submit() {
+                        Ok(_) => {}
+                        Err(e) if transient(&e) => {}
+                        Err(e) => return Err(e),
+                    }
+                    let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+                    let mut fds = [nix::poll::PollFd::new(
+                        self.ring.as_fd(),
+                        nix::poll::PollFlags::POLLIN,
+                    )];
+                    nix::poll::poll(&mut fds, ms)
+                        .map(|_| 0)
+                        .map_err(io::Error::from)
+                }
+            }
+        };
+        match r {
+            Ok(_) => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(true),
+            Err(e) if transient(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The io_uring entry of (the rest of) `slot` without registered buffers.
+fn sqe_vectored(fd: types::Fd, slot: &Slot, iov: &[libc::iovec]) -> squeue::Entry {
+    match slot.kind {
+        // At most MAX_SEGS (1024) iovecs: the cast is lossless.
+        Kind::Read => opcode::Readv::new(fd, iov.as_ptr(), iov.len() as u32)
+            .offset(slot.offset)
+            .build(),
+        Kind::Write => opcode::Writev::new(fd, iov.as_ptr(), iov.len() as u32)
+            .offset(slot.offset)
+            .build(),
+        Kind::Flush => opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build(),
+        Kind::Discard => opcode::Fallocate::new(fd, slot.total)
+            .offset(slot.offset)
+            .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
+            .build(),
+    }
+}
+
+/// Errors of `io_uring_enter` after which trying again is right.
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+    )
+}
+
+/// Registered ("fixed") buffers: regions the kernel pinned once at
+/// registration, so that an operation into one of them skips pinning its pages
+/// (`READ_FIXED`/`WRITE_FIXED`).
+struct Fixed {
+    /// The slot of each registered region, by the region's base address.
+    by_base: HashMap<usize, u16>,
+    /// What each slot holds: kept mapped while registered.
+    held: Vec<Option<IoMem>>,
+    /// Unused slots.
+    free: Vec<u16>,
+}
+
+/// Storage I/O on one [`BlockFile`]: one io_uring, owned by one thread (the
+/// queue is `Send`; every method takes `&mut self`).
+///
+/// [`submit`](Self::submit) validates and queues,
+/// [`flush_submissions`](Self::flush_submissions) hands the queue to the kernel,
+/// [`complete`](Self::complete) reaps. At most [`depth`](Self::depth) operations
+/// are in flight; submit more after reaping.
+pub struct DiskQueue {
+    file: Arc<BlockFile>,
+    depth: usize,
+    mode: IoMode,
+    uring: Option<Uring>,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    /// Operations whose slot is busy (queued or in the kernel).
+    in_ring: usize,
+    /// Completions produced at submission, not yet reaped.
+    ready: VecDeque<Completion>,
+    /// Reused buffer for completion queue entries.
+    cqes: Vec<(u64, i32)>,
+    eventfd: Option<EventFd>,
+    /// Registered buffers, once the table is set up (after `uring`: dropped after
+    /// the ring that pinned them).
+    fixed: Option<Fixed>,
+    /// Registration failed once (no io_uring, an old kernel, memory the kernel
+    /// cannot pin, the locked-memory limit): do not try again.
+    fixed_off: bool,
+    /// Operations that used a registered buffer.
+    fixed_ios: u64,
+}
+
+impl std::fmt::Debug for DiskQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskQueue")
+            .field("file", &self.file.path())
+            .field("depth", &self.depth)
+            .field("mode", &self.mode)
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+impl DiskQueue {
+    /// An queue of `depth` operations in flight over `file` (see
+    /// [`DiskQueueOptions`] for the other knobs).
+    pub fn new(file: Arc<BlockFile>, depth: u32) -> Result<DiskQueue> {
+        Self::with_options(
+            file,
+            &DiskQueueOptions {
+                depth,
+                ..DiskQueueOptions::default()
+            },
+        )
+    }
+
+    /// An queue built as `opts` says. Falls back to synchronous I/O when
+    /// io_uring cannot be set up; [`mode`](Self::mode) tells.
+    pub fn with_options(file: Arc<BlockFile>, opts: &DiskQueueOptions) -> Result<DiskQueue> {
+        if opts.depth == 0 || opts.depth > MAX_DEPTH {
+            return Err(Error::BadValue {
+                what: format!("io_uring depth (1..={MAX_DEPTH})"),
+                value: opts.depth.to_string(),
+            });
+        }
+        let eventfd = if opts.completion_fd {
+            let efd =
+                EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                    .map_err(|e| Error::io("creating the completion eventfd", e.into()))?;
+            Some(efd)
+        } else {
+            None
+        };
+        let (uring, mode) = if opts.force_sync {
+            let reason = "synchronous I/O requested (DiskQueueOptions::force_sync)".to_string();
+            (None, IoMode::Sync { reason })
+        } else {
+            match Uring::setup(opts.depth, eventfd.as_ref()) {
+                Ok(u) => (Some(u), IoMode::Uring),
+                Err(reason) => {
+                    tracing::warn!("{}: {reason}", file.path().display());
+                    (None, IoMode::Sync { reason })
+                }
+            }
+        };
+        let depth = opts.depth as usize;
+        Ok(DiskQueue {
+            file,
+            depth,
+            mode,
+            uring,
+            slots: (0..depth).map(|_| Slot::new()).collect(),
+            free: (0..depth).rev().collect(),
+            in_ring: 0,
+            ready: VecDeque::with_capacity(depth),
+            cqes: Vec::with_capacity(2 * depth),
+            eventfd,
+            fixed: None,
+            fixed_off: false,
+            fixed_ios: 0,
+        })
+    }
+
+    /// Register `mem` as a fixed buffer: the kernel pins its pages once, and
+    /// one-segment reads and writes into it skip pinning them per operation.
+    /// For memory used again and again (blkback's persistent grants). Returns
+    /// whether it is registered; false, and nothing changes, for read-only
+    /// memory, a full table ([`FIXED_SLOTS`]), the synchronous mode, or when
+    /// the kernel refuses (then registration is not tried again, and the
+    /// reason is logged once). Every operation works the same either way.
+    pub fn register_fixed(&mut self, mem: &IoMem) -> bool {
+        let key = mem.base() as usize;
+        if !mem.is_writable() || mem.is_empty() || self.fixed_off {
+            return false;
+        }
+        let Some(u) = self.uring.as_ref() else {
+            return false;
+        };
+        if self.fixed.is_none() {
+            if let Err(e) = u
+                .ring
+                .submitter()
+                .register_buffers_sparse(FIXED_SLOTS.into())
+            {
+                self.fixed_refused("setting up the registered-buffer table", &e);
+                return false;
+            }
+            self.fixed = Some(Fixed {
+                by_base: HashMap::new(),
+                held: vec![None; FIXED_SLOTS.into()],
+                free: (0..FIXED_SLOTS).rev().collect(),
+            });
+        }
+        let Some(f) = self.fixed.as_mut() else {
+            return false;
+        };
+        if f.by_base.contains_key(&key) {
+            return true;
+        }
+        let Some(slot) = f.free.pop() else {
+            return false;
+        };
+        let iov = libc::iovec {
+            iov_base: mem.base().cast(),
+            iov_len: mem.len(),
+        };
+        // SAFETY: the iovec is the whole of a live mapping, and `held` keeps
+        // that mapping alive until the slot is emptied again
+        // (`unregister_fixed`) or the ring is gone (`fixed` drops after
+        // `uring`); the kernel pins the pages at registration.
+        let r = unsafe {
+            u.ring
+                .submitter()
+                .register_buffers_update(slot.into(), &[iov], None)
+        };
+        match r {
+            Ok(()) => {
+                f.by_base.insert(key, slot);
+                f.held[usize::from(slot)] = Some(mem.clone());
+                true
+            }
+            Err(e) => {
+                f.free.push(slot);
+                self.fixed_refused("registering a buffer", &e);
+                false
+            }
+        }
+    }
+
+    /// Forget `mem` as a fixed buffer (before its mapping goes away for good).
+    /// Operations already submitted into it finish normally: the kernel keeps
+    /// its pages until they do.
+    pub fn unregister_fixed(&mut self, mem: &IoMem) {
+        let key = mem.base() as usize;
+        let (Some(f), Some(u)) = (self.fixed.as_mut(), self.uring.as_ref()) else {
+            return;
+        };
+        let Some(&slot) = f.by_base.get(&key) else {
+            return;
+        };
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        // SAFETY: an empty iovec clears the slot; nothing is registered.
+        let r = unsafe {
+            u.ring
+                .submitter()
+                .register_buffers_update(slot.into(), &[empty], None)
+        };
+        match r {
+            Ok(()) => {
+                f.by_base.remove(&key);
+                f.held[usize::from(slot)] = None;
+                f.free.push(slot);
+            }
+            // Still registered: keep the mapping (the slot stays taken).
+            Err(e) => tracing::warn!(
+                "{}: unregistering a buffer: {e}",
+                self.file.path().display()
+            ),
+        }
+    }
+
+    /// Operations so far that used a registered buffer.
+    pub fn fixed_ios(&self) -> u64 {
+        self.fixed_ios
+    }
+
+    fn fixed_refused(&mut self, what: &str, e: &io::Error) {
+        tracing::info!(
+            "{}: {what}: {e}; I/O goes on without registered buffers",
+            self.file.path().display()
+        );
+        self.fixed_off = true;
+    }
+
+    /// How operations are executed.
+    pub fn mode(&self) -> &IoMode {
+        &self.mode
+    }
+
+    /// The file or device.
+    pub fn file(&self) -> &Arc<BlockFile> {
+        &self.file
+    }
+
+    /// Most operations in flight.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Operations submitted whose completion [`complete`](Self::complete) has not
+    /// returned yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_ring + self.ready.len()
+    }
+
+    /// An eventfd that is readable when completions may be ready (if
+    /// [`DiskQueueOptions::completion_fd`] asked for one). [`complete`](Self::complete)
+    /// clears it.
+    pub fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.eventfd.as_ref().map(|e| e.as_fd())
+    }
+
+    /// Validate `io` and queue it (in synchronous mode: execute it). The result
+    /// comes back from [`complete`](Self::complete) with `tag`.
+    ///
+    /// Refused here, before anything reaches the kernel: more than
+    /// [`depth`](Self::depth) operations in flight, a segment outside its region,
+    /// a read into read-only memory, writes and discards on a read-only disk, a
+    /// range past the end of the disk, no segments or more than 1024, an empty
+    /// segment, and with O_DIRECT an offset, segment address or segment length that
+    /// is not a multiple of the logical sector size; a discard when the disk has
+    /// none, or not aligned to the logical sector size.
+    pub fn submit(&mut self, tag: u64, io: Io) -> Result<()> {
+        if self.in_flight() >= self.depth {
+            return Err(Error::Limit(format!(
+                "{}: {} operations in flight, the queue's depth: reap completions before submitting more",
+                self.file.path().display(),
+                self.depth
+            )));
+        }
+        let Some(idx) = self.free.pop() else {
+            return Err(Error::Limit(format!(
+                "{}: no free operation slot",
+                self.file.path().display()
+            )));
+        };
+        if let Err(e) = self.prepare(idx, tag, io) {
+            self.release(idx);
+            return Err(e);
+        }
+        let inline = match &self.uring {
+            None => true,
+            Some(u) => {
+                self.slots[idx].kind == Kind::Discard
+                    && (self.file.is_block_device() || !u.fallocate)
+            }
+        };
+        if inline {
+            let result = self.run_sync(idx);
+            let c = self.finish(idx, result);
+            self.ready.push_back(c);
+            if let Some(efd) = &self.eventfd {
+                let _ = efd.write(1);
+            }
+            return Ok(());
+        }
+        let entry = self.sqe(idx);
+        let pushed = match self.uring.as_mut() {
+            // SAFETY: the entry points at the slot's iovec array and, through it, at
+            // memory the slot's `segs` keep alive; the slot stays busy (neither
+            // reused nor cleared) until its completion is reaped, or is leaked by
+            // `Drop` if the kernel never completes it.
+            Some(u) => unsafe { u.push(&entry) },
+            None => Err(io::Error::other("no io_uring")),
+        };
+        if let Err(e) = pushed {
+            let what = self.slots[idx].describe(&self.file);
+            self.release(idx);
+            return Err(Error::io(format!("{what}: queueing on io_uring"), e));
+        }
+        if self.slots[idx].fixed.is_some() {
+            self.fixed_ios += 1;
+        }
+        self.in_ring += 1;
+        Ok(())
+    }
+
+    /// Hand every queued operation to the kernel (one `io_uring_enter`). Returns how
+    /// many were submitted (0 in synchronous mode).
+    pub fn flush_submissions(&mut self) -> Result<usize> {
+        let Some(u) = self.uring.as_mut() else {
+            return Ok(0);
+        };
+        loop {
+            match u.ring.submit() {
+                Ok(n) => return Ok(n),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                // The kernel is short of resources or its completion queue is full:
+                // `complete` submits the rest.
+                Err(e) if transient(&e) => return Ok(0),
+                Err(e) => {
+                    return Err(Error::io(
+                        format!(
+                            "{}: submitting I/O (io_uring_enter)",
+                            self.file.path().display()
+                        ),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Append finished operations to `out`, waiting until at least `wait_for` were
+    /// appended, or `timeout` passed (`None`: no limit), or nothing is in flight.
+    /// Operations still queued are submitted while waiting. Short transfers are
+    /// continued for the remainder and reported once, complete.
+    pub fn complete(
+        &mut self,
+        out: &mut Vec<Completion>,
+        wait_for: usize,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        // Clear before reaping: a completion posted after this read signals again.
+        self.rearm_completion_fd();
+        self.collect(out, wait_for, timeout)
+    }
+
+    /// Append the operations that already finished to `out`, without waiting and
+    /// without touching the completion eventfd: when nothing finished this makes
+    /// no system call. An event loop calls it as often as it likes, and calls
+    /// [`rearm_completion_fd`](Self::rearm_completion_fd) (then this once more)
+    /// only before it sleeps on [`completion_fd`](Self::completion_fd).
+    pub fn reap_ready(&mut self, out: &mut Vec<Completion>) -> Result<()> {
+        self.collect(out, 0, Some(Duration::ZERO))
+    }
+
+    /// Clear the completion eventfd, so that it becomes readable again only for
+    /// completions posted from now on. Reap after this and before sleeping, or a
+    /// completion posted just before it is missed until the next one.
+    pub fn rearm_completion_fd(&self) {
+        if let Some(efd) = &self.eventfd {
+            // Non-blocking: EAGAIN just means it was clear already.
+            let _ = efd.read();
+        }
+    }
+
+    fn collect(
+        &mut self,
+        out: &mut Vec<Completion>,
+        wait_for: usize,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let start = out.len();
+        let mut resubmitted = false;
+        loop {
+            while let Some(c) = self.ready.pop_front() {
+                out.push(c);
+            }
+            resubmitted |= self.reap(out);
+            if out.len() - start >= wait_for || self.in_ring == 0 {
+                break;
+            }
+            let Some(u) = self.uring.as_mut() else { break };
+            match u.wait(deadline) {
+                Ok(false) => {}
+                Ok(true) => {
+                    resubmitted |= self.reap(out);
+                    break;
+                }
+                Err(e) => {
+                    return Err(Error::io(
+                        format!(
+                            "{}: waiting for I/O completions (io_uring_enter)",
+                            self.file.path().display()
+                        ),
+                        e,
+                    ));
+                }
+            }
+        }
+        // Continuations of short transfers must reach the kernel now: an event
+        // loop waiting on the completion eventfd would otherwise wait forever.
+        let pending = self
+            .uring
+            .as_mut()
+            .is_some_and(|u| !u.ring.submission().is_empty());
+        if resubmitted && pending {
+            self.flush_submissions()?;
+        }
+        Ok(())
+    }
+
+    /// Take a slot back after a refused submission.
+    fn release(&mut self, idx: usize) {
+        self.slots[idx].clear();
+        self.free.push(idx);
+    }
+
+    /// Fill slot `idx` with `io`, validated.
+    fn prepare(&mut self, idx: usize, tag: u64, io: Io) -> Result<()> {
+        let file = &*self.file;
+        let slot = &mut self.slots[idx];
+        slot.busy = true;
+        slot.tag = tag;
+        slot.done = 0;
+        slot.iov_start = 0;
+        slot.retries = 0;
+        slot.fixed = None;
+        slot.iov.0.clear();
+        let (kind, offset, segs) = match io {
+            Io::Read { offset, segs } => (Kind::Read, offset, segs),
+            Io::Write { offset, segs } => (Kind::Write, offset, segs),
+            Io::Flush => {
+                slot.kind = Kind::Flush;
+                slot.start = 0;
+                slot.offset = 0;
+                slot.total = 0;
+                return Ok(());
+            }
+            Io::Discard { offset, len } => {
+                slot.kind = Kind::Discard;
+                slot.start = offset;
+                slot.offset = offset;
+                slot.total = len;
+                let refuse = |kind, msg: String| refuse(file, slot, kind, msg);
+                if file.is_readonly() {
+                    return Err(refuse(
+                        io::ErrorKind::PermissionDenied,
+                        "the disk is opened read-only".into(),
+                    ));
+                }
+                if let Err(why) = file.discard_support() {
+                    return Err(refuse(
+                        io::ErrorKind::Unsupported,
+                        format!("discard is not supported: {why}"),
+                    ));
+                }
+                let align = u64::from(file.logical_sector_size());
+                if len == 0 || offset % align != 0 || len % align != 0 {
+                    return Err(refuse(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "offset and length must be non-zero multiples of the {align}-byte logical sector size"
+                        ),
+                    ));
+                }
+                check_range(file, slot, offset, len)?;
+                return Ok(());
+            }
+        };
+        slot.kind = kind;
+        slot.start = offset;
+        slot.offset = offset;
+        slot.total = 0;
+        let refuse = |slot: &Slot, kind, msg: String| refuse(file, slot, kind, msg);
+        if kind == Kind::Write && file.is_readonly() {
+            return Err(refuse(
+                slot,
+                io::ErrorKind::PermissionDenied,
+                "the disk is opened read-only".into(),
+            ));
+        }
+        if segs.is_empty() || segs.len() > MAX_SEGS {
+            return Err(refuse(
+                slot,
+                io::ErrorKind::InvalidInput,
+                format!("{} segments (1..={MAX_SEGS} allowed)", segs.len()),
+            ));
+        }
+        let mem_align = file.mem_align();
+        let io_align = file.io_align();
+        if offset % io_align != 0 {
+            return Err(refuse(
+                slot,
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "with O_DIRECT the offset must be a multiple of the {io_align}-byte logical sector size"
+                ),
+            ));
+        }
+        let mut total: u64 = 0;
+        for (i, s) in segs.iter().enumerate() {
+            if kind == Kind::Read && !s.mem.is_writable() {
+                return Err(refuse(
+                    slot,
+                    io::ErrorKind::PermissionDenied,
+                    format!("segment {i} is read-only memory: a read cannot fill it"),
+                ));
+            }
+            let inside = s
+                .offset
+                .checked_add(s.len)
+                .is_some_and(|end| end <= s.mem.len());
+            if !inside {
+                return Err(refuse(
+                    slot,
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "segment {i} ({} bytes at offset {}) is outside its region of {} bytes",
+                        s.len,
+                        s.offset,
+                        s.mem.len()
+                    ),
+                ));
+            }
+            if s.len == 0 {
+                return Err(refuse(
+                    slot,
+                    io::ErrorKind::InvalidInput,
+                    format!("segment {i} is empty"),
+                ));
+            }
+            // In bounds (checked above), so this stays inside the region's mapping.
+            let addr = s.mem.base().wrapping_add(s.offset);
+            if (addr as usize) % mem_align != 0 || (s.len as u64) % io_align != 0 {
+                return Err(refuse(
+                    slot,
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "with O_DIRECT every segment's address must be a multiple of {mem_align} and its length of \
+                         {io_align} bytes; segment {i} is {} bytes at address {addr:p}",
+                        s.len
+                    ),
+                ));
+            }
+            total += s.len as u64;
+            slot.iov.0.push(libc::iovec {
+                iov_base: addr.cast(),
+                iov_len: s.len,
+            });
+        }
+        slot.total = total;
+        check_range(file, slot, offset, total)?;
+        slot.fixed = match (&segs[..], &self.fixed) {
+            // One segment in a registered region: the fixed opcodes take one
+            // buffer (inside the region, checked above).
+            ([s], Some(f)) => f.by_base.get(&(s.mem.base() as usize)).copied(),
+            _ => None,
+        };
+        slot.segs = segs;
+        Ok(())
+    }
+
+    /// The io_uring entry for (the rest of) slot `idx`.
+    fn sqe(&self, idx: usize) -> squeue::Entry {
+        let fd = types::Fd(self.file.as_fd().as_raw_fd());
+        let slot = &self.slots[idx];
+        let iov = slot.remaining_iov();
+        let entry = match (slot.kind, slot.fixed, iov) {
+            // The rest of a one-segment operation in a registered buffer (one
+            // segment: at most a region's length, far below 4 GiB).
+            (Kind::Read, Some(bi), [v]) => {
+                opcode::ReadFixed::new(fd, v.iov_base.cast(), v.iov_len as u32, bi)
+                    .offset(slot.offset)
+                    .build()
+            }
+            (Kind::Write, Some(bi), [v]) => {
+                opcode::WriteFixed::new(fd, v.iov_base.cast(), v.iov_len as u32, bi)
+                    .offset(slot.offset)
+                    .build()
+            }
+            _ => sqe_vectored(fd, slot, iov),
+        };
+        entry.user_data(idx as u64)
+    }
+
+    /// Execute slot `idx` with plain system calls.
+    fn run_sync(&mut self, idx: usize) -> io::Result<usize> {
+        let file = &*self.file;
+        let fd = file.as_fd();
+        let slot = &mut self.slots[idx];
+        match slot.kind {
+            Kind::Read | Kind::Write => {
+                while slot.done < slot.total {
+                    let iov = slot.remaining_iov();
+                    let r = if slot.kind == Kind::Read {
+                        // SAFETY: every iovec lies inside a read-write region (checked
+                        // by `prepare`) that the slot's `segs` keep mapped for the
+                        // call; regions are never accessed through references.
+                        unsafe { sys::preadv(fd, iov, slot.offset) }
+                    } else {
+                        // SAFETY: every iovec lies inside a region (checked by
+                        // `prepare`) that the slot's `segs` keep mapped for the call.
+                        unsafe { sys::pwritev(fd, iov, slot.offset) }
+                    };
+                    match r {
+                        Ok(0) => return Err(no_progress(slot)),
+                        Ok(n) if n as u64 > slot.total - slot.done => {
+                            return Err(too_much(slot, n));
+                        }
+                        Ok(n) => slot.advance(n),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(slot.total as usize)
+            }
+            Kind::Flush => nix::unistd::fdatasync(fd)
+                .map(|()| 0)
+                .map_err(io::Error::from),
+            Kind::Discard => {
+                if file.is_block_device() {
+                    sys::blkdiscard(fd, slot.offset, slot.total)?;
+                } else {
+                    sys::punch_hole(fd, slot.offset, slot.total)?;
+                }
+                Ok(usize::try_from(slot.total).unwrap_or(usize::MAX))
+            }
+        }
+    }
+
+    /// Free slot `idx` and make its completion.
+    fn finish(&mut self, idx: usize, result: io::Result<usize>) -> Completion {
+        let slot = &mut self.slots[idx];
+        let result = result.map_err(|e| OpError::into_io(slot.describe(&self.file), e));
+        let tag = slot.tag;
+        slot.clear();
+        self.free.push(idx);
+        Completion { tag, result }
+    }
+
+    /// What a completion queue entry with result `res` means for slot `idx`.
+    fn step(&mut self, idx: usize, res: i32) -> Step {
+        let slot = &mut self.slots[idx];
+        if res < 0 {
+            let errno = -res;
+            if matches!(errno, libc::EAGAIN | libc::EINTR) && slot.retries < MAX_RETRIES {
+                slot.retries += 1;
+                return Step::Again;
+            }
+            return Step::Done(Err(io::Error::from_raw_os_error(errno)));
+        }
+        let n = res as usize;
+        match slot.kind {
+            Kind::Flush => Step::Done(Ok(0)),
+            Kind::Discard => Step::Done(Ok(usize::try_from(slot.total).unwrap_or(usize::MAX))),
+            Kind::Read | Kind::Write => {
+                if n == 0 {
+                    return Step::Done(Err(no_progress(slot)));
+                }
+                if n as u64 > slot.total - slot.done {
+                    return Step::Done(Err(too_much(slot, n)));
+                }
+                slot.advance(n);
+                if slot.done == slot.total {
+                    Step::Done(Ok(slot.total as usize))
+                } else {
+                    Step::Again
+                }
+            }
+        }
+    }
+
+    /// Take every available completion queue entry: finished operations go to
+    /// `out`, short ones are queued again. Returns whether any was queued again.
+    fn reap(&mut self, out: &mut Vec<Completion>) -> bool {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.clear();
+        match self.uring.as_mut() {
+            Some(u) => {
+                if u.ring.submission().taskrun() {
+                    // Completions wait in task work: any system call runs it
+                    // (this one also submits what is queued). Errors surface at
+                    // the next submission or wait.
+                    let _ = u.ring.submit();
+                }
+                cqes.extend(u.ring.completion().map(|c| (c.user_data(), c.result())));
+            }
+            None => return false,
+        }
+        let mut again = false;
+        for &(user_data, res) in &cqes {
+            if user_data == CANCEL {
+                continue;
+            }
+            let idx = match usize::try_from(user_data) {
+                Ok(i) if i < self.slots.len() && self.slots[i].busy => i,
+                _ => {
+                    tracing::warn!(
+                        "{}: io_uring completion for unknown operation {user_data:#x} ignored",
+                        self.file.path().display()
+                    );
+                    continue;
+                }
+            };
+            let result = match self.step(idx, res) {
+                Step::Done(r) => r,
+                Step::Again => {
+                    let entry = self.sqe(idx);
+                    let pushed = match self.uring.as_mut() {
+                        // SAFETY: as in `submit`: the slot stays busy, keeping its
+                        // iovec array and memory alive, until this entry's completion.
+                        Some(u) => unsafe { u.push(&entry) },
+                        None => Err(io::Error::other("no io_uring")),
+                    };
+                    match pushed {
+                        Ok(()) => {
+                            again = true;
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            self.in_ring -= 1;
+            let c = self.finish(idx, result);
+            out.push(c);
+        }
+        self.cqes = cqes;
+        again
+    }
+}
+
+impl Drop for DiskQueue {
+    /// Wait for every operation still in the kernel (cancelling those that have
+    /// not started), so that no region is unmapped while the kernel may write
+    /// into it. If the kernel does not finish within a minute, the memory of the
+    /// unfinished operations is leaked instead of freed.
+    fn drop(&mut self) {
+        let DiskQueue {
+            file,
+            uring,
+            slots,
+            in_ring,
+            cqes,
+            ..
+        } = self;
+        let Some(u) = uring.as_mut() else { return };
+        if *in_ring == 0 {
+            return;
+        }
+        for (idx, _) in slots.iter().enumerate().filter(|(_, s)| s.busy) {
+            let cancel = opcode::AsyncCancel::new(idx as u64)
+                .build()
+                .user_data(CANCEL);
+            // SAFETY: a cancellation points at no memory.
+            let _ = unsafe { u.push(&cancel) };
+        }
+        let deadline = Instant::now() + DROP_WAIT;
+        let mut failure = None;
+        while *in_ring > 0 {
+            cqes.clear();
+            cqes.extend(u.ring.completion().map(|c| (c.user_data(), c.result())));
+            for &(user_data, _) in cqes.iter() {
+                let Ok(idx) = usize::try_from(user_data) else {
+                    continue;
+                };
+                if let Some(slot) = slots.get_mut(idx).filter(|s| s.busy) {
+                    slot.clear();
+                    *in_ring -= 1;
+                }
+            }
+            if *in_ring == 0 {
+                break;
+            }
+            // Without timed waits (Linux < 5.11) `wait` polls the ring instead.
+            let step = Instant::now()
+                .checked_add(Duration::from_millis(100))
+                .map(|t| t.min(deadline));
+            match u.wait(step) {
+                Ok(_) if Instant::now() < deadline => {}
+                Ok(_) => {
+                    failure = Some(format!("still running after {DROP_WAIT:?}"));
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(format!("waiting for them failed: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(why) = failure {
+            tracing::error!(
+                "{}: dropping a disk queue with {} operations in flight, {why}: leaking their memory",
+                file.path().display(),
+                *in_ring
+            );
+            for slot in slots.iter_mut().filter(|s| s.busy) {
+                std::mem::forget(std::mem::take(&mut slot.segs));
+                std::mem::forget(std::mem::take(&mut slot.iov.0));
+            }
+        }
+    }
+}
+
+/// A validation error for the operation in `slot`.
+fn refuse(file: &BlockFile, slot: &Slot, kind: io::ErrorKind, msg: String) -> Error {
+    Error::io(slot.describe(file), io::Error::new(kind, msg))
+}
+
+/// Refuse a range that does not lie inside the disk.
+fn check_range(file: &BlockFile, slot: &Slot, offset: u64, len: u64) -> Result<()> {
+    let cap = file.capacity();
+    if offset.checked_add(len).is_some_and(|end| end <= cap) {
+        Ok(())
+    } else {
+        Err(refuse(
+            file,
+            slot,
+            io::ErrorKind::InvalidInput,
+            format!("the range ends past the end of the disk ({cap} bytes)"),
+        ))
+    }
+}
+
+/// A read that hit the end of the file, or a write the kernel did not take.
+fn no_progress(slot: &Slot) -> io::Error {
+    if slot.kind == Kind::Read {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "end of file after {} of {} bytes (the file shrank?)",
+                slot.done, slot.total
+            ),
+        )
+    } else {
+        io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!(
+                "the kernel wrote nothing after {} of {} bytes",
+                slot.done, slot.total
+            ),
+        )
+    }
+}
+
+/// The kernel reported more bytes than were asked for.
+fn too_much(slot: &Slot, n: usize) -> io::Error {
+    io::Error::other(format!(
+        "the kernel reported {n} bytes transferred with {} left to do",
+        slot.total - slot.done
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::{DiskOpen, IoSeg};
+    use xenio_xenbus::Region;
+
+    fn queue(depth: u32) -> (tempfile::TempDir, DiskQueue) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("unit.img");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let file = Arc::new(BlockFile::open(&path, DiskOpen::default()).unwrap());
+        let e = DiskQueue::new(file, depth).unwrap();
+        assert_eq!(e.mode(), &IoMode::Uring);
+        (dir, e)
+    }
+
+    /// Put an arbitrary io_uring operation in flight in a busy slot (a flush
+    /// holding `region`), as if submitted.
+    fn inject(e: &mut DiskQueue, entry: squeue::Entry, region: &Arc<Region>) -> usize {
+        let idx = e.free.pop().unwrap();
+        let slot = &mut e.slots[idx];
+        slot.busy = true;
+        slot.kind = Kind::Flush;
+        slot.tag = 77;
+        slot.segs = vec![IoSeg::new(region.clone(), 0, 4096)];
+        let entry = entry.user_data(idx as u64);
+        // SAFETY: the test's entries (timeouts whose timespec the caller keeps
+        // alive, no-ops) point at no memory of the slot.
+        unsafe { e.uring.as_mut().unwrap().push(&entry) }.unwrap();
+        e.in_ring += 1;
+        idx
+    }
+
+    /// Run `io` and wait for its completion.
+    fn run(e: &mut DiskQueue, io: Io) {
+        e.submit(1, io).unwrap();
+        e.flush_submissions().unwrap();
+        let mut out = Vec::new();
+        e.complete(&mut out, 1, Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        out[0].result.as_ref().unwrap();
+    }
+
+    #[test]
+    fn registered_buffers_carry_one_segment_io() {
+        let (dir, mut e) = queue(8);
+        let region = Arc::new(Region::anonymous(3 * 4096).unwrap());
+        let mem = IoMem::ReadWrite(region.clone());
+        assert!(e.register_fixed(&mem), "anonymous memory, as root");
+        assert!(e.register_fixed(&mem), "registering twice is harmless");
+        let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+        region.write(0, &data).unwrap();
+        // One segment: written and read back through the registered buffer.
+        run(
+            &mut e,
+            Io::Write {
+                offset: 8192,
+                segs: vec![IoSeg::new(mem.clone(), 0, 4096)],
+            },
+        );
+        run(
+            &mut e,
+            Io::Read {
+                offset: 8192,
+                segs: vec![IoSeg::new(mem.clone(), 4096, 4096)],
+            },
+        );
+        assert_eq!(e.fixed_ios(), 2);
+        let mut got = vec![0u8; 4096];
+        region.read(4096, &mut got).unwrap();
+        assert!(
+            got == data,
+            "read back through the registered buffer differs"
+        );
+        let file = std::fs::read(dir.path().join("unit.img")).unwrap();
+        assert!(file[8192..12288] == data[..], "the file differs");
+        // Two segments: vectored, as before.
+        run(
+            &mut e,
+            Io::Read {
+                offset: 8192,
+                segs: vec![
+                    IoSeg::new(mem.clone(), 8192, 2048),
+                    IoSeg::new(mem.clone(), 0, 2048),
+                ],
+            },
+        );
+        assert_eq!(e.fixed_ios(), 2);
+        // Unregistered: the same operation, vectored, same data.
+        e.unregister_fixed(&mem);
+        region.fill(4096, 4096, 0).unwrap();
+        run(
+            &mut e,
+            Io::Read {
+                offset: 8192,
+                segs: vec![IoSeg::new(mem.clone(), 4096, 4096)],
+            },
+        );
+        assert_eq!(e.fixed_ios(), 2);
+        region.read(4096, &mut got).unwrap();
+        assert!(
+            got == data,
+            "read back without the registered buffer differs"
+        );
+        // Read-only memory is never registered.
+        let ro = IoMem::ReadOnly(Arc::new(Region::anonymous(4096).unwrap().into_read_only()));
+        assert!(!e.register_fixed(&ro));
+    }
+
+    #[test]
+    fn advance_walks_the_iovecs() {
+        let mut s = Slot::new();
+        let base = 0x1000 as *mut libc::c_void;
+        for len in [512, 1024, 512] {
+            s.iov.0.push(libc::iovec {
+                iov_base: base,
+                iov_len: len,
+            });
+        }
+        s.total = 2048;
+        s.advance(100);
+        assert_eq!(
+            (
+                s.iov_start,
+                s.iov.0[0].iov_len,
+                s.iov.0[0].iov_base as usize
+            ),
+            (0, 412, 0x1000 + 100)
+        );
+        s.advance(412 + 1024);
+        assert_eq!(s.iov_start, 2);
+        assert_eq!(s.remaining_iov().len(), 1);
+        assert_eq!((s.done, s.offset), (1536, 1536));
+        s.advance(512);
+        assert!(s.remaining_iov().is_empty());
+        assert_eq!(s.done, s.total);
+    }
+
+    #[test]
+    fn step_retries_reports_and_never_trusts_the_count() {
+        let (_dir, mut e) = queue(4);
+        let idx = 0;
+        let s = &mut e.slots[idx];
+        s.kind = Kind::Read;
+        s.total = 4096;
+        s.iov.0.push(libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 4096,
+        });
+        for _ in 0..MAX_RETRIES {
+            assert!(matches!(e.step(idx, -libc::EAGAIN), Step::Again));
+        }
+        match e.step(idx, -libc::EAGAIN) {
+            Step::Done(Err(err)) => assert_eq!(err.raw_os_error(), Some(libc::EAGAIN)),
+            _ => panic!("retried forever"),
+        }
+        match e.step(idx, 8192) {
+            Step::Done(Err(err)) => {
+                assert!(err.to_string().contains("reported 8192 bytes"), "{err}")
+            }
+            _ => panic!("accepted more bytes than asked"),
+        }
+        assert!(matches!(e.step(idx, 1024), Step::Again));
+        match e.step(idx, 0) {
+            Step::Done(Err(err)) => {
+                assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+                assert!(
+                    err.to_string().contains("after 1024 of 4096 bytes"),
+                    "{err}"
+                );
+            }
+            _ => panic!("a read of 0 bytes is not progress"),
+        }
+        assert!(matches!(e.step(idx, 3072), Step::Done(Ok(4096))));
+        e.slots[idx].kind = Kind::Flush;
+        assert!(matches!(e.step(idx, -libc::EIO), Step::Done(Err(_))));
+    }
+
+    #[test]
+    fn waits_time_out_and_kernel_errors_are_reported() {
+        let (_dir, mut e) = queue(4);
+        let region = Arc::new(Region::anonymous(4096).unwrap());
+        let ts = Box::new(types::Timespec::new().nsec(300_000_000));
+        inject(&mut e, opcode::Timeout::new(&*ts).build(), &region);
+        assert_eq!(Arc::strong_count(&region), 2);
+
+        let mut out = Vec::new();
+        let t = Instant::now();
+        e.complete(&mut out, 1, Some(Duration::from_millis(30)))
+            .unwrap();
+        assert!(out.is_empty());
+        assert!(
+            t.elapsed() < Duration::from_millis(250),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(e.in_flight(), 1);
+
+        e.complete(&mut out, 1, None).unwrap();
+        let c = out.pop().unwrap();
+        assert_eq!(c.tag, 77);
+        assert_eq!(c.errno(), Some(libc::ETIME));
+        let msg = c.result.unwrap_err().to_string();
+        assert!(msg.contains("unit.img: flush (fdatasync): "), "{msg}");
+        assert_eq!(Arc::strong_count(&region), 1);
+        assert_eq!(e.in_flight(), 0);
+    }
+
+    #[test]
+    fn unknown_completions_are_ignored() {
+        let (_dir, mut e) = queue(4);
+        let nop = opcode::Nop::new().build().user_data(12345);
+        // SAFETY: a no-op points at no memory.
+        unsafe { e.uring.as_mut().unwrap().push(&nop) }.unwrap();
+        e.flush_submissions().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let mut out = Vec::new();
+        e.complete(&mut out, 0, None).unwrap();
+        assert!(out.is_empty());
+        assert_eq!(e.in_flight(), 0);
+    }
+
+    /// An operation that would run for a minute is cancelled by the drop, which
+    /// waits for its completion before releasing the memory.
+    #[test]
+    fn drop_cancels_and_waits() {
+        let (_dir, mut e) = queue(4);
+        let region = Arc::new(Region::anonymous(4096).unwrap());
+        let ts = Box::new(types::Timespec::new().sec(60));
+        inject(&mut e, opcode::Timeout::new(&*ts).build(), &region);
+        e.flush_submissions().unwrap();
+        let t = Instant::now();
+        drop(e);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!(Arc::strong_count(&region), 1);
+    }
+
+    /// `reap_ready` hands back finished operations without clearing the
+    /// completion eventfd; `rearm_completion_fd` clears it, and only a later
+    /// completion makes it readable again (so an event loop that rearms, reaps
+    /// once more and then sleeps never misses one).
+    #[test]
+    fn reap_ready_leaves_the_eventfd_to_rearm() {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let readable = |e: &DiskQueue| {
+            let mut fds = [PollFd::new(e.completion_fd().unwrap(), PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::ZERO).unwrap() == 1
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("unit.img");
+        std::fs::write(&path, vec![7u8; 1 << 16]).unwrap();
+        let file = Arc::new(BlockFile::open(&path, DiskOpen::default()).unwrap());
+        let opts = DiskQueueOptions {
+            depth: 4,
+            completion_fd: true,
+            ..DiskQueueOptions::default()
+        };
+        let mut e = DiskQueue::with_options(file, &opts).unwrap();
+        assert!(!readable(&e));
+        let region = Arc::new(Region::anonymous(4096).unwrap());
+        let read = |tag, e: &mut DiskQueue| {
+            e.submit(
+                tag,
+                Io::Read {
+                    offset: 0,
+                    segs: vec![IoSeg::new(region.clone(), 0, 4096)],
+                },
+            )
+            .unwrap();
+            e.flush_submissions().unwrap();
+        };
+        read(1, &mut e);
+        let mut out = Vec::new();
+        let t = Instant::now();
+        while out.is_empty() {
+            assert!(t.elapsed() < Duration::from_secs(10), "no completion");
+            e.reap_ready(&mut out).unwrap();
+        }
+        assert_eq!(out[0].tag, 1);
+        assert!(readable(&e), "reap_ready must not clear the eventfd");
+        e.rearm_completion_fd();
+        assert!(!readable(&e), "rearm clears it");
+        out.clear();
+        e.reap_ready(&mut out).unwrap();
+        assert!(out.is_empty());
+        read(2, &mut e);
+        let t = Instant::now();
+        while !readable(&e) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "eventfd never signalled"
+            );
+            std::thread::yield_now();
+        }
+        e.reap_ready(&mut out).unwrap();
+        assert_eq!(out.iter().map(|c| c.tag).collect::<Vec<_>>(), [2]);
+        let mut head = [0u8; 4];
+        region.read(0, &mut head).unwrap();
+        assert_eq!(head, [7u8; 4]);
+    }
+}

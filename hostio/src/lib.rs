@@ -1,0 +1,18 @@
+//! What xenio's backends forward to on the host: disk images and block devices
+//! through io_uring ([`disk`]), and Linux TAP devices ([`tap`]).
+//!
+//! These are OS-device wrappers, so the `unsafe` they need (io_uring
+//! submissions that point the kernel at shared memory, the `TUNSETIFF` ioctl)
+//! lives here, each block with its `// SAFETY:` argument, and the driver
+//! crates stay free of it. Nothing here knows the blkif or netif protocols: a
+//! block backend hands [`disk::DiskQueue`] reads and writes into memory shared
+//! with a frontend (the platform's [`Region`](xenio_xenbus::Region)s), a network
+//! backend hands [`tap::Tap`] whole Ethernet frames.
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod disk;
+mod error;
+pub mod tap;
+
+pub use error::{Error, Result};

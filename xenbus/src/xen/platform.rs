@@ -1,0 +1,64 @@
+//! [`XenPlatform`]: this domain on real Xen, as a driver sees it.
+
+use super::{EvtchnDevice, GntallocDevice, GntdevDevice};
+use crate::platform::{Platform, once};
+use crate::{DomId, Error, Result, Store, Tx};
+use std::sync::OnceLock;
+use xenio_xenstore::Client;
+
+/// This domain on real Xen: `/dev/xen/*` and xenstored.
+#[derive(Debug)]
+pub struct XenPlatform {
+    domid: DomId,
+    store: Client,
+    events: EvtchnDevice,
+    grants: OnceLock<GntallocDevice>,
+    mapper: OnceLock<GntdevDevice>,
+}
+
+impl XenPlatform {
+    /// Open the Xen devices and xenstored (socket, else `/dev/xen/xenbus`); our
+    /// domain id is the store's `domid` key. Fails naming what is missing.
+    pub fn open() -> Result<Self> {
+        crate::xen::available()?;
+        let store = Client::connect_default()?;
+        let id = store.read_string(Tx::NONE, "domid")?;
+        let domid = id
+            .trim()
+            .parse::<u16>()
+            .map(DomId)
+            .map_err(|_| Error::BadValue {
+                what: "domid".into(),
+                value: id,
+            })?;
+        Ok(XenPlatform {
+            domid,
+            store,
+            events: EvtchnDevice::open()?,
+            grants: OnceLock::new(),
+            mapper: OnceLock::new(),
+        })
+    }
+}
+
+impl Platform for XenPlatform {
+    type Store = Client;
+    type Events = EvtchnDevice;
+    type Grants = GntallocDevice;
+    type Mapper = GntdevDevice;
+    fn domid(&self) -> DomId {
+        self.domid
+    }
+    fn store(&self) -> &Client {
+        &self.store
+    }
+    fn events(&self) -> &EvtchnDevice {
+        &self.events
+    }
+    fn grants(&self) -> Result<&GntallocDevice> {
+        once(&self.grants, GntallocDevice::open)
+    }
+    fn mapper(&self) -> Result<&GntdevDevice> {
+        once(&self.mapper, GntdevDevice::open)
+    }
+}

@@ -1,0 +1,115 @@
+//! xenio's store daemon: the xenstore protocol (`xen/io/xs_wire.h`,
+//! `docs/misc/xenstore.txt`) on Unix sockets, for the local platform where no
+//! Xen (and so no xenstored) runs. Debian's xenstore-utils, xenstore-rs and
+//! [`crate::Client`] all talk to it.
+//!
+//! Layout under the run directory (`docs/local-platform.md`, section "Store"):
+//!
+//! ```text
+//! RUN/xenstored/socket            dom0's socket (privileged)
+//! RUN/xenstored/domain/<domid>    domain <domid>'s socket, from INTRODUCE to RELEASE
+//! RUN/xenstored/lock              held (flock) by the running daemon
+//! ```
+//!
+//! Every connection acts as the domain of the socket it came through. The
+//! behaviour follows C xenstored (`tools/xenstored/`): permissions (the owner
+//! and dom0 get everything, the ACL the rest), node creation inheriting the
+//! parent's permissions, watches that fire for changes at or below the watched path and
+//! once on registration, `@introduceDomain`/`@releaseDomain`, transactions that
+//! fail with `EAGAIN` when a node they touched changed, quotas on unprivileged
+//! domains, and error replies by name.
+//!
+//! [`StoreCore`] is the store without sockets; [`Daemon`] serves it.
+//!
+//! ```no_run
+//! use xenio_xenstore::daemon::{Daemon, DaemonConfig};
+//! use xenio_xenstore::{Client, DomId, Store, Tx};
+//!
+//! let daemon = Daemon::start(DaemonConfig {
+//!     domains: vec![DomId(1)],
+//!     ..DaemonConfig::new("/tmp/xenio-example")
+//! })?;
+//! let dom0 = Client::connect(daemon.socket_path())?;
+//! dom0.write(Tx::NONE, "/local/domain/1/name", b"guest")?;
+//! let guest = Client::connect(daemon.domain_socket_path(DomId(1)))?;
+//! assert_eq!(guest.read_string(Tx::NONE, "name")?, "guest");
+//! # Ok::<(), xenio_xenstore::Error>(())
+//! ```
+
+mod path;
+mod queue;
+mod requests;
+mod server;
+mod tree;
+
+pub use self::queue::Popped;
+pub use self::requests::{Connection, DomainHooks, StoreCore};
+pub use self::server::{Daemon, DaemonConfig, serve_stream};
+
+use xenio_xen_sys::xs_wire::XENSTORE_REL_PATH_MAX;
+
+/// Limits that keep one client from exhausting the daemon (XSA-349 and
+/// friends). The defaults are C xenstored's. Quotas apply to unprivileged
+/// domains; dom0 is trusted, as in xenstored. `queued_events` and
+/// `outstanding` bound memory for every connection, dom0's too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quotas {
+    /// Nodes a domain may own (`nodes`, 1000). Creating more: `ENOSPC`.
+    pub nodes: usize,
+    /// Watches per connection (`watches`, 128). More: `E2BIG`.
+    pub watches: usize,
+    /// Open transactions per connection (`transactions`, 10). More: `ENOSPC`.
+    pub transactions: usize,
+    /// Nodes one transaction may touch (`transaction-nodes`, 1024). More: `ENOSPC`.
+    pub transaction_nodes: usize,
+    /// Size of one node: 16 + 8 per permission + value + children names
+    /// (`node-size`, 2048). More: `ENOSPC`.
+    pub node_size: usize,
+    /// Permission entries per node (`node-permissions`, 5). More: `ENOSPC`.
+    pub node_permissions: usize,
+    /// Path length below `/local/domain/<id>/` (`path-max`, 2048). Longer:
+    /// `EINVAL`. Absolute paths are limited to 3072 bytes for everyone.
+    pub path_max: usize,
+    /// Unsent replies before the daemon stops reading a connection
+    /// (`outstanding`, 20).
+    pub outstanding: usize,
+    /// Unsent watch events per connection; further events are dropped (with a
+    /// warning) until the client reads. Identical pending events are merged.
+    pub queued_events: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            nodes: 1000,
+            watches: 128,
+            transactions: 10,
+            transaction_nodes: 1024,
+            node_size: 2048,
+            node_permissions: 5,
+            path_max: XENSTORE_REL_PATH_MAX,
+            outstanding: 20,
+            queued_events: 1024,
+        }
+    }
+}
+
+impl Quotas {
+    /// One line per quota, as CONTROL `quota` shows them.
+    pub fn describe(&self) -> String {
+        format!(
+            "nodes: {}\nwatches: {}\ntransactions: {}\ntransaction-nodes: {}\n\
+             node-size: {}\nnode-permissions: {}\npath-max: {}\noutstanding: {}\n\
+             queued-events: {}\n",
+            self.nodes,
+            self.watches,
+            self.transactions,
+            self.transaction_nodes,
+            self.node_size,
+            self.node_permissions,
+            self.path_max,
+            self.outstanding,
+            self.queued_events
+        )
+    }
+}
