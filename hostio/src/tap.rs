@@ -54,6 +54,26 @@ impl Tap {
     /// Attach to the TAP device `name`, creating it (non-persistent: it goes when
     /// its last queue is closed) if it does not exist. `multi_queue` must match
     /// how an existing device was created (`ip tuntap add ... multi_queue`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadValue`] for a name Linux cannot take (empty, 16 bytes or more,
+    /// `/`, spaces); [`Error::Io`] if `/dev/net/tun` cannot be opened (module
+    /// `tun`, `CAP_NET_ADMIN` to create a device) or `TUNSETIFF` is refused (an
+    /// existing device of another kind or queue mode, a device of another owner).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use xenio_hostio::tap::Tap;
+    ///
+    /// let tap = Tap::open("xenio0", false)?; // as root, or with CAP_NET_ADMIN
+    /// let mut frame = [0u8; 1514];
+    /// if let Some(n) = tap.read(&mut frame)? {
+    ///     println!("{n} bytes from the host");
+    /// }
+    /// # Ok::<(), xenio_hostio::Error>(())
+    /// ```
     pub fn open(name: &str, multi_queue: bool) -> Result<Tap> {
         if name.is_empty() || name.len() >= IFNAMSIZ || name.contains(['/', ' ', '\0']) {
             return Err(Error::BadValue {

@@ -9,6 +9,49 @@ use xenio_xen_sys::ring::RingIdx;
 
 /// The backend's view of a shared ring (`struct name##_back_ring`): its private
 /// response producer and request consumer indices plus the shared region.
+///
+/// The backend attaches to a ring the frontend initialised, copies requests out
+/// (once: validate the copy, never the shared slot), answers each in the slot of a
+/// consumed request, and publishes responses with one of the push calls (which say
+/// whether to kick the event channel). A frontend that writes an impossible
+/// `req_prod` breaks the ring for good ([`RingError::is_broken`]): disconnect it.
+///
+/// # Examples
+///
+/// The event loop of a backend thread, without the event channel (`kick` and
+/// `sleep` stand for it):
+///
+/// ```
+/// use std::sync::Arc;
+/// use xenio_ring::{BlkifBackRing, BlkifFrontRing, HeapMemory, RingError};
+/// use xenio_xen_sys::blkif::{BlkifRequest, BlkifResponse, BLKIF_RSP_OKAY};
+///
+/// let mem = Arc::new(HeapMemory::pages(1)); // ring page order 1: 64 slots
+/// let mut front = BlkifFrontRing::init(mem.clone())?;
+/// for id in 0..3 {
+///     front.push_request(&BlkifRequest { id, ..Default::default() })?;
+/// }
+/// let _ = front.push_requests_and_check_notify();
+///
+/// let mut back = BlkifBackRing::attach(mem)?;
+/// let mut batch = Vec::new();
+/// let mut kicks = 0;
+/// loop {
+///     batch.clear();
+///     back.take_requests(&mut batch)?; // every published request, copied once
+///     for r in &batch {
+///         back.push_response(&BlkifResponse::new(r.id, r.operation, BLKIF_RSP_OKAY))?;
+///     }
+///     if back.push_responses_and_check_notify().is_required() {
+///         kicks += 1; // kick(): notify the frontend's event channel
+///     }
+///     if !back.final_check_for_requests()? {
+///         break; // sleep(): wait for the event channel, then loop again
+///     }
+/// }
+/// assert_eq!((back.req_cons(), kicks), (3, 1));
+/// # Ok::<(), RingError>(())
+/// ```
 pub struct BackRing<Req, Rsp, M> {
     sring: Sring<Req, Rsp, M>,
     /// `rsp_prod_pvt`: responses written, published or not.
@@ -25,8 +68,13 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
     /// Attach to a ring the frontend initialised, resuming where its shared indices
     /// stand: both private indices start at the shared `rsp_prod`, so requests the
     /// frontend published but nobody answered are served (what Linux blkback does
-    /// with `BACK_RING_ATTACH(.., rsp_prod, ..)`). Fails if `req_prod` is more than
-    /// a ring ahead of `rsp_prod`.
+    /// with `BACK_RING_ATTACH(.., rsp_prod, ..)`).
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::RegionTooSmall`] if `mem` cannot hold the header and one entry;
+    /// [`RingError::RequestProdOverflow`] if `req_prod` is more than a ring ahead
+    /// of `rsp_prod` (a frontend that set the ring up wrong, or a hostile one).
     pub fn attach(mem: M) -> Result<Self, RingError> {
         let sring = Sring::new(mem)?;
         // Acquire: pairs with the frontend's Release stores of req_prod.
@@ -45,6 +93,10 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
 
     /// Attach with both private indices at `idx` (`BACK_RING_ATTACH`;
     /// `BACK_RING_INIT` is `idx = 0`). The shared memory is not touched.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::RegionTooSmall`] if `mem` cannot hold the header and one entry.
     pub fn attach_at(mem: M, idx: RingIdx) -> Result<Self, RingError> {
         Ok(Self::with(Sring::new(mem)?, idx))
     }
@@ -98,10 +150,14 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
 
     /// `RING_HAS_UNCONSUMED_REQUESTS`: requests published and not yet consumed.
     ///
-    /// Fails, and breaks the ring, if `req_prod` claims more requests than the ring
-    /// holds (`RING_REQUEST_PROD_OVERFLOW`) or moved backwards. Within that window,
-    /// the count never exceeds the slots not holding unanswered requests, which is
-    /// the `min` of the C macro.
+    /// Within the window checked below, the count never exceeds the slots not
+    /// holding unanswered requests, which is the `min` of the C macro.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::RequestProdOverflow`], which breaks the ring for good, if
+    /// `req_prod` claims more requests than the ring holds
+    /// (`RING_REQUEST_PROD_OVERFLOW`) or moved backwards.
     pub fn unconsumed_requests(&mut self) -> Result<u32, RingError> {
         self.check()?;
         // xen_rmb: Acquire pairs with the frontend's Release store of req_prod in
@@ -122,7 +178,11 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
     }
 
     /// Consume one request, copied out of the ring once (`RING_COPY_REQUEST`):
-    /// validate the copy, never the shared slot.
+    /// validate the copy, never the shared slot. `Ok(None)` when none is published.
+    ///
+    /// # Errors
+    ///
+    /// As [`BackRing::unconsumed_requests`].
     pub fn take_request(&mut self) -> Result<Option<Req>, RingError> {
         if self.unconsumed_requests()? == 0 {
             return Ok(None);
@@ -138,12 +198,20 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
 
     /// Consume every published request, appending copies to `out`; returns how
     /// many (at most the ring size). The producer index is read once.
+    ///
+    /// # Errors
+    ///
+    /// As [`BackRing::unconsumed_requests`]; nothing is consumed then.
     pub fn take_requests(&mut self, out: &mut Vec<Req>) -> Result<usize, RingError> {
         self.take_requests_up_to(out, usize::MAX)
     }
 
     /// Like [`BackRing::take_requests`], but at most `max` of them (to bound the work
     /// one busy frontend can make a backend do in one go).
+    ///
+    /// # Errors
+    ///
+    /// As [`BackRing::unconsumed_requests`]; nothing is consumed then.
     pub fn take_requests_up_to(
         &mut self,
         out: &mut Vec<Req>,
@@ -161,6 +229,12 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
     /// Write a response for a consumed request into its slot
     /// (`*RING_GET_RESPONSE(r, rsp_prod_pvt++) = rsp`). Not visible to the frontend
     /// until one of the push calls publishes it.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::NoRequestToAnswer`] when every consumed request already has a
+    /// response (a response needs the slot of a consumed request); the ring's
+    /// breaking error once the frontend broke it.
     pub fn push_response(&mut self, rsp: &Rsp) -> Result<(), RingError> {
         self.check()?;
         if self.pending() == 0 {
@@ -200,6 +274,10 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
     /// `RING_FINAL_CHECK_FOR_REQUESTS`: before going idle, ask to be notified of the
     /// next request and check once more. `Ok(false)` means it is safe to sleep until
     /// the event channel fires; `Ok(true)` means there is work.
+    ///
+    /// # Errors
+    ///
+    /// As [`BackRing::unconsumed_requests`].
     pub fn final_check_for_requests(&mut self) -> Result<bool, RingError> {
         if self.unconsumed_requests()? > 0 {
             return Ok(true);

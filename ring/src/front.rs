@@ -9,6 +9,39 @@ use xenio_xen_sys::ring::RingIdx;
 
 /// The frontend's view of a shared ring (`struct name##_front_ring`): its private
 /// request producer and response consumer indices plus the shared region.
+///
+/// The frontend initialises the ring, writes requests, publishes them with one of
+/// the push calls (which say whether to kick the event channel), and consumes
+/// responses. It never notifies by itself and never trusts the backend's index:
+/// an impossible `rsp_prod` breaks the ring for good ([`RingError::is_broken`]).
+///
+/// # Examples
+///
+/// One request out and its response back, with both ends in this process:
+///
+/// ```
+/// use std::sync::Arc;
+/// use xenio_ring::{BlkifBackRing, BlkifFrontRing, HeapMemory};
+/// use xenio_xen_sys::blkif::{BlkifRequest, BlkifResponse, BLKIF_OP_READ, BLKIF_RSP_OKAY};
+///
+/// let mem = Arc::new(HeapMemory::pages(0)); // ring page order 0: one page
+/// let mut front = BlkifFrontRing::init(mem.clone())?;
+/// let mut back = BlkifBackRing::attach(mem)?;
+/// assert_eq!(front.size(), 32); // one page of 112-byte blkif entries
+///
+/// front.push_request(&BlkifRequest { id: 7, operation: BLKIF_OP_READ, ..Default::default() })?;
+/// // The backend went idle with req_event = 1, so this push must kick it.
+/// assert!(front.push_requests_and_check_notify().is_required());
+///
+/// let req = back.take_request()?.expect("published");
+/// back.push_response(&BlkifResponse::new(req.id, req.operation, BLKIF_RSP_OKAY))?;
+/// let _kick = back.push_responses_and_check_notify();
+///
+/// let rsp = front.take_response()?.expect("answered");
+/// assert_eq!((rsp.id, rsp.status), (7, BLKIF_RSP_OKAY));
+/// assert!(!front.final_check_for_responses()?); // nothing more: safe to sleep
+/// # Ok::<(), xenio_ring::RingError>(())
+/// ```
 pub struct FrontRing<Req, Rsp, M> {
     sring: Sring<Req, Rsp, M>,
     /// `req_prod_pvt`: requests written, published or not.
@@ -25,6 +58,12 @@ pub struct FrontRing<Req, Rsp, M> {
 impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
     /// Initialise the shared ring and attach to it (`XEN_FRONT_RING_INIT`, i.e.
     /// `SHARED_RING_INIT` then `FRONT_RING_INIT`). Only the frontend initialises.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::RegionTooSmall`] if `mem` cannot hold the 64-byte header and
+    /// one entry. The ring's size is the largest power of two of entries that fits
+    /// (`__RING_SIZE`).
     pub fn init(mem: M) -> Result<Self, RingError> {
         Self::init_at(mem, 0)
     }
@@ -32,6 +71,10 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
     /// Like [`FrontRing::init`], but with every index starting at `idx` instead of 0
     /// (what `SHARED_RING_INIT` followed by `FRONT_RING_ATTACH(r, s, idx, size)`
     /// with matching shared indices gives). Useful to exercise wrap-around.
+    ///
+    /// # Errors
+    ///
+    /// As [`FrontRing::init`].
     pub fn init_at(mem: M, idx: RingIdx) -> Result<Self, RingError> {
         let sring = Sring::new(mem)?;
         sring.clear_header_padding();
@@ -48,6 +91,10 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
 
     /// Attach to a ring that is already initialised, with both private indices at
     /// `idx` (`FRONT_RING_ATTACH`). The shared memory is not touched.
+    ///
+    /// # Errors
+    ///
+    /// As [`FrontRing::init`].
     pub fn attach(mem: M, idx: RingIdx) -> Result<Self, RingError> {
         Ok(Self::with(Sring::new(mem)?, idx))
     }
@@ -111,6 +158,12 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
 
     /// Write a request into the next free slot (`*RING_GET_REQUEST(r, req_prod_pvt++) = req`).
     /// It is not visible to the backend until one of the push calls publishes it.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Full`] when every slot holds a request whose response was not
+    /// consumed yet (`RING_FULL`): consume responses, then try again. The ring's
+    /// breaking error once the backend broke it.
     pub fn push_request(&mut self, req: &Req) -> Result<(), RingError> {
         self.check()?;
         if self.is_full() {
@@ -149,8 +202,11 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
 
     /// `RING_HAS_UNCONSUMED_RESPONSES`: responses published and not yet consumed.
     ///
-    /// Fails, and breaks the ring, if the backend claims responses to requests that
-    /// were never made (`RING_RESPONSE_PROD_OVERFLOW`) or moved `rsp_prod` backwards.
+    /// # Errors
+    ///
+    /// [`RingError::ResponseProdOverflow`], which breaks the ring for good, if the
+    /// backend claims responses to requests that were never made
+    /// (`RING_RESPONSE_PROD_OVERFLOW`) or moved `rsp_prod` backwards.
     pub fn unconsumed_responses(&mut self) -> Result<u32, RingError> {
         self.check()?;
         // xen_rmb: Acquire pairs with the backend's Release store of rsp_prod in
@@ -170,7 +226,12 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
         Ok(available)
     }
 
-    /// Consume one response, copied out of the ring (`RING_COPY_RESPONSE`).
+    /// Consume one response, copied out of the ring (`RING_COPY_RESPONSE`);
+    /// `Ok(None)` when none is published.
+    ///
+    /// # Errors
+    ///
+    /// As [`FrontRing::unconsumed_responses`].
     pub fn take_response(&mut self) -> Result<Option<Rsp>, RingError> {
         if self.unconsumed_responses()? == 0 {
             return Ok(None);
@@ -182,6 +243,10 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
 
     /// Consume every published response, appending copies to `out`; returns how
     /// many (at most the ring size). The producer index is read once.
+    ///
+    /// # Errors
+    ///
+    /// As [`FrontRing::unconsumed_responses`]; nothing is consumed then.
     pub fn take_responses(&mut self, out: &mut Vec<Rsp>) -> Result<usize, RingError> {
         let n = self.unconsumed_responses()? as usize;
         out.reserve(n);
@@ -195,6 +260,10 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
     /// `RING_FINAL_CHECK_FOR_RESPONSES`: before going idle, ask to be notified of the
     /// next response and check once more. `Ok(false)` means it is safe to sleep
     /// until the event channel fires; `Ok(true)` means there is work.
+    ///
+    /// # Errors
+    ///
+    /// As [`FrontRing::unconsumed_responses`].
     pub fn final_check_for_responses(&mut self) -> Result<bool, RingError> {
         if self.unconsumed_responses()? > 0 {
             return Ok(true);

@@ -37,6 +37,40 @@ impl Drop for TempRun {
 
 impl InProcess {
     /// A fresh, empty world.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if its directory (in `/dev/shm`, else the temporary
+    /// directory) cannot be made.
+    ///
+    /// # Examples
+    ///
+    /// Two domains as threads: dom0 and a guest, each with its own store
+    /// connection, event channels and grants.
+    ///
+    /// ```
+    /// use xenio_xenbus::{Access, DomId, EventChannel, EventChannels, GrantMapper, GrantTable,
+    ///                    Granted, InProcess, Platform};
+    ///
+    /// let world = InProcess::new()?;
+    /// let dom0 = world.domain(DomId::DOM0)?;
+    /// let guest = world.domain(DomId(1))?;
+    ///
+    /// // The guest grants a page to dom0 and binds an event channel for it.
+    /// let page = guest.grants()?.grant(DomId::DOM0, 1, Access::ReadWrite)?;
+    /// page.region().write(0, b"hello")?;
+    /// let port = guest.events().alloc_unbound(DomId::DOM0)?;
+    ///
+    /// // dom0 maps the grant, reads it and kicks the guest.
+    /// let mapped = dom0.mapper()?.map(DomId(1), page.refs())?;
+    /// let mut buf = [0u8; 5];
+    /// mapped.read(0, &mut buf)?;
+    /// assert_eq!(&buf, b"hello");
+    /// let chan = dom0.events().bind_interdomain(DomId(1), port.port())?;
+    /// chan.notify()?;
+    /// assert!(port.wait(Some(std::time::Duration::from_secs(5)))?);
+    /// # Ok::<(), xenio_xenbus::Error>(())
+    /// ```
     pub fn new() -> Result<Self> {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let base = if std::path::Path::new("/dev/shm").is_dir() {
@@ -60,6 +94,12 @@ impl InProcess {
     }
 
     /// A view of the world as `domid` (introduced in the store if it is not dom0).
+    ///
+    /// # Errors
+    ///
+    /// A store error if the domain cannot be introduced (an id the store refuses);
+    /// [`Error::BadValue`] for an id no domain can have; [`Error::Io`] if its
+    /// directories cannot be made.
     pub fn domain(&self, domid: DomId) -> Result<InProcDomain> {
         if domid != DomId::DOM0 && !self.core.is_introduced(domid) {
             self.core.introduce(domid, "0", "0")?;

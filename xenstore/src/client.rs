@@ -144,6 +144,27 @@ impl Client {
     /// Connect to a store: a Unix socket (the local daemon's
     /// `RUN/xenstored/socket` or `.../domain/<id>`, xenstored's
     /// `/run/xenstored/socket`) or the `/dev/xen/xenbus` device.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if `path` does not exist or cannot be connected to or opened;
+    /// [`Error::Unavailable`] if it is neither a socket nor a character device.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use xenio_xenstore::daemon::{Daemon, DaemonConfig};
+    /// use xenio_xenstore::{Client, Store, Tx};
+    ///
+    /// let run = tempfile::tempdir()?;
+    /// let daemon = Daemon::start(DaemonConfig::new(run.path()))?;
+    /// let xs = Client::connect(daemon.socket_path())?;
+    /// xs.write(Tx::NONE, "/tool/x", b"1")?;
+    /// let e = xs.read(Tx::NONE, "/tool/y").unwrap_err();
+    /// assert!(e.is_not_found());
+    /// assert_eq!(e.errno(), Some(xenio_xenstore::XsError::ENOENT));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connect(path: impl AsRef<Path>) -> Result<Client> {
         let path = path.as_ref();
         let meta = std::fs::metadata(path)
@@ -172,6 +193,10 @@ impl Client {
 
     /// Connect the way xenstore-utils do: `$XENSTORED_PATH` if set, else
     /// `/run/xenstored/socket`; if that fails, `/dev/xen/xenbus`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] naming both places tried (and `XENSTORED_PATH`).
     pub fn connect_default() -> Result<Client> {
         let socket = default_socket(std::env::var_os("XENSTORED_PATH"));
         match Self::connect(&socket) {

@@ -129,6 +129,17 @@ pub trait Watch: Send {
 }
 
 /// A connection to a xenstore (the local daemon or the real xenstored).
+///
+/// Paths are absolute (`/local/domain/1/device/vbd/51712/state`) or relative to
+/// the connection's own domain (`device/vbd/51712/state` for domain 1).
+///
+/// # Errors
+///
+/// Every request fails with [`Error::Store`] when the store answers with an
+/// error ([`XsError`]: `ENOENT` for a missing node, `EACCES` where the domain may
+/// not look, `EAGAIN` for a conflicting transaction, `EINVAL` for a malformed
+/// path, `ENOSPC`/`E2BIG` at a quota), [`Error::Timeout`] when no reply comes in
+/// time, and [`Error::Protocol`] or [`Error::Io`] when the connection breaks.
 pub trait Store: Send + Sync {
     /// The watches this store hands out.
     type Watch: Watch;

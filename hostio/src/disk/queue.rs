@@ -390,8 +390,12 @@ impl std::fmt::Debug for DiskQueue {
 }
 
 impl DiskQueue {
-    /// An queue of `depth` operations in flight over `file` (see
+    /// A queue of `depth` operations in flight over `file` (see
     /// [`DiskQueueOptions`] for the other knobs).
+    ///
+    /// # Errors
+    ///
+    /// As [`DiskQueue::with_options`].
     pub fn new(file: Arc<BlockFile>, depth: u32) -> Result<DiskQueue> {
         Self::with_options(
             file,
@@ -402,8 +406,14 @@ impl DiskQueue {
         )
     }
 
-    /// An queue built as `opts` says. Falls back to synchronous I/O when
+    /// A queue built as `opts` says. Falls back to synchronous I/O when
     /// io_uring cannot be set up; [`mode`](Self::mode) tells.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadValue`] for a depth of 0 or above `IORING_MAX_ENTRIES`;
+    /// [`Error::Io`] if the completion eventfd cannot be made. An io_uring the
+    /// kernel refuses is not an error: the queue runs synchronously.
     pub fn with_options(file: Arc<BlockFile>, opts: &DiskQueueOptions) -> Result<DiskQueue> {
         if opts.depth == 0 || opts.depth > MAX_DEPTH {
             return Err(Error::BadValue {

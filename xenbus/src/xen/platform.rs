@@ -18,7 +18,26 @@ pub struct XenPlatform {
 
 impl XenPlatform {
     /// Open the Xen devices and xenstored (socket, else `/dev/xen/xenbus`); our
-    /// domain id is the store's `domid` key. Fails naming what is missing.
+    /// domain id is the store's `domid` key. `/dev/xen/gntalloc` and
+    /// `/dev/xen/gntdev` are opened on first use (a backend never needs the one, a
+    /// frontend never the other).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] naming what is missing when this is not a Xen domain
+    /// with `/dev/xen/evtchn` (module `xen-evtchn`, and root to open it); a store
+    /// error if neither `/run/xenstored/socket` nor `/dev/xen/xenbus` answers;
+    /// [`Error::BadValue`] if the store's `domid` is not a number.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use xenio_xenbus::{Platform, XenPlatform};
+    ///
+    /// let xen = XenPlatform::open()?; // in dom0 or a driver domain, as root
+    /// println!("this is domain {}", xen.domid());
+    /// # Ok::<(), xenio_xenbus::Error>(())
+    /// ```
     pub fn open() -> Result<Self> {
         crate::xen::available()?;
         let store = Client::connect_default()?;
