@@ -25,7 +25,7 @@
 //! # Ok::<(), xenio_xenstore::Error>(())
 //! ```
 #![deny(missing_docs)]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod client;
 #[cfg(feature = "daemon")]
