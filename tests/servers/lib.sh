@@ -41,8 +41,29 @@ srv_launch() {
     : >"$dir/cmd"
     local w
     for w in "$@"; do printf '%q\n' "$w" >>"$dir/cmd"; done
+    echo fg >"$dir/launch"
     setsid "$@" >>"$dir/log" 2>&1 </dev/null &
     echo $! >"$dir/pid"
+}
+
+# srv_launch_daemon DIR WORD...: for a server that daemonizes itself and writes DIR/pid when
+# it is ready (nbdkit -P, nbd-server -p). nbdkit 1.32 in --foreground sets
+# PR_SET_PDEATHSIG (it dies with the shell that started it), so it runs as a daemon here.
+srv_launch_daemon() {
+    local dir=$1; shift
+    : >"$dir/cmd"
+    local w i
+    for w in "$@"; do printf '%q\n' "$w" >>"$dir/cmd"; done
+    echo daemon >"$dir/launch"
+    rm -f "$dir/pid"
+    setsid "$@" >>"$dir/log" 2>&1 </dev/null || { tail -n 30 "$dir/log" >&2; return 1; }
+    for i in $(seq 1 100); do
+        [ -s "$dir/pid" ] && return 0
+        sleep 0.1
+    done
+    srv_note "no PID file $dir/pid after 10 s; log:"
+    tail -n 30 "$dir/log" >&2
+    return 1
 }
 
 srv_pid() { [ -s "$1/pid" ] && cat "$1/pid"; }
@@ -113,7 +134,11 @@ srv_restart() {
     local w
     while IFS= read -r w; do eval "cmd+=($w)"; done <"$dir/cmd"
     rm -f "$dir"/*.sock
-    srv_launch "$dir" "${cmd[@]}"
+    if [ "$(cat "$dir/launch" 2>/dev/null)" = daemon ]; then
+        srv_launch_daemon "$dir" "${cmd[@]}"
+    else
+        srv_launch "$dir" "${cmd[@]}"
+    fi
     srv_wait_nbd "$dir" "$(cat "$dir/uri")" || return 1
     srv_print "$dir"
 }
