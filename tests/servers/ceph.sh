@@ -54,10 +54,10 @@ pidof_daemon() { # name: mon.a, mgr.x, osd.0
 }
 
 stop_daemon() { # name [signal]
-    local name=$1 sig=${2:-TERM} pid i
+    local name=$1 sig=${2:-TERM} pid
     pid=$(pidof_daemon "$name") || return 0
     kill -"$sig" "$pid" 2>/dev/null || true
-    for i in $(seq 1 300); do
+    for _ in $(seq 1 300); do
         kill -0 "$pid" 2>/dev/null || { rm -f "$dir/run/$name.pid"; return 0; }
         sleep 0.1
     done
@@ -76,8 +76,7 @@ start_daemon() { # name binary args...
         tail -n 20 "$dir/log/$name.out" >&2
         die "$name did not start"
     }
-    local i
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         pidof_daemon "$name" >/dev/null && return 0
         sleep 0.1
     done

@@ -17,8 +17,8 @@ srv_note() { echo "$(basename "$0"): $*" >&2; }
 # A free TCP port on 127.0.0.1 (checked with ss; a later bind can still lose a race, so
 # callers that start a server on it retry on a bind failure).
 srv_free_port() {
-    local p i
-    for i in $(seq 1 200); do
+    local p
+    for _ in $(seq 1 200); do
         p=$((20000 + RANDOM % 40000))
         if command -v ss >/dev/null; then
             [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ] && { echo "$p"; return 0; }
@@ -52,12 +52,12 @@ srv_launch() {
 srv_launch_daemon() {
     local dir=$1; shift
     : >"$dir/cmd"
-    local w i
+    local w
     for w in "$@"; do printf '%q\n' "$w" >>"$dir/cmd"; done
     echo daemon >"$dir/launch"
     rm -f "$dir/pid"
     setsid "$@" >>"$dir/log" 2>&1 </dev/null || { tail -n 30 "$dir/log" >&2; return 1; }
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         [ -s "$dir/pid" ] && return 0
         sleep 0.1
     done
@@ -97,10 +97,10 @@ srv_wait_nbd() {
 
 # Signal the server's process group (per-connection children included), wait for it.
 srv_signal_wait() {
-    local dir=$1 sig=$2 timeout=${3:-10} pid i
+    local dir=$1 sig=$2 timeout=${3:-10} pid
     pid=$(srv_pid "$dir") || return 0
     kill -"$sig" -- "-$pid" 2>/dev/null || kill -"$sig" "$pid" 2>/dev/null || true
-    for i in $(seq 1 $((timeout * 10))); do
+    for _ in $(seq 1 $((timeout * 10))); do
         kill -0 "$pid" 2>/dev/null || return 0
         sleep 0.1
     done
