@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, with apt, what the test servers in this folder need and is missing.
 #
-#   bash tests/servers/install.sh            nbd: nbdkit, nbd-server, libnbd (nbdinfo, nbdsh, -dev), fio
+#   bash tests/servers/install.sh            nbd: nbdkit (+ its python plugin, for nbdkit-badrange.py),
+#                                            nbd-server, libnbd-bin (nbdinfo), libnbd-dev, fio
 #   bash tests/servers/install.sh ceph       the one-node Ceph cluster (mon, mgr, osd, rbd, librbd-dev)
 #   bash tests/servers/install.sh all        both
 #
@@ -14,7 +15,7 @@
 set -euo pipefail
 
 what=${1:-nbd}
-nbd_pkgs=(nbdkit nbd-server libnbd-bin libnbd-dev fio)
+nbd_pkgs=(nbdkit nbdkit-plugin-python nbd-server libnbd-bin libnbd-dev fio)
 ceph_pkgs=(ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev)
 case "$what" in
     nbd) pkgs=("${nbd_pkgs[@]}") ;;
