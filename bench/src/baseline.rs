@@ -12,14 +12,14 @@
 //!   is the strongest rtrb, not a strawman.
 
 use crate::cli::PeerRole;
+use crate::common::error::{BenchError, Result};
+use crate::common::sys;
 use crate::content::{self, Mismatch, Tally, check_request, check_response};
 use crate::peer::{Control, PeerProcess, PeerSpawn};
 use crate::ring_bench::{
     POLLING_BATCH, Pipeline, Plan, RoundTrips, Sample, Workload, time_pipeline, time_round_trips,
 };
-use crate::sys;
 use crate::wait::{Liveness, Spinner, WaitMode};
-use crate::{BenchError, Result};
 use rtrb::{Consumer, Producer, RingBuffer};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::ScopedJoinHandle;

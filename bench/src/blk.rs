@@ -10,16 +10,21 @@
 //! ratio is computed within a repetition before it is summarised. See
 //! [`BLK_ABOUT`] (`xenio-bench blk --help`) for every knob.
 //!
-//! Pieces: [`crate::blk_xenio`] (store daemon, backend process, the asynchronous
-//! frontend driver), [`crate::blk_fio`] (fio and qemu-nbd), [`crate::blk_report`]
-//! (tables, targets, JSON), [`crate::blk_proc`] (children and scratch files that
-//! never outlive the run).
+//! Pieces: [`crate::blk_xenio`] (the asynchronous frontend driver against a
+//! backend process of [`crate::common::blkback`]), [`crate::blk_fio`] (fio and
+//! qemu-nbd), [`crate::blk_report`] (tables, targets, JSON),
+//! [`crate::common::proc`] (children and scratch files that never outlive the
+//! run).
 
 use crate::blk_fio::{self, FioTarget, NbdServer};
-use crate::blk_proc::{self, ScratchPath};
 use crate::blk_report::{self, BlkResults, Plan};
-use crate::blk_xenio::{BackendKnobs, XenioWorld};
-use crate::{BenchError, Result};
+use crate::blk_xenio;
+use crate::common::blkback::{
+    BackendKnobs, DirectArg, GrantModeArg, ReorderArg, XenioCounters, XenioWorld, find_xenio,
+};
+use crate::common::error::{BenchError, Result};
+use crate::common::image::precondition;
+use crate::common::proc::{self, ScratchPath};
 use clap::{Args, ValueEnum};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -120,37 +125,6 @@ impl Engine {
     fn is_nbd(self) -> bool {
         matches!(self, Engine::QemuNbd | Engine::QemuNbdShm)
     }
-}
-
-/// `--grant-mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum GrantModeArg {
-    /// Map the frontend's pages (zero copy).
-    Map,
-    /// Grant copy into bounce buffers (like QEMU's qdisk).
-    Copy,
-}
-
-/// `--reorder`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ReorderArg {
-    /// Ring order.
-    Off,
-    /// Sort each batch by sector.
-    Sort,
-    /// Sort and merge adjacent requests.
-    Merge,
-}
-
-/// `--direct` (the backend's O_DIRECT).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DirectArg {
-    /// O_DIRECT where the filesystem allows it, else the page cache (reported).
-    Auto,
-    /// O_DIRECT or fail.
-    On,
-    /// The page cache.
-    Off,
 }
 
 /// `--nbd-aio`.
@@ -296,6 +270,25 @@ pub struct BlkArgs {
     pub json: Option<PathBuf>,
 }
 
+impl BlkArgs {
+    /// The backend knobs these options ask for.
+    pub fn backend_knobs(&self) -> BackendKnobs {
+        BackendKnobs {
+            ring_order: self.ring_order,
+            queues: self.queues,
+            indirect: self.indirect,
+            persistent: !self.no_persistent,
+            grant_mode: self.grant_mode,
+            reorder: self.reorder,
+            poll_us: self.poll_us,
+            io_depth: self.io_depth,
+            batch: self.batch,
+            direct: self.direct,
+            extra: self.backend_arg.clone(),
+        }
+    }
+}
+
 /// One fio-style workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Workload {
@@ -367,23 +360,6 @@ pub struct Timing {
     pub runtime: Duration,
 }
 
-/// xenio's own counters for one measurement (whole connection).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct XenioCounters {
-    /// Notifications the frontend sent.
-    pub front_notifications: u64,
-    /// Notifications the backend sent (its exit line).
-    pub back_notifications: u64,
-    /// Requests the backend took from the ring.
-    pub requests: u64,
-    /// Batches the backend took.
-    pub batches: u64,
-    /// Times the backend slept on its event channel.
-    pub sleeps: u64,
-    /// Requests the backend merged into a neighbour's I/O.
-    pub merged: u64,
-}
-
 /// One measurement: one workload on one engine in one repetition.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sample {
@@ -412,53 +388,6 @@ impl Sample {
         (c.requests > 0)
             .then(|| (c.front_notifications + c.back_notifications) as f64 / c.requests as f64)
     }
-}
-
-/// A small seeded PRNG (xorshift64*), for offsets and write contents.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// From any seed (0 included).
-    pub fn new(seed: u64) -> Self {
-        // splitmix64 spreads the seed; xorshift needs a non-zero state.
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-
-    /// Fill `buf` with random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-}
-
-/// p-quantile (0..=1) of sorted values, nearest rank.
-pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
 }
 
 fn secs(x: f64, what: &str) -> Result<Duration> {
@@ -545,46 +474,6 @@ pub fn resolve(a: &BlkArgs) -> Result<Resolved> {
     })
 }
 
-/// Write the whole file once with random data (O_DIRECT where allowed, so the
-/// page cache does not end up holding it), then fsync. Returns whether O_DIRECT
-/// was accepted.
-pub(crate) fn precondition(path: &Path, size: u64, seed: u64) -> Result<bool> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let open = |direct: bool| {
-        let mut o = std::fs::OpenOptions::new();
-        o.write(true).create(true).truncate(true);
-        if direct {
-            o.custom_flags(nix::fcntl::OFlag::O_DIRECT.bits());
-        }
-        o.open(path)
-    };
-    let (mut f, direct) = match open(true) {
-        Ok(f) => (f, true),
-        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => (
-            open(false).map_err(|e| BenchError::io(format!("creating {}", path.display()), e))?,
-            false,
-        ),
-        Err(e) => return Err(BenchError::io(format!("creating {}", path.display()), e)),
-    };
-    // O_DIRECT wants an aligned buffer: take the aligned part of a larger one.
-    const CHUNK: usize = 4 << 20;
-    let mut raw = vec![0u8; CHUNK + 4096];
-    let at = raw.as_ptr().align_offset(4096);
-    let buf = &mut raw[at..at + CHUNK];
-    let mut rng = Rng::new(seed ^ 0xf11e);
-    let mut left = size;
-    while left > 0 {
-        rng.fill(buf);
-        let n = left.min(CHUNK as u64) as usize;
-        f.write_all(&buf[..n])
-            .map_err(|e| BenchError::io(format!("writing {}", path.display()), e))?;
-        left -= n as u64;
-    }
-    f.sync_all()
-        .map_err(|e| BenchError::io(format!("fsync of {}", path.display()), e))?;
-    Ok(direct)
-}
-
 pub(crate) fn first_line(program: &Path, arg: &str) -> String {
     std::process::Command::new(program)
         .arg(arg)
@@ -599,84 +488,8 @@ pub(crate) fn first_line(program: &Path, arg: &str) -> String {
         .unwrap_or_else(|| "unknown version".into())
 }
 
-/// Under `cargo run -p xenio-bench` (cargo sets `CARGO` and
-/// `CARGO_MANIFEST_DIR`), build the `xenio` command next to this executable
-/// first, in the same profile, so that the README's one command works in a fresh
-/// clone and never runs a stale backend. Elsewhere, nothing happens.
-fn build_xenio_under_cargo_run() -> Result<()> {
-    let (Some(cargo), Some(manifest_dir)) = (
-        std::env::var_os("CARGO"),
-        std::env::var_os("CARGO_MANIFEST_DIR"),
-    ) else {
-        return Ok(());
-    };
-    let manifest = Path::new(&manifest_dir).join("Cargo.toml");
-    let is_bench =
-        std::fs::read_to_string(&manifest).is_ok_and(|t| t.contains("name = \"xenio-bench\""));
-    let Some(profile) = std::env::current_exe().ok().and_then(|e| {
-        let dir = e.parent()?.file_name()?.to_str()?.to_string();
-        (dir == "release" || dir == "debug").then_some(dir)
-    }) else {
-        return Ok(());
-    };
-    if !is_bench {
-        return Ok(());
-    }
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "xenio",
-        "--bin",
-        "xenio",
-        "--manifest-path",
-    ])
-    .arg(&manifest);
-    if profile == "release" {
-        cmd.arg("--release");
-    }
-    eprintln!("xenio-bench: building the `xenio` command (cargo build -p xenio, {profile})");
-    let st = cmd
-        .status()
-        .map_err(|e| BenchError::io("running cargo build -p xenio", e))?;
-    if !st.success() {
-        return Err(BenchError::Tool {
-            tool: "xenio",
-            what: format!("cargo build -p xenio failed ({st})"),
-            detail: "; its errors are above".into(),
-        });
-    }
-    Ok(())
-}
-
-pub(crate) fn find_xenio(arg: Option<&Path>) -> Result<PathBuf> {
-    let missing = |what: String| BenchError::Tool {
-        tool: "xenio",
-        what,
-        detail: "; build it (`cargo build --release -p xenio`) or pass --xenio PATH".into(),
-    };
-    if let Some(p) = arg {
-        return if p.is_file() {
-            Ok(p.to_path_buf())
-        } else {
-            Err(missing(format!("--xenio {}: no such file", p.display())))
-        };
-    }
-    build_xenio_under_cargo_run()?;
-    if let Some(sib) = std::env::current_exe()
-        .ok()
-        .map(|e| e.with_file_name("xenio"))
-        .filter(|p| p.is_file())
-    {
-        return Ok(sib);
-    }
-    blk_proc::find_program("xenio")
-        .ok_or_else(|| missing("not found next to xenio-bench nor in PATH".into()))
-}
-
 fn need(program: &str, package: &str) -> Result<PathBuf> {
-    blk_proc::find_program(program).ok_or_else(|| BenchError::Tool {
+    proc::find_program(program).ok_or_else(|| BenchError::Tool {
         tool: "xenio-bench blk",
         what: format!("`{program}` is not installed"),
         detail: format!(" (apt-get install {package}; or leave its engines out with --engines)"),
@@ -686,7 +499,7 @@ fn need(program: &str, package: &str) -> Result<PathBuf> {
 /// Run the benchmark: progress on stderr, the report on stdout, JSON if asked.
 pub fn run(a: &BlkArgs) -> Result<()> {
     // First, before any thread exists: signals clean up children and files.
-    blk_proc::install_signal_cleanup()?;
+    proc::install_signal_cleanup()?;
     let r = resolve(a)?;
     let uses = |f: fn(Engine) -> bool| r.engines.iter().any(|&e| f(e));
     let fio = if uses(|e| !e.is_xenio()) {
@@ -704,7 +517,7 @@ pub fn run(a: &BlkArgs) -> Result<()> {
     } else {
         None
     };
-    for p in blk_proc::remove_stale(
+    for p in proc::remove_stale(
         &[&a.dir, &a.scratch, Path::new("/dev/shm")],
         "xenio-bench-blk-",
     ) {
@@ -760,7 +573,7 @@ pub fn run(a: &BlkArgs) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let knobs = BackendKnobs::from_args(a);
+    let knobs = a.backend_knobs();
     let world = match &xenio_bin {
         Some(bin) => Some(XenioWorld::start(
             bin,
@@ -810,7 +623,8 @@ pub fn run(a: &BlkArgs) -> Result<()> {
                 let s = match e {
                     Engine::Xenio | Engine::XenioShm => {
                         let world = world.as_ref().expect("started when a xenio engine is");
-                        let (s, storage) = world.measure(w, file, r.timing, a.seed, &label)?;
+                        let (s, storage) =
+                            blk_xenio::measure(world, w, file, r.timing, a.seed, &label)?;
                         if !e.shm() {
                             results.plan.backend_storage.get_or_insert(storage);
                         }
@@ -928,30 +742,6 @@ mod tests {
         assert_eq!(r.engines, [Engine::Fio, Engine::Xenio]);
         assert!(resolve(&args(&["--workloads", "nothing"])).is_err());
         assert!(resolve(&args(&["--size-mib", "1"])).is_err());
-    }
-
-    #[test]
-    fn rng_is_seeded_and_uniform_enough() {
-        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
-        assert_eq!(a.next_u64(), b.next_u64());
-        let mut hist = [0u32; 8];
-        for _ in 0..80_000 {
-            hist[a.below(8) as usize] += 1;
-        }
-        assert!(
-            hist.iter().all(|&h| (9_000..11_000).contains(&h)),
-            "{hist:?}"
-        );
-        assert_ne!(Rng::new(0).next_u64(), 0);
-    }
-
-    #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let v: Vec<u64> = (1..=100).collect();
-        assert_eq!(percentile(&v, 0.5), Some(50));
-        assert_eq!(percentile(&v, 0.99), Some(99));
-        assert_eq!(percentile(&v, 1.0), Some(100));
-        assert_eq!(percentile(&[], 0.5), None);
     }
 
     #[test]

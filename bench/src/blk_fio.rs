@@ -2,8 +2,8 @@
 //! qemu-nbd on a file driven by fio's nbd engine.
 
 use crate::blk::{NbdAio, Sample, Timing, Workload};
-use crate::blk_proc::{self, Proc, ScratchPath};
-use crate::{BenchError, Result};
+use crate::common::error::{BenchError, Result};
+use crate::common::proc::{self, Proc, ScratchPath};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Stdio;
@@ -97,7 +97,7 @@ pub fn run(r: &FioRun<'_>) -> Result<Sample> {
     let stderr = std::fs::File::create(&err_log)
         .map_err(|e| BenchError::io(format!("creating {}", err_log.display()), e))?;
     let _ = std::fs::remove_file(r.out);
-    let mut cmd = blk_proc::command(r.fio);
+    let mut cmd = proc::command(r.fio);
     cmd.args(fio_args(r))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -112,14 +112,14 @@ pub fn run(r: &FioRun<'_>) -> Result<Sample> {
                 r.label,
                 limit.as_secs()
             ),
-            detail: blk_proc::log_tail(&err_log, 20),
+            detail: proc::log_tail(&err_log, 20),
         });
     };
     if !status.success() {
         return Err(BenchError::Tool {
             tool: "fio",
             what: format!("`{}`: {status}", r.label),
-            detail: blk_proc::log_tail(&err_log, 20),
+            detail: proc::log_tail(&err_log, 20),
         });
     }
     let text = std::fs::read_to_string(r.out)
@@ -127,7 +127,7 @@ pub fn run(r: &FioRun<'_>) -> Result<Sample> {
     parse(&text, r.workload.write).map_err(|what| BenchError::Tool {
         tool: "fio",
         what: format!("`{}`: {what}", r.label),
-        detail: blk_proc::log_tail(&err_log, 20),
+        detail: proc::log_tail(&err_log, 20),
     })
 }
 
@@ -197,7 +197,7 @@ impl NbdServer {
         let _ = std::fs::remove_file(socket.path());
         let stderr = std::fs::File::create(&log)
             .map_err(|e| BenchError::io(format!("creating {}", log.display()), e))?;
-        let mut cmd = blk_proc::command(qemu_nbd);
+        let mut cmd = proc::command(qemu_nbd);
         cmd.args(["-f", "raw", "--cache=none"])
             .arg(match aio {
                 NbdAio::IoUring => "--aio=io_uring",
@@ -219,7 +219,7 @@ impl NbdServer {
                 return Err(BenchError::Tool {
                     tool: "qemu-nbd",
                     what: format!("`{label}`: exited ({st}) before serving"),
-                    detail: blk_proc::log_tail(&log, 20),
+                    detail: proc::log_tail(&log, 20),
                 });
             }
             if std::os::unix::net::UnixStream::connect(socket.path()).is_ok() {
@@ -229,7 +229,7 @@ impl NbdServer {
                 return Err(BenchError::Tool {
                     tool: "qemu-nbd",
                     what: format!("`{label}`: no socket after 10 s; killed"),
-                    detail: blk_proc::log_tail(&log, 20),
+                    detail: proc::log_tail(&log, 20),
                 });
             }
             std::thread::sleep(Duration::from_millis(5));

@@ -3,9 +3,9 @@
 //! within each repetition, then summarised (median [min..max]).
 
 use crate::blk::{Engine, NbdAio, Sample, Timing, Workload};
-use crate::blk_xenio::BackendKnobs;
-use crate::report::{Ratio, Target, fmt_ratio, ratio_json, summary_json};
-use crate::stats::summarize;
+use crate::common::blkback::{BackendKnobs, XenioCounters};
+use crate::common::report::{Ratio, Target, fmt_ratio, ratio_json, summary_json};
+use crate::common::stats::summarize;
 use serde_json::{Value, json};
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -411,7 +411,7 @@ pub fn to_json(r: &BlkResults) -> Value {
         for (ei, e) in r.engines.iter().enumerate() {
             let s = &r.samples[wi][ei];
             let col = |f: fn(&Sample) -> f64| s.iter().map(f).collect::<Vec<_>>();
-            let xc = |f: fn(&crate::blk::XenioCounters) -> u64| {
+            let xc = |f: fn(&XenioCounters) -> u64| {
                 s.iter()
                     .filter_map(|x| x.xenio.as_ref().map(f))
                     .collect::<Vec<_>>()
@@ -472,7 +472,8 @@ pub fn to_json(r: &BlkResults) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blk::{DirectArg, GrantModeArg, ReorderArg, WORKLOADS, XenioCounters};
+    use crate::blk::WORKLOADS;
+    use crate::common::blkback::{DirectArg, GrantModeArg, ReorderArg};
     use std::time::Duration;
 
     fn results() -> BlkResults {

@@ -30,17 +30,15 @@
 pub mod baseline;
 pub mod blk;
 pub mod blk_fio;
-pub mod blk_proc;
 pub mod blk_report;
 pub mod blk_xenio;
 pub mod cli;
+pub mod common;
 pub mod content;
-pub mod error;
 pub mod net;
 pub mod peer;
 pub mod report;
 pub mod ring_bench;
-pub mod stats;
 pub mod study;
 pub mod study_checkpoint;
 pub mod study_dev;
@@ -48,13 +46,9 @@ pub mod study_plot;
 pub mod study_report;
 pub mod study_stats;
 pub mod study_work;
-pub mod sys;
 pub mod wait;
 
-pub use error::BenchError;
-
-/// The result type of this crate.
-pub type Result<T, E = BenchError> = std::result::Result<T, E>;
+pub use common::error::{BenchError, Result};
 
 /// `xenio-bench ring`: run, print the report on stdout, write the JSON if asked.
 pub fn ring_command(args: &cli::RingArgs) -> Result<()> {

@@ -3,7 +3,7 @@
 //! network namespace, against the same traffic between two namespaces over a
 //! veth pair (the kernel's own path), interleaved in the same run.
 
-use crate::stats::summarize;
+use crate::common::stats::summarize;
 use clap::Args;
 use smoltcp::socket::tcp;
 use smoltcp::wire::Ipv4Address;

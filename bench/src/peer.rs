@@ -18,9 +18,10 @@
 //! reaps it on every path that does not end with a clean exit.
 
 use crate::cli::{PeerArgs, PeerRole, PeerWait};
-use crate::sys::{self, Bells, Doorbell};
+use crate::common::error::{BenchError, Result};
+use crate::common::sys::{self, Bells, Doorbell};
 use crate::wait::{Liveness, WaitMode};
-use crate::{BenchError, Result, baseline, ring_bench};
+use crate::{baseline, ring_bench};
 use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::Signal;
 use nix::unistd::getppid;

@@ -11,12 +11,13 @@
 //! is the only exception, and only on a stall), and event mode rings a doorbell
 //! only when the ring's [`Notify`](xenio_ring::Notify) says `Required`.
 
+use crate::baseline;
 use crate::cli::{ModeFilter, PeerRole, RingArgs};
+use crate::common::error::{BenchError, Result};
+use crate::common::sys::{self, Bells};
 use crate::content::{self, Tally, check_request, check_response};
 use crate::peer::{Control, PeerProcess, PeerSpawn};
-use crate::sys::{self, Bells};
 use crate::wait::{Liveness, Spinner, WaitMode, sleep_on, spin_for};
-use crate::{BenchError, Result, baseline};
 use std::time::{Duration, Instant};
 use xenio_ring::{BlkifBackRing, BlkifFrontRing, MmapRegion, SharedMemory};
 use xenio_xen_sys::blkif::{BlkifRequest, BlkifResponse};

@@ -7,13 +7,15 @@
 //! (mean, sd, t-tests), [`crate::study_report`] (tables, findings, CSV/JSON,
 //! plots).
 
-use crate::blk::{DirectArg, GrantModeArg, ReorderArg};
-use crate::blk_proc::{self, ScratchPath};
-use crate::blk_xenio::{BackendKnobs, XenioWorld};
+use crate::common::blkback::{
+    BackendKnobs, DirectArg, GrantModeArg, ReorderArg, XenioWorld, find_xenio,
+};
+use crate::common::error::{BenchError, Result};
+use crate::common::image::precondition;
+use crate::common::proc::{self, ScratchPath};
 use crate::study_checkpoint;
 use crate::study_dev::{Dev, NativeDev, XenioDev};
 use crate::study_work::{self, BONNIE, Params, Phase};
-use crate::{BenchError, Result};
 use clap::{Args, ValueEnum};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -853,9 +855,9 @@ pub fn run(a: &StudyArgs) -> Result<()> {
         return crate::study_report::write_all(&res, &a.out, a.no_plots, a.font.as_deref());
     }
 
-    blk_proc::install_signal_cleanup()?;
-    let xenio_bin = crate::blk::find_xenio(a.xenio.as_deref())?;
-    for p in blk_proc::remove_stale(
+    proc::install_signal_cleanup()?;
+    let xenio_bin = find_xenio(a.xenio.as_deref())?;
+    for p in proc::remove_stale(
         &[&a.dir, &a.scratch, Path::new("/dev/shm")],
         "xenio-bench-study-",
     ) {
@@ -955,7 +957,7 @@ pub fn run(a: &StudyArgs) -> Result<()> {
                 size >> 20
             )
         });
-        if !crate::blk::precondition(image.path(), size, a.seed)? && !a.buffered {
+        if !precondition(image.path(), size, a.seed)? && !a.buffered {
             return Err(BenchError::Usage(format!(
                 "{} refuses O_DIRECT; pick a --dir on a disk filesystem (ext4, xfs) or pass --buffered",
                 a.dir.display()

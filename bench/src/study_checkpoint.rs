@@ -11,9 +11,9 @@
 //! line cut short by a kill is dropped with a warning; any other damage is an
 //! error that names the line.
 
+use crate::common::error::{BenchError, Result};
 use crate::study::{Config, Counters, Resolved, StudyArgs};
 use crate::study_work::Phase;
-use crate::{BenchError, Result};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};

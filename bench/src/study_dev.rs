@@ -12,7 +12,7 @@
 //! waits for completions. [`Recorder`] wraps any device and logs every
 //! submitted operation, for the tests that check each workload's I/O pattern.
 
-use crate::{BenchError, Result};
+use crate::common::error::{BenchError, Result};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;

@@ -2,10 +2,11 @@
 //! mean/sd/t-value, the sweeps, the paper's findings answered), samples.csv,
 //! summary.csv, results.json and the plots (SVG and PNG).
 
+use crate::common::blkback::ReorderArg;
+use crate::common::error::{BenchError, Result};
 use crate::study::{Knob, Metric, StudyResults};
 use crate::study_stats::{Moments, TTest, moments, student, welch};
 use crate::study_work::{BONNIE, FIO, Phase};
-use crate::{BenchError, Result};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -107,9 +108,9 @@ fn base_value(r: &StudyResults, knob: Knob) -> String {
     match knob {
         Knob::RingOrder => k.ring_order.to_string(),
         Knob::Reorder => match k.reorder {
-            crate::blk::ReorderArg::Off => "off".into(),
-            crate::blk::ReorderArg::Sort => "sort".into(),
-            crate::blk::ReorderArg::Merge => "merge".into(),
+            ReorderArg::Off => "off".into(),
+            ReorderArg::Sort => "sort".into(),
+            ReorderArg::Merge => "merge".into(),
         },
         Knob::Indirect => k.indirect.to_string(),
         Knob::Queues => k.queues.to_string(),

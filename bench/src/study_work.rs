@@ -29,8 +29,8 @@
 //! the start (wrapping); random ones pick uniformly distributed aligned blocks
 //! from a seeded PRNG.
 
-use crate::Result;
-use crate::blk::Rng;
+use crate::common::error::{BenchError, Result};
+use crate::common::rng::Rng;
 use crate::study_dev::Dev;
 use std::hint::black_box;
 use std::time::Instant;
@@ -248,7 +248,7 @@ pub fn run_phase(dev: &mut dyn Dev, phase: Phase, p: &Params) -> Result<PhaseRes
     };
     let blocks = size / len as u64;
     if blocks == 0 {
-        return Err(crate::BenchError::Usage(format!(
+        return Err(BenchError::Usage(format!(
             "`{}`: the file ({size} bytes) is smaller than one {len}-byte block",
             phase.name()
         )));
@@ -368,7 +368,7 @@ pub fn run_phase(dev: &mut dyn Dev, phase: Phase, p: &Params) -> Result<PhaseRes
         dev.wait(&mut done)?;
         for &b in &done {
             let Some(mut s) = state[b] else {
-                return Err(crate::BenchError::Usage(format!(
+                return Err(BenchError::Usage(format!(
                     "the device completed buffer {b}, which had nothing in flight"
                 )));
             };

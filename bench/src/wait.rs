@@ -5,8 +5,8 @@
 //! [`SLEEP_SLICE`] asleep, the waiter asks its [`Liveness`] whether the other side
 //! is still there, so a crashed peer ends the run with an error instead of a hang.
 
-use crate::sys::Doorbell;
-use crate::{BenchError, Result};
+use crate::common::error::{BenchError, Result};
+use crate::common::sys::Doorbell;
 use std::time::{Duration, Instant};
 
 /// How the two sides of a measurement wait for each other.

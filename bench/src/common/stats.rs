@@ -1,4 +1,5 @@
-//! Median, minimum and maximum over the repetitions of one configuration.
+//! Median, minimum and maximum over the repetitions of one configuration, and
+//! nearest-rank percentiles of latencies.
 
 /// The spread of a handful of repetitions.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -31,9 +32,27 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
     })
 }
 
+/// p-quantile (0..=1) of sorted values, nearest rank.
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.5), Some(50));
+        assert_eq!(percentile(&v, 0.99), Some(99));
+        assert_eq!(percentile(&v, 1.0), Some(100));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
 
     #[test]
     fn odd_count_takes_the_middle_value() {

@@ -10,7 +10,7 @@
 //! the children are started through `setpriv --pdeathsig KILL` (util-linux)
 //! where it is available, so the kernel kills them when their parent goes.
 
-use crate::{BenchError, Result};
+use crate::common::error::{BenchError, Result};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,10 @@
-//! The benchmark's one error type.
+//! The benchmark's one error type, and its result type.
 
 use std::process::ExitStatus;
 use xenio_ring::RingError;
+
+/// The result type of this crate.
+pub type Result<T, E = BenchError> = std::result::Result<T, E>;
 
 /// Everything that can stop a benchmark run. A missed performance target is not
 /// an error (it is reported as `MISS`); wrong data on the ring is.

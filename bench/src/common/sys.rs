@@ -1,7 +1,7 @@
 //! The few OS services the benchmark needs, through nix's safe wrappers: CPU
 //! affinity, memfd-backed shared files, eventfd doorbells.
 
-use crate::{BenchError, Result};
+use crate::common::error::{BenchError, Result};
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
