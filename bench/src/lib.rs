@@ -18,7 +18,7 @@
 //! [`xenio_ring`] ring in shared memory, polling or with eventfd doorbells, and
 //! the numbers are set against two baselines measured in the same run on the same
 //! cores (a cache-line ping-pong and a pair of `rtrb` queues). See
-//! [`ring_bench`] for what is measured and how, and `xenio-bench ring --help` for
+//! [`ring`] for what is measured and how, and `xenio-bench ring --help` for
 //! the knobs.
 //!
 //! The crate has no `unsafe`: the shared mapping is the ring crate's
@@ -27,18 +27,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod baseline;
 pub mod blk;
 pub mod blk_fio;
 pub mod blk_report;
 pub mod blk_xenio;
 pub mod cli;
 pub mod common;
-pub mod content;
 pub mod net;
-pub mod peer;
-pub mod report;
-pub mod ring_bench;
+pub mod ring;
 pub mod study;
 pub mod study_checkpoint;
 pub mod study_dev;
@@ -46,24 +42,5 @@ pub mod study_plot;
 pub mod study_report;
 pub mod study_stats;
 pub mod study_work;
-pub mod wait;
 
 pub use common::error::{BenchError, Result};
-
-/// `xenio-bench ring`: run, print the report on stdout, write the JSON if asked.
-pub fn ring_command(args: &cli::RingArgs) -> Result<()> {
-    use std::io::Write;
-    let results = ring_bench::run(args)?;
-    let text = report::render(&results);
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| BenchError::io("writing the report to stdout", e))?;
-    if let Some(path) = &args.json {
-        let json = report::to_json(&results).to_string() + "\n";
-        std::fs::write(path, json)
-            .map_err(|e| BenchError::io(format!("writing {}", path.display()), e))?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
-}

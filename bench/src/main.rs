@@ -28,14 +28,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Ring(args) => match xenio_bench::ring_command(&args) {
+        Command::Ring(args) => match xenio_bench::ring::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("xenio-bench ring: error: {e}");
                 ExitCode::FAILURE
             }
         },
-        Command::RingPeer(args) => match xenio_bench::peer::run_peer(&args) {
+        Command::RingPeer(args) => match xenio_bench::ring::run_peer(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("xenio-bench ring-peer (`{}`): error: {e}", args.config);

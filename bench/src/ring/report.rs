@@ -1,10 +1,9 @@
-//! The report of a run: a table per configuration, the ratios against the
+//! The report of `xenio-bench ring`: a table per configuration, the ratios against the
 //! baselines with their targets, and the same as JSON.
 
 use crate::common::report::{Ratio, Target, fmt_ratio, ratio_json, summary_json};
 use crate::common::stats::summarize;
-use crate::ring_bench::{Config, RunResults, Sample, Stop, Workload};
-use crate::wait::WaitMode;
+use crate::ring::types::{Config, RunResults, Sample, Stop, WaitMode, Workload};
 use serde_json::{Value, json};
 use std::fmt::Write;
 

@@ -11,15 +11,14 @@
 //!   (`write_chunk_uninit`/`read_chunk`, one index publication per batch), so it
 //!   is the strongest rtrb, not a strawman.
 
-use crate::cli::PeerRole;
 use crate::common::error::{BenchError, Result};
 use crate::common::sys;
-use crate::content::{self, Mismatch, Tally, check_request, check_response};
-use crate::peer::{Control, PeerProcess, PeerSpawn};
-use crate::ring_bench::{
-    POLLING_BATCH, Pipeline, Plan, RoundTrips, Sample, Workload, time_pipeline, time_round_trips,
-};
-use crate::wait::{Liveness, Spinner, WaitMode};
+use crate::ring::args::PeerRole;
+use crate::ring::content::{self, Mismatch, Tally, check_request, check_response};
+use crate::ring::peer::{Control, PeerProcess, PeerSpawn};
+use crate::ring::timing::{POLLING_BATCH, Pipeline, RoundTrips, time_pipeline, time_round_trips};
+use crate::ring::types::{Plan, Sample, WaitMode, Workload};
+use crate::ring::wait::{Liveness, STALL_LIMIT, Spinner};
 use rtrb::{Consumer, Producer, RingBuffer};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::ScopedJoinHandle;
@@ -300,7 +299,7 @@ fn wait_thread_ready(ready: &AtomicBool, watch: &mut ThreadWatch<'_, '_>) -> Res
     let start = std::time::Instant::now();
     while !ready.load(Ordering::Acquire) {
         watch.check()?;
-        if start.elapsed() > crate::wait::STALL_LIMIT {
+        if start.elapsed() > STALL_LIMIT {
             return Err(BenchError::Thread {
                 config: watch.config.to_string(),
                 what: "did not start",

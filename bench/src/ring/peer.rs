@@ -1,5 +1,6 @@
 //! The second process of a measurement: how the parent starts, watches and stops
-//! it, the control page both share, and the child's entry point.
+//! it, the control page both share, and how the child watches its parent (the
+//! child's entry point, [`crate::ring::run_peer`], puts them together).
 //!
 //! The child is this same binary (`std::env::current_exe()`) running the hidden
 //! `ring-peer` subcommand. It inherits:
@@ -17,20 +18,18 @@
 //! stops at a deadline the parent sets, and the parent's [`PeerProcess`] kills and
 //! reaps it on every path that does not end with a clean exit.
 
-use crate::cli::{PeerArgs, PeerRole, PeerWait};
 use crate::common::error::{BenchError, Result};
 use crate::common::sys::{self, Bells, Doorbell};
-use crate::wait::{Liveness, WaitMode};
-use crate::{baseline, ring_bench};
-use nix::sys::prctl::set_pdeathsig;
-use nix::sys::signal::Signal;
+use crate::ring::args::PeerRole;
+use crate::ring::types::WaitMode;
+use crate::ring::wait::Liveness;
 use nix::unistd::getppid;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use xenio_ring::{AtomicU32, BlkifBackRing, MmapRegion, SharedMemory};
+use xenio_ring::{AtomicU32, MmapRegion, SharedMemory};
 
 /// A page of shared words beside the ring: the peer's state, the stop flag, the
 /// backend's counters and the ping-pong cache line. Each group has its own
@@ -360,6 +359,19 @@ pub struct ParentWatch {
     config: String,
 }
 
+impl ParentWatch {
+    /// Watch parent `parent_pid`, giving up `timeout_s` seconds from now;
+    /// `config` names the measurement in errors.
+    pub fn new(parent_pid: i32, timeout_s: u64, config: &str) -> Self {
+        ParentWatch {
+            parent_pid,
+            deadline: Instant::now() + Duration::from_secs(timeout_s),
+            timeout_s,
+            config: config.to_string(),
+        }
+    }
+}
+
 impl Liveness for ParentWatch {
     fn check(&mut self) -> Result<()> {
         if getppid().as_raw() != self.parent_pid {
@@ -388,7 +400,7 @@ impl Liveness for ParentWatch {
 
 /// The doorbells as the child inherited them: stdin (rung by the frontend) and
 /// stdout (rung by the backend).
-fn inherited_bells() -> Result<Bells> {
+pub fn inherited_bells() -> Result<Bells> {
     let dup = |fd: std::os::fd::BorrowedFd<'_>, name: &str| {
         fd.try_clone_to_owned()
             .map_err(|e| BenchError::io(format!("duplicating the doorbell on {name}"), e))
@@ -397,77 +409,4 @@ fn inherited_bells() -> Result<Bells> {
         to_back: Doorbell::from_fd(dup(std::io::stdin().as_fd(), "stdin")?),
         to_front: Doorbell::from_fd(dup(std::io::stdout().as_fd(), "stdout")?),
     })
-}
-
-/// Entry point of the hidden `ring-peer` subcommand.
-pub fn run_peer(args: &PeerArgs) -> Result<()> {
-    set_pdeathsig(Signal::SIGKILL).map_err(|e| BenchError::os("prctl(PR_SET_PDEATHSIG)", e))?;
-    let mut watch = ParentWatch {
-        parent_pid: args.parent_pid,
-        deadline: Instant::now() + Duration::from_secs(args.timeout_s),
-        timeout_s: args.timeout_s,
-        config: args.config.clone(),
-    };
-    // The parent may have died before PR_SET_PDEATHSIG took effect.
-    watch.check()?;
-    sys::pin_to_core(args.core)?;
-    let control = Control::open(&sys::open_inherited(args.control_fd)?)?;
-    let wait = match args.wait {
-        PeerWait::Polling => WaitMode::Polling,
-        PeerWait::Event => WaitMode::Event {
-            spin: Duration::from_micros(args.spin_us),
-        },
-    };
-    match args.role {
-        PeerRole::RingBackend => {
-            let fd = args
-                .ring_fd
-                .ok_or_else(|| BenchError::Usage("the ring backend needs --ring-fd".to_string()))?;
-            let file = sys::open_inherited(fd)?;
-            let expected = xenio_xen_sys::ring::ring_bytes(args.order) as u64;
-            let len = file
-                .metadata()
-                .map_err(|e| BenchError::io("stat of the ring file", e))?
-                .len();
-            if len != expected {
-                return Err(BenchError::Usage(format!(
-                    "the ring file has {len} bytes, but order {} means {expected}",
-                    args.order
-                )));
-            }
-            let mem =
-                MmapRegion::from_file(&file).map_err(|e| BenchError::io("mapping the ring", e))?;
-            let mut back = BlkifBackRing::attach(mem).map_err(BenchError::back)?;
-            let bells = match wait {
-                WaitMode::Polling => None,
-                WaitMode::Event { .. } => Some(inherited_bells()?),
-            };
-            let waiting = ring_bench::Waiting::new(wait, bells.as_ref())?;
-            control.set_state(STATE_READY);
-            let stats = ring_bench::serve(
-                &mut back,
-                &control,
-                waiting,
-                &mut watch,
-                args.yield_cpu,
-                args.corrupt_response,
-            )?;
-            control.set_back_served(stats.served);
-            control.set_back_notifications(stats.notifications);
-            if let Some(first) = stats.tally.first {
-                return Err(BenchError::Verification {
-                    config: args.config.clone(),
-                    side: "backend",
-                    errors: stats.tally.errors,
-                    first: first.to_string(),
-                });
-            }
-        }
-        PeerRole::PingPong => {
-            control.set_state(STATE_READY);
-            baseline::pingpong_peer(&control, &mut watch, args.yield_cpu)?;
-        }
-    }
-    control.set_state(STATE_DONE);
-    Ok(())
 }

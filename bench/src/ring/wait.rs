@@ -9,30 +9,6 @@ use crate::common::error::{BenchError, Result};
 use crate::common::sys::Doorbell;
 use std::time::{Duration, Instant};
 
-/// How the two sides of a measurement wait for each other.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WaitMode {
-    /// Both sides spin on the ring; no system calls, no notifications.
-    Polling,
-    /// A side that finds no work spins for `spin`, then does the ring's final check
-    /// and sleeps on its eventfd; pushes notify the peer only when the ring says so.
-    Event {
-        /// The spin window before sleeping (zero: sleep at once).
-        spin: Duration,
-    },
-}
-
-impl WaitMode {
-    /// A short label: `polling`, `event` or `event+spin<N>us`.
-    pub fn label(self) -> String {
-        match self {
-            WaitMode::Polling => "polling".to_string(),
-            WaitMode::Event { spin } if spin.is_zero() => "event".to_string(),
-            WaitMode::Event { spin } => format!("event+spin{}us", spin.as_micros()),
-        }
-    }
-}
-
 /// Spins between two liveness checks.
 pub const SLOW_PATH_SPINS: u32 = 1 << 20;
 /// How long one sleep on a doorbell lasts before a liveness check.
