@@ -18,7 +18,7 @@ use crate::ring::content::{self, Mismatch, Tally, check_request, check_response}
 use crate::ring::peer::{Control, PeerProcess, PeerSpawn};
 use crate::ring::timing::{POLLING_BATCH, Pipeline, RoundTrips, time_pipeline, time_round_trips};
 use crate::ring::types::{Plan, Sample, WaitMode, Workload};
-use crate::ring::wait::{Liveness, STALL_LIMIT, Spinner};
+use crate::ring::wait::{Liveness, STALL_LIMIT, WatchedSpin};
 use rtrb::{Consumer, Producer, RingBuffer};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::ScopedJoinHandle;
@@ -45,7 +45,7 @@ impl RoundTrips for PingPong<'_> {
         // Release/Acquire: plain moves on x86; the pair orders nothing else, it only
         // has to move the line.
         self.word.store(ping, Ordering::Release);
-        let mut spinner = Spinner::new(self.yield_cpu);
+        let mut spinner = WatchedSpin::new(self.yield_cpu);
         loop {
             let v = self.word.load(Ordering::Acquire);
             if v == pong {
@@ -129,7 +129,7 @@ pub fn pingpong_peer<L: Liveness>(
     let mut last = 0;
     let mut expect = 1;
     let mut n = 0;
-    let mut spinner = Spinner::new(yield_cpu);
+    let mut spinner = WatchedSpin::new(yield_cpu);
     loop {
         let v = word.load(Ordering::Acquire);
         if v == last {
@@ -151,7 +151,7 @@ pub fn pingpong_peer<L: Liveness>(
         word.store(last, Ordering::Release);
         expect = (v + 2) & PING_MASK;
         n += 1;
-        spinner = Spinner::new(yield_cpu);
+        spinner = WatchedSpin::new(yield_cpu);
     }
 }
 
@@ -199,7 +199,7 @@ impl RoundTrips for RtrbFront<'_, '_> {
         self.tx
             .push(content::request(seq))
             .map_err(|_| chunk_error(self.watch.config))?;
-        let mut spinner = Spinner::new(self.yield_cpu);
+        let mut spinner = WatchedSpin::new(self.yield_cpu);
         loop {
             if let Ok(rsp) = self.rx.pop() {
                 self.tally.record(check_response(&rsp, seq));
@@ -247,7 +247,7 @@ impl Pipeline for RtrbFront<'_, '_> {
     }
 
     #[inline]
-    fn wait(&mut self, spinner: &mut Spinner) -> Result<()> {
+    fn wait(&mut self, spinner: &mut WatchedSpin) -> Result<()> {
         spinner.spin(&mut self.watch, "a response")
     }
 }

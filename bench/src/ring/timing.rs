@@ -4,7 +4,7 @@
 
 use crate::common::error::Result;
 use crate::ring::types::{Plan, Stop};
-use crate::ring::wait::Spinner;
+use crate::ring::wait::WatchedSpin;
 use std::time::{Duration, Instant};
 
 /// The timed part of one run of a frontend loop.
@@ -77,7 +77,7 @@ pub trait Pipeline {
     /// Take every response available, check them against `first..`, return how many.
     fn harvest(&mut self, first: u64) -> Result<u64>;
     /// Nothing to harvest: wait (one spin, or until the peer rings).
-    fn wait(&mut self, spinner: &mut Spinner) -> Result<()>;
+    fn wait(&mut self, spinner: &mut WatchedSpin) -> Result<()>;
     /// The timed window starts now (snapshot counters).
     fn window_started(&mut self) {}
 }
@@ -97,7 +97,7 @@ pub fn time_pipeline<P: Pipeline>(p: &mut P, plan: &Plan) -> Result<Timed> {
             limit = n;
         }
     }
-    let mut spinner = Spinner::new(plan.yield_cpu);
+    let mut spinner = WatchedSpin::new(plan.yield_cpu);
     loop {
         let n = (cap - (issued - completed)).min(limit.saturating_sub(issued));
         if n > 0 {
@@ -112,7 +112,7 @@ pub fn time_pipeline<P: Pipeline>(p: &mut P, plan: &Plan) -> Result<Timed> {
             continue;
         }
         completed += got;
-        spinner = Spinner::new(plan.yield_cpu);
+        spinner = WatchedSpin::new(plan.yield_cpu);
         match window {
             None => {
                 if start.elapsed() >= plan.warmup {

@@ -1,5 +1,7 @@
-//! How one side waits for the other: by spinning on shared memory, or by sleeping
-//! on a [`Doorbell`] after an optional spin window.
+//! How one side waits for the other: by spinning on shared memory
+//! ([`WatchedSpin`]), or by sleeping on a [`Doorbell`] ([`sleep_on`]) after an
+//! optional spin window (event mode's window is every poll window's loop,
+//! [`xenio_ring::spin::spin_for`]).
 //!
 //! Waits never block forever: every `2^20` spins (a few milliseconds), or every
 //! [`SLEEP_SLICE`] asleep, the waiter asks its [`Liveness`] whether the other side
@@ -29,21 +31,24 @@ pub trait Liveness {
     }
 }
 
-/// A busy-wait loop's bookkeeping. Create one per wait; the fast path is one
-/// increment, one test and a `spin_loop` hint.
+/// An unbounded busy-wait's bookkeeping: it spins until the awaited thing
+/// happens, checking on the peer now and then (not a poll window: that is
+/// [`xenio_ring::spin::spin_for`], which ends when its window does). Create one
+/// per wait; the fast path is one increment, one test and a `spin_loop` hint
+/// (or a yield, when both sides share a CPU).
 #[derive(Debug)]
-pub struct Spinner {
+pub struct WatchedSpin {
     spins: u32,
     since: Option<Instant>,
     yield_cpu: bool,
 }
 
-impl Spinner {
+impl WatchedSpin {
     /// A fresh wait. With `yield_cpu` (both sides pinned to one core) each spin
     /// yields the CPU to the other side instead of burning it.
     #[inline]
     pub fn new(yield_cpu: bool) -> Self {
-        Spinner {
+        WatchedSpin {
             spins: 0,
             since: None,
             yield_cpu,
@@ -81,25 +86,6 @@ fn check_stall<L: Liveness + ?Sized>(peer: &L, since: Instant, what: &'static st
             secs: limit.as_secs(),
         }),
         _ => Ok(()),
-    }
-}
-
-/// Spin for up to `window`, until `ready` says there is work. `Ok(true)` if there
-/// is. A zero window returns `Ok(false)` without looking.
-#[inline]
-pub fn spin_for(window: Duration, mut ready: impl FnMut() -> Result<bool>) -> Result<bool> {
-    if window.is_zero() {
-        return Ok(false);
-    }
-    let start = Instant::now();
-    loop {
-        if ready()? {
-            return Ok(true);
-        }
-        std::hint::spin_loop();
-        if start.elapsed() >= window {
-            return Ok(false);
-        }
     }
 }
 

@@ -5,7 +5,10 @@
 //! Hot loops allocate nothing (the response and request vectors are reused),
 //! polling mode makes no system calls (a liveness check every `2^20` idle spins
 //! is the only exception, and only on a stall), and event mode rings a doorbell
-//! only when the ring's [`Notify`](xenio_ring::Notify) says `Required`.
+//! only when the ring's [`Notify`](xenio_ring::Notify) says `Required`. Event
+//! mode's spin window (`--poll-us`) is every poll window's loop,
+//! [`xenio_ring::spin::spin_for`], which gives the CPU away every 10 us; with
+//! no window a side goes straight to the final check.
 
 use crate::common::error::{BenchError, Result};
 use crate::common::sys::{self, Bells};
@@ -14,8 +17,9 @@ use crate::ring::content::{self, Tally, check_request, check_response};
 use crate::ring::peer::{Control, PeerProcess, PeerSpawn};
 use crate::ring::timing::{POLLING_BATCH, Pipeline, RoundTrips, time_pipeline, time_round_trips};
 use crate::ring::types::{Plan, Sample, WaitMode, Workload};
-use crate::ring::wait::{Liveness, Spinner, sleep_on, spin_for};
+use crate::ring::wait::{Liveness, WatchedSpin, sleep_on};
 use std::time::Duration;
+use xenio_ring::spin::spin_for;
 use xenio_ring::{BlkifBackRing, BlkifFrontRing, MmapRegion, SharedMemory};
 use xenio_xen_sys::blkif::{BlkifRequest, BlkifResponse};
 
@@ -80,7 +84,7 @@ impl RingFront<'_> {
     /// No response yet: spin once, or (event mode) spin for the window, do the final
     /// check and sleep until the backend rings.
     #[inline(always)]
-    fn wait_responses(&mut self, spinner: &mut Spinner) -> Result<()> {
+    fn wait_responses(&mut self, spinner: &mut WatchedSpin) -> Result<()> {
         match self.waiting {
             Waiting::Polling => spinner.spin(&mut *self.peer, "a response"),
             Waiting::Event { spin, bells } => self.sleep_for_responses(spin, bells),
@@ -90,9 +94,13 @@ impl RingFront<'_> {
     #[inline(never)]
     fn sleep_for_responses(&mut self, spin: Duration, bells: &Bells) -> Result<()> {
         let front = &mut self.front;
-        if spin_for(spin, || {
-            Ok(front.unconsumed_responses().map_err(BenchError::front)? > 0)
-        })? {
+        // No spin window, no look at the ring before the final check (the
+        // ring's spin_for looks once even for a zero window).
+        if !spin.is_zero()
+            && spin_for(spin, || {
+                Ok(front.unconsumed_responses().map_err(BenchError::front)? > 0)
+            })?
+        {
             return Ok(());
         }
         if self
@@ -118,7 +126,7 @@ impl RoundTrips for RingFront<'_> {
             .push_request(&content::request(seq))
             .map_err(BenchError::front)?;
         self.publish()?;
-        let mut spinner = Spinner::new(self.yield_cpu);
+        let mut spinner = WatchedSpin::new(self.yield_cpu);
         loop {
             if let Some(rsp) = self.front.take_response().map_err(BenchError::front)? {
                 self.tally.record(check_response(&rsp, seq));
@@ -163,7 +171,7 @@ impl Pipeline for RingFront<'_> {
     }
 
     #[inline]
-    fn wait(&mut self, spinner: &mut Spinner) -> Result<()> {
+    fn wait(&mut self, spinner: &mut WatchedSpin) -> Result<()> {
         self.wait_responses(spinner)
     }
 
@@ -197,7 +205,7 @@ pub fn serve<M: SharedMemory, L: Liveness>(
     let corrupt_at = corrupt_response.unwrap_or(u64::MAX);
     let mut reqs: Vec<BlkifRequest> = Vec::with_capacity(back.size() as usize);
     let mut stats = ServeStats::default();
-    let mut spinner = Spinner::new(yield_cpu);
+    let mut spinner = WatchedSpin::new(yield_cpu);
     loop {
         reqs.clear();
         let n = back.take_requests(&mut reqs).map_err(BenchError::back)?;
@@ -210,9 +218,13 @@ pub fn serve<M: SharedMemory, L: Liveness>(
                     spinner.spin(peer, "a request")?;
                 }
                 Waiting::Event { spin, bells } => {
-                    if spin_for(spin, || {
-                        Ok(back.unconsumed_requests().map_err(BenchError::back)? > 0)
-                    })? {
+                    // As in the frontend: a zero window goes straight to the
+                    // final check.
+                    if !spin.is_zero()
+                        && spin_for(spin, || {
+                            Ok(back.unconsumed_requests().map_err(BenchError::back)? > 0)
+                        })?
+                    {
                         continue;
                     }
                     if back.final_check_for_requests().map_err(BenchError::back)? {
@@ -226,7 +238,7 @@ pub fn serve<M: SharedMemory, L: Liveness>(
             }
             continue;
         }
-        spinner = Spinner::new(yield_cpu);
+        spinner = WatchedSpin::new(yield_cpu);
         for req in &reqs {
             let seq = stats.served;
             stats.tally.record(check_request(req, seq));
