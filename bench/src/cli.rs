@@ -31,8 +31,8 @@ pub enum Command {
     /// Block I/O benchmark: fio-style workloads through blkfront -> rings ->
     /// `xenio blkback` (a child process) -> a file, against fio (io_uring,
     /// O_DIRECT), a /dev/shm copy and qemu-nbd on the same file, in the same run.
-    #[command(long_about = crate::blk::BLK_ABOUT)]
-    Blk(crate::blk::BlkArgs),
+    #[command(long_about = crate::blk::args::BLK_ABOUT)]
+    Blk(crate::blk::args::BlkArgs),
     /// Network benchmark: TCP throughput and small-frame packets per second
     /// through netfront -> rings -> `xenio netback` -> a TAP device, against a
     /// veth pair between two namespaces, in the same run (needs root).

@@ -28,9 +28,6 @@
 #![deny(missing_docs)]
 
 pub mod blk;
-pub mod blk_fio;
-pub mod blk_report;
-pub mod blk_xenio;
 pub mod cli;
 pub mod common;
 pub mod net;

@@ -2,82 +2,12 @@
 //! (PASS/MISS) and context ratios, and the same as JSON. Ratios are computed
 //! within each repetition, then summarised (median [min..max]).
 
-use crate::blk::{Engine, NbdAio, Sample, Timing, Workload};
-use crate::common::blkback::{BackendKnobs, XenioCounters};
+use crate::blk::types::{BlkResults, Engine, NbdAio, Sample, Workload};
+use crate::common::blkback::XenioCounters;
 use crate::common::report::{Ratio, Target, fmt_ratio, ratio_json, summary_json};
 use crate::common::stats::summarize;
 use serde_json::{Value, json};
 use std::fmt::Write;
-use std::path::PathBuf;
-
-/// How the run was set up (for the header).
-#[derive(Clone, Debug)]
-pub struct Plan {
-    /// Directory of the file.
-    pub dir: PathBuf,
-    /// File size in bytes.
-    pub size: u64,
-    /// Repetitions.
-    pub reps: u32,
-    /// Per measurement.
-    pub timing: Timing,
-    /// PRNG seed.
-    pub seed: u64,
-    /// Backend knobs.
-    pub knobs: BackendKnobs,
-    /// The frontend's spin window before sleeping.
-    pub front_poll_us: u64,
-    /// qemu-nbd's --aio.
-    pub nbd_aio: NbdAio,
-    /// Whether /dev/shm accepted O_DIRECT (fio-shm uses it then).
-    pub shm_direct: bool,
-    /// CPUs available.
-    pub cpus: usize,
-    /// Kernel release.
-    pub kernel: String,
-    /// `fio --version`.
-    pub fio_version: Option<String>,
-    /// `qemu-nbd --version`, first line.
-    pub nbd_version: Option<String>,
-    /// The `xenio` command used.
-    pub xenio_bin: Option<PathBuf>,
-    /// How the backend opened the file on disk (its own words).
-    pub backend_storage: Option<String>,
-}
-
-/// Everything measured.
-#[derive(Clone, Debug)]
-pub struct BlkResults {
-    /// Set-up.
-    pub plan: Plan,
-    /// Workloads, in report order.
-    pub workloads: Vec<Workload>,
-    /// Engines, in report order.
-    pub engines: Vec<Engine>,
-    /// `samples[workload][engine][repetition]`.
-    pub samples: Vec<Vec<Vec<Sample>>>,
-}
-
-impl BlkResults {
-    /// No samples yet.
-    pub fn new(plan: Plan, workloads: Vec<Workload>, engines: Vec<Engine>) -> Self {
-        let samples = vec![vec![Vec::new(); engines.len()]; workloads.len()];
-        BlkResults {
-            plan,
-            workloads,
-            engines,
-            samples,
-        }
-    }
-
-    fn get(&self, workload: &str, engine: Engine) -> Option<&[Sample]> {
-        let w = self.workloads.iter().position(|w| w.name == workload)?;
-        let e = self.engines.iter().position(|&x| x == engine)?;
-        Some(&self.samples[w][e])
-            .filter(|s| !s.is_empty())
-            .map(|s| &s[..])
-    }
-}
 
 fn mbs(s: &Sample) -> f64 {
     s.mbs
@@ -472,8 +402,8 @@ pub fn to_json(r: &BlkResults) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blk::WORKLOADS;
-    use crate::common::blkback::{DirectArg, GrantModeArg, ReorderArg};
+    use crate::blk::types::{Plan, Timing, WORKLOADS};
+    use crate::common::blkback::{BackendKnobs, DirectArg, GrantModeArg, ReorderArg};
     use std::time::Duration;
 
     fn results() -> BlkResults {

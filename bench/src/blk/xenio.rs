@@ -5,7 +5,7 @@
 //! reused, CPU time read from the frontend thread's and the backend process's
 //! clocks.
 
-use crate::blk::{Sample, Timing, Workload};
+use crate::blk::types::{Sample, Timing, Workload};
 use crate::common::blkback::XenioWorld;
 use crate::common::error::{BenchError, Result};
 use crate::common::rng::Rng;

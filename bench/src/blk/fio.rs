@@ -1,7 +1,7 @@
 //! The baselines of `xenio-bench blk`: fio (io_uring, O_DIRECT) on a file, and
 //! qemu-nbd on a file driven by fio's nbd engine.
 
-use crate::blk::{NbdAio, Sample, Timing, Workload};
+use crate::blk::types::{NbdAio, Sample, Timing, Workload};
 use crate::common::error::{BenchError, Result};
 use crate::common::proc::{self, Proc, ScratchPath};
 use serde_json::Value;
@@ -250,7 +250,7 @@ impl NbdServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blk::WORKLOADS;
+    use crate::blk::types::WORKLOADS;
 
     #[test]
     fn fio_args_for_a_file_and_for_nbd() {
