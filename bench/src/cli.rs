@@ -18,8 +18,8 @@ pub enum Command {
     /// workloads, native against xenio's rings (a `xenio blkback` process) on the
     /// same file, N interleaved runs, t-tests, Figure 2 as Markdown/CSV/JSON and
     /// plots, knob sweeps (ring order, reorder, indirect, queues, polling).
-    #[command(long_about = crate::study::STUDY_ABOUT)]
-    Study(crate::study::StudyArgs),
+    #[command(long_about = crate::study::args::STUDY_ABOUT)]
+    Study(crate::study::args::StudyArgs),
     /// Ring micro-benchmark: two processes on two pinned cores exchange blkif
     /// requests over a shared ring, against a cache-line ping-pong and rtrb queues.
     #[command(long_about = crate::ring::args::RING_ABOUT)]

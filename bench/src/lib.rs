@@ -33,11 +33,5 @@ pub mod common;
 pub mod net;
 pub mod ring;
 pub mod study;
-pub mod study_checkpoint;
-pub mod study_dev;
-pub mod study_plot;
-pub mod study_report;
-pub mod study_stats;
-pub mod study_work;
 
 pub use common::error::{BenchError, Result};

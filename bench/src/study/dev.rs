@@ -1,6 +1,6 @@
 //! The two paths the study compares, behind one small interface ([`Dev`]):
 //!
-//! - [`NativeDev`]: the file itself through xenbus's disk engine (io_uring, or
+//! - [`NativeDev`]: the file itself through xenio-hostio's disk queue (io_uring, or
 //!   synchronous `preadv`/`pwritev`), O_DIRECT by default: the paper's native
 //!   kernel.
 //! - [`XenioDev`]: blkfront (this process, domain 1) -> shared rings -> `xenio
@@ -13,6 +13,7 @@
 //! submitted operation, for the tests that check each workload's I/O pattern.
 
 use crate::common::error::{BenchError, Result};
+use crate::study::types::Dev;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,28 +28,9 @@ use xenio_xenbus::platform::Platform;
 /// No completion for this long while operations are in flight: the run stops.
 const STALL: Duration = Duration::from_secs(30);
 
-/// A block device a workload drives.
-pub trait Dev {
-    /// Size in bytes.
-    fn size(&self) -> u64;
-    /// Replace the buffers with `n` buffers of `len` bytes (multiples of 512),
-    /// numbered `0..n`. Nothing may be in flight.
-    fn buffers(&mut self, n: usize, len: usize) -> Result<()>;
-    /// Copy `data` into the start of buffer `b`.
-    fn copy_in(&mut self, b: usize, data: &[u8]) -> Result<()>;
-    /// Copy the start of buffer `b` into `out`.
-    fn copy_out(&mut self, b: usize, out: &mut [u8]) -> Result<()>;
-    /// Submit a read into (or a write from) the first `len` bytes of buffer `b`
-    /// at byte `offset`. A buffer has at most one operation in flight.
-    fn submit(&mut self, b: usize, write: bool, offset: u64, len: usize) -> Result<()>;
-    /// Wait for at least one completion; append the buffers whose operations
-    /// completed to `done`.
-    fn wait(&mut self, done: &mut Vec<usize>) -> Result<()>;
-}
-
-/// The native path: the file through xenbus's disk engine.
+/// The native path: the file through xenio-hostio's disk queue.
 pub struct NativeDev {
-    engine: DiskQueue,
+    queue: DiskQueue,
     bufs: Vec<Arc<Region>>,
     out: Vec<Completion>,
 }
@@ -69,7 +51,7 @@ impl NativeDev {
             what: format!("opening {} for the native path", path.display()),
             err: err.into(),
         })?;
-        let engine = DiskQueue::with_options(
+        let queue = DiskQueue::with_options(
             Arc::new(file),
             &DiskQueueOptions {
                 depth,
@@ -82,7 +64,7 @@ impl NativeDev {
             err: err.into(),
         })?;
         Ok(NativeDev {
-            engine,
+            queue,
             bufs: Vec::new(),
             out: Vec::new(),
         })
@@ -90,11 +72,11 @@ impl NativeDev {
 
     /// `io_uring` or `pread/pwrite (...)`, and whether O_DIRECT is on.
     pub fn describe(&self) -> String {
-        let mode = match self.engine.mode() {
+        let mode = match self.queue.mode() {
             xenio_hostio::disk::IoMode::Uring => "io_uring".to_string(),
             xenio_hostio::disk::IoMode::Sync { .. } => "preadv/pwritev".to_string(),
         };
-        let direct = if self.engine.file().direct() {
+        let direct = if self.queue.file().direct() {
             "O_DIRECT"
         } else {
             "page cache"
@@ -112,7 +94,7 @@ impl NativeDev {
 
 impl Dev for NativeDev {
     fn size(&self) -> u64 {
-        self.engine.file().size_bytes()
+        self.queue.file().size_bytes()
     }
 
     fn buffers(&mut self, n: usize, len: usize) -> Result<()> {
@@ -143,10 +125,10 @@ impl Dev for NativeDev {
         } else {
             Io::Read { offset, segs }
         };
-        self.engine
+        self.queue
             .submit(b as u64, io)
             .map_err(Self::platform("submitting native I/O"))?;
-        self.engine
+        self.queue
             .flush_submissions()
             .map_err(Self::platform("submitting native I/O"))?;
         Ok(())
@@ -154,7 +136,7 @@ impl Dev for NativeDev {
 
     fn wait(&mut self, done: &mut Vec<usize>) -> Result<()> {
         self.out.clear();
-        self.engine
+        self.queue
             .complete(&mut self.out, 1, Some(STALL))
             .map_err(Self::platform("waiting for native I/O"))?;
         if self.out.is_empty() {

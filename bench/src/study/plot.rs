@@ -6,8 +6,8 @@
 //! fontconfig): `--font`, else DejaVu Sans where Debian's fonts-dejavu-core
 //! puts it.
 
-use crate::study::{Knob, Metric, StudyResults};
-use crate::study_report::{compare, figure2_metrics, fio_metrics, sweep_points};
+use crate::study::compare::{compare, sweep_points};
+use crate::study::types::{Knob, Metric, StudyResults, figure2_metrics, fio_metrics};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;

@@ -31,153 +31,9 @@
 
 use crate::common::error::{BenchError, Result};
 use crate::common::rng::Rng;
-use crate::study_dev::Dev;
+use crate::study::types::{Dev, FIO, Params, Phase};
 use std::hint::black_box;
 use std::time::Instant;
-
-/// One pattern.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Phase {
-    /// Sequential output per character.
-    PutcOut,
-    /// Sequential output per block.
-    BlockOut,
-    /// Read, dirty, write back each chunk.
-    Rewrite,
-    /// Sequential input per character.
-    GetcIn,
-    /// Sequential input per block.
-    BlockIn,
-    /// Random seeks with 10% rewrites.
-    Seeks,
-    /// A fio-style workload (index into [`FIO`]).
-    Fio(usize),
-}
-
-/// A fio-style workload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FioSpec {
-    /// E.g. `seq read 1M QD8`.
-    pub name: &'static str,
-    /// Writes (else reads).
-    pub write: bool,
-    /// Random offsets (else sequential).
-    pub random: bool,
-    /// Bytes per operation.
-    pub bs: usize,
-    /// Operations in flight.
-    pub qd: usize,
-}
-
-/// The fio-style workloads.
-pub const FIO: [FioSpec; 5] = [
-    FioSpec {
-        name: "seq read 1M QD8",
-        write: false,
-        random: false,
-        bs: 1 << 20,
-        qd: 8,
-    },
-    FioSpec {
-        name: "seq write 1M QD8",
-        write: true,
-        random: false,
-        bs: 1 << 20,
-        qd: 8,
-    },
-    FioSpec {
-        name: "rand read 4K QD1",
-        write: false,
-        random: true,
-        bs: 4096,
-        qd: 1,
-    },
-    FioSpec {
-        name: "rand read 4K QD32",
-        write: false,
-        random: true,
-        bs: 4096,
-        qd: 32,
-    },
-    FioSpec {
-        name: "rand write 4K QD32",
-        write: true,
-        random: true,
-        bs: 4096,
-        qd: 32,
-    },
-];
-
-/// Bonnie's six patterns in Bonnie's order.
-pub const BONNIE: [Phase; 6] = [
-    Phase::PutcOut,
-    Phase::BlockOut,
-    Phase::Rewrite,
-    Phase::GetcIn,
-    Phase::BlockIn,
-    Phase::Seeks,
-];
-
-/// Every phase: Bonnie's, then the fio-style ones.
-pub fn all_phases() -> Vec<Phase> {
-    let mut v = BONNIE.to_vec();
-    v.extend((0..FIO.len()).map(Phase::Fio));
-    v
-}
-
-impl Phase {
-    /// Its name in reports and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::PutcOut => "putc out",
-            Phase::BlockOut => "block out",
-            Phase::Rewrite => "rewrite",
-            Phase::GetcIn => "getc in",
-            Phase::BlockIn => "block in",
-            Phase::Seeks => "seeks",
-            Phase::Fio(i) => FIO[i].name,
-        }
-    }
-
-    /// The unit of its metric.
-    pub fn unit(self) -> &'static str {
-        match self {
-            Phase::Seeks => "seeks/s",
-            _ => "MB/s",
-        }
-    }
-
-    /// One of Bonnie's patterns (they make up the total time).
-    pub fn is_bonnie(self) -> bool {
-        !matches!(self, Phase::Fio(_))
-    }
-
-    /// Parse a name (case-insensitive; '-' and '_' match spaces).
-    pub fn parse(s: &str) -> Option<Phase> {
-        let n = s.to_lowercase().replace(['-', '_'], " ");
-        all_phases()
-            .into_iter()
-            .find(|p| p.name().to_lowercase() == n)
-    }
-}
-
-/// The knobs of the patterns.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Params {
-    /// Bonnie's chunk (bytes, a multiple of 512).
-    pub chunk: usize,
-    /// Chunks in flight in the sequential patterns.
-    pub depth: usize,
-    /// Seeks in `seeks` (all seekers together).
-    pub seeks: u64,
-    /// Concurrent seekers.
-    pub seekers: usize,
-    /// Bytes each fio-style sequential workload moves; random 4 KiB ones move
-    /// 1/16 of it.
-    pub fio_bytes: u64,
-    /// Seed of the random offsets and rewrite choices.
-    pub seed: u64,
-}
 
 /// What one phase did.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -431,7 +287,8 @@ fn phase_seed(phase: Phase) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::study_dev::{IoRec, NativeDev, Recorder};
+    use crate::study::dev::{IoRec, NativeDev, Recorder};
+    use crate::study::types::all_phases;
 
     const CHUNK: usize = 8192;
     const SIZE: u64 = 2 << 20;

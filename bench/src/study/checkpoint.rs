@@ -5,6 +5,9 @@
 //! raw data of the finished study, from which `--report-only` can write the
 //! report again (with a newer `xenio-bench`, say) without measuring.
 //!
+//! [`load_entries`] and [`record`] put a checkpoint's measurements, and each
+//! new one, into the results.
+//!
 //! The first line is the study's fingerprint: everything that decides what a
 //! measurement means (sizes, runs, configurations, workloads, seed, O_DIRECT).
 //! A resume with different settings is refused rather than mixed in. A last
@@ -12,8 +15,8 @@
 //! error that names the line.
 
 use crate::common::error::{BenchError, Result};
-use crate::study::{Config, Counters, Resolved, StudyArgs};
-use crate::study_work::Phase;
+use crate::study::args::StudyArgs;
+use crate::study::types::{BONNIE, Config, Counters, Metric, Phase, Plan, Resolved, StudyResults};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -62,7 +65,7 @@ pub fn fingerprint(r: &Resolved, a: &StudyArgs) -> Value {
         "fio_bytes": r.params.fio_bytes,
         "seed": r.params.seed,
         "buffered": a.buffered,
-        "native_engine": format!("{:?}", a.native_engine),
+        "native_engine": format!("{:?}", a.native_io),
         "sweep_size": r.sweep_size,
         "configs": r.configs.iter().map(Config::to_json).collect::<Vec<_>>(),
     })
@@ -283,10 +286,71 @@ impl Checkpoint {
     }
 }
 
+/// Put a finished measurement into the results.
+pub fn record(res: &mut StudyResults, e: &Entry) {
+    let (si, ci) = (e.si, e.ci);
+    if res.configs[ci].xenio.is_none() {
+        res.plan.native.clone_from(&e.storage);
+    } else if res.plan.backend_storage.is_empty() {
+        res.plan.backend_storage.clone_from(&e.storage);
+    }
+    let mut total = 0.0;
+    let mut bonnie = 0;
+    for &(ph, v, secs) in &e.values {
+        res.samples
+            .entry((si, ci, Metric::Phase(ph)))
+            .or_default()
+            .push(v);
+        if ph.is_bonnie() {
+            total += secs;
+            bonnie += 1;
+        }
+    }
+    if bonnie == BONNIE.len() {
+        res.samples
+            .entry((si, ci, Metric::Total))
+            .or_default()
+            .push(total);
+    }
+    if let Some(k) = e.counters {
+        let c = res.counters.entry((si, ci)).or_default();
+        c.requests += k.requests;
+        c.merged += k.merged;
+        c.notifications += k.notifications;
+    }
+}
+
+/// Put a checkpoint's measurements into the results in run order; returns how
+/// many there were. The plan takes the latest wall time and the sittings.
+pub fn load_entries(res: &mut StudyResults, mut entries: Vec<Entry>) -> usize {
+    entries.sort_by_key(|e| (e.si, e.run, e.ci));
+    for e in &entries {
+        record(res, e);
+        res.plan.elapsed_secs = res.plan.elapsed_secs.max(e.elapsed_secs);
+        res.plan.sittings = res.plan.sittings.max(e.sitting);
+        add_machine(&mut res.plan, &e.machine);
+    }
+    entries.len()
+}
+
+/// Name `machine` in the plan unless it is there already (a study resumed on
+/// another machine names both, in order).
+pub fn add_machine(plan: &mut Plan, machine: &str) {
+    if machine.is_empty() || plan.machine.contains(machine) {
+        return;
+    }
+    if plan.machine.is_empty() {
+        plan.machine = machine.to_string();
+    } else {
+        plan.machine = format!("{}; then {machine}", plan.machine);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::study::{resolve, test_args as args};
+    use crate::study::args::test_args as args;
+    use crate::study::resolve::resolve;
 
     fn entry(r: &Resolved, si: usize, ci: usize, run: usize) -> Entry {
         Entry {

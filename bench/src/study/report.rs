@@ -1,88 +1,13 @@
-//! What `xenio-bench study` writes: the Markdown report (Figure 2's table, every
-//! mean/sd/t-value, the sweeps, the paper's findings answered), samples.csv,
-//! summary.csv, results.json and the plots (SVG and PNG).
+//! What `xenio-bench study` reports: the Markdown report (Figure 2's table,
+//! every mean/sd/t-value, the sweeps, the paper's findings answered), and the
+//! bodies of samples.csv, summary.csv and results.json (the plots are
+//! [`crate::study::plot`]'s; [`crate::study::run`] writes the files).
 
-use crate::common::blkback::ReorderArg;
-use crate::common::error::{BenchError, Result};
-use crate::study::{Knob, Metric, StudyResults};
-use crate::study_stats::{Moments, TTest, moments, student, welch};
-use crate::study_work::{BONNIE, FIO, Phase};
+use crate::study::compare::{Cmp, base_value, compare, fmt_t, sweep_points};
+use crate::study::stats::{Moments, TTest};
+use crate::study::types::{Knob, Metric, Phase, StudyResults};
 use serde_json::json;
 use std::fmt::Write as _;
-use std::path::Path;
-
-/// One configuration against another on one size and metric.
-#[derive(Clone, Copy, Debug)]
-pub struct Cmp {
-    /// Size index.
-    pub si: usize,
-    /// Configuration index (compared with `against`).
-    pub ci: usize,
-    /// The reference configuration (native, or the base xenio for knob tests).
-    pub against: usize,
-    /// Metric.
-    pub metric: Metric,
-    /// The reference's runs.
-    pub base: Moments,
-    /// This configuration's runs.
-    pub this: Moments,
-    /// this.mean / base.mean.
-    pub ratio: f64,
-    /// Welch's test of this against the reference.
-    pub welch: Option<TTest>,
-    /// Student's pooled test.
-    pub student: Option<TTest>,
-}
-
-impl Cmp {
-    /// Significant at 95%.
-    pub fn significant(&self) -> bool {
-        self.welch.is_some_and(|t| t.significant())
-    }
-    /// Relative cell: `0.87* (t=-5.1)`.
-    pub fn cell(&self) -> String {
-        match self.welch {
-            Some(t) => format!(
-                "{:.2}{} (t={})",
-                self.ratio,
-                if t.significant() { "*" } else { "" },
-                fmt_t(t.t)
-            ),
-            None => format!("{:.2}", self.ratio),
-        }
-    }
-}
-
-fn fmt_t(t: f64) -> String {
-    if t.is_infinite() {
-        if t > 0.0 { "+inf" } else { "-inf" }.into()
-    } else {
-        format!("{t:.2}")
-    }
-}
-
-/// Compare configuration `ci` with `against` on size `si` for `metric`.
-pub fn compare(
-    r: &StudyResults,
-    si: usize,
-    ci: usize,
-    against: usize,
-    metric: Metric,
-) -> Option<Cmp> {
-    let base = moments(r.samples.get(&(si, against, metric))?)?;
-    let this = moments(r.samples.get(&(si, ci, metric))?)?;
-    Some(Cmp {
-        si,
-        ci,
-        against,
-        metric,
-        base,
-        this,
-        ratio: this.mean / base.mean,
-        welch: welch(&this, &base),
-        student: student(&this, &base),
-    })
-}
 
 fn size_name(bytes: u64) -> String {
     format!("{} MiB", bytes >> 20)
@@ -98,71 +23,6 @@ fn metrics(r: &StudyResults, ci: usize) -> Vec<Metric> {
     m.sort();
     m.dedup();
     m
-}
-
-/// The base configuration's value of `knob`, as the sweep labels spell it.
-fn base_value(r: &StudyResults, knob: Knob) -> String {
-    let Some((k, poll)) = r.configs.get(1).and_then(|c| c.xenio.as_ref()) else {
-        return String::new();
-    };
-    match knob {
-        Knob::RingOrder => k.ring_order.to_string(),
-        Knob::Reorder => match k.reorder {
-            ReorderArg::Off => "off".into(),
-            ReorderArg::Sort => "sort".into(),
-            ReorderArg::Merge => "merge".into(),
-        },
-        Knob::Indirect => k.indirect.to_string(),
-        Knob::Queues => k.queues.to_string(),
-        Knob::Poll => format!("{}us", poll.as_micros()),
-    }
-}
-
-/// The sweep's points for `knob`: (value label, configuration index), the base
-/// included, in the order the values were given.
-pub fn sweep_points(r: &StudyResults, knob: Knob) -> Vec<(String, usize)> {
-    let mut pts: Vec<(String, usize)> = r
-        .configs
-        .iter()
-        .enumerate()
-        .filter_map(|(ci, c)| match &c.sweep {
-            Some((k, v)) if *k == knob => Some((v.clone(), ci)),
-            _ => None,
-        })
-        .collect();
-    if pts.is_empty() {
-        return pts;
-    }
-    let bv = base_value(r, knob);
-    // Put the base where its value sorts among the others.
-    let pos = pts
-        .iter()
-        .position(|(v, _)| {
-            match (
-                v.trim_end_matches("us").parse::<f64>(),
-                bv.trim_end_matches("us").parse::<f64>(),
-            ) {
-                (Ok(a), Ok(b)) => a > b,
-                _ => false,
-            }
-        })
-        .unwrap_or(pts.len());
-    let pos = if knob == Knob::Reorder {
-        // off, sort, merge
-        let rank = |s: &str| {
-            ["off", "sort", "merge"]
-                .iter()
-                .position(|x| *x == s)
-                .unwrap_or(3)
-        };
-        pts.iter()
-            .position(|(v, _)| rank(v) > rank(&bv))
-            .unwrap_or(pts.len())
-    } else {
-        pos
-    };
-    pts.insert(pos, (format!("{bv} (base)"), 1));
-    pts
 }
 
 fn knobs_swept(r: &StudyResults) -> Vec<Knob> {
@@ -764,54 +624,4 @@ pub fn to_json(r: &StudyResults) -> serde_json::Value {
             "requests": k.requests, "merged": k.merged, "notifications": k.notifications,
         })).collect::<Vec<_>>(),
     })
-}
-
-/// Write report.md, samples.csv, summary.csv, results.json and the plots into
-/// `dir`, and the report to stdout.
-pub fn write_all(r: &StudyResults, dir: &Path, no_plots: bool, font: Option<&Path>) -> Result<()> {
-    use std::io::Write;
-    let text = render(r);
-    let put = |name: &str, body: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, body)
-            .map_err(|e| BenchError::io(format!("writing {}", path.display()), e))
-    };
-    put("report.md", &text)?;
-    put("samples.csv", &samples_csv(r))?;
-    put("summary.csv", &summary_csv(r))?;
-    put(
-        "results.json",
-        &(serde_json::to_string_pretty(&to_json(r)).unwrap_or_default() + "\n"),
-    )?;
-    let mut written = vec!["report.md", "samples.csv", "summary.csv", "results.json"];
-    if !no_plots {
-        match crate::study_plot::plots(r, dir, font) {
-            Ok(files) => written.extend(files),
-            Err(e) => eprintln!("xenio-bench study: no plots: {e}"),
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| BenchError::io("writing the report to stdout", e))?;
-    eprintln!(
-        "xenio-bench study: wrote {} in {}",
-        written.join(", "),
-        dir.display()
-    );
-    Ok(())
-}
-
-/// Bonnie's metrics in Figure 2's order (the six phases and total time).
-pub fn figure2_metrics() -> Vec<Metric> {
-    let mut v: Vec<Metric> = BONNIE.iter().map(|&p| Metric::Phase(p)).collect();
-    v.push(Metric::Total);
-    v
-}
-
-/// The fio-style metrics.
-pub fn fio_metrics() -> Vec<Metric> {
-    (0..FIO.len())
-        .map(|i| Metric::Phase(Phase::Fio(i)))
-        .collect()
 }
