@@ -36,6 +36,6 @@ pub enum Command {
     /// Network benchmark: TCP throughput and small-frame packets per second
     /// through netfront -> rings -> `xenio netback` -> a TAP device, against a
     /// veth pair between two namespaces, in the same run (needs root).
-    #[command(long_about = crate::net::NET_ABOUT)]
-    Net(crate::net::NetArgs),
+    #[command(long_about = crate::net::args::NET_ABOUT)]
+    Net(crate::net::args::NetArgs),
 }
