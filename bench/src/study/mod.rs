@@ -7,9 +7,9 @@
 //! fio-style workloads), [`dev`] (the native and the xenio path),
 //! [`checkpoint`] (every finished measurement on disk, resuming, sittings),
 //! [`stats`] (mean, sd, t-tests), [`compare`] (one configuration against
-//! another), [`report`] (tables, findings, CSV/JSON), [`plot`], [`resolve`](mod@resolve)
-//! (the arguments turned into configurations), and the shared [`types`] and
-//! [`args`].
+//! another), [`report`] (tables, findings, CSV/JSON), [`plot`],
+//! [`resolve`](mod@resolve) (the arguments turned into configurations), and
+//! the shared [`types`] and [`args`].
 
 pub mod args;
 pub mod checkpoint;
@@ -256,49 +256,8 @@ fn measure_loop(a: &StudyArgs, study: &mut Study, sitting: &mut Sitting) -> Resu
         .map(|(si, cs)| cs.iter().map(|&ci| work_of(si, ci)).sum::<u64>() * u64::from(r.runs))
         .sum();
     let loaded_work: u64 = done.iter().map(|&(si, ci, _)| work_of(si, ci)).sum();
-    let direct_word = if a.buffered {
-        "the page cache (--buffered)"
-    } else {
-        "O_DIRECT on both paths: the page cache does not hide the disk"
-    };
-    eprintln!(
-        "xenio-bench study: {} size(s) [{}] MiB x {} runs, {} configurations ({} sweep), {measurements} measurements; {direct_word}",
-        r.sizes.len(),
-        r.sizes
-            .iter()
-            .map(|s| (s >> 20).to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        r.runs,
-        r.configs.len(),
-        r.configs.len() - 2,
-    );
-    if loaded > 0 {
-        eprintln!(
-            "xenio-bench study: resuming (sitting {sitting}): {loaded} of {measurements} measurements already in {}",
-            a.out.join(checkpoint::FILE).display()
-        );
-    }
-    if r.runs < 2 {
-        eprintln!("xenio-bench study: one run: no t-test (use --runs 2 or more)");
-    }
-
-    let pb = if a.no_progress {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let pb = indicatif::ProgressBar::new(total_work);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] [{bar:30}] {percent:>3}% ETA {eta_precise} {msg}",
-            )
-            .map_err(|e| BenchError::Usage(format!("progress template: {e}")))?
-            .progress_chars("=> "),
-        );
-        pb.set_position(loaded_work);
-        pb.reset_eta();
-        pb.enable_steady_tick(Duration::from_millis(500));
-        pb
-    };
+    announce(a, r, measurements, loaded, sitting);
+    let pb = progress_bar(a, total_work, loaded_work)?;
 
     let started = Instant::now();
     let mut done_work = 0u64;
@@ -401,6 +360,62 @@ fn measure_loop(a: &StudyArgs, study: &mut Study, sitting: &mut Sitting) -> Resu
     }
     pb.finish_and_clear();
     Ok(started)
+}
+
+/// Say what this sitting will do (stderr).
+fn announce(a: &StudyArgs, r: &Resolved, measurements: usize, loaded: usize, sitting: u32) {
+    let direct_word = if a.buffered {
+        "the page cache (--buffered)"
+    } else {
+        "O_DIRECT on both paths: the page cache does not hide the disk"
+    };
+    eprintln!(
+        "xenio-bench study: {} size(s) [{}] MiB x {} runs, {} configurations ({} sweep), {measurements} measurements; {direct_word}",
+        r.sizes.len(),
+        r.sizes
+            .iter()
+            .map(|s| (s >> 20).to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.runs,
+        r.configs.len(),
+        r.configs.len() - 2,
+    );
+    if loaded > 0 {
+        eprintln!(
+            "xenio-bench study: resuming (sitting {sitting}): {loaded} of {measurements} measurements already in {}",
+            a.out.join(checkpoint::FILE).display()
+        );
+    }
+    if r.runs < 2 {
+        eprintln!("xenio-bench study: one run: no t-test (use --runs 2 or more)");
+    }
+}
+
+/// The progress bar over the whole study's work, starting at what the
+/// checkpoint already holds (hidden with --no-progress).
+fn progress_bar(
+    a: &StudyArgs,
+    total_work: u64,
+    loaded_work: u64,
+) -> Result<indicatif::ProgressBar> {
+    let pb = if a.no_progress {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let pb = indicatif::ProgressBar::new(total_work);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] [{bar:30}] {percent:>3}% ETA {eta_precise} {msg}",
+            )
+            .map_err(|e| BenchError::Usage(format!("progress template: {e}")))?
+            .progress_chars("=> "),
+        );
+        pb.set_position(loaded_work);
+        pb.reset_eta();
+        pb.enable_steady_tick(Duration::from_millis(500));
+        pb
+    };
+    Ok(pb)
 }
 
 /// The report step of a sitting that measured everything: stop the xenio
