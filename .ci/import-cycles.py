@@ -23,6 +23,7 @@ module-folder layout forbids even where it closes no circle.
     python3 .ci/import-cycles.py              # the whole workspace
     python3 .ci/import-cycles.py bench ring   # some packages (their folders)
     python3 .ci/import-cycles.py --upward     # also list imports of a parent
+    python3 .ci/import-cycles.py --skip-root  # circles not through lib.rs/main.rs
 
 Needs Python 3.11 (tomllib) and nothing else.
 """
@@ -337,7 +338,7 @@ class Crate:
                 break
         return m
 
-    def edges(self) -> dict[Path, dict[Path, list[tuple[int, str]]]]:
+    def edges(self, skip_root: bool = False) -> dict[Path, dict[Path, list[tuple[int, str]]]]:
         g: dict[Path, dict[Path, list[tuple[int, str]]]] = {}
         file_mods = {m.file: m for m in self.modules() if not m.inline}
         for file, fm in file_mods.items():
@@ -346,6 +347,8 @@ class Crate:
                 at = self.module_of_scope(fm, u.scope)
                 target = self.resolve(at, u.path)
                 if target is None or target.file == file:
+                    continue
+                if skip_root and target.file == self.root:
                     continue
                 g[file].setdefault(target.file, []).append((u.line, u.text))
         return g
@@ -474,6 +477,11 @@ def main() -> int:
     ap.add_argument("packages", nargs="*", help="package folders (default: every workspace member)")
     ap.add_argument("--upward", action="store_true", help="also list imports of a parent's orchestration")
     ap.add_argument("--edges", action="store_true", help="print every file-level import edge")
+    ap.add_argument(
+        "--skip-root",
+        action="store_true",
+        help="ignore imports of the crate root (lib.rs/main.rs), to see the circles among the other files",
+    )
     args = ap.parse_args()
 
     ws = tomllib.loads((WORKSPACE / "Cargo.toml").read_text()).get("workspace", {})
@@ -491,7 +499,7 @@ def main() -> int:
             crates += 1
             for p in crate.problems:
                 print(f"warning: {label}: {p}")
-            g = crate.edges()
+            g = crate.edges(args.skip_root)
             files += len(g)
             if args.edges:
                 for a in sorted(g):
