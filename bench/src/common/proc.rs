@@ -1,5 +1,5 @@
-//! The child processes and scratch files of `xenio-bench blk`, and how none of
-//! them outlives the run.
+//! The child processes and scratch files of `xenio-bench blk` and of the
+//! study, and how none of them outlives the run.
 //!
 //! Every child (`xenio blkback`, qemu-nbd, fio) is a [`Proc`]: dropping one
 //! kills and reaps it, so an error or a panic leaves nothing behind. Every

@@ -1,5 +1,6 @@
-//! The few OS services the benchmark needs, through nix's safe wrappers: CPU
-//! affinity, memfd-backed shared files, eventfd doorbells.
+//! The few OS services the benchmarks need (today the ring benchmark), through
+//! nix's safe wrappers: CPU affinity, memfd-backed shared files, eventfd
+//! doorbells.
 
 use crate::common::error::{BenchError, Result};
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};

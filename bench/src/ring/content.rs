@@ -1,4 +1,5 @@
-//! What the benchmark's requests carry, and how each side checks what it got.
+//! What the ring benchmark's requests carry, and how each side checks what it
+//! got.
 //!
 //! Request number `seq` (counting from 0 in each measurement) has `id = seq`, a
 //! sector number, operation, segment count and grant references all derived from
