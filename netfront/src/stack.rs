@@ -17,7 +17,8 @@
 //! # Ok(()) }
 //! ```
 
-use crate::{NetFront, Result};
+use crate::error::Result;
+use crate::front::NetFront;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 use std::sync::atomic::Ordering;
