@@ -4,11 +4,11 @@
 //! answer, notify only when the frontend asked. One thread per ring, no locks on
 //! this path.
 
+use crate::error::{Error, Result};
 use crate::poll::PollWindow;
 use crate::reorder::{IoKind, Planner, ReorderMode};
 use crate::request::{self, Limits, Op, Parsed, Request};
 use crate::storage::{Completion, Io, IoMem, IoSeg, StorageQueue};
-use crate::{Error, Result};
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

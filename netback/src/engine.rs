@@ -10,9 +10,9 @@
 //! `NETRXF_more_data` between them. A frame with no buffer to go to waits in the
 //! queue; when the queue is full, new frames are dropped and counted.
 
+use crate::error::{Error, Result};
 use crate::frames::Frames;
 use crate::tx::{self, Parsed, TxLimits, TxPacket};
-use crate::{Error, Result};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;

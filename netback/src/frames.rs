@@ -2,7 +2,7 @@
 //! [`Frames`] per queue), a Linux TAP device ([`TapNetwork`]), and an in-memory
 //! network for tests and fuzzing ([`MemNetwork`]).
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex};

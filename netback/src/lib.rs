@@ -17,41 +17,11 @@
 pub mod backend;
 pub mod csum;
 pub mod engine;
+mod error;
 pub mod frames;
 pub mod tx;
 
 pub use backend::{BackendConfig, Outcome, serve};
 pub use engine::{Counters, QueueConfig, QueueEngine, QueueRings, QueueState};
+pub use error::{Error, Result};
 pub use frames::{Frames, MemFrames, MemNetwork, Network, TapNetwork};
-
-/// What can go wrong in the backend.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The platform (store, grants, event channels) failed.
-    #[error(transparent)]
-    Platform(#[from] xenio_xenbus::Error),
-    /// The host device (the TAP) failed.
-    #[error(transparent)]
-    Host(#[from] xenio_hostio::Error),
-    /// The frontend broke a ring.
-    #[error(transparent)]
-    Ring(#[from] xenio_ring::RingError),
-    /// The frontend published or sent something unusable.
-    #[error("the frontend: {0}")]
-    Frontend(String),
-    /// The backend's own configuration is unusable.
-    #[error("configuration: {0}")]
-    Config(String),
-    /// The network side failed.
-    #[error("network: {0}")]
-    Network(String),
-}
-
-impl From<xenio_xenbus::xenstore::Error> for Error {
-    fn from(e: xenio_xenbus::xenstore::Error) -> Self {
-        Error::Platform(e.into())
-    }
-}
-
-/// Results of netback.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
