@@ -1,8 +1,8 @@
 //! One virtual disk: the backend side of the handshake, the queues' threads, and
 //! teardown and reconnection, over any [`Platform`] and any [`Storage`].
 
-use crate::engine::{Counters, QueueConfig, QueueEngine};
 use crate::error::{Error, Result};
+use crate::queue::{Counters, QueueConfig, QueueWorker};
 use crate::request::Limits;
 use crate::storage::Storage;
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
@@ -316,7 +316,7 @@ fn connect<P: Platform, S: Storage>(
                             }
                             tracing::debug!("queue {i}: on CPU {cpu}");
                         }
-                        let engine = QueueEngine {
+                        let worker = QueueWorker {
                             ring,
                             channel,
                             mapper,
@@ -324,12 +324,12 @@ fn connect<P: Platform, S: Storage>(
                             storage: storage.queue(qconfig.io_depth)?,
                             limits,
                             persistent: qconfig.persistent
-                                && qconfig.grant_mode == crate::engine::GrantMode::Map,
+                                && qconfig.grant_mode == crate::queue::GrantMode::Map,
                             config: qconfig,
                             counters,
                             stop,
                         };
-                        let r = engine.run();
+                        let r = worker.run();
                         if r.is_err() {
                             stop.store(true, Ordering::Relaxed);
                         }

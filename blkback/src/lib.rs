@@ -1,7 +1,8 @@
 //! The blkif backend framework: serve a disk to any blkif frontend (xenio's, a C
 //! program using Xen's headers, Linux's xen-blkfront) over any platform.
 //!
-//! The engine owns the rings, the handshake, validation and the event loop;
+//! The framework ([`serve`], and a [`queue::QueueWorker`] per ring) owns the
+//! rings, the handshake, validation and the event loop;
 //! a [`storage::Storage`] says how to do I/O. [`storage::FileStorage`] serves raw
 //! image files and block devices through io_uring with O_DIRECT;
 //! `examples/mem_backend.rs` shows a custom storage.
@@ -15,15 +16,15 @@
 
 pub mod backend;
 pub mod config;
-pub mod engine;
 mod error;
 pub mod poll;
+pub mod queue;
 pub mod reorder;
 pub mod request;
 pub mod storage;
 
 pub use backend::{BackendConfig, Outcome, serve};
 pub use config::DiskSpec;
-pub use engine::{Counters, GrantMode, QueueConfig};
 pub use error::{Error, Result};
+pub use queue::{Counters, GrantMode, QueueConfig};
 pub use storage::{DiskInfo, FileStorage, Storage, StorageQueue};

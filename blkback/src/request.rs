@@ -1,6 +1,6 @@
 //! Parsing and validating what a frontend wrote into a ring slot.
 //!
-//! The engine copies each request out of shared memory once
+//! The queue worker copies each request out of shared memory once
 //! ([`BlkifRequest`], XSA-155) and hands the copy to [`parse`]. Nothing the
 //! frontend wrote is trusted: the operation, the segment count, every
 //! segment's sector bounds, the sector range against the disk size (with
@@ -12,7 +12,7 @@
 //! Indirect requests (`BLKIF_OP_INDIRECT`) come in two steps because their
 //! segments live in separately granted pages: [`parse`] checks the ring slot
 //! and returns an [`IndirectHeader`] naming the pages to map, and once the
-//! engine has copied those pages, [`parse_indirect`] validates the segments
+//! queue worker has copied those pages, [`parse_indirect`] validates the segments
 //! and yields the [`Request`].
 //!
 //! Statuses follow Linux's xen-blkback (`drivers/block/xen-blkback/blkback.c`):
@@ -208,7 +208,7 @@ impl Request {
     }
 }
 
-/// The ring-slot part of a valid `BLKIF_OP_INDIRECT` request: the engine maps
+/// The ring-slot part of a valid `BLKIF_OP_INDIRECT` request: the queue worker maps
 /// (or grant-copies) the pages in `indirect_grefs`, copies their bytes and
 /// calls [`parse_indirect`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -501,7 +501,7 @@ fn indirect(raw: &BlkifRequest, limits: &Limits) -> Result<IndirectHeader, Inval
 /// back to back (512 eight-byte segments per 4 KiB page; only the first
 /// [`IndirectHeader::segment_bytes`] are read, each segment once).
 ///
-/// `pages` must be the engine's private copy, never memory the frontend can
+/// `pages` must be the queue worker's private copy, never memory the frontend can
 /// still write (double fetch). The header is checked against `limits` again,
 /// so a hand-built one cannot make this allocate beyond the limit.
 pub fn parse_indirect(

@@ -1,9 +1,9 @@
 //! One virtual interface: the backend side of the handshake, a thread per
 //! queue, teardown and reconnection, over any [`Platform`] and any [`Network`].
 
-use crate::engine::{Counters, QueueConfig, QueueEngine, QueueRings};
 use crate::error::{Error, Result};
 use crate::frames::Network;
+use crate::queue::{Counters, QueueConfig, QueueRings, QueueWorker};
 use crate::tx::{ETH_HLEN, TxLimits};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -272,7 +272,7 @@ fn connect<P: Platform, N: Network>(
                 std::thread::Builder::new()
                     .name(format!("netback-q{i}"))
                     .spawn_scoped(scope, move || -> Result<()> {
-                        let engine = QueueEngine {
+                        let worker = QueueWorker {
                             rings,
                             mapper,
                             frontend,
@@ -283,7 +283,7 @@ fn connect<P: Platform, N: Network>(
                             counters,
                             stop,
                         };
-                        let r = engine.run();
+                        let r = worker.run();
                         if r.is_err() {
                             stop.store(true, Ordering::Relaxed);
                         }

@@ -5,7 +5,7 @@
 //!
 //! Per queue there is one tx ring and one rx ring (`xen/io/netif.h`), one or
 //! two event channels (`feature-split-event-channels`), and one thread
-//! ([`engine::QueueEngine`]). The backend copies: tx fragments are grant-copied
+//! ([`queue::QueueWorker`]). The backend copies: tx fragments are grant-copied
 //! out of the frontend's pages into one buffer per packet, and frames for the
 //! frontend are grant-copied into the rx buffers it posted
 //! (`feature-rx-copy`). Every tx request is copied out of the ring once, then
@@ -16,12 +16,12 @@
 
 pub mod backend;
 pub mod csum;
-pub mod engine;
 mod error;
 pub mod frames;
+pub mod queue;
 pub mod tx;
 
 pub use backend::{BackendConfig, Outcome, serve};
-pub use engine::{Counters, QueueConfig, QueueEngine, QueueRings, QueueState};
 pub use error::{Error, Result};
 pub use frames::{Frames, MemFrames, MemNetwork, Network, TapNetwork};
+pub use queue::{Counters, QueueConfig, QueueRings, QueueState, QueueWorker};

@@ -131,7 +131,7 @@ pub struct QueueRings<C: EventChannel> {
 
 /// One queue being served. Public so that custom set-ups and the fuzz target
 /// can drive rings directly.
-pub struct QueueEngine<'a, M: GrantMapper, C: EventChannel, F: Frames> {
+pub struct QueueWorker<'a, M: GrantMapper, C: EventChannel, F: Frames> {
     /// Rings and channels.
     pub rings: QueueRings<C>,
     /// How to reach the frontend's grants.
@@ -165,7 +165,7 @@ pub struct QueueState {
     scratch: Vec<u8>,
 }
 
-impl<M: GrantMapper, C: EventChannel, F: Frames> QueueEngine<'_, M, C, F> {
+impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
     /// Serve until `stop` (`Ok`) or until the frontend breaks the protocol or the
     /// platform fails (`Err`: disconnect).
     pub fn run(mut self) -> Result<()> {
