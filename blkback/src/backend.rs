@@ -78,7 +78,54 @@ struct QueueKeys {
 /// Serve the disk behind `backend_dir` (`/local/domain/<be>/backend/vbd/<fe>/<devid>`)
 /// until the frontend goes away for good, the device is removed, or `shutdown`.
 /// A frontend that resets to `Initialising` is served again; a frontend that
-/// breaks its ring is disconnected (never a crash).
+/// breaks its ring is disconnected (never a crash). Each queue is served by a
+/// [`QueueWorker`] on its own thread; `counters` are shared by all of them.
+///
+/// # Errors
+///
+/// [`Error::Config`] when a CPU of [`BackendConfig::cpus`] cannot be used
+/// (checked before anything is offered); [`Error::Platform`] when the
+/// device's directory has no usable `frontend`/`frontend-id`, or the store
+/// fails or refuses a write. A frontend that publishes bad keys, whose grants
+/// cannot be mapped, or that breaks its ring is not an error here: it is
+/// disconnected (logged) and served again if it comes back.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::AtomicBool;
+/// use xenio_blkback::{BackendConfig, Counters, FileStorage, Outcome, serve};
+/// use xenio_blkfront::{BlkFront, Options};
+/// use xenio_hostio::disk::Direct;
+/// use xenio_xenbus::DomId;
+/// use xenio_xenbus::handshake::{DeviceKind, DevicePaths, create_device};
+/// use xenio_xenbus::platform::{InProcess, Platform};
+///
+/// // Two domains as threads of this process; domain 0 is the backend.
+/// let world = InProcess::new()?;
+/// let dom0 = world.domain(DomId(0))?;
+/// // The toolstack's part: the device's two store directories.
+/// let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, 51712);
+/// create_device(dom0.store(), &paths, &[])?;
+/// // A 4 MiB image file, served through io_uring.
+/// let image = tempfile::NamedTempFile::new()?;
+/// image.as_file().set_len(4 << 20)?;
+/// let storage = FileStorage::open(image.path(), false, Direct::Auto)?;
+/// let config = BackendConfig { once: true, ..Default::default() };
+/// let (counters, shutdown) = (Counters::default(), AtomicBool::new(false));
+/// std::thread::scope(|s| -> Result<(), Box<dyn std::error::Error>> {
+///     let backend = s.spawn(|| serve(&dom0, &paths.backend, &storage, &config, &counters, &shutdown));
+///     // Domain 1's frontend: xenio's blkfront here, Linux's xen-blkfront on Xen.
+///     let guest = Arc::new(world.domain(DomId(1))?);
+///     let mut disk = BlkFront::connect(guest, &paths.frontend, Options::default())?;
+///     disk.write_at(0, &[0x42; 4096])?;
+///     disk.close()?;
+///     assert_eq!(backend.join().unwrap()?, Outcome::Closed);
+///     Ok(())
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn serve<P: Platform, S: Storage>(
     platform: &P,
     backend_dir: &str,

@@ -255,6 +255,13 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
     /// touch nothing in flight, submitted at once; anything else (fences,
     /// conflicts, multi-stage plans) first waits for the pipeline to drain. Each
     /// request is answered as soon as its own I/Os complete.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ring`] when the frontend broke the ring (a producer index
+    /// beyond the ring), [`Error::Platform`] when the event channel, the grant
+    /// mapper or the storage's queue fails. A bad request is not an error: it
+    /// is answered with `BLKIF_RSP_ERROR` or `BLKIF_RSP_EOPNOTSUPP`.
     pub fn run(mut self) -> Result<()> {
         let mut cache = PersistentGrants {
             map: HashMap::default(),

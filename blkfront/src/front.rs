@@ -45,7 +45,58 @@ pub struct BlkFront<P: Platform> {
 
 impl<P: Platform> BlkFront<P> {
     /// Connect the frontend whose store directory is `dir`
-    /// (`/local/domain/<me>/device/vbd/<devid>`, created by the toolstack).
+    /// (`/local/domain/<me>/device/vbd/<devid>`, created by the toolstack):
+    /// grant the data pool, run the handshake (`xen/io/blkif.h`), and return
+    /// once the backend and the frontend are both `Connected`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Platform`] when the store has no `backend`/`backend-id` in
+    /// `dir`, when the backend does not reach `InitWait` and then `Connected`
+    /// within [`Options::timeout`] (`Platform(Timeout)`), or when the pool, the
+    /// rings or the event channels cannot be granted or allocated;
+    /// [`Error::BadKey`] when a key the backend wrote is malformed or
+    /// `sectors` is missing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use xenio_blkfront::{BlkFront, Options};
+    /// use xenio_xenbus::DomId;
+    /// use xenio_xenbus::handshake::{DeviceKind, DevicePaths};
+    /// use xenio_xenbus::platform::{InProcess, Platform};
+    ///
+    /// // Two domains as threads of this process: domain 0 serves a 4 MiB disk
+    /// // (xenio's blkback over an image file) as device 51712 of domain 1.
+    /// let world = InProcess::new()?;
+    /// let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, 51712);
+    /// # let dom0 = world.domain(DomId(0))?;
+    /// # xenio_xenbus::handshake::create_device(dom0.store(), &paths, &[])?;
+    /// # let image = tempfile::NamedTempFile::new()?;
+    /// # image.as_file().set_len(4 << 20)?;
+    /// # let storage = xenio_blkback::FileStorage::open(
+    /// #     image.path(),
+    /// #     false,
+    /// #     xenio_hostio::disk::Direct::Auto,
+    /// # )?;
+    /// # let backend_dir = paths.backend.clone();
+    /// # let backend = std::thread::spawn(move || {
+    /// #     let config = xenio_blkback::BackendConfig { once: true, ..Default::default() };
+    /// #     let (counters, stop) = (Default::default(), Default::default());
+    /// #     xenio_blkback::serve(&dom0, &backend_dir, &storage, &config, &counters, &stop)
+    /// # });
+    /// let guest = Arc::new(world.domain(DomId(1))?);
+    /// let mut disk = BlkFront::connect(guest, &paths.frontend, Options::default())?;
+    /// let mut first_sector = [0u8; 512];
+    /// disk.read_at(0, &mut first_sector)?;
+    /// let info = disk.info().clone();
+    /// assert_eq!(disk.size(), 4 << 20);
+    /// println!("{} sectors, ring order {}, {} queue(s)", info.sectors, info.ring_page_order, info.queues);
+    /// disk.close()?;
+    /// # backend.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connect(platform: Arc<P>, dir: &str, options: Options) -> Result<Self> {
         let store = platform.store();
         let backend_dir = store.read_string(Tx::NONE, &format!("{dir}/{}", keys::BACKEND))?;
@@ -187,6 +238,11 @@ impl<P: Platform> BlkFront<P> {
     // ------------------------------------------------------------ buffers
 
     /// A buffer of `len` bytes from the grant pool (rounded up to pages).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolExhausted`] when the pool has too few free pages: complete
+    /// (and [`free`](BlkFront::free)) some I/O first.
     pub fn alloc(&mut self, len: usize) -> Result<Buf> {
         self.pool.alloc(len)
     }
@@ -197,18 +253,87 @@ impl<P: Platform> BlkFront<P> {
     }
 
     /// Copy `data` into `buf` at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when `offset + data.len()` is past the buffer's end.
     pub fn buf_write(&self, buf: &Buf, offset: usize, data: &[u8]) -> Result<()> {
         self.pool.write(buf, offset, data)
     }
 
     /// Copy bytes of `buf` at `offset` into `out`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when `offset + out.len()` is past the buffer's end.
     pub fn buf_read(&self, buf: &Buf, offset: usize, out: &mut [u8]) -> Result<()> {
         self.pool.read(buf, offset, out)
     }
 
     // ------------------------------------------------------------ submission
 
-    /// Submit an I/O; its completion comes out of [`BlkFront::poll`].
+    /// Submit an I/O without waiting; its completion (with the op's buffer)
+    /// comes out of [`BlkFront::poll`]. Requests that find no free ring slot
+    /// wait in the frontend and go out as responses free slots.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when the op is refused before anything is sent (an
+    /// offset or length not a non-zero multiple of 512, a range past the end of
+    /// the disk, a write to a read-only disk, a barrier write over 44 KiB; its
+    /// buffer goes back to the pool), [`Error::NotSupported`] for a discard the
+    /// backend does not offer, [`Error::Ring`] or [`Error::Platform`] when the
+    /// requests cannot be pushed or the backend notified. Errors of the I/O
+    /// itself come in [`Done::result`](crate::Done::result).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use xenio_blkfront::{BlkFront, Op, Options};
+    /// use xenio_xenbus::DomId;
+    /// use xenio_xenbus::handshake::{DeviceKind, DevicePaths};
+    /// use xenio_xenbus::platform::{InProcess, Platform};
+    ///
+    /// // Two domains as threads of this process: domain 0 serves a 4 MiB disk
+    /// // (xenio's blkback over an image file) as device 51712 of domain 1.
+    /// let world = InProcess::new()?;
+    /// let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, 51712);
+    /// # let dom0 = world.domain(DomId(0))?;
+    /// # xenio_xenbus::handshake::create_device(dom0.store(), &paths, &[])?;
+    /// # let image = tempfile::NamedTempFile::new()?;
+    /// # image.as_file().set_len(4 << 20)?;
+    /// # let storage = xenio_blkback::FileStorage::open(
+    /// #     image.path(),
+    /// #     false,
+    /// #     xenio_hostio::disk::Direct::Auto,
+    /// # )?;
+    /// # let backend_dir = paths.backend.clone();
+    /// # let backend = std::thread::spawn(move || {
+    /// #     let config = xenio_blkback::BackendConfig { once: true, ..Default::default() };
+    /// #     let (counters, stop) = (Default::default(), Default::default());
+    /// #     xenio_blkback::serve(&dom0, &backend_dir, &storage, &config, &counters, &stop)
+    /// # });
+    /// let guest = Arc::new(world.domain(DomId(1))?);
+    /// let mut disk = BlkFront::connect(guest, &paths.frontend, Options::default())?;
+    /// // Write 8 KiB at 1 MiB from a pool buffer, without waiting...
+    /// let buf = disk.alloc(8192)?;
+    /// disk.buf_write(&buf, 0, &[0x5a; 8192])?;
+    /// let token = disk.submit(Op::Write { offset: 1 << 20, buf })?;
+    /// // ...then wait for the completion, which hands the buffer back.
+    /// let mut done = Vec::new();
+    /// while done.is_empty() {
+    ///     disk.poll(&mut done, Some(Duration::from_secs(1)))?;
+    /// }
+    /// let d = done.pop().unwrap();
+    /// assert_eq!(d.token, token);
+    /// d.result?;
+    /// disk.free(d.buf.unwrap());
+    /// disk.close()?;
+    /// # backend.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn submit(&mut self, op: Op) -> Result<Token> {
         let token = Token(self.next_token);
         self.next_token += 1;
@@ -267,6 +392,71 @@ impl<P: Platform> BlkFront<P> {
 
     /// Collect completions into `out`, waiting up to `wait` for at least one if
     /// none is ready (`None`: do not wait). Returns how many were added.
+    /// Waiting spins for up to [`Options::poll`], then sleeps on the event
+    /// channels; a backend that left `Connected` meanwhile is reconnected to
+    /// and every request without a response is issued again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the backend answers a request that is not in
+    /// flight or with the wrong operation, [`Error::Ring`] when it broke the ring,
+    /// [`Error::Platform`] when an event channel or the store fails; and, when the
+    /// backend went away and the frontend reconnects, the errors of
+    /// [`BlkFront::connect`]. An op that failed at the backend
+    /// is a completion with an error in [`Done::result`](crate::Done::result),
+    /// not an error of `poll`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use xenio_blkfront::{BlkFront, Op, Options};
+    /// use xenio_xenbus::DomId;
+    /// use xenio_xenbus::handshake::{DeviceKind, DevicePaths};
+    /// use xenio_xenbus::platform::{InProcess, Platform};
+    ///
+    /// // Two domains as threads of this process: domain 0 serves a 4 MiB disk
+    /// // (xenio's blkback over an image file) as device 51712 of domain 1.
+    /// let world = InProcess::new()?;
+    /// let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, 51712);
+    /// # let dom0 = world.domain(DomId(0))?;
+    /// # xenio_xenbus::handshake::create_device(dom0.store(), &paths, &[])?;
+    /// # let image = tempfile::NamedTempFile::new()?;
+    /// # image.as_file().set_len(4 << 20)?;
+    /// # let storage = xenio_blkback::FileStorage::open(
+    /// #     image.path(),
+    /// #     false,
+    /// #     xenio_hostio::disk::Direct::Auto,
+    /// # )?;
+    /// # let backend_dir = paths.backend.clone();
+    /// # let backend = std::thread::spawn(move || {
+    /// #     let config = xenio_blkback::BackendConfig { once: true, ..Default::default() };
+    /// #     let (counters, stop) = (Default::default(), Default::default());
+    /// #     xenio_blkback::serve(&dom0, &backend_dir, &storage, &config, &counters, &stop)
+    /// # });
+    /// let guest = Arc::new(world.domain(DomId(1))?);
+    /// let mut disk = BlkFront::connect(guest, &paths.frontend, Options::default())?;
+    /// // Four 4 KiB reads in flight at once, collected as they complete.
+    /// for i in 0..4 {
+    ///     let buf = disk.alloc(4096)?;
+    ///     disk.submit(Op::Read { offset: i * 4096, buf })?;
+    /// }
+    /// let mut done = Vec::new();
+    /// while done.len() < 4 {
+    ///     disk.poll(&mut done, Some(Duration::from_secs(1)))?;
+    /// }
+    /// for d in done {
+    ///     d.result?;
+    ///     let buf = d.buf.expect("a read hands its buffer back");
+    ///     let mut first = [0u8; 16];
+    ///     disk.buf_read(&buf, 0, &mut first)?;
+    ///     disk.free(buf);
+    /// }
+    /// disk.close()?;
+    /// # backend.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn poll(&mut self, out: &mut Vec<Done>, wait: Option<Duration>) -> Result<usize> {
         let deadline = wait.map(|w| Instant::now() + w);
         loop {
@@ -411,6 +601,11 @@ impl<P: Platform> BlkFront<P> {
     }
 
     /// Tear down: Closing, wait for the backend, Closed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Platform`] when the store fails or the backend does not go to
+    /// `Closing` or `Closed` within [`Options::timeout`].
     pub fn close(self) -> Result<()> {
         let mut ep = Endpoint::frontend(self.platform.store(), &self.dir)?;
         ep.switch(XenbusState::Closing, &[])?;

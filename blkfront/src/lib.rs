@@ -15,6 +15,9 @@
 //! frontend reconnects and re-issues every request that had no response, so no
 //! acknowledged write is lost.
 //!
+//! [`BlkFront::connect`] starts; every entry point's documentation has a
+//! runnable example against xenio's own backend, in one process.
+//!
 //! The modules, each one idea (only this file declares them; each imports only
 //! the types it needs from the others, so no file imports one that imports it):
 //!

@@ -72,6 +72,54 @@ struct QueueKeys {
 /// (`/local/domain/<be>/backend/vif/<fe>/<devid>`) until the frontend goes away
 /// for good, the device is removed, or `shutdown`. A frontend that resets to
 /// `Initialising` is served again; one that breaks its rings is disconnected.
+/// Each queue is served by a [`QueueWorker`] on its own thread, with its own
+/// [`Network::queue`]; `counters` are shared by all of them.
+///
+/// # Errors
+///
+/// [`Error::Platform`] when the device's directory has no usable
+/// `frontend`/`frontend-id`, or the store fails or refuses a write. A
+/// frontend that publishes bad keys, whose grants cannot be mapped, or that
+/// breaks the protocol is not an error here, nor is a network queue that
+/// cannot be opened or an unusable `mtu` in the backend directory: the
+/// frontend is disconnected (logged) and served again if it comes back.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::AtomicBool;
+/// use xenio_netback::{BackendConfig, Counters, MemNetwork, Outcome, serve};
+/// use xenio_netfront::{NetFront, Options};
+/// use xenio_xenbus::DomId;
+/// use xenio_xenbus::handshake::{DeviceKind, DevicePaths, create_device};
+/// use xenio_xenbus::platform::{InProcess, Platform};
+///
+/// // Two domains as threads of this process; domain 0 is the backend.
+/// let world = InProcess::new()?;
+/// let dom0 = world.domain(DomId(0))?;
+/// // The toolstack's part: the device's two store directories.
+/// let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vif, 0);
+/// create_device(dom0.store(), &paths, &[])?;
+/// // Frames in memory (a `TapNetwork` puts them on a Linux TAP device).
+/// let network = MemNetwork::default();
+/// let config = BackendConfig { once: true, ..Default::default() };
+/// let (counters, shutdown) = (Counters::default(), AtomicBool::new(false));
+/// std::thread::scope(|s| -> Result<(), Box<dyn std::error::Error>> {
+///     let backend = s.spawn(|| serve(&dom0, &paths.backend, &network, &config, &counters, &shutdown));
+///     // Domain 1's frontend: xenio's netfront here, Linux's xen-netfront on Xen.
+///     let guest = Arc::new(world.domain(DomId(1))?);
+///     let mut nic = NetFront::connect(guest, &paths.frontend, Options::default())?;
+///     assert!(nic.send(&[0xff; 60])?);
+///     while network.frames.sent.lock().unwrap().is_empty() {
+///         std::thread::sleep(std::time::Duration::from_millis(1));
+///     }
+///     nic.close()?;
+///     assert_eq!(backend.join().unwrap()?, Outcome::Closed);
+///     Ok(())
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn serve<P: Platform, N: Network>(
     platform: &P,
     backend_dir: &str,

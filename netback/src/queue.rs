@@ -168,6 +168,10 @@ pub struct QueueState {
 impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
     /// Serve until `stop` (`Ok`) or until the frontend breaks the protocol or the
     /// platform fails (`Err`: disconnect).
+    ///
+    /// # Errors
+    ///
+    /// As [`QueueWorker::step`].
     pub fn run(mut self) -> Result<()> {
         let mut st = QueueState::default();
         while !self.stop.load(Ordering::Relaxed) {
@@ -181,6 +185,14 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
 
     /// One round of work on both rings without sleeping; `true` if anything
     /// happened.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Frontend`] when the frontend breaks the protocol (a tx packet
+    /// it cannot have meant, an rx ring that shrank), [`Error::Ring`] when it
+    /// broke a ring, [`Error::Platform`] when an event channel or a grant copy
+    /// fails, [`Error::Network`] or [`Error::Host`] when the network side fails. A bad tx packet
+    /// is not an error: it is answered with `NETIF_RSP_ERROR` and dropped.
     pub fn step(&mut self, st: &mut QueueState) -> Result<bool> {
         let a = self.tx_round(st)?;
         let b = self.rx_round(st)?;

@@ -43,7 +43,51 @@ pub struct NetFront<P: Platform> {
 
 impl<P: Platform> NetFront<P> {
     /// Connect the frontend whose store directory is `dir`
-    /// (`/local/domain/<me>/device/vif/<devid>`, created by the toolstack).
+    /// (`/local/domain/<me>/device/vif/<devid>`, created by the toolstack):
+    /// run the handshake (`xen/io/netif.h`), grant and post the rx buffers, and
+    /// return once both ends are `Connected`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Platform`] when the store has no `backend`/`backend-id` in
+    /// `dir`, when the backend does not reach `InitWait` and then `Connected`
+    /// within [`Options::timeout`] (`Platform(Timeout)`), or when the rings,
+    /// buffers or event channels cannot be granted or allocated;
+    /// [`Error::BadKey`] when the backend does not offer `feature-rx-copy`, a
+    /// key it wrote is malformed, or the toolstack's `mac` is not a MAC address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use xenio_netfront::{NetFront, Options};
+    /// use xenio_xenbus::DomId;
+    /// use xenio_xenbus::handshake::{DeviceKind, DevicePaths};
+    /// use xenio_xenbus::platform::{InProcess, Platform};
+    ///
+    /// // Two domains as threads of this process: domain 0 serves interface 0 of
+    /// // domain 1 (xenio's netback, with frames kept in memory).
+    /// let world = InProcess::new()?;
+    /// let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vif, 0);
+    /// # let dom0 = world.domain(DomId(0))?;
+    /// # xenio_xenbus::handshake::create_device(dom0.store(), &paths, &[])?;
+    /// # let network = xenio_netback::MemNetwork::default();
+    /// # let frames = network.frames.clone();
+    /// # let backend_dir = paths.backend.clone();
+    /// # let backend = std::thread::spawn(move || {
+    /// #     let config = xenio_netback::BackendConfig { once: true, ..Default::default() };
+    /// #     let (counters, stop) = (Default::default(), Default::default());
+    /// #     xenio_netback::serve(&dom0, &backend_dir, &network, &config, &counters, &stop)
+    /// # });
+    /// let guest = Arc::new(world.domain(DomId(1))?);
+    /// let mut nic = NetFront::connect(guest, &paths.frontend, Options::default())?;
+    /// let info = nic.info().clone();
+    /// println!("mac {:02x?}, mtu {}, {} queue(s)", info.mac, info.mtu, info.queues);
+    /// assert!(nic.can_send(info.mtu + 14)?);
+    /// nic.close()?;
+    /// # backend.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connect(platform: Arc<P>, dir: &str, options: Options) -> Result<Self> {
         let store = platform.store();
         let backend_dir = store.read_string(Tx::NONE, &format!("{dir}/{}", keys::BACKEND))?;
@@ -166,7 +210,12 @@ impl<P: Platform> NetFront<P> {
         )
     }
 
-    /// Whether a frame of `len` bytes can be sent now without waiting.
+    /// Whether a frame of `len` bytes can be sent now without waiting (frees
+    /// the slots the backend answered first).
+    ///
+    /// # Errors
+    ///
+    /// As [`NetFront::send`].
     pub fn can_send(&mut self, len: usize) -> Result<bool> {
         let n = self.check_frame(len)?;
         for q in &mut self.queues {
@@ -177,8 +226,58 @@ impl<P: Platform> NetFront<P> {
         Ok(self.queues.iter().all(|q| q.tx.free_slots() >= n))
     }
 
-    /// Put a frame on a tx ring. `Ok(false)`: the ring is full right now (wait
-    /// for the backend, then try again).
+    /// Copy a frame onto a tx ring (the queue of its flow) and notify the
+    /// backend if it asked. `Ok(false)`: the ring is full right now (wait for
+    /// the backend, then try again).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when the frame cannot be sent at all (empty or longer
+    /// than [`MAX_FRAME`](crate::MAX_FRAME), or more than one slot without
+    /// `feature-sg`), [`Error::Backend`] when the backend answers a slot that is
+    /// not in flight, [`Error::Ring`] when it broke the ring,
+    /// [`Error::Platform`] when the notification fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use xenio_netfront::{NetFront, Options};
+    /// use xenio_xenbus::DomId;
+    /// use xenio_xenbus::handshake::{DeviceKind, DevicePaths};
+    /// use xenio_xenbus::platform::{InProcess, Platform};
+    ///
+    /// // Two domains as threads of this process: domain 0 serves interface 0 of
+    /// // domain 1 (xenio's netback, with frames kept in memory).
+    /// let world = InProcess::new()?;
+    /// let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vif, 0);
+    /// # let dom0 = world.domain(DomId(0))?;
+    /// # xenio_xenbus::handshake::create_device(dom0.store(), &paths, &[])?;
+    /// # let network = xenio_netback::MemNetwork::default();
+    /// # let frames = network.frames.clone();
+    /// # let backend_dir = paths.backend.clone();
+    /// # let backend = std::thread::spawn(move || {
+    /// #     let config = xenio_netback::BackendConfig { once: true, ..Default::default() };
+    /// #     let (counters, stop) = (Default::default(), Default::default());
+    /// #     xenio_netback::serve(&dom0, &backend_dir, &network, &config, &counters, &stop)
+    /// # });
+    /// let guest = Arc::new(world.domain(DomId(1))?);
+    /// let mut nic = NetFront::connect(guest, &paths.frontend, Options::default())?;
+    /// // An Ethernet broadcast of 60 bytes.
+    /// let frame = [0xffu8; 60];
+    /// while !nic.send(&frame)? {
+    ///     // The tx ring is full: wait for the backend to take some.
+    ///     nic.wait(Duration::from_millis(10))?;
+    /// }
+    /// # while frames.sent.lock().unwrap().is_empty() {
+    /// #     std::thread::sleep(Duration::from_millis(1));
+    /// # }
+    /// assert_eq!(nic.counters().tx_packets.load(std::sync::atomic::Ordering::Relaxed), 1);
+    /// nic.close()?;
+    /// # backend.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send(&mut self, frame: &[u8]) -> Result<bool> {
         self.check_frame(frame.len())?;
         let qi = self.pick_queue(frame);
@@ -203,7 +302,55 @@ impl<P: Platform> NetFront<P> {
 
     // ------------------------------------------------------------ rx
 
-    /// Take one received frame, if any, into `out` (replacing its contents).
+    /// Take one received frame, if any, into `out` (replacing its contents),
+    /// looking at the queues in turn; the buffers it used are posted again at
+    /// once. `Ok(false)`: nothing has arrived (see [`NetFront::wait`]).
+    /// Packets the backend described badly are dropped and counted
+    /// ([`Counters::rx_errors`](crate::Counters::rx_errors)), not errors.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ring`] when the backend broke a ring, [`Error::Platform`]
+    /// when a notification or the store fails; and, when the backend went away and the frontend reconnects, the errors
+    /// of [`NetFront::connect`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use xenio_netfront::{NetFront, Options};
+    /// use xenio_xenbus::DomId;
+    /// use xenio_xenbus::handshake::{DeviceKind, DevicePaths};
+    /// use xenio_xenbus::platform::{InProcess, Platform};
+    ///
+    /// // Two domains as threads of this process: domain 0 serves interface 0 of
+    /// // domain 1 (xenio's netback, with frames kept in memory).
+    /// let world = InProcess::new()?;
+    /// let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vif, 0);
+    /// # let dom0 = world.domain(DomId(0))?;
+    /// # xenio_xenbus::handshake::create_device(dom0.store(), &paths, &[])?;
+    /// # let network = xenio_netback::MemNetwork::default();
+    /// # let frames = network.frames.clone();
+    /// # let backend_dir = paths.backend.clone();
+    /// # let backend = std::thread::spawn(move || {
+    /// #     let config = xenio_netback::BackendConfig { once: true, ..Default::default() };
+    /// #     let (counters, stop) = (Default::default(), Default::default());
+    /// #     xenio_netback::serve(&dom0, &backend_dir, &network, &config, &counters, &stop)
+    /// # });
+    /// let guest = Arc::new(world.domain(DomId(1))?);
+    /// let mut nic = NetFront::connect(guest, &paths.frontend, Options::default())?;
+    /// # frames.incoming.lock().unwrap().push_back(vec![0xab; 60]);
+    /// // The backend has a frame for us (from its network).
+    /// let mut frame = Vec::new();
+    /// while !nic.recv(&mut frame)? {
+    ///     nic.wait(Duration::from_millis(100))?;
+    /// }
+    /// assert_eq!(frame, [0xab; 60]);
+    /// nic.close()?;
+    /// # backend.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv(&mut self, out: &mut Vec<u8>) -> Result<bool> {
         let n = self.queues.len();
         for k in 0..n {
@@ -225,8 +372,15 @@ impl<P: Platform> NetFront<P> {
 
     // ------------------------------------------------------------ waiting
 
-    /// Sleep until the backend notifies (or `max` passes); returns at once if a
-    /// ring already has responses. Reconnects if the backend went away.
+    /// Sleep until the backend notifies (or `max` passes, at most a second);
+    /// returns at once if a ring already has responses. Reconnects if the
+    /// backend went away.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Platform`] when polling the event channels fails,
+    /// [`Error::Ring`] when the backend broke a ring; and, when the backend went away and the frontend reconnects, the errors
+    /// of [`NetFront::connect`].
     pub fn wait(&mut self, max: Duration) -> Result<()> {
         for q in &mut self.queues {
             if q.rx.has_unpublished() {
@@ -272,7 +426,13 @@ impl<P: Platform> NetFront<P> {
         Ok(())
     }
 
-    /// If the backend left `Connected`, reconnect.
+    /// If the backend left `Connected`, reconnect (the handshake again, fresh
+    /// rings; frames in flight are lost, as on a real link).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Platform`] when the store fails; and, when the backend went away and the frontend reconnects, the errors
+    /// of [`NetFront::connect`].
     pub fn check_backend(&mut self) -> Result<()> {
         let mut changed = false;
         while self.watch.next_event(Some(Duration::ZERO))?.is_some() {
@@ -297,6 +457,11 @@ impl<P: Platform> NetFront<P> {
     }
 
     /// Tear down: Closing, wait for the backend, Closed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Platform`] when the store fails or the backend does not go to
+    /// `Closing` or `Closed` within [`Options::timeout`].
     pub fn close(self) -> Result<()> {
         let mut ep = Endpoint::frontend(self.platform.store(), &self.dir)?;
         ep.switch(XenbusState::Closing, &[])?;

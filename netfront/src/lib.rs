@@ -17,6 +17,9 @@
 //! away and comes back (its `state` leaves `Connected`), the frontend
 //! reconnects; frames in flight at that moment are lost, as on a real link.
 //!
+//! [`NetFront::connect`] starts; [`NetFront::send`] and [`NetFront::recv`]
+//! have runnable examples against xenio's own backend, in one process.
+//!
 //! The modules, each one idea (only this file declares them; each imports only
 //! the types it needs from the others, so no file imports one that imports it):
 //!
