@@ -21,7 +21,7 @@ use xenio_xen_sys::{DomId, GrantRef, Port};
 use xenio_xenbus::handshake::keys::{self, parse_key};
 use xenio_xenbus::handshake::{Endpoint, read_state};
 use xenio_xenbus::platform::Platform;
-use xenio_xenbus::{EventChannel, GrantTable, Store, Tx, Watch};
+use xenio_xenbus::{Access, EventChannel, GrantTable, Store, Tx, Watch};
 
 /// A connected blkif frontend over platform `P`.
 pub struct BlkFront<P: Platform> {
@@ -113,7 +113,7 @@ impl<P: Platform> BlkFront<P> {
         let pool = Pool::new(platform.grants()?.grant(
             backend_id,
             pool_pages,
-            xenio_xenbus::Access::ReadWrite,
+            Access::ReadWrite,
         )?);
         let mut front = BlkFront {
             dir: dir.to_string(),
