@@ -18,32 +18,28 @@
 //! [`BlkFront::connect`] starts; every entry point's documentation has a
 //! runnable example against xenio's own backend, in one process.
 //!
-//! The modules, each one idea (only this file declares them; each imports only
-//! the types it needs from the others, so no file imports one that imports it):
+//! The modules, each one idea (a parent declares and drives its children; a
+//! child imports only the types it needs, never its parent, so no file imports
+//! one that imports it):
 //!
 //! - `options`: [`Options`] (what is asked for) and [`Info`] (what was negotiated);
 //! - `pool`: the granted data pool and its buffers ([`Buf`]);
 //! - `op`: [`Op`], [`Token`], [`Done`];
-//! - `submit`: checking an op and splitting it into blkif requests;
-//! - `queue`: one ring, its slots, request ids and response validation;
-//! - `complete`: ops in flight until their last request is answered;
-//! - `handshake`: the frontend's side of the XenbusState handshake;
-//! - `front`: [`BlkFront`], which drives all of them;
+//! - `front`: [`BlkFront`], which drives its parts: `front::handshake` (the
+//!   XenbusState handshake), `front::submit` (an op checked and split into
+//!   requests), `front::queue` (one ring, its slots, request ids, response
+//!   validation), `front::complete` (ops until their last request is answered);
 //! - `blocking`: `read_at`, `write_at`, `flush`, `discard` on top of submit/poll;
 //! - `error`: [`Error`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod blocking;
-mod complete;
 mod error;
 mod front;
-mod handshake;
 mod op;
 mod options;
 mod pool;
-mod queue;
-mod submit;
 
 pub use error::{Error, Result};
 pub use front::BlkFront;

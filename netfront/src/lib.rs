@@ -20,17 +20,17 @@
 //! [`NetFront::connect`] starts; [`NetFront::send`] and [`NetFront::recv`]
 //! have runnable examples against xenio's own backend, in one process.
 //!
-//! The modules, each one idea (only this file declares them; each imports only
-//! the types it needs from the others, so no file imports one that imports it):
+//! The modules, each one idea (a parent declares and drives its children; a
+//! child imports only the types it needs, never its parent, so no file imports
+//! one that imports it):
 //!
 //! - `options`: [`Options`] (what is asked for), [`Info`] (what was
 //!   negotiated), [`MAX_FRAME`], [`parse_mac`];
 //! - `counters`: [`Counters`];
-//! - `tx`: a queue's tx ring, its pages, and how a frame is laid out in slots;
-//! - `rx`: a queue's rx ring kept full of buffers, and packet reassembly;
-//! - `queue`: one queue, its two rings and event channel(s);
-//! - `handshake`: the frontend's side of the XenbusState handshake;
-//! - `front`: [`NetFront`], which drives them;
+//! - `front`: [`NetFront`], which drives its parts: `front::handshake` (the
+//!   XenbusState handshake), `front::queue` (one queue, its two rings and
+//!   event channel(s)), `front::tx` (a tx ring, its pages, a frame's layout in
+//!   slots), `front::rx` (an rx ring kept full of buffers, packet reassembly);
 //! - `phy`: smoltcp's `phy::Device` ([`RxToken`], [`TxToken`]);
 //! - [`stack`]: a smoltcp interface and sockets over a [`NetFront`];
 //! - `error`: [`Error`].
@@ -40,13 +40,9 @@
 mod counters;
 mod error;
 mod front;
-mod handshake;
 mod options;
 mod phy;
-mod queue;
-mod rx;
 pub mod stack;
-mod tx;
 
 pub use counters::Counters;
 pub use error::{Error, Result};

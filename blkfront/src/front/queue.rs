@@ -4,7 +4,7 @@
 //! in flight is recognised, never trusted.
 
 use crate::error::{Error, Result};
-use crate::submit::Spec;
+use crate::front::submit::Spec;
 use std::sync::Arc;
 use xenio_ring::FrontRing;
 use xenio_xen_sys::blkif::*;

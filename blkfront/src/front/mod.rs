@@ -1,20 +1,31 @@
 //! [`BlkFront`]: the connected device. It owns the pool, the queues and the
 //! ops in flight, and drives them: the handshake (again when the backend
 //! changes), submission into free ring slots, and completion, spinning or
-//! sleeping on the event channels while it waits.
+//! sleeping on the event channels while it waits. Its parts (declared and
+//! driven here; between them they share types only):
+//!
+//! - `handshake`: the frontend's side of the XenbusState handshake;
+//! - `submit`: checking an op and splitting it into blkif requests;
+//! - `queue`: one ring, its slots, request ids and response validation;
+//! - `complete`: ops in flight until their last request is answered.
 
-use crate::complete::Completions;
+mod complete;
+mod handshake;
+mod queue;
+mod submit;
+
 use crate::error::{Error, Result};
-use crate::handshake::{self, Geometry};
 use crate::op::{Done, Op, Token};
 use crate::options::{Info, Options};
 use crate::pool::{Buf, Pool};
-use crate::queue::{PlatformQueue, Queue};
-use crate::submit::{self, Spec};
+use complete::Completions;
+use handshake::Geometry;
+use queue::{PlatformQueue, Queue};
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use submit::Spec;
 use xenio_xen_sys::blkif::BLKIF_MAX_SEGMENTS_PER_REQUEST;
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{DomId, GrantRef, Port};

@@ -3,8 +3,8 @@
 
 use crate::counters::{Counters, add};
 use crate::error::Result;
-use crate::rx::{RxRing, Taken};
-use crate::tx::TxRing;
+use crate::front::rx::{RxRing, Taken};
+use crate::front::tx::TxRing;
 use xenio_ring::FrontRing;
 use xenio_xen_sys::DomId;
 use xenio_xenbus::platform::Platform;

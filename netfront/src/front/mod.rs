@@ -1,16 +1,27 @@
 //! [`NetFront`]: the connected interface. It owns the queues and drives them:
 //! the handshake (again when the backend changes), sending on the queue of a
 //! frame's flow, receiving round robin, and sleeping on the event channels.
+//! Its parts (declared and driven here; between them they share types only):
+//!
+//! - `handshake`: the frontend's side of the XenbusState handshake;
+//! - `queue`: one queue, its two rings and event channel(s);
+//! - `tx`: a tx ring, its pages, and how a frame is laid out in slots;
+//! - `rx`: an rx ring kept full of buffers, and packet reassembly.
+
+mod handshake;
+mod queue;
+mod rx;
+mod tx;
 
 use crate::counters::{Counters, add};
 use crate::error::{Error, Result};
-use crate::handshake::{self, QueueRefs};
 use crate::options::{DEFAULT_MAC, Info, Options};
-use crate::queue::{PlatformQueue, Queue};
-use crate::tx::{check_frame, layout};
+use handshake::QueueRefs;
+use queue::{PlatformQueue, Queue};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tx::{check_frame, layout};
 use xenio_xen_sys::netif::{NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED};
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{DomId, GrantRef};
