@@ -13,6 +13,7 @@ use xenio_hostio::disk::Direct;
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xenbus::DomId;
 use xenio_xenbus::Store;
+use xenio_xenbus::handshake::keys::{self, blkif};
 use xenio_xenbus::handshake::{
     DeviceKind, DevicePaths, Endpoint, create_device_with, destroy_device, vbd_frontend_keys,
 };
@@ -296,16 +297,16 @@ fn go<P: Platform>(
             p.store(),
             paths,
             &[
-                ("params", a.disk.target.display().to_string()),
-                ("mode", mode.to_string()),
-                ("type", "xenio".to_string()),
-                ("dev", a.disk.vdev.clone()),
+                (blkif::PARAMS, a.disk.target.display().to_string()),
+                (blkif::MODE, mode.to_string()),
+                (blkif::TYPE, "xenio".to_string()),
+                (blkif::DEV, a.disk.vdev.clone()),
                 (
-                    "device-type",
+                    blkif::DEVICE_TYPE,
                     if a.disk.cdrom { "cdrom" } else { "disk" }.to_string(),
                 ),
-                ("removable", "0".to_string()),
-                ("bootable", "1".to_string()),
+                (blkif::REMOVABLE, keys::flag(false)),
+                (blkif::BOOTABLE, keys::flag(true)),
             ],
             &vbd_frontend_keys(a.disk.devid, a.disk.cdrom),
         )
@@ -333,7 +334,10 @@ fn go<P: Platform>(
 fn detach<P: Platform>(p: &P, paths: &DevicePaths) -> xenio_xenbus::Result<()> {
     let store = p.store();
     if store
-        .read_opt(xenio_xenbus::Tx::NONE, &format!("{}/state", paths.backend))?
+        .read_opt(
+            xenio_xenbus::Tx::NONE,
+            &format!("{}/{}", paths.backend, keys::STATE),
+        )?
         .is_some()
     {
         let mut ep = Endpoint::backend(store, &paths.backend)?;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use xenio_netback::{BackendConfig, Counters, QueueConfig, TapNetwork, serve};
 use xenio_xenbus::DomId;
+use xenio_xenbus::handshake::keys::netif;
 use xenio_xenbus::handshake::{DeviceKind, DevicePaths, create_device};
 use xenio_xenbus::platform::{
     LocalPlatform, Platform, PlatformChoice, PlatformKind, XenPlatform, resolve,
@@ -172,18 +173,18 @@ fn go<P: Platform>(
             p.store(),
             &paths,
             &[
-                ("mac", a.mac.clone()),
-                ("mtu", a.mtu.to_string()),
-                ("bridge", a.tap.clone()),
-                ("type", "vif".to_string()),
-                ("handle", a.devid.to_string()),
+                (netif::MAC, a.mac.clone()),
+                (netif::MTU, a.mtu.to_string()),
+                (netif::BRIDGE, a.tap.clone()),
+                (netif::TYPE, "vif".to_string()),
+                (netif::HANDLE, a.devid.to_string()),
             ],
         )
         .map_err(|e| format!("creating the device in the store: {e}"))?;
         for (k, v) in [
-            ("mac", a.mac.clone()),
-            ("mtu", a.mtu.to_string()),
-            ("handle", a.devid.to_string()),
+            (netif::MAC, a.mac.clone()),
+            (netif::MTU, a.mtu.to_string()),
+            (netif::HANDLE, a.devid.to_string()),
         ] {
             p.store()
                 .write(Tx::NONE, &format!("{}/{k}", paths.frontend), v.as_bytes())

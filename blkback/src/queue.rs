@@ -4,11 +4,11 @@
 //! answer, notify only when the frontend asked. One thread per ring, no locks on
 //! this path.
 
+use crate::error::{Error, Result};
 use crate::poll::PollWindow;
 use crate::reorder::{IoKind, Planner, ReorderMode};
 use crate::request::{self, Limits, Op, Parsed, Request};
 use crate::storage::{Completion, Io, IoMem, IoSeg, StorageQueue};
-use crate::{Error, Result};
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -67,7 +67,7 @@ pub struct QueueConfig {
     /// Storage operations in flight per queue.
     pub io_depth: u32,
     /// Storage operations handed to the kernel per system call (0: a whole
-    /// stage at once). Between such chunks the engine answers what completed,
+    /// stage at once). Between such chunks the worker answers what completed,
     /// so the frontend can refill the ring while the rest is submitted:
     /// submitting costs several microseconds per operation in the kernel, and a
     /// large batch submitted at once lets the disk's queue run dry meanwhile.
@@ -185,7 +185,7 @@ struct ReqMem {
 /// One ring being served: what [`crate::serve`] runs on a thread per queue.
 /// Public so that custom set-ups (and the fuzz targets) can drive a ring
 /// directly.
-pub struct QueueEngine<'a, M: GrantMapper, C: EventChannel, Q: StorageQueue> {
+pub struct QueueWorker<'a, M: GrantMapper, C: EventChannel, Q: StorageQueue> {
     /// The mapped ring.
     pub ring: BackRing<BlkifRequest, BlkifResponse, Region>,
     /// Its event channel.
@@ -227,7 +227,7 @@ struct IoRec {
     range: (u64, u64, bool),
 }
 
-/// Requests and I/Os in flight on one queue (keyed by counters this engine
+/// Requests and I/Os in flight on one queue (keyed by counters this worker
 /// makes, so a fast non-keyed hash is safe).
 #[derive(Default)]
 struct Pipeline {
@@ -247,7 +247,7 @@ impl Pipeline {
     }
 }
 
-impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> {
+impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> {
     /// Serve until `stop` is set (`Ok`) or the ring breaks / the platform fails.
     ///
     /// Batches overlap: while one batch's I/Os are in flight the next is taken
@@ -255,6 +255,13 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueEngine<'_, M, C, Q> 
     /// touch nothing in flight, submitted at once; anything else (fences,
     /// conflicts, multi-stage plans) first waits for the pipeline to drain. Each
     /// request is answered as soon as its own I/Os complete.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ring`] when the frontend broke the ring (a producer index
+    /// beyond the ring), [`Error::Platform`] when the event channel, the grant
+    /// mapper or the storage's queue fails. A bad request is not an error: it
+    /// is answered with `BLKIF_RSP_ERROR` or `BLKIF_RSP_EOPNOTSUPP`.
     pub fn run(mut self) -> Result<()> {
         let mut cache = PersistentGrants {
             map: HashMap::default(),

@@ -10,9 +10,9 @@
 //! `NETRXF_more_data` between them. A frame with no buffer to go to waits in the
 //! queue; when the queue is full, new frames are dropped and counted.
 
+use crate::error::{Error, Result};
 use crate::frames::Frames;
 use crate::tx::{self, Parsed, TxLimits, TxPacket};
-use crate::{Error, Result};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -131,7 +131,7 @@ pub struct QueueRings<C: EventChannel> {
 
 /// One queue being served. Public so that custom set-ups and the fuzz target
 /// can drive rings directly.
-pub struct QueueEngine<'a, M: GrantMapper, C: EventChannel, F: Frames> {
+pub struct QueueWorker<'a, M: GrantMapper, C: EventChannel, F: Frames> {
     /// Rings and channels.
     pub rings: QueueRings<C>,
     /// How to reach the frontend's grants.
@@ -165,9 +165,13 @@ pub struct QueueState {
     scratch: Vec<u8>,
 }
 
-impl<M: GrantMapper, C: EventChannel, F: Frames> QueueEngine<'_, M, C, F> {
+impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
     /// Serve until `stop` (`Ok`) or until the frontend breaks the protocol or the
     /// platform fails (`Err`: disconnect).
+    ///
+    /// # Errors
+    ///
+    /// As [`QueueWorker::step`].
     pub fn run(mut self) -> Result<()> {
         let mut st = QueueState::default();
         while !self.stop.load(Ordering::Relaxed) {
@@ -181,6 +185,14 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueEngine<'_, M, C, F> {
 
     /// One round of work on both rings without sleeping; `true` if anything
     /// happened.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Frontend`] when the frontend breaks the protocol (a tx packet
+    /// it cannot have meant, an rx ring that shrank), [`Error::Ring`] when it
+    /// broke a ring, [`Error::Platform`] when an event channel or a grant copy
+    /// fails, [`Error::Network`] or [`Error::Host`] when the network side fails. A bad tx packet
+    /// is not an error: it is answered with `NETIF_RSP_ERROR` and dropped.
     pub fn step(&mut self, st: &mut QueueState) -> Result<bool> {
         let a = self.tx_round(st)?;
         let b = self.rx_round(st)?;

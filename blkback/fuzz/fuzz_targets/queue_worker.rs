@@ -1,6 +1,6 @@
 //! A hostile frontend: arbitrary ring contents (requests, producer index) fed to
-//! blkback's real queue engine with an in-memory grant table and disk. The
-//! engine must answer or disconnect: never panic, never hang, never answer more
+//! blkback's real queue worker with an in-memory grant table and disk. The
+//! worker must answer or disconnect: never panic, never hang, never answer more
 //! than was asked, never write a read-only grant.
 #![no_main]
 
@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
-use xenio_blkback::engine::{Counters, GrantMode, QueueConfig, QueueEngine};
+use xenio_blkback::queue::{Counters, GrantMode, QueueConfig, QueueWorker};
 use xenio_blkback::reorder::ReorderMode;
 use xenio_blkback::request::Limits;
 use xenio_blkback::storage::{Completion, Io, IoMem, StorageQueue};
@@ -84,7 +84,7 @@ impl GrantMapper for Grants {
     }
 }
 
-/// An event channel whose wait stops the engine (the fuzz input is all there is).
+/// An event channel whose wait stops the worker (the fuzz input is all there is).
 struct Channel<'a> {
     stop: &'a AtomicBool,
     fd: std::io::PipeReader,
@@ -125,7 +125,7 @@ impl StorageQueue for Disk {
                 if offset as usize + segs.iter().map(|s| s.len).sum::<usize>() > self.0.len() =>
             {
                 panic!(
-                    "the engine sent an I/O past the end of the disk: {offset} + {} segs",
+                    "the worker sent an I/O past the end of the disk: {offset} + {} segs",
                     segs.len()
                 );
             }
@@ -205,7 +205,7 @@ fuzz_target!(|data: &[u8]| {
     let (stop, notified) = (AtomicBool::new(false), AtomicBool::new(false));
     let (reader, _writer) = std::io::pipe().unwrap();
     let counters = Counters::default();
-    let engine = QueueEngine {
+    let worker = QueueWorker {
         ring,
         channel: Channel {
             stop: &stop,
@@ -242,10 +242,10 @@ fuzz_target!(|data: &[u8]| {
         counters: &counters,
         stop: &stop,
     };
-    match engine.run() {
+    match worker.run() {
         Ok(()) => {}
         Err(xenio_blkback::Error::Ring(e)) => assert!(e.is_broken(), "{e}"),
-        Err(e) => panic!("the engine failed on hostile input: {e}"),
+        Err(e) => panic!("the worker failed on hostile input: {e}"),
     }
     let taken = counters.requests.load(Ordering::Relaxed);
     assert!(taken <= 32, "took {taken} requests from a 32-slot ring");
