@@ -6,11 +6,12 @@
 //! events are capped in its queue, and its reader stops taking requests while
 //! its replies are unsent. The core's lock is never held across socket I/O.
 
+use super::path::domain_path;
 use super::queue::Popped;
+use super::quotas::Quotas;
 use super::requests::{DomainHooks, StoreCore};
-use super::{Quotas, path::domain_path};
+use crate::error::{Error, Result};
 use crate::wire::{ReadOutcome, read_message};
-use crate::{Error, Result};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};

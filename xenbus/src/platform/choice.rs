@@ -1,6 +1,6 @@
 //! Choosing where to run: the local platform or real Xen, at run time.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use std::str::FromStr;
 
 /// Which platform implementation to use.
@@ -50,48 +50,6 @@ pub fn resolve(choice: PlatformChoice) -> Result<PlatformKind> {
             PlatformKind::Local
         }),
     }
-}
-
-// ---------------------------------------------------------------- one domain's view
-
-#[cfg(feature = "inprocess")]
-pub use crate::inprocess::{InProcDomain, InProcess};
-pub use crate::local::LocalPlatform;
-pub use crate::xen::XenPlatform;
-
-use crate::{DomId, EventChannels, GrantMapper, GrantTable, Store};
-use std::sync::OnceLock;
-
-/// Everything a driver needs, as one domain: its id, the store, event channels,
-/// and grants in both directions. Drivers are generic over this trait, so the same
-/// code runs in one process, on the local platform and on Xen.
-pub trait Platform: Send + Sync {
-    /// The store client.
-    type Store: Store;
-    /// Event channel allocation and binding.
-    type Events: EventChannels;
-    /// Granting this domain's pages (frontends).
-    type Grants: GrantTable;
-    /// Mapping and copying other domains' grants (backends).
-    type Mapper: GrantMapper;
-    /// This domain's id.
-    fn domid(&self) -> DomId;
-    /// The store, as this domain.
-    fn store(&self) -> &Self::Store;
-    /// Event channels, as this domain.
-    fn events(&self) -> &Self::Events;
-    /// The grant table (opened on first use: only frontends need it).
-    fn grants(&self) -> Result<&Self::Grants>;
-    /// The grant mapper (opened on first use: only backends need it).
-    fn mapper(&self) -> Result<&Self::Mapper>;
-}
-
-pub(crate) fn once<T>(cell: &OnceLock<T>, init: impl FnOnce() -> Result<T>) -> Result<&T> {
-    if let Some(v) = cell.get() {
-        return Ok(v);
-    }
-    let v = init()?;
-    Ok(cell.get_or_init(|| v))
 }
 
 #[cfg(test)]
