@@ -58,3 +58,20 @@ impl From<Error> for xenio_xenbus::Error {
         }
     }
 }
+
+/// For callers that speak `std::io`: an I/O failure keeps its OS error (and
+/// kind) with the context in front; a bad value is `InvalidInput`, a limit
+/// `Other`.
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io { context, source } => {
+                io::Error::new(source.kind(), format!("{context}: {source}"))
+            }
+            e @ Error::BadValue { .. } => {
+                io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
+            }
+            e @ Error::Limit(_) => io::Error::other(e.to_string()),
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::frames::Network;
+use crate::packet::Offloads;
 use crate::queue::{Counters, QueueConfig, QueueRings, QueueWorker};
 use crate::tx::{ETH_HLEN, TxLimits};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,6 +132,10 @@ pub fn serve<P: Platform, N: Network>(
     let store = platform.store();
     let mut ep = Endpoint::backend(store, backend_dir)?;
     tracing::info!("{backend_dir}: serving {}", network.describe());
+    // GSO from the frontend only of the kinds the network takes (and only
+    // over several slots); checksums it leaves blank are finished here when
+    // the network cannot take them.
+    let takes = network.offloads().normalized();
     loop {
         ep.switch(
             XenbusState::InitWait,
@@ -146,11 +151,18 @@ pub fn serve<P: Platform, N: Network>(
                     netif::MULTI_QUEUE_MAX_QUEUES,
                     config.max_queues.max(1).to_string(),
                 ),
-                // The backend completes checksums the frontend leaves blank.
+                // The backend completes checksums the frontend leaves blank
+                // (or leaves them to a network that takes them).
                 (netif::FEATURE_NO_CSUM_OFFLOAD, keys::flag(false)),
                 (netif::FEATURE_IPV6_CSUM_OFFLOAD, keys::flag(true)),
-                (netif::FEATURE_GSO_TCPV4, keys::flag(false)),
-                (netif::FEATURE_GSO_TCPV6, keys::flag(false)),
+                (
+                    netif::FEATURE_GSO_TCPV4,
+                    keys::flag(config.sg && takes.tso4),
+                ),
+                (
+                    netif::FEATURE_GSO_TCPV6,
+                    keys::flag(config.sg && takes.tso6),
+                ),
             ],
         )?;
         let s = loop {
@@ -238,6 +250,7 @@ fn connect<P: Platform, N: Network>(
         );
     }
     let sg = config.sg && ep.peer_flag(netif::FEATURE_SG)?;
+    let rx_offloads = frontend_takes(ep, sg)?;
     let nqueues: u32 = ep.peer_parse(netif::MULTI_QUEUE_NUM_QUEUES)?.unwrap_or(1);
     if nqueues == 0 || nqueues > config.max_queues.max(1) {
         return Err(Error::Frontend(format!(
@@ -285,9 +298,19 @@ fn connect<P: Platform, N: Network>(
             .map_err(|e| Error::Config(e.to_string()))?,
         None => config.mtu,
     };
+    let takes = network.offloads().normalized();
     let limits = TxLimits {
         max_frame: mtu as usize + ETH_HLEN + 4,
         sg,
+        offloads: if sg {
+            takes
+        } else {
+            Offloads {
+                tso4: false,
+                tso6: false,
+                ..takes
+            }
+        },
     };
     let mapper = platform.mapper()?;
     let mut rings = Vec::new();
@@ -308,8 +331,15 @@ fn connect<P: Platform, N: Network>(
     }
     let mut frames = Vec::new();
     for q in 0..nqueues {
-        frames.push(network.queue(q, nqueues)?);
+        frames.push(
+            network
+                .queue(q, nqueues)
+                .map_err(|e| Error::Network(format!("opening queue {q}: {e}")))?,
+        );
     }
+    network
+        .set_rx_offloads(rx_offloads)
+        .map_err(|e| Error::Network(format!("setting offloads {rx_offloads:?}: {e}")))?;
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<()> {
         let mut handles = Vec::new();
@@ -327,6 +357,7 @@ fn connect<P: Platform, N: Network>(
                             frames,
                             limits,
                             rx_sg: sg,
+                            rx_offloads,
                             config: qconfig,
                             counters,
                             stop,
@@ -343,9 +374,11 @@ fn connect<P: Platform, N: Network>(
         let result = (|| -> Result<()> {
             ep.switch(XenbusState::Connected, &[])?;
             tracing::info!(
-                "{}: connected: {nqueues} queue(s), sg {sg}, split event channels {}, mtu {mtu}",
+                "{}: connected: {nqueues} queue(s), sg {sg}, split event channels {}, mtu {mtu}, \
+                 frontend takes {rx_offloads:?}, network takes {:?}",
                 ep.dir(),
-                queues[0].rx_port.is_some()
+                queues[0].rx_port.is_some(),
+                limits.offloads
             );
             loop {
                 if stop.load(Ordering::Relaxed) || shutdown.load(Ordering::Relaxed) {
@@ -363,6 +396,10 @@ fn connect<P: Platform, N: Network>(
         })();
         stop.store(true, Ordering::Relaxed);
         let mut first_err = result.err();
+        // No offload stays set for whoever reads the network next.
+        if let Err(e) = network.set_rx_offloads(Offloads::NONE) {
+            tracing::warn!("resetting the network's offloads: {e}");
+        }
         for h in handles {
             match h.join() {
                 Ok(Ok(())) => {}
@@ -379,4 +416,21 @@ fn connect<P: Platform, N: Network>(
             None => Ok(()),
         }
     })
+}
+
+/// What the frontend takes on rx, from its keys (`xen/io/netif.h`):
+/// IPv4 checksum offload unless `feature-no-csum-offload` is 1, IPv6 only
+/// with `feature-ipv6-csum-offload`, GSO of each kind with `feature-gso-tcpv4`
+/// / `-tcpv6`, over several slots (`sg`) and with the checksum offload of its
+/// IP version (as Linux's netback derives its vif's features).
+fn frontend_takes<S: Store>(ep: &Endpoint<'_, S>, sg: bool) -> Result<Offloads> {
+    let csum_ipv4 = !ep.peer_flag(netif::FEATURE_NO_CSUM_OFFLOAD)?;
+    let csum_ipv6 = ep.peer_flag(netif::FEATURE_IPV6_CSUM_OFFLOAD)?;
+    Ok(Offloads {
+        csum_ipv4,
+        csum_ipv6,
+        tso4: sg && ep.peer_flag(netif::FEATURE_GSO_TCPV4)?,
+        tso6: sg && ep.peer_flag(netif::FEATURE_GSO_TCPV6)?,
+    }
+    .normalized())
 }

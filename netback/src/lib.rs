@@ -18,10 +18,13 @@ pub mod backend;
 pub mod csum;
 mod error;
 pub mod frames;
+pub mod offload;
+pub mod packet;
 pub mod queue;
 pub mod tx;
 
 pub use backend::{BackendConfig, Outcome, serve};
 pub use error::{Error, Result};
-pub use frames::{Frames, MemFrames, MemNetwork, Network, TapNetwork};
+pub use frames::{Frames, MemFrames, MemNetwork, Network, TapNetwork, TapQueue};
+pub use packet::{Checksum, Gso, GsoKind, Meta, Offloads, Received, Sent};
 pub use queue::{Counters, QueueConfig, QueueRings, QueueState, QueueWorker};

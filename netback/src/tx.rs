@@ -21,6 +21,7 @@
 //! fragment may be short or empty (XSA-423, 432): the backend gathers the whole
 //! frame into one buffer, so no later code ever sees headers split across pieces.
 
+use crate::packet::Offloads;
 use xenio_xen_sys::GrantRef;
 use xenio_xen_sys::netif::*;
 
@@ -41,6 +42,10 @@ pub struct TxLimits {
     pub max_frame: usize,
     /// Whether packets may span several slots (`feature-sg` negotiated).
     pub sg: bool,
+    /// What the network takes: GSO packets of a kind it does not take are
+    /// dropped (that kind was not offered); GSO packets may be longer than
+    /// `max_frame` (up to 64 KiB), their segments may not.
+    pub offloads: Offloads,
 }
 
 impl Default for TxLimits {
@@ -48,6 +53,7 @@ impl Default for TxLimits {
         TxLimits {
             max_frame: 1500 + ETH_HLEN + 4,
             sg: true,
+            offloads: Offloads::NONE,
         }
     }
 }
@@ -122,6 +128,18 @@ pub enum Drop {
     /// Several slots without `feature-sg`.
     #[error("packet spans {0} slots but feature-sg was not negotiated")]
     NoSg(usize),
+    /// A GSO extra of a kind the backend did not offer.
+    #[error("a GSO packet of a kind that was not offered")]
+    GsoNotOffered,
+    /// A GSO packet that cannot be cut as it says (not TCP of its kind, an MSS
+    /// below the minimum, above the packet's length, or making segments longer
+    /// than the MTU).
+    #[error("GSO packet: {0}")]
+    Gso(String),
+    /// Headers that claim more than the packet carries, or are malformed (for
+    /// a packet whose checksum or segmentation depends on them).
+    #[error("headers: {0}")]
+    Headers(String),
 }
 
 /// A protocol violation: the frontend is disconnected.
@@ -281,9 +299,18 @@ pub fn parse(slots: &[NetifTxRequest], limits: &TxLimits) -> Result<Parsed, Fata
     );
     let used = i;
     let data_slots = frags.len();
+    let gso_offered = gso.is_none_or(|g: NetifExtraGso| {
+        if g.type_ == XEN_NETIF_GSO_TYPE_TCPV6 {
+            limits.offloads.tso6
+        } else {
+            limits.offloads.tso4
+        }
+    });
     let why = if total < ETH_HLEN {
         Some(Drop::TooShort(total))
-    } else if total > limits.max_frame {
+    } else if !gso_offered {
+        Some(Drop::GsoNotOffered)
+    } else if total > limits.max_frame && gso.is_none() {
         Some(Drop::TooLong {
             len: total,
             max: limits.max_frame,
@@ -506,7 +533,12 @@ mod tests {
             mcast.into(),
             req(2, 0, 0, 8, 40),
         ];
-        let (used, p) = packet(parse(&slots, &TxLimits::default()).unwrap());
+        // The network takes GSO (else the packet is dropped: not offered).
+        let limits = TxLimits {
+            offloads: Offloads::ALL,
+            ..TxLimits::default()
+        };
+        let (used, p) = packet(parse(&slots, &limits).unwrap());
         assert_eq!(used, 4);
         assert!(p.gso.is_some());
         let rsps: Vec<_> = p.responses(NETIF_RSP_OKAY).collect();

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use xenio_hostio::tap::TapConfig;
 use xenio_netback::{BackendConfig, Counters, QueueConfig, TapNetwork, serve};
 use xenio_xenbus::DomId;
 use xenio_xenbus::handshake::keys::netif;
@@ -71,6 +72,15 @@ pub struct NetbackArgs {
     #[arg(long)]
     no_split_event_channels: bool,
 
+    /// Open the TAP without the virtio-net header (IFF_VNET_HDR): no offloads
+    /// either way. By default the frontend may send TCP segments of up to 64 KiB
+    /// (feature-gso-tcpv4/-tcpv6) with checksums left blank, which go to the
+    /// host as they are, and the host's large segments and blank checksums go
+    /// to the frontend when its keys say it takes them (TUNSETOFFLOAD is set to
+    /// what it takes at every connection, and to none after).
+    #[arg(long)]
+    no_offloads: bool,
+
     /// Most tx slots taken from a ring in one batch.
     #[arg(long, value_name = "N", default_value_t = 256)]
     batch: usize,
@@ -129,7 +139,14 @@ pub fn run(a: NetbackArgs) -> Result<()> {
             a.mtu
         )));
     }
-    let network = TapNetwork::open(&a.tap, a.max_queues > 1)?;
+    let network = TapNetwork::open_with(
+        &a.tap,
+        TapConfig {
+            multi_queue: a.max_queues > 1,
+            vnet_hdr: !a.no_offloads,
+        },
+    )
+    .with_context(|| format!("opening TAP device {}", a.tap))?;
     let config = BackendConfig {
         max_queues: a.max_queues.max(1),
         sg: !a.no_sg,
