@@ -16,13 +16,17 @@ mod tx;
 use crate::counters::{Counters, add};
 use crate::error::{Error, Result};
 use crate::options::{DEFAULT_MAC, Info, Options};
+use crate::packet::{GsoKind, PacketMeta};
 use handshake::QueueRefs;
 use queue::{PlatformQueue, Queue};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tx::{check_frame, layout};
-use xenio_xen_sys::netif::{NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED};
+use xenio_xen_sys::netif::{
+    NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NetifExtraGso, XEN_NETIF_GSO_TYPE_TCPV4,
+    XEN_NETIF_GSO_TYPE_TCPV6,
+};
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{DomId, GrantRef};
 use xenio_xenbus::handshake::keys::{self, parse_key};
@@ -121,6 +125,9 @@ impl<P: Platform> NetFront<P> {
                 split_event_channels: false,
                 mtu: 1500,
                 mac: DEFAULT_MAC,
+                csum_offload: false,
+                gso_tcpv4: false,
+                gso_tcpv6: false,
             },
             queues: Vec::new(),
             watch,
@@ -185,7 +192,8 @@ impl<P: Platform> NetFront<P> {
                 rx_port: q.rx_channel().map(|c| c.port()),
             })
             .collect();
-        let keys = handshake::ring_keys(&refs, self.options.sg);
+        let keys =
+            handshake::ring_keys(&refs, info.sg, self.options.csum_offload, self.options.gso);
         handshake::connect(platform.store(), &self.dir, &keys, self.options.timeout)?;
         self.info = info;
         // Tell the backend the rx buffers are there.
@@ -290,6 +298,114 @@ impl<P: Platform> NetFront<P> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send(&mut self, frame: &[u8]) -> Result<bool> {
+        self.send_with(frame, self.tx_flags, None)
+    }
+
+    /// Send one packet with its offload metadata: a checksum left blank
+    /// (`NETTXF_csum_blank`), or a TCP segment of up to 64 KiB
+    /// ([`PacketMeta::gso`]: one GSO extra info slot after the first, the
+    /// segment's bytes in as many slots as they need) for the backend, or the
+    /// host behind it, to cut into `mss`-sized segments. What the backend does
+    /// with the checksum field of a large segment: xenio's writes the
+    /// pseudo-header sum into it, Linux's expects it there.
+    /// `Ok(false)`: the ring is full right now.
+    ///
+    /// # Errors
+    ///
+    /// As [`NetFront::send`]; and [`Error::Invalid`] for a large segment of a
+    /// kind that was not negotiated ([`Info::gso_tcpv4`], [`Info::gso_tcpv6`]),
+    /// an MSS of 0, or a checksum left blank without
+    /// [`Info::csum_offload`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use xenio_netfront::{Gso, GsoKind, NetFront, Options, PacketMeta};
+    /// use xenio_xenbus::DomId;
+    /// use xenio_xenbus::handshake::{DeviceKind, DevicePaths};
+    /// use xenio_xenbus::platform::{InProcess, Platform};
+    ///
+    /// // xenio's netback in this process, over a network that takes GSO.
+    /// let world = InProcess::new()?;
+    /// let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vif, 0);
+    /// # let dom0 = world.domain(DomId(0))?;
+    /// # xenio_xenbus::handshake::create_device(dom0.store(), &paths, &[])?;
+    /// # let network = xenio_netback::MemNetwork { offloads: xenio_netback::Offloads::ALL, ..Default::default() };
+    /// # let frames = network.frames.clone();
+    /// # let backend_dir = paths.backend.clone();
+    /// # let backend = std::thread::spawn(move || {
+    /// #     let config = xenio_netback::BackendConfig { once: true, ..Default::default() };
+    /// #     let (counters, stop) = (Default::default(), Default::default());
+    /// #     xenio_netback::serve(&dom0, &backend_dir, &network, &config, &counters, &stop)
+    /// # });
+    /// let guest = Arc::new(world.domain(DomId(1))?);
+    /// let options = Options { csum_offload: true, gso: true, ..Options::default() };
+    /// let mut nic = NetFront::connect(guest, &paths.frontend, options)?;
+    /// assert!(nic.info().gso_tcpv4);
+    /// // Ethernet, IPv4 (total length 40 + 30000), TCP (data offset 5), 30000 bytes.
+    /// let mut packet = vec![0u8; 14 + 40 + 30_000];
+    /// packet[12..14].copy_from_slice(&[0x08, 0x00]);
+    /// packet[14] = 0x45;
+    /// packet[16..18].copy_from_slice(&(40u16 + 30_000).to_be_bytes());
+    /// packet[22] = 64;
+    /// packet[23] = 6;
+    /// packet[46] = 5 << 4;
+    /// let meta = PacketMeta {
+    ///     csum_blank: true,
+    ///     gso: Some(Gso { kind: GsoKind::TcpV4, mss: 1460 }),
+    ///     ..PacketMeta::default()
+    /// };
+    /// while !nic.send_packet(&packet, &meta)? {
+    ///     nic.wait(Duration::from_millis(10))?;
+    /// }
+    /// # while frames.sent.lock().unwrap().is_empty() {
+    /// #     std::thread::sleep(Duration::from_millis(1));
+    /// # }
+    /// # assert_eq!(frames.sent.lock().unwrap()[0].len(), packet.len());
+    /// nic.close()?;
+    /// # backend.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_packet(&mut self, frame: &[u8], meta: &PacketMeta) -> Result<bool> {
+        let mut flags = 0;
+        if meta.csum_blank || meta.gso.is_some() {
+            if !self.info.csum_offload {
+                return Err(Error::Invalid(
+                    "a checksum left blank, but checksum offload was not negotiated".into(),
+                ));
+            }
+            flags |= NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED;
+        }
+        if meta.data_validated {
+            flags |= NETTXF_DATA_VALIDATED;
+        }
+        let gso = match meta.gso {
+            None => None,
+            Some(g) => {
+                let (ok, type_) = match g.kind {
+                    GsoKind::TcpV4 => (self.info.gso_tcpv4, XEN_NETIF_GSO_TYPE_TCPV4),
+                    GsoKind::TcpV6 => (self.info.gso_tcpv6, XEN_NETIF_GSO_TYPE_TCPV6),
+                };
+                if !ok || g.mss == 0 {
+                    return Err(Error::Invalid(format!(
+                        "{:?} GSO with MSS {} (negotiated: tcpv4 {}, tcpv6 {})",
+                        g.kind, g.mss, self.info.gso_tcpv4, self.info.gso_tcpv6
+                    )));
+                }
+                Some(NetifExtraGso {
+                    size: g.mss,
+                    type_,
+                    pad: 0,
+                    features: 0,
+                })
+            }
+        };
+        self.send_with(frame, flags, gso)
+    }
+
+    fn send_with(&mut self, frame: &[u8], flags: u16, gso: Option<NetifExtraGso>) -> Result<bool> {
         self.check_frame(frame.len())?;
         let qi = self.pick_queue(frame);
         let layout = layout(
@@ -297,17 +413,18 @@ impl<P: Platform> NetFront<P> {
             self.options.max_slot_bytes,
             self.options.tx_offset,
         );
+        let need = layout.len() + usize::from(gso.is_some());
         let q = &mut self.queues[qi];
-        if q.tx.free_slots() < layout.len() {
+        if q.tx.free_slots() < need {
             q.tx.reap(self.backend_id, &self.counters)?;
-            if q.tx.free_slots() < layout.len() {
+            if q.tx.free_slots() < need {
                 return Ok(false);
             }
         }
-        q.send(frame, &layout, self.tx_flags, &self.counters)?;
+        q.send(frame, &layout, flags, gso, &self.counters)?;
         add(&self.counters.tx_packets, 1);
         add(&self.counters.tx_bytes, frame.len() as u64);
-        add(&self.counters.tx_slots, layout.len() as u64);
+        add(&self.counters.tx_slots, need as u64);
         Ok(true)
     }
 
@@ -363,12 +480,25 @@ impl<P: Platform> NetFront<P> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn recv(&mut self, out: &mut Vec<u8>) -> Result<bool> {
+        Ok(self.recv_packet(out)?.is_some())
+    }
+
+    /// As [`NetFront::recv`], with the packet's offload metadata: with
+    /// [`Options::csum_offload`] a packet may come with its checksum blank
+    /// (`csum_blank`: the host left it; trust it or finish it), and with
+    /// [`Options::gso`] as one TCP segment of up to 64 KiB (`gso`).
+    /// `Ok(None)`: nothing has arrived.
+    ///
+    /// # Errors
+    ///
+    /// As [`NetFront::recv`].
+    pub fn recv_packet(&mut self, out: &mut Vec<u8>) -> Result<Option<PacketMeta>> {
         let n = self.queues.len();
         for k in 0..n {
             let qi = (self.next_rx_queue + k) % n;
-            if self.queues[qi].recv(out, &self.counters)? {
+            if let Some(meta) = self.queues[qi].recv(out, &self.counters)? {
                 self.next_rx_queue = (qi + 1) % n;
-                return Ok(true);
+                return Ok(Some(meta));
             }
         }
         // Nothing came: every 16th time, see whether the backend is still there
@@ -378,7 +508,7 @@ impl<P: Platform> NetFront<P> {
             self.last_check = Instant::now();
             self.check_backend()?;
         }
-        Ok(false)
+        Ok(None)
     }
 
     // ------------------------------------------------------------ waiting
