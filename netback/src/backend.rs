@@ -33,6 +33,9 @@ pub struct BackendConfig {
     pub timeout: Duration,
     /// Return after the first connection ends.
     pub once: bool,
+    /// On `shutdown`, how long to wait for a connected frontend to close
+    /// (after the backend's Closing) before saying Closed anyway.
+    pub close_timeout: Duration,
 }
 
 impl Default for BackendConfig {
@@ -45,6 +48,7 @@ impl Default for BackendConfig {
             queue: QueueConfig::default(),
             timeout: Duration::from_secs(30),
             once: false,
+            close_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -56,7 +60,10 @@ pub enum Outcome {
     Closed,
     /// The device's directories were removed.
     Removed,
-    /// `shutdown` was set.
+    /// `shutdown` was set: the backend said Closing (and `online` 0: the
+    /// device is going away, not to be reconnected), waited up to
+    /// [`BackendConfig::close_timeout`] for a connected frontend to close, and
+    /// said Closed.
     Shutdown,
 }
 
@@ -167,6 +174,7 @@ pub fn serve<P: Platform, N: Network>(
         )?;
         let s = loop {
             if shutdown.load(Ordering::Relaxed) {
+                close_for_good(&mut ep, config)?;
                 return Ok(Outcome::Shutdown);
             }
             match ep.wait_peer(Duration::from_millis(500), |s| {
@@ -191,7 +199,7 @@ pub fn serve<P: Platform, N: Network>(
             }
         }
         if shutdown.load(Ordering::Relaxed) {
-            ep.switch(XenbusState::Closing, &[])?;
+            close_for_good(&mut ep, config)?;
             return Ok(Outcome::Shutdown);
         }
         let now = ep.peer_state()?;
@@ -212,6 +220,7 @@ pub fn serve<P: Platform, N: Network>(
             }
             loop {
                 if shutdown.load(Ordering::Relaxed) {
+                    close_for_good(&mut ep, config)?;
                     return Ok(Outcome::Shutdown);
                 }
                 match ep.wait_peer(Duration::from_millis(500), |s| {
@@ -226,6 +235,32 @@ pub fn serve<P: Platform, N: Network>(
         }
         tracing::info!("{backend_dir}: frontend reinitialising, serving it again");
     }
+}
+
+/// The backend goes away: Closing with `online` 0 (a frontend must not
+/// reconnect), a frontend that is connected gets up to `close_timeout` to
+/// close, then Closed. The frontend sees a clean close, not a timeout.
+fn close_for_good<S: Store>(ep: &mut Endpoint<'_, S>, config: &BackendConfig) -> Result<()> {
+    ep.switch(XenbusState::Closing, &[(keys::ONLINE, keys::flag(false))])?;
+    let peer = ep.peer_state()?;
+    if matches!(
+        peer,
+        XenbusState::Connected | XenbusState::Initialised | XenbusState::Closing
+    ) {
+        if let Err(e) = ep.wait_peer(config.close_timeout, |s| {
+            matches!(
+                s,
+                XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising
+            )
+        }) {
+            tracing::info!(
+                "{}: the frontend did not close ({e}); closing anyway",
+                ep.dir()
+            );
+        }
+    }
+    ep.switch(XenbusState::Closed, &[])?;
+    Ok(())
 }
 
 fn connect<P: Platform, N: Network>(

@@ -21,10 +21,14 @@ pub mod frames;
 pub mod offload;
 pub mod packet;
 pub mod queue;
+mod signals;
 pub mod tx;
+mod vif;
 
 pub use backend::{BackendConfig, Outcome, serve};
 pub use error::{Error, Result};
 pub use frames::{Frames, MemFrames, MemNetwork, Network, TapNetwork, TapQueue};
 pub use packet::{Checksum, Gso, GsoKind, Meta, Offloads, Received, Sent};
 pub use queue::{Counters, QueueConfig, QueueRings, QueueState, QueueWorker};
+pub use signals::stop_on_signals;
+pub use vif::Vif;

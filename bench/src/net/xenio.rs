@@ -393,6 +393,16 @@ impl XenioPath {
             nix::unistd::Pid::from_raw(b.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
+        // The backend closes cleanly: the frontend answers its Closing.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = b.try_wait() {
+                break;
+            }
+            if self.stack.dev.wait(Duration::from_millis(10)).is_err() {
+                break;
+            }
+        }
         let mut err = String::new();
         if let Some(mut e) = b.stderr.take() {
             let _ = e.read_to_string(&mut err);

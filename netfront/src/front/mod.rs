@@ -54,6 +54,8 @@ pub struct NetFront<P: Platform> {
     last_check: Instant,
     /// Calls of `recv` that found nothing.
     idle_recvs: u32,
+    /// `close` ran (nothing to say when dropped).
+    closed: bool,
 }
 
 impl<P: Platform> NetFront<P> {
@@ -137,6 +139,7 @@ impl<P: Platform> NetFront<P> {
             scratch: Vec::new(),
             last_check: Instant::now(),
             idle_recvs: 0,
+            closed: false,
             options,
             platform,
         };
@@ -568,12 +571,16 @@ impl<P: Platform> NetFront<P> {
     }
 
     /// If the backend left `Connected`, reconnect (the handshake again, fresh
-    /// rings; frames in flight are lost, as on a real link).
+    /// rings; frames in flight are lost, as on a real link). A backend that
+    /// closes the device for good (Closing or Closed with `online` 0, or its
+    /// directory removed) is answered as Linux's netfront does (Closing, then
+    /// Closed) and is an error: the frontend does not wait for it.
     ///
     /// # Errors
     ///
-    /// [`Error::Platform`] when the store fails; and, when the backend went away and the frontend reconnects, the errors
-    /// of [`NetFront::connect`].
+    /// [`Error::Platform`] when the store fails; [`Error::Backend`] when the
+    /// backend closed the device for good; and, when the backend went away
+    /// and the frontend reconnects, the errors of [`NetFront::connect`].
     pub fn check_backend(&mut self) -> Result<()> {
         let mut changed = false;
         while self.watch.next_event(Some(Duration::ZERO))?.is_some() {
@@ -589,6 +596,29 @@ impl<P: Platform> NetFront<P> {
         if state == XenbusState::Connected {
             return Ok(());
         }
+        if matches!(
+            state,
+            XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown
+        ) {
+            let online = self
+                .platform
+                .store()
+                .read_opt(Tx::NONE, &format!("{}/{}", self.backend_dir, keys::ONLINE))?
+                .is_none_or(|v| v.trim() != "0");
+            let gone = state == XenbusState::Unknown || !online;
+            let ep = Endpoint::frontend(self.platform.store(), &self.dir)?;
+            if state != XenbusState::Unknown {
+                ep.switch(XenbusState::Closing, &[])?;
+                ep.switch(XenbusState::Closed, &[])?;
+            }
+            if gone {
+                tracing::info!("backend {} closed the device", self.backend_dir);
+                return Err(Error::Backend {
+                    backend: self.backend_id,
+                    what: format!("closed the device ({state:?})"),
+                });
+            }
+        }
         tracing::info!(
             "backend {} went to {state:?}: reconnecting",
             self.backend_dir
@@ -603,7 +633,8 @@ impl<P: Platform> NetFront<P> {
     ///
     /// [`Error::Platform`] when the store fails or the backend does not go to
     /// `Closing` or `Closed` within [`Options::timeout`].
-    pub fn close(self) -> Result<()> {
+    pub fn close(mut self) -> Result<()> {
+        self.closed = true;
         let mut ep = Endpoint::frontend(self.platform.store(), &self.dir)?;
         ep.switch(XenbusState::Closing, &[])?;
         ep.wait_peer(self.options.timeout, |s| {
@@ -632,5 +663,27 @@ impl<P: Platform> NetFront<P> {
     /// The buffer smoltcp's frames are built in, kept between sends.
     pub(crate) fn scratch(&mut self) -> &mut Vec<u8> {
         &mut self.scratch
+    }
+}
+
+/// A frontend dropped without [`NetFront::close`] says Closed (best effort,
+/// without waiting, and only while its directory is there), so that its
+/// backend does not wait for it.
+impl<P: Platform> Drop for NetFront<P> {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        // Not into a directory the toolstack (or the backend) removed.
+        let state = format!("{}/{}", self.dir, keys::STATE);
+        if !matches!(
+            self.platform.store().read_opt(Tx::NONE, &state),
+            Ok(Some(_))
+        ) {
+            return;
+        }
+        if let Ok(ep) = Endpoint::frontend(self.platform.store(), &self.dir) {
+            let _ = ep.switch(XenbusState::Closed, &[]);
+        }
     }
 }
