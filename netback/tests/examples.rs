@@ -65,13 +65,15 @@ fn echo_backend_and_client_as_processes_with_a_clean_sigterm() {
         }
     }
     assert!(
-        said.iter().any(|l| l == "echo ok: ARP, 3 pings, 2 datagrams"),
+        said.iter()
+            .any(|l| l == "echo ok: ARP, 3 pings, 2 datagrams"),
         "{said:?}"
     );
     // The datagram whose checksum the client left blank came back blank
     // (the example takes partial checksums and keeps them in its replies).
     assert!(
-        said.iter().any(|l| l.contains("udp echo 1") && l.contains("left to the offload")),
+        said.iter()
+            .any(|l| l.contains("udp echo 1") && l.contains("left to the offload")),
         "{said:?}"
     );
     // SIGTERM: the backend closes the device while the client waits.
@@ -85,7 +87,8 @@ fn echo_backend_and_client_as_processes_with_a_clean_sigterm() {
     let status = client.wait().unwrap();
     assert!(status.success(), "client: {status} {rest:?}");
     assert!(
-        rest.iter().any(|l| l.starts_with("backend closed the device")),
+        rest.iter()
+            .any(|l| l.starts_with("backend closed the device")),
         "{rest:?}"
     );
     let status = backend.wait().unwrap();

@@ -61,6 +61,9 @@ pub struct NetArgs {
     /// Spin this many microseconds in netback before sleeping (its --poll-us).
     #[arg(long, value_name = "US", default_value_t = 0)]
     pub poll_us: u64,
+    /// Run only these workloads (comma-separated names, see above); default all.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub workloads: Vec<String>,
     /// MTU of every interface: the TAPs, the vifs (netback --mtu) and the veth pair.
     #[arg(long, value_name = "BYTES", default_value_t = 1500)]
     pub mtu: u32,

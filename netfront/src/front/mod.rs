@@ -532,7 +532,7 @@ impl<P: Platform> NetFront<P> {
             }
         }
         for q in &mut self.queues {
-            if q.final_check()? {
+            if q.final_check(self.backend_id, &self.counters)? {
                 return Ok(());
             }
         }

@@ -146,11 +146,25 @@ impl<G: Granted, C: EventChannel> Queue<G, C> {
     }
 
     /// Arm both rings' events before sleeping (the tx ring only with frames in
-    /// flight): whether responses came meanwhile.
-    pub(crate) fn final_check(&mut self) -> Result<bool> {
+    /// flight): whether something came meanwhile. Tx responses are taken here
+    /// (their slots freed): one that is only looked at would make every
+    /// later check say "something came", and a caller that waits would spin.
+    pub(crate) fn final_check(&mut self, backend: DomId, counters: &Counters) -> Result<bool> {
         if self.rx.final_check()? {
             return Ok(true);
         }
-        Ok(self.tx.in_flight() && self.tx.final_check()?)
+        if !self.tx.in_flight() {
+            return Ok(false);
+        }
+        let free = self.tx.free_slots();
+        self.tx.reap(backend, counters)?;
+        if self.tx.free_slots() > free {
+            return Ok(true);
+        }
+        if self.tx.in_flight() && self.tx.final_check()? {
+            self.tx.reap(backend, counters)?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 }
