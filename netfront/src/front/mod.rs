@@ -22,7 +22,7 @@ use queue::{PlatformQueue, Queue};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tx::{check_frame, layout};
+use tx::{check_frame, layout_into};
 use xenio_xen_sys::netif::{
     NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NetifExtraGso, XEN_NETIF_GSO_TYPE_TCPV4,
     XEN_NETIF_GSO_TYPE_TCPV6,
@@ -50,6 +50,8 @@ pub struct NetFront<P: Platform> {
     tx_flags: u16,
     /// A frame buffer kept between sends through smoltcp.
     scratch: Vec<u8>,
+    /// A frame's slots, kept between sends.
+    layout: Vec<(u16, usize)>,
     /// When the backend's state was last looked at.
     last_check: Instant,
     /// Calls of `recv` that found nothing.
@@ -137,6 +139,7 @@ impl<P: Platform> NetFront<P> {
             next_rx_queue: 0,
             tx_flags: 0,
             scratch: Vec::new(),
+            layout: Vec::new(),
             last_check: Instant::now(),
             idle_recvs: 0,
             closed: false,
@@ -411,11 +414,26 @@ impl<P: Platform> NetFront<P> {
     fn send_with(&mut self, frame: &[u8], flags: u16, gso: Option<NetifExtraGso>) -> Result<bool> {
         self.check_frame(frame.len())?;
         let qi = self.pick_queue(frame);
-        let layout = layout(
+        let mut layout = std::mem::take(&mut self.layout);
+        layout_into(
+            &mut layout,
             frame.len(),
             self.options.max_slot_bytes,
             self.options.tx_offset,
         );
+        let r = self.send_laid_out(frame, &layout, flags, gso, qi);
+        self.layout = layout;
+        r
+    }
+
+    fn send_laid_out(
+        &mut self,
+        frame: &[u8],
+        layout: &[(u16, usize)],
+        flags: u16,
+        gso: Option<NetifExtraGso>,
+        qi: usize,
+    ) -> Result<bool> {
         let need = layout.len() + usize::from(gso.is_some());
         let q = &mut self.queues[qi];
         if q.tx.free_slots() < need {
@@ -424,7 +442,7 @@ impl<P: Platform> NetFront<P> {
                 return Ok(false);
             }
         }
-        q.send(frame, &layout, flags, gso, &self.counters)?;
+        q.send(frame, layout, flags, gso, &self.counters)?;
         add(&self.counters.tx_packets, 1);
         add(&self.counters.tx_bytes, frame.len() as u64);
         add(&self.counters.tx_slots, need as u64);

@@ -198,7 +198,14 @@ impl<G: Granted> RxRing<G> {
             reposted = true;
             self.unpublished += 1;
             if !more {
-                let done = std::mem::take(&mut self.partial);
+                let mut done = std::mem::take(&mut self.partial);
+                // The packet's buffer and the caller's trade places: the next
+                // packet is gathered in the caller's old buffer, so that no
+                // packet allocates once both have grown.
+                std::mem::swap(out, &mut done.data);
+                let mut spare = std::mem::take(&mut done.data);
+                spare.clear();
+                self.partial.data = spare;
                 match done.bad {
                     Some(why) => {
                         tracing::debug!("dropping a received packet: {why}");
@@ -208,8 +215,7 @@ impl<G: Granted> RxRing<G> {
                         meta = rx_meta(done.flags0, done.gso);
                         self.frames += 1;
                         add(&counters.rx_packets, 1);
-                        add(&counters.rx_bytes, done.data.len() as u64);
-                        *out = done.data;
+                        add(&counters.rx_bytes, out.len() as u64);
                         frame = true;
                         break;
                     }

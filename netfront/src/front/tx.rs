@@ -171,10 +171,18 @@ pub(crate) fn check_frame(len: usize, max_slot: usize, offset: u16, sg: bool) ->
 
 /// The tx fragments of a frame of `len` bytes, at most `max_slot` bytes each,
 /// the first at `offset` in its page: (offset in page, bytes).
+#[cfg(test)]
 pub(crate) fn layout(len: usize, max_slot: usize, offset: u16) -> Vec<(u16, usize)> {
+    let mut out = Vec::new();
+    layout_into(&mut out, len, max_slot, offset);
+    out
+}
+
+/// [`layout`] into `out` (replacing its contents; a buffer kept across frames).
+pub(crate) fn layout_into(out: &mut Vec<(u16, usize)>, len: usize, max_slot: usize, offset: u16) {
+    out.clear();
     let max = max_slot.clamp(1, PAGE);
     let first_off = usize::from(offset) % PAGE;
-    let mut out = Vec::new();
     let first = len.min(max).min(PAGE - first_off);
     out.push((first_off as u16, first));
     let mut left = len - first;
@@ -183,7 +191,6 @@ pub(crate) fn layout(len: usize, max_slot: usize, offset: u16) -> Vec<(u16, usiz
         out.push((0, n));
         left -= n;
     }
-    out
 }
 
 /// `layout(len, max_slot, offset).len()`, computed.
