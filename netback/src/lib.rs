@@ -11,6 +11,20 @@
 //! (`feature-rx-copy`). Every tx request is copied out of the ring once, then
 //! validated ([`tx::parse`]): a bad packet is answered with errors and dropped,
 //! a protocol violation disconnects the frontend, never a crash.
+//!
+//! Offloads go end to end when both sides take them ([`packet`],
+//! [`offload`]): a frontend's TCP segments of up to 64 KiB (the GSO extra)
+//! and blank checksums reach a network that takes them whole, with their
+//! [`Meta`] (a TAP opened with the virtio-net header passes them to the host
+//! as they are), and the network's large segments reach a frontend that
+//! negotiated GSO with the GSO extra and `NETRXF_csum_blank`; whatever one
+//! side cannot take, netback finishes (checksums) or cuts (segments).
+//!
+//! For a custom backend (a switch, a filter): implement [`Network`] and
+//! [`Frames`] in `std::io` terms ([`frames`] has the table of what each
+//! outcome means to the frontend), and serve a vif with [`Vif`];
+//! `docs/network-backend-guide.md` walks through it, `examples/echo_backend.rs`
+//! is one.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -1,7 +1,7 @@
 //! Offloads between the frontend and the network: what netback checks and
 //! fills in for a packet with `NETTXF_csum_blank` or a GSO extra before the
 //! network gets it ([`tx_meta`]), and how a packet from the network is given
-//! to the frontend ([`rx_flags`], or cut into frames by [`segment`] when the
+//! to the frontend ([`rx_plan`], or cut into frames by [`segment`] when the
 //! frontend cannot take it whole).
 //!
 //! The headers are read with `etherparse` ([`headers`]) rather than by hand:
