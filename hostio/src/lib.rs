@@ -13,6 +13,8 @@
 
 pub mod disk;
 mod error;
+pub mod qcow2;
+mod segs;
 pub mod tap;
 
 pub use error::{Error, Result};

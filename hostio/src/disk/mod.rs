@@ -205,7 +205,7 @@ impl std::error::Error for OpError {
 }
 
 impl OpError {
-    fn into_io(what: String, source: io::Error) -> io::Error {
+    pub(crate) fn into_io(what: String, source: io::Error) -> io::Error {
         io::Error::new(source.kind(), OpError { what, source })
     }
 }

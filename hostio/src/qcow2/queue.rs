@@ -1,0 +1,497 @@
+//! [`Qcow2Queue`]: one queue's operations on a [`Qcow2Image`], run by a pool of
+//! worker threads.
+//!
+//! `submit` validates and keeps the operation; `flush_submissions` hands the
+//! batch to the workers (one lock, one wake-up per operation); each worker
+//! copies a write's data out of shared memory, calls imago, copies a read's data
+//! in, and posts the completion (a lock, an eventfd write). `reap_ready` looks
+//! at an atomic counter first, so it makes no system call when nothing finished.
+
+use super::Qcow2Image;
+use crate::disk::{Completion, Io, IoSeg, OpError};
+use crate::{Error, Result, segs};
+use imago::io_buffers::IoBuffer;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Offsets and lengths must be multiples of this (blkif's sector).
+const SECTOR: u64 = 512;
+/// Largest piece of zeros written at once when a discard writes zeros.
+const ZERO_CHUNK: u64 = 1 << 20;
+/// A worker's stack: imago's synchronous calls nest deeply.
+const WORKER_STACK: usize = 8 << 20;
+
+/// How to build a [`Qcow2Queue`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Qcow2QueueOptions {
+    /// Most operations in flight (submitted, completion not yet reaped). 64 by default.
+    pub depth: u32,
+    /// Worker threads, each running one operation at a time (at most `depth`
+    /// are started). 0, the default, means `min(depth, 32)`.
+    pub threads: usize,
+}
+
+impl Default for Qcow2QueueOptions {
+    fn default() -> Self {
+        Qcow2QueueOptions {
+            depth: 64,
+            threads: 0,
+        }
+    }
+}
+
+struct Job {
+    tag: u64,
+    io: Io,
+    total: u64,
+}
+
+#[derive(Default)]
+struct Jobs {
+    queue: VecDeque<Job>,
+    stop: bool,
+}
+
+struct Shared {
+    image: Arc<Qcow2Image>,
+    jobs: Mutex<Jobs>,
+    job_ready: Condvar,
+    done: Mutex<Vec<Completion>>,
+    done_ready: Condvar,
+    /// Completions in `done` (read without the lock by `reap_ready`).
+    done_count: AtomicUsize,
+    eventfd: EventFd,
+}
+
+/// One queue's I/O on a [`Qcow2Image`] (owned by one thread; `Send`).
+///
+/// Operations in flight at the same time are unordered, as in
+/// [`DiskQueue`](crate::disk::DiskQueue): a flush covers the writes whose
+/// completions were reaped before it was submitted.
+pub struct Qcow2Queue {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    pending: Vec<Job>,
+    depth: usize,
+    in_flight: usize,
+}
+
+impl std::fmt::Debug for Qcow2Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Qcow2Queue")
+            .field("image", &self.shared.image.path())
+            .field("depth", &self.depth)
+            .field("threads", &self.workers.len())
+            .field("in_flight", &self.in_flight)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A worker never panics while holding a lock; if one did, the data (a
+    // queue of jobs or completions) is still consistent.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Qcow2Queue {
+    /// A queue over `image` with its worker threads started.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadValue`] for a depth of 0; [`Error::Io`] if the eventfd or a
+    /// thread cannot be created.
+    pub fn new(image: Arc<Qcow2Image>, opts: &Qcow2QueueOptions) -> Result<Qcow2Queue> {
+        if opts.depth == 0 || opts.depth > 32768 {
+            return Err(Error::BadValue {
+                what: "qcow2 queue depth (1..=32768)".into(),
+                value: opts.depth.to_string(),
+            });
+        }
+        let eventfd =
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .map_err(|e| Error::io("creating the completion eventfd", e.into()))?;
+        let depth = opts.depth as usize;
+        let threads = match opts.threads {
+            0 => depth.min(32),
+            n => n.min(depth),
+        };
+        let shared = Arc::new(Shared {
+            image,
+            jobs: Mutex::new(Jobs::default()),
+            job_ready: Condvar::new(),
+            done: Mutex::new(Vec::with_capacity(depth)),
+            done_ready: Condvar::new(),
+            done_count: AtomicUsize::new(0),
+            eventfd,
+        });
+        let mut q = Qcow2Queue {
+            shared,
+            workers: Vec::with_capacity(threads),
+            pending: Vec::with_capacity(depth),
+            depth,
+            in_flight: 0,
+        };
+        for i in 0..threads {
+            let s = q.shared.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("qcow2-io-{i}"))
+                .stack_size(WORKER_STACK)
+                .spawn(move || worker(&s))
+                .map_err(|e| Error::io("starting a qcow2 worker thread", e))?;
+            q.workers.push(h);
+        }
+        Ok(q)
+    }
+
+    /// The image.
+    pub fn image(&self) -> &Arc<Qcow2Image> {
+        &self.shared.image
+    }
+
+    /// Most operations in flight.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Operations submitted whose completion has not been returned yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// An eventfd that is readable when completions may be ready.
+    /// [`complete`](Self::complete) and [`rearm_completion_fd`](Self::rearm_completion_fd)
+    /// clear it.
+    pub fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.shared.eventfd.as_fd())
+    }
+
+    /// Validate `io` and keep it for [`flush_submissions`](Self::flush_submissions).
+    /// Its result comes back with `tag`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Limit`] when [`depth`](Self::depth) operations are in flight;
+    /// [`Error::Io`] (kind `InvalidInput` or `PermissionDenied`, naming the
+    /// image and the operation) for a range past the end of the disk, an offset or
+    /// length that is not a multiple of 512, no segments or more than 1024, a
+    /// segment outside its region, a read into read-only memory, a write or
+    /// discard on a read-only image.
+    pub fn submit(&mut self, tag: u64, io: Io) -> Result<()> {
+        if self.in_flight >= self.depth {
+            return Err(Error::Limit(format!(
+                "{}: {} operations in flight, the queue's depth: reap completions before submitting more",
+                self.shared.image.path().display(),
+                self.depth
+            )));
+        }
+        let total = self.check(&io)?;
+        self.pending.push(Job { tag, io, total });
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    fn check(&self, io: &Io) -> Result<u64> {
+        let image = &*self.shared.image;
+        let refuse =
+            |kind, msg: String| Error::io(describe(image, io, 0), io::Error::new(kind, msg));
+        let (offset, len, write) = match io {
+            Io::Flush => return Ok(0),
+            Io::Read { offset, segs } | Io::Write { offset, segs } => {
+                let read = matches!(io, Io::Read { .. });
+                let len = segs::check(segs, read, SECTOR)
+                    .map_err(|m| refuse(io::ErrorKind::InvalidInput, m))?;
+                (*offset, len, !read)
+            }
+            Io::Discard { offset, len } => {
+                if *len == 0 || len % SECTOR != 0 {
+                    return Err(refuse(
+                        io::ErrorKind::InvalidInput,
+                        "a discard's length must be a non-zero multiple of 512".into(),
+                    ));
+                }
+                (*offset, *len, true)
+            }
+        };
+        if write && image.is_readonly() {
+            return Err(refuse(
+                io::ErrorKind::PermissionDenied,
+                "the image is opened read-only".into(),
+            ));
+        }
+        if offset % SECTOR != 0 {
+            return Err(refuse(
+                io::ErrorKind::InvalidInput,
+                "the offset must be a multiple of 512".into(),
+            ));
+        }
+        if !offset
+            .checked_add(len)
+            .is_some_and(|end| end <= image.size_bytes())
+        {
+            return Err(refuse(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the range ends past the end of the disk ({} bytes)",
+                    image.size_bytes()
+                ),
+            ));
+        }
+        Ok(len)
+    }
+
+    /// Hand every submitted operation to the workers. Returns how many.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` keeps the queue shape of
+    /// [`DiskQueue::flush_submissions`](crate::disk::DiskQueue::flush_submissions).
+    pub fn flush_submissions(&mut self) -> Result<usize> {
+        let n = self.pending.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        lock(&self.shared.jobs).queue.extend(self.pending.drain(..));
+        if n == 1 {
+            self.shared.job_ready.notify_one();
+        } else {
+            self.shared.job_ready.notify_all();
+        }
+        Ok(n)
+    }
+
+    /// Append finished operations to `out`, waiting until at least `wait_for`
+    /// were appended, or `timeout` passed (`None`: no limit), or nothing is in
+    /// flight. Operations still kept by `submit` are handed to the workers first.
+    ///
+    /// # Errors
+    ///
+    /// None today (an operation's failure is in its [`Completion`]).
+    pub fn complete(
+        &mut self,
+        out: &mut Vec<Completion>,
+        wait_for: usize,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.rearm_completion_fd();
+        self.flush_submissions()?;
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let start = out.len();
+        let shared = self.shared.clone();
+        let mut done = lock(&shared.done);
+        loop {
+            self.take(&mut done, out);
+            if out.len() - start >= wait_for || self.in_flight == 0 {
+                return Ok(());
+            }
+            done = match deadline {
+                None => shared
+                    .done_ready
+                    .wait(done)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(());
+                    }
+                    shared
+                        .done_ready
+                        .wait_timeout(done, d - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Append the operations that already finished to `out`, without waiting and
+    /// without touching the completion eventfd (no system call, no lock when
+    /// nothing finished).
+    ///
+    /// # Errors
+    ///
+    /// None today.
+    pub fn reap_ready(&mut self, out: &mut Vec<Completion>) -> Result<()> {
+        if self.shared.done_count.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        let mut done = lock(&shared.done);
+        self.take(&mut done, out);
+        Ok(())
+    }
+
+    /// Clear the completion eventfd, so that it becomes readable again only for
+    /// completions posted from now on (reap once more before sleeping on it).
+    pub fn rearm_completion_fd(&self) {
+        let _ = self.shared.eventfd.read();
+    }
+
+    fn take(&mut self, done: &mut Vec<Completion>, out: &mut Vec<Completion>) {
+        let n = done.len();
+        self.shared.done_count.fetch_sub(n, Ordering::AcqRel);
+        self.in_flight -= n;
+        out.append(done);
+    }
+}
+
+impl Drop for Qcow2Queue {
+    /// Stop the workers after the operations they are running (queued ones are
+    /// dropped unrun) and wait for them.
+    fn drop(&mut self) {
+        {
+            let mut jobs = lock(&self.shared.jobs);
+            jobs.stop = true;
+            jobs.queue.clear();
+        }
+        self.shared.job_ready.notify_all();
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A worker: take a job, run it, post its completion, until told to stop.
+fn worker(s: &Shared) {
+    let mut buf: Option<IoBuffer> = None;
+    loop {
+        let job = {
+            let mut jobs = lock(&s.jobs);
+            loop {
+                if jobs.stop {
+                    return;
+                }
+                if let Some(j) = jobs.queue.pop_front() {
+                    break j;
+                }
+                jobs = s
+                    .job_ready
+                    .wait(jobs)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        let result = run(&s.image, &job, &mut buf)
+            .map_err(|e| OpError::into_io(describe(&s.image, &job.io, job.total), e));
+        let c = Completion {
+            tag: job.tag,
+            result,
+        };
+        drop(job);
+        lock(&s.done).push(c);
+        s.done_count.fetch_add(1, Ordering::AcqRel);
+        s.done_ready.notify_one();
+        let _ = s.eventfd.write(1);
+    }
+}
+
+/// A worker's aligned buffer of at least `len` bytes.
+fn bounce(buf: &mut Option<IoBuffer>, len: usize) -> io::Result<&mut IoBuffer> {
+    if buf.as_ref().is_none_or(|b| b.len() < len) {
+        *buf = Some(IoBuffer::new(len.next_power_of_two().max(4096), 4096)?);
+    }
+    buf.as_mut().ok_or_else(|| io::Error::other("no buffer"))
+}
+
+fn run(image: &Qcow2Image, job: &Job, buf: &mut Option<IoBuffer>) -> io::Result<usize> {
+    let shared = || image.access.read().unwrap_or_else(PoisonError::into_inner);
+    match &job.io {
+        Io::Read { offset, segs } => {
+            let len = job.total as usize;
+            let b = bounce(buf, len)?;
+            let slice = &mut b.as_mut().into_slice()[..len];
+            shared().read(&mut *slice, *offset)?;
+            segs::scatter(slice, segs)?;
+            Ok(len)
+        }
+        Io::Write { offset, segs } => {
+            let len = job.total as usize;
+            let b = bounce(buf, len)?;
+            let slice = &mut b.as_mut().into_slice()[..len];
+            segs::gather(segs, slice)?;
+            shared().write(&*slice, *offset)?;
+            Ok(len)
+        }
+        Io::Flush => {
+            let a = shared();
+            a.flush()?;
+            a.sync()?;
+            Ok(0)
+        }
+        Io::Discard { offset, len } => {
+            if !image.no_zero_discard.load(Ordering::Relaxed) {
+                // Alone on the image: discarding invalidates the mappings that
+                // concurrent reads and writes hold inside imago.
+                let mut a = image.access.write().unwrap_or_else(PoisonError::into_inner);
+                match a.discard_to_zero(*offset, *len) {
+                    Ok(()) => return usize::try_from(*len).map_err(io::Error::other),
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                        tracing::info!(
+                            "{}: discard_to_zero unsupported ({e}): discards write zeros",
+                            image.path().display()
+                        );
+                        image.no_zero_discard.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            write_zeros(image, *offset, *len, buf)?;
+            usize::try_from(*len).map_err(io::Error::other)
+        }
+    }
+}
+
+/// Write zeros over `len` bytes at `offset` with plain writes.
+fn write_zeros(
+    image: &Qcow2Image,
+    mut offset: u64,
+    len: u64,
+    buf: &mut Option<IoBuffer>,
+) -> io::Result<()> {
+    let end = offset + len;
+    let chunk = len.min(ZERO_CHUNK) as usize;
+    let b = bounce(buf, chunk)?;
+    let zeros = &mut b.as_mut().into_slice()[..chunk];
+    zeros.fill(0);
+    while offset < end {
+        let n = (end - offset).min(chunk as u64) as usize;
+        image
+            .access
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .write(&zeros[..n], offset)?;
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+/// `"<path>: read of 4096 bytes at offset 8192"`, say.
+fn describe(image: &Qcow2Image, io: &Io, total: u64) -> String {
+    let p = image.path().display();
+    let len = |segs: &[IoSeg]| {
+        if total > 0 {
+            total
+        } else {
+            segs.iter().map(|s| s.len as u64).sum()
+        }
+    };
+    match io {
+        Io::Read { offset, segs } => {
+            format!("{p}: read of {} bytes at offset {offset}", len(segs))
+        }
+        Io::Write { offset, segs } => {
+            format!("{p}: write of {} bytes at offset {offset}", len(segs))
+        }
+        Io::Flush => format!("{p}: flush"),
+        Io::Discard { offset, len } => format!("{p}: discard of {len} bytes at offset {offset}"),
+    }
+}
