@@ -13,6 +13,7 @@
 
 pub mod disk;
 mod error;
+pub mod nbd;
 pub mod qcow2;
 mod segs;
 pub mod tap;

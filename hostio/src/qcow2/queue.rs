@@ -53,6 +53,13 @@ struct Job {
 }
 
 #[derive(Default)]
+struct Done {
+    list: Vec<Completion>,
+    /// `complete` sleeps on `done_ready`: wake it.
+    waiting: bool,
+}
+
+#[derive(Default)]
 struct Jobs {
     queue: VecDeque<Job>,
     stop: bool,
@@ -62,7 +69,7 @@ struct Shared {
     image: Arc<Qcow2Image>,
     jobs: Mutex<Jobs>,
     job_ready: Condvar,
-    done: Mutex<Vec<Completion>>,
+    done: Mutex<Done>,
     done_ready: Condvar,
     /// Completions in `done` (read without the lock by `reap_ready`).
     done_count: AtomicUsize,
@@ -125,7 +132,10 @@ impl Qcow2Queue {
             image,
             jobs: Mutex::new(Jobs::default()),
             job_ready: Condvar::new(),
-            done: Mutex::new(Vec::with_capacity(depth)),
+            done: Mutex::new(Done {
+                list: Vec::with_capacity(depth),
+                waiting: false,
+            }),
             done_ready: Condvar::new(),
             done_count: AtomicUsize::new(0),
             eventfd,
@@ -235,9 +245,9 @@ impl Qcow2Queue {
                 "the offset must be a multiple of 512".into(),
             ));
         }
-        if !offset
+        if offset
             .checked_add(len)
-            .is_some_and(|end| end <= image.size_bytes())
+            .is_none_or(|end| end > image.size_bytes())
         {
             return Err(refuse(
                 io::ErrorKind::InvalidInput,
@@ -262,10 +272,10 @@ impl Qcow2Queue {
             return Ok(0);
         }
         lock(&self.shared.jobs).queue.extend(self.pending.drain(..));
-        if n == 1 {
+        // One wake-up per job (a worker that finds the queue empty sleeps again),
+        // not every worker for a batch of two.
+        for _ in 0..n.min(self.workers.len()) {
             self.shared.job_ready.notify_one();
-        } else {
-            self.shared.job_ready.notify_all();
         }
         Ok(n)
     }
@@ -294,6 +304,7 @@ impl Qcow2Queue {
             if out.len() - start >= wait_for || self.in_flight == 0 {
                 return Ok(());
             }
+            done.waiting = true;
             done = match deadline {
                 None => shared
                     .done_ready
@@ -302,6 +313,7 @@ impl Qcow2Queue {
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
+                        done.waiting = false;
                         return Ok(());
                     }
                     shared
@@ -311,6 +323,7 @@ impl Qcow2Queue {
                         .0
                 }
             };
+            done.waiting = false;
         }
     }
 
@@ -337,11 +350,11 @@ impl Qcow2Queue {
         let _ = self.shared.eventfd.read();
     }
 
-    fn take(&mut self, done: &mut Vec<Completion>, out: &mut Vec<Completion>) {
-        let n = done.len();
+    fn take(&mut self, done: &mut Done, out: &mut Vec<Completion>) {
+        let n = done.list.len();
         self.shared.done_count.fetch_sub(n, Ordering::AcqRel);
         self.in_flight -= n;
-        out.append(done);
+        out.append(&mut done.list);
     }
 }
 
@@ -387,10 +400,22 @@ fn worker(s: &Shared) {
             result,
         };
         drop(job);
-        lock(&s.done).push(c);
-        s.done_count.fetch_add(1, Ordering::AcqRel);
-        s.done_ready.notify_one();
-        let _ = s.eventfd.write(1);
+        let (first, waiting) = {
+            let mut done = lock(&s.done);
+            done.list.push(c);
+            s.done_count.fetch_add(1, Ordering::AcqRel);
+            (done.list.len() == 1, done.waiting)
+        };
+        if waiting {
+            s.done_ready.notify_one();
+        }
+        // Only the first completion of a batch signals: the queue's owner clears
+        // the eventfd before it reaps (`rearm_completion_fd`, then reap), and a
+        // reap takes the whole list, so a list that was not empty has signalled
+        // since it was last taken.
+        if first {
+            let _ = s.eventfd.write(1);
+        }
     }
 }
 

@@ -291,3 +291,75 @@ pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     std::fs::write(&p, data).unwrap();
     p
 }
+
+impl Queue for xenio_hostio::nbd::NbdQueue {
+    fn submit(&mut self, tag: u64, io: Io) -> Result<(), String> {
+        xenio_hostio::nbd::NbdQueue::submit(self, tag, io).map_err(|e| e.to_string())
+    }
+    fn flush_submissions(&mut self) {
+        xenio_hostio::nbd::NbdQueue::flush_submissions(self).unwrap();
+    }
+    fn complete(&mut self, out: &mut Vec<Completion>, n: usize, t: Option<Duration>) {
+        xenio_hostio::nbd::NbdQueue::complete(self, out, n, t).unwrap();
+    }
+}
+
+/// A server started by one of tests/servers/*.sh in a short directory under
+/// /tmp (Unix socket paths must stay under 108 bytes); stopped when dropped.
+pub struct Server {
+    pub script: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub uri: String,
+}
+
+impl Server {
+    /// `script start DIR args...`; the URI it printed (`NBD_URI=`).
+    pub fn start(script: &str, args: &[&str]) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("xn")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let script = servers_dir().join(script);
+        let out = run(Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(dir.path())
+            .args(args));
+        let uri = out
+            .lines()
+            .find_map(|l| l.strip_prefix("NBD_URI="))
+            .unwrap_or_else(|| panic!("no NBD_URI in {out}"))
+            .trim_matches(|c| c == '\'' || c == '"')
+            .to_string();
+        Server { script, dir, uri }
+    }
+
+    pub fn verb(&self, verb: &str) {
+        run(Command::new("bash")
+            .arg(&self.script)
+            .arg(verb)
+            .arg(self.dir.path()));
+    }
+
+    pub fn pid(&self) -> i32 {
+        std::fs::read_to_string(self.dir.path().join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
