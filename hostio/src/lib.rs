@@ -13,8 +13,11 @@
 
 pub mod disk;
 mod error;
+#[cfg(feature = "nbd")]
 pub mod nbd;
 pub mod qcow2;
+#[cfg(feature = "rbd")]
+pub mod rbd;
 mod segs;
 pub mod tap;
 

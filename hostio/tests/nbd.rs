@@ -5,6 +5,7 @@
 //! stream with every acknowledged write checked, a server that stays away or
 //! hangs failing requests with EIO after the timeout, and bad URIs and servers
 //! that send garbage giving clear errors.
+#![cfg(feature = "nbd")]
 
 mod storage_common;
 

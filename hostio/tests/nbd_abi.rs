@@ -3,6 +3,7 @@
 //! assigns each function to a pointer of the declared type and asserts each
 //! constant and the callback structure's layout, compiled with `-Werror`, so
 //! a prototype that differs from the header fails to compile.
+#![cfg(feature = "nbd")]
 
 mod storage_common;
 

@@ -8,6 +8,7 @@
 //! `XENIO_BENCH_SECS` (default 2), `XENIO_BENCH_REPS` (default 5),
 //! `XENIO_BENCH_MIB` (default 256). Prints IOPS and the median [min..max] of
 //! the per-repetition ratios xenio/fio.
+#![cfg(feature = "nbd")]
 
 mod storage_common;
 
@@ -88,7 +89,9 @@ fn fio(uri: &str, size: u64, write: bool, secs: f64) -> f64 {
         ))
         .arg(format!("--size={size}"))
         .arg(format!("--runtime={secs}")));
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // fio's nbd engine prints "fio: connected to NBD server" before the JSON.
+    let json = &out[out.find('{').unwrap_or(0)..];
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
     let job = &v["jobs"][0][if write { "write" } else { "read" }];
     job["iops"].as_f64().unwrap()
 }

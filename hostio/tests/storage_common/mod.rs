@@ -292,6 +292,7 @@ pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     p
 }
 
+#[cfg(feature = "nbd")]
 impl Queue for xenio_hostio::nbd::NbdQueue {
     fn submit(&mut self, tag: u64, io: Io) -> Result<(), String> {
         xenio_hostio::nbd::NbdQueue::submit(self, tag, io).map_err(|e| e.to_string())
