@@ -90,6 +90,8 @@ pub struct NbdQueue {
     /// The socket registered with epoll, and for what.
     watched: Option<(RawFd, EpollFlags)>,
     timer_at: Option<Instant>,
+    /// The eventfd was written since it was last cleared.
+    signalled: std::cell::Cell<bool>,
     scratch: Vec<Done>,
 }
 
@@ -147,6 +149,7 @@ impl NbdQueue {
             timer,
             watched: None,
             timer_at: None,
+            signalled: std::cell::Cell::new(false),
             scratch: Vec::with_capacity(depth),
         };
         q.watch();
@@ -191,9 +194,14 @@ impl NbdQueue {
     /// Clear the eventfd and the timer's expirations (reap once more before
     /// sleeping on [`completion_fd`](Self::completion_fd)).
     pub fn rearm_completion_fd(&self) {
-        let _ = self.eventfd.read();
-        let mut buf = [0u8; 8];
-        let _ = nix::unistd::read(self.timer.as_fd(), &mut buf);
+        // Only what may be readable: no system call on the common path.
+        if self.signalled.replace(false) {
+            let _ = self.eventfd.read();
+        }
+        if self.timer_at.is_some_and(|at| at <= Instant::now()) {
+            let mut buf = [0u8; 8];
+            let _ = nix::unistd::read(self.timer.as_fd(), &mut buf);
+        }
     }
 
     /// Validate `io`, and issue it at once when connected (libnbd writes it to
@@ -396,7 +404,9 @@ impl NbdQueue {
 
     /// Make the completion descriptor readable: completions wait in `ready`.
     fn signal(&self) {
-        let _ = self.eventfd.write(1);
+        if !self.signalled.replace(true) {
+            let _ = self.eventfd.write(1);
+        }
     }
 
     /// Why an operation fails with EIO: the server stayed away.
@@ -565,7 +575,7 @@ impl NbdQueue {
         let opts = self.export.opts.clone();
         match &self.conn {
             Conn::Up(h) => {
-                let r = service(h);
+                let r = service_up(h);
                 let gone = r.is_err() || h.is_gone();
                 self.process(gone);
                 if gone {
@@ -865,6 +875,20 @@ impl NbdQueue {
             }
         }
     }
+}
+
+/// A connected handle: read whatever replies are there (one `recv`, which
+/// finds nothing or something: cheaper than a `poll` first), and send what
+/// waits if the socket takes it.
+fn service_up(h: &Handle) -> io::Result<()> {
+    let (r, w) = h.direction();
+    if r {
+        h.notify_read()?;
+    }
+    if w && h.direction().1 {
+        return service(h);
+    }
+    Ok(())
 }
 
 /// Poll the handle's socket without waiting and tell libnbd what it saw.
