@@ -1,8 +1,8 @@
 //! [`NbdQueue`]: one connection's pipelined operations, reconnection and
 //! re-issue, and the epoll descriptor an event loop waits on.
 
+use super::config::{QueueCount, Shared};
 use super::handle::{self, Command, Done, FLAG_FUA, FLAG_NO_HOLE, Handle, Sink};
-use super::{ExportInner, QueueCount};
 use crate::disk::{Completion, Io, IoSeg, OpError};
 use crate::{Error, Result, segs};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -70,7 +70,7 @@ pub struct NbdQueue {
     // slots' memory and its callbacks into `sink`.
     conn: Conn,
     sink: Box<Sink>,
-    export: Arc<ExportInner>,
+    export: Arc<Shared>,
     _count: QueueCount,
     slots: Vec<Slot>,
     free: Vec<usize>,
@@ -112,7 +112,7 @@ fn sys(what: &str) -> impl Fn(nix::Error) -> Error + '_ {
 }
 
 impl NbdQueue {
-    pub(super) fn new(export: Arc<ExportInner>, h: Handle, count: QueueCount) -> Result<NbdQueue> {
+    pub(super) fn new(export: Arc<Shared>, h: Handle, count: QueueCount) -> Result<NbdQueue> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(sys("epoll_create"))?;
         let eventfd =
             EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)

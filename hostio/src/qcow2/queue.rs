@@ -7,7 +7,7 @@
 //! in, and posts the completion (a lock, an eventfd write). `reap_ready` looks
 //! at an atomic counter first, so it makes no system call when nothing finished.
 
-use super::Qcow2Image;
+use super::image::Qcow2Image;
 use crate::disk::{Completion, Io, IoSeg, OpError};
 use crate::{Error, Result, segs};
 use imago::io_buffers::IoBuffer;

@@ -1,10 +1,12 @@
 //! [`RbdImage`]: a connection to a Ceph cluster and an open RBD image.
 
-use super::{RbdOptions, RbdTarget, ffi};
+use super::ffi;
+use super::target::RbdTarget;
 use crate::{Error, Result};
 use std::ffi::{CString, c_int};
 use std::io;
 use std::ptr;
+use std::time::Duration;
 
 /// An RBD image opened through librbd, with its cluster connection and pool
 /// context. Open it once per device and share it between that device's
@@ -187,6 +189,29 @@ impl Drop for RbdImage {
                 ffi::rados_ioctx_destroy(self.ioctx);
             }
             ffi::rados_shutdown(self.cluster);
+        }
+    }
+}
+
+/// How to open an [`RbdImage`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RbdOptions {
+    /// Open the image read-only (a snapshot always is).
+    pub readonly: bool,
+    /// How long connecting to the cluster may take (librados'
+    /// `client_mount_timeout`, whole seconds). 30 s by default.
+    pub connect_timeout: Duration,
+    /// Discard with `rbd_aio_write_zeroes`, so that discarded ranges read
+    /// back as zeros (librbd may skip discarding part of an object). Off by default.
+    pub discard_zeroes: bool,
+}
+
+impl Default for RbdOptions {
+    fn default() -> Self {
+        RbdOptions {
+            readonly: false,
+            connect_timeout: Duration::from_secs(30),
+            discard_zeroes: false,
         }
     }
 }

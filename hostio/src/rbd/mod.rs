@@ -44,31 +44,6 @@ mod image;
 mod queue;
 mod target;
 
-pub use image::RbdImage;
+pub use image::{RbdImage, RbdOptions};
 pub use queue::RbdQueue;
 pub use target::RbdTarget;
-
-use std::time::Duration;
-
-/// How to open an [`RbdImage`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RbdOptions {
-    /// Open the image read-only (a snapshot always is).
-    pub readonly: bool,
-    /// How long connecting to the cluster may take (librados'
-    /// `client_mount_timeout`, whole seconds). 30 s by default.
-    pub connect_timeout: Duration,
-    /// Discard with `rbd_aio_write_zeroes`, so that discarded ranges read
-    /// back as zeros (librbd may skip discarding part of an object). Off by default.
-    pub discard_zeroes: bool,
-}
-
-impl Default for RbdOptions {
-    fn default() -> Self {
-        RbdOptions {
-            readonly: false,
-            connect_timeout: Duration::from_secs(30),
-            discard_zeroes: false,
-        }
-    }
-}

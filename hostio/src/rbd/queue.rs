@@ -6,7 +6,8 @@
 //! Reads and writes go straight between librbd and the request's shared memory
 //! (`rbd_aio_readv`/`rbd_aio_writev` over the segments' `iovec`s).
 
-use super::{RbdImage, ffi};
+use super::ffi;
+use super::image::RbdImage;
 use crate::disk::{Completion, Io, IoSeg, OpError};
 use crate::{Error, Result, segs};
 use nix::sys::eventfd::{EfdFlags, EventFd};
