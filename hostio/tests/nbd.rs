@@ -698,3 +698,116 @@ fn fake_session(s: &mut std::net::TcpStream, mode: Fake) -> std::io::Result<()> 
         _ => s.write_all(&[0xde; 64]),
     }
 }
+
+/// What the server does not offer: a read-only export refuses writes at
+/// submission; without FUA a FUA write is a write then a flush; without FLUSH
+/// a flush succeeds at once; without TRIM a discard is WRITE_ZEROES.
+#[test]
+fn features_the_server_lacks() {
+    if !tools() {
+        return;
+    }
+    let p = page(4096);
+    p.fill(0, 4096, 0x77).unwrap();
+    let srv = Server::start("qemu-nbd.sh", &["--unix", "--size", "4M", "--readonly"]);
+    let export = NbdExport::connect(&srv.uri, &opts()).unwrap();
+    assert!(export.features().read_only);
+    let mut q = export.queue().unwrap();
+    let e = q
+        .submit(
+            1,
+            Io::Write {
+                offset: 0,
+                segs: vec![IoSeg::new(p.clone(), 0, 4096)],
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("read-only"), "{e}");
+    assert!(
+        q.submit(
+            1,
+            Io::Discard {
+                offset: 0,
+                len: 4096
+            }
+        )
+        .is_err()
+    );
+    let r = page(4096);
+    q.submit(
+        2,
+        Io::Read {
+            offset: 0,
+            segs: vec![IoSeg::new(r, 0, 4096)],
+        },
+    )
+    .unwrap();
+    wait_all(&mut q, 1, Duration::from_secs(10))[0]
+        .result
+        .as_ref()
+        .unwrap();
+    drop((q, export, srv));
+
+    let dir = disk_dir();
+    let img = write_file(dir.path(), "nf.raw", &vec![1u8; 4 * MIB]);
+    let img_s = img.to_str().unwrap().to_string();
+    for (args, fua, flush, trim) in [
+        (
+            vec!["--unix", "--no-fua", "--image", &img_s],
+            false,
+            true,
+            true,
+        ),
+        (
+            vec![
+                "--unix",
+                "--no-fua",
+                "--no-flush",
+                "--no-trim",
+                "--image",
+                &img_s,
+            ],
+            false,
+            false,
+            false,
+        ),
+    ] {
+        let srv = Server::start("nbd-server.sh", &args);
+        let export = NbdExport::connect(
+            &srv.uri,
+            &NbdOptions {
+                discard_zeroes: false,
+                ..opts()
+            },
+        )
+        .unwrap();
+        let f = export.features();
+        assert_eq!((f.fua, f.flush, f.trim), (fua, flush, trim), "{args:?}");
+        let mut q = export.queue().unwrap();
+        q.submit_write_fua(1, 8192, vec![IoSeg::new(p.clone(), 0, 4096)])
+            .unwrap();
+        q.submit(2, Io::Flush).unwrap();
+        q.submit(
+            3,
+            Io::Discard {
+                offset: 65536,
+                len: 65536,
+            },
+        )
+        .unwrap();
+        for c in wait_all(&mut q, 3, Duration::from_secs(10)) {
+            match (c.tag, &c.result) {
+                (3, Err(_)) if !f.trim && !f.zero => assert_eq!(c.errno(), Some(libc::EOPNOTSUPP)),
+                (_, r) => {
+                    r.as_ref().unwrap();
+                }
+            }
+        }
+        drop((q, export, srv));
+        let data = std::fs::read(&img).unwrap();
+        assert!(
+            data[8192..12288].iter().all(|&b| b == 0x77),
+            "{args:?}: the FUA write is missing"
+        );
+    }
+}
