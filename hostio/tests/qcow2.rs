@@ -3,6 +3,7 @@
 //! (`qemu-img compare`), `qemu-img check` is clean afterwards, backing files are
 //! never written, and odd images and requests give clear errors.
 
+mod disk_common;
 mod storage_common;
 
 use std::sync::Arc;
@@ -472,4 +473,36 @@ fn completion_fd_signals_and_reap_ready_collects() {
     q.rearm_completion_fd();
     assert!(!readable(&q, 0));
     assert_eq!(q.in_flight(), 0);
+}
+
+/// On ramfs (no O_DIRECT) `Direct::Auto` falls back to the page cache, says
+/// so, and serves the same data; `Direct::On` refuses.
+#[test]
+fn without_o_direct_auto_falls_back_to_the_page_cache() {
+    if missing("qemu-img", "qemu-utils") {
+        return;
+    }
+    let Some(mount) = disk_common::RamfsMount::new() else {
+        return;
+    };
+    let dir = &mount.dir;
+    let path = dir.path().join("ram.qcow2");
+    qemu_img(&["create", "-f", "qcow2", path.to_str().unwrap(), "4M"]);
+    let image = Qcow2Image::open(&path, &rw()).unwrap();
+    assert!(!image.direct());
+    assert!(
+        image.description().contains("page cache"),
+        "{}",
+        image.description()
+    );
+    let mut q = Qcow2Queue::new(Arc::new(image), &Qcow2QueueOptions::default()).unwrap();
+    let mut model = vec![0u8; 4 * MIB];
+    script(&mut q, &mut model, 9, 20, 8, true);
+    drop(q);
+    let on = Qcow2Open {
+        readonly: false,
+        direct: Direct::On,
+    };
+    assert!(Qcow2Image::open(&path, &on).is_err());
+    check_and_compare(dir.path(), &path, &model);
 }

@@ -111,13 +111,21 @@ impl Qcow2Image {
                 .storage_open_options(StorageOpenOptions::new().direct(direct))
                 .open(PermissiveImplicitOpenGate::default())
         };
+        let mut fallback = None;
         let (q, direct) = match opts.direct {
             Direct::On => (open(true), true),
             Direct::Off => (open(false), false),
+            // tmpfs before Linux 6.6, ramfs and some others refuse O_DIRECT
+            // (imago reports EINVAL inside its own error): try the page cache.
             Direct::Auto => match open(true) {
-                // tmpfs and some filesystems refuse O_DIRECT.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (open(false), false),
-                r => (r, true),
+                Ok(q) => (Ok(q), true),
+                Err(e) => match open(false) {
+                    Ok(q) => {
+                        fallback = Some(e.to_string());
+                        (Ok(q), false)
+                    }
+                    Err(e2) => (Err(e2), false),
+                },
             },
         };
         let q = q.map_err(|e| Error::io(format!("{p}: opening as a qcow2 image"), e))?;
@@ -128,10 +136,12 @@ impl Qcow2Image {
             Some(b) => format!(", backing file {b}"),
             None => String::new(),
         };
-        let description = format!(
-            "qcow2 image {p} ({size} bytes{backing}, {})",
-            if direct { "O_DIRECT" } else { "page cache" }
-        );
+        let cache = match (direct, fallback) {
+            (true, _) => "O_DIRECT".to_string(),
+            (false, Some(why)) => format!("page cache: O_DIRECT refused: {why}"),
+            (false, None) => "page cache".to_string(),
+        };
+        let description = format!("qcow2 image {p} ({size} bytes{backing}, {cache})");
         Ok(Qcow2Image {
             access: RwLock::new(access),
             path,
