@@ -179,6 +179,25 @@ fn images_without_backing_and_version_2() {
         let t = script(&mut q, &mut model, 3, 150, 16, true);
         assert!(t.discards > 10, "{t:?}");
         assert_eq!(q.image().discards_free_space(), frees, "{name}");
+        // write_zeroes beside a write, both in flight at once.
+        let p = Arc::new(Region::anonymous(8192).unwrap());
+        p.fill(0, 8192, 0x3c).unwrap();
+        q.submit_write_zeroes(1, 3 * 65536 + 512, 2 * 65536)
+            .unwrap();
+        q.submit(
+            2,
+            Io::Write {
+                offset: MIB as u64,
+                segs: vec![IoSeg::new(p, 0, 8192)],
+            },
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        q.complete(&mut out, 2, Some(Duration::from_secs(30)))
+            .unwrap();
+        assert!(out.iter().all(|c| c.result.is_ok()), "{out:?}");
+        model[3 * 65536 + 512..5 * 65536 + 512].fill(0);
+        model[MIB..MIB + 8192].fill(0x3c);
         drop(q);
         check_and_compare(d, &path, &model);
     }

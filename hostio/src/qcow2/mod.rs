@@ -25,8 +25,10 @@
 //! a raw file does, whatever the backing files hold, and whole clusters are
 //! freed. `discard_to_zero` invalidates mappings that concurrent operations hold,
 //! so a discard waits until the image's other operations have finished and runs
-//! alone (an `RwLock`). On a version 2 image (`compat=0.10`), where imago can
-//! neither discard nor write zeros efficiently, a discard writes zeros.
+//! alone (an `RwLock`). [`Qcow2Queue::submit_write_zeroes`] is imago's
+//! `write_zeroes` (zero clusters, nothing freed), which runs beside other
+//! operations. On a version 2 image (`compat=0.10`), where imago can neither
+//! discard nor write zeros efficiently, both write zeros.
 //!
 //! Formats imago cannot write are refused with what to do instead:
 //! [`ImageFormat`]'s parser refuses `vhd`/`vpc`/`vhdx` naming `qemu-img convert`,

@@ -49,6 +49,8 @@ impl Default for Qcow2QueueOptions {
 struct Job {
     tag: u64,
     io: Io,
+    /// An `Io::Discard` that is a write of zeros instead (`submit_write_zeroes`).
+    zeroes: bool,
     total: u64,
 }
 
@@ -206,7 +208,40 @@ impl Qcow2Queue {
             )));
         }
         let total = self.check(&io)?;
-        self.pending.push(Job { tag, io, total });
+        self.pending.push(Job {
+            tag,
+            io,
+            zeroes: false,
+            total,
+        });
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Make `len` bytes at `offset` read as zeros without discarding them
+    /// (imago's `write_zeroes`: zero clusters where whole clusters are
+    /// covered, written zeros elsewhere; zeros written on a version 2 image).
+    /// Unlike a discard it runs beside other operations.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit) for a discard of the same range.
+    pub fn submit_write_zeroes(&mut self, tag: u64, offset: u64, len: u64) -> Result<()> {
+        if self.in_flight >= self.depth {
+            return Err(Error::Limit(format!(
+                "{}: {} operations in flight, the queue's depth: reap completions before submitting more",
+                self.shared.image.path().display(),
+                self.depth
+            )));
+        }
+        let io = Io::Discard { offset, len };
+        let total = self.check(&io)?;
+        self.pending.push(Job {
+            tag,
+            io,
+            zeroes: true,
+            total,
+        });
         self.in_flight += 1;
         Ok(())
     }
@@ -393,8 +428,13 @@ fn worker(s: &Shared) {
                     .unwrap_or_else(PoisonError::into_inner);
             }
         };
-        let result = run(&s.image, &job, &mut buf)
-            .map_err(|e| OpError::into_io(describe(&s.image, &job.io, job.total), e));
+        let result = run(&s.image, &job, &mut buf).map_err(|e| {
+            let mut what = describe(&s.image, &job.io, job.total);
+            if job.zeroes {
+                what = what.replace(": discard of", ": write zeroes of");
+            }
+            OpError::into_io(what, e)
+        });
         let c = Completion {
             tag: job.tag,
             result,
@@ -451,6 +491,19 @@ fn run(image: &Qcow2Image, job: &Job, buf: &mut Option<IoBuffer>) -> io::Result<
             a.flush()?;
             a.sync()?;
             Ok(0)
+        }
+        Io::Discard { offset, len } if job.zeroes => {
+            if !image.no_zero_discard.load(Ordering::Relaxed) {
+                match shared().write_zeroes(*offset, *len) {
+                    Ok(()) => return usize::try_from(*len).map_err(io::Error::other),
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                        image.no_zero_discard.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            write_zeros(image, *offset, *len, buf)?;
+            usize::try_from(*len).map_err(io::Error::other)
         }
         Io::Discard { offset, len } => {
             if !image.no_zero_discard.load(Ordering::Relaxed) {
