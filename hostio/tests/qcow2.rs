@@ -135,7 +135,8 @@ fn backing_chains_match_a_raw_replay() {
             q.image().description()
         );
         let t = script(&mut q, &mut model, seed, 250, 32, true);
-        eprintln!("{top}: {t:?}");
+        eprintln!("{top}: {t:?}, {} on the direct path", q.direct_ios());
+        assert!(q.direct_ios() > 100);
         assert!(
             t.writes > 500 && t.reads > 500 && t.discards > 50 && t.flushes > 50,
             "{t:?}"
@@ -468,16 +469,33 @@ fn completion_fd_signals_and_reap_ready_collects() {
         poll(&mut fds, PollTimeout::from(ms)).unwrap() == 1
     };
     assert!(!readable(&q, 0));
+    assert!(q.has_direct_path());
     let page = Arc::new(Region::anonymous(4096).unwrap());
+    let seg = || vec![IoSeg::new(page.clone(), 0, 4096)];
+    let mut out = Vec::new();
+    // A read of an unallocated cluster: zeros at once, and signalled.
     q.submit(
-        9,
+        8,
         Io::Read {
             offset: 0,
-            segs: vec![IoSeg::new(page, 0, 4096)],
+            segs: seg(),
         },
     )
     .unwrap();
-    let mut out = Vec::new();
+    assert!(readable(&q, 0));
+    q.reap_ready(&mut out).unwrap();
+    assert_eq!((out.len(), out[0].tag), (1, 8));
+    q.rearm_completion_fd();
+    // An allocating write goes to a worker: nothing before flush_submissions.
+    q.submit(
+        9,
+        Io::Write {
+            offset: 0,
+            segs: seg(),
+        },
+    )
+    .unwrap();
+    out.clear();
     q.reap_ready(&mut out).unwrap();
     assert!(
         out.is_empty(),
@@ -491,6 +509,22 @@ fn completion_fd_signals_and_reap_ready_collects() {
     assert!(readable(&q, 0), "reap_ready leaves the eventfd");
     q.rearm_completion_fd();
     assert!(!readable(&q, 0));
+    // A read of the allocated cluster takes the direct path (io_uring).
+    let before = q.direct_ios();
+    q.submit(
+        10,
+        Io::Read {
+            offset: 0,
+            segs: seg(),
+        },
+    )
+    .unwrap();
+    q.flush_submissions().unwrap();
+    assert!(readable(&q, 10_000), "no completion signalled");
+    out.clear();
+    q.reap_ready(&mut out).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(q.direct_ios(), before + 1);
     assert_eq!(q.in_flight(), 0);
 }
 

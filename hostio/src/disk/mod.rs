@@ -45,7 +45,7 @@
 
 mod file;
 mod queue;
-mod sys;
+pub(crate) mod sys;
 
 pub use file::{BlockFile, Direct, DiscardInfo, DiskOpen};
 pub use queue::{DiskQueue, DiskQueueOptions, FIXED_SLOTS, IoMode};

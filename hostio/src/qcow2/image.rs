@@ -5,11 +5,12 @@ use crate::{Error, Result};
 use imago::file::File;
 use imago::qcow2::Qcow2;
 use imago::{FormatAccess, FormatDriverBuilder, PermissiveImplicitOpenGate, StorageOpenOptions};
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 /// What `qemu-img` should turn a format xenio cannot serve into.
 const CONVERT: &str = "convert it with `qemu-img convert -f vpc|vhdx -O qcow2 IN OUT` \
@@ -76,6 +77,21 @@ pub struct Qcow2Image {
     description: String,
     /// imago refused `discard_to_zero` (a version 2 image): write zeros instead.
     pub(super) no_zero_discard: AtomicBool,
+    /// Reads and writes in flight on the queues' direct path (io_uring on a
+    /// cluster's place in a file, found through imago's mapping): a discard,
+    /// which may free clusters, waits until none is left.
+    pub(super) direct_inflight: AtomicUsize,
+    /// The direct path's descriptors, by imago storage object and access.
+    fds: Mutex<HashMap<(usize, bool), Arc<DataFile>>>,
+}
+
+/// A file of the image's chain, opened by xenio for the direct path.
+pub(super) struct DataFile {
+    pub file: std::fs::File,
+    /// Alignment of memory addresses and lengths for I/O on it.
+    pub mem_align: u64,
+    /// Alignment of file offsets and lengths.
+    pub io_align: u64,
 }
 
 impl std::fmt::Debug for Qcow2Image {
@@ -150,7 +166,46 @@ impl Qcow2Image {
             direct,
             description,
             no_zero_discard: AtomicBool::new(false),
+            direct_inflight: AtomicUsize::new(0),
+            fds: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// xenio's own descriptor for the file behind imago's `storage` (read-write
+    /// if `write`), opened on first use with the image's cache mode.
+    pub(super) fn data_file(&self, storage: &File, write: bool) -> io::Result<Arc<DataFile>> {
+        use imago::Storage;
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let key = (std::ptr::from_ref(storage) as usize, write);
+        let mut fds = self.fds.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = fds.get(&key) {
+            return Ok(f.clone());
+        }
+        let path = storage
+            .get_filename()
+            .ok_or_else(|| io::Error::other("imago storage without a file name"))?;
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true).write(write);
+        if self.direct {
+            o.custom_flags(libc::O_DIRECT);
+        }
+        let file = o.open(&path)?;
+        let (mem_align, io_align) = if self.direct {
+            match crate::disk::sys::dio_align(file.as_fd()) {
+                Some(a) if a.mem > 0 && a.offset > 0 => (u64::from(a.mem), u64::from(a.offset)),
+                _ => (4096, 4096),
+            }
+        } else {
+            (1, 1)
+        };
+        let f = Arc::new(DataFile {
+            file,
+            mem_align,
+            io_align,
+        });
+        fds.insert(key, f.clone());
+        Ok(f)
     }
 
     /// The image's path.

@@ -7,6 +7,7 @@
 //! in, and posts the completion (a lock, an eventfd write). `reap_ready` looks
 //! at an atomic counter first, so it makes no system call when nothing finished.
 
+use super::direct::Direct;
 use super::image::Qcow2Image;
 use crate::disk::{Completion, Io, IoSeg, OpError};
 use crate::{Error, Result, segs};
@@ -55,13 +56,6 @@ struct Job {
 }
 
 #[derive(Default)]
-struct Done {
-    list: Vec<Completion>,
-    /// `complete` sleeps on `done_ready`: wake it.
-    waiting: bool,
-}
-
-#[derive(Default)]
 struct Jobs {
     queue: VecDeque<Job>,
     stop: bool,
@@ -71,8 +65,7 @@ struct Shared {
     image: Arc<Qcow2Image>,
     jobs: Mutex<Jobs>,
     job_ready: Condvar,
-    done: Mutex<Done>,
-    done_ready: Condvar,
+    done: Mutex<Vec<Completion>>,
     /// Completions in `done` (read without the lock by `reap_ready`).
     done_count: AtomicUsize,
     eventfd: EventFd,
@@ -84,6 +77,10 @@ struct Shared {
 /// [`DiskQueue`](crate::disk::DiskQueue): a flush covers the writes whose
 /// completions were reaped before it was submitted.
 pub struct Qcow2Queue {
+    /// Dropped (drained) before `shared`'s eventfd, which its ring signals.
+    direct: Option<Direct>,
+    /// Completions made on this thread (zeros, refusals of the direct path).
+    ready: Vec<Completion>,
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     pending: Vec<Job>,
@@ -134,15 +131,14 @@ impl Qcow2Queue {
             image,
             jobs: Mutex::new(Jobs::default()),
             job_ready: Condvar::new(),
-            done: Mutex::new(Done {
-                list: Vec::with_capacity(depth),
-                waiting: false,
-            }),
-            done_ready: Condvar::new(),
+            done: Mutex::new(Vec::with_capacity(depth)),
             done_count: AtomicUsize::new(0),
             eventfd,
         });
+        let direct = Direct::new(depth, &shared.eventfd);
         let mut q = Qcow2Queue {
+            direct,
+            ready: Vec::with_capacity(depth),
             shared,
             workers: Vec::with_capacity(threads),
             pending: Vec::with_capacity(depth),
@@ -208,14 +204,41 @@ impl Qcow2Queue {
             )));
         }
         let total = self.check(&io)?;
+        self.in_flight += 1;
+        let io = match self.direct.as_mut() {
+            Some(d) => {
+                let before = self.ready.len();
+                match d.try_submit(&self.shared.image, tag, io, total, &mut self.ready) {
+                    None => {
+                        if self.ready.len() > before {
+                            let _ = self.shared.eventfd.write(1);
+                        }
+                        return Ok(());
+                    }
+                    Some(io) => io,
+                }
+            }
+            None => io,
+        };
         self.pending.push(Job {
             tag,
             io,
             zeroes: false,
             total,
         });
-        self.in_flight += 1;
         Ok(())
+    }
+
+    /// Whether the direct path (io_uring on the image's files) is in use.
+    pub fn has_direct_path(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Reads and writes so far that took the direct path (straight to an
+    /// allocated cluster's place in a file through io_uring, or zeros at once)
+    /// rather than a worker thread.
+    pub fn direct_ios(&self) -> u64 {
+        self.direct.as_ref().map_or(0, |d| d.taken)
     }
 
     /// Make `len` bytes at `offset` read as zeros without discarding them
@@ -302,9 +325,21 @@ impl Qcow2Queue {
     /// None today; the `Result` keeps the queue shape of
     /// [`DiskQueue::flush_submissions`](crate::disk::DiskQueue::flush_submissions).
     pub fn flush_submissions(&mut self) -> Result<usize> {
+        let mut direct = 0;
+        if let Some(d) = self.direct.as_mut() {
+            direct = d.submit().map_err(|e| {
+                Error::io(
+                    format!(
+                        "{}: submitting I/O (io_uring_enter)",
+                        self.shared.image.path().display()
+                    ),
+                    e,
+                )
+            })?;
+        }
         let n = self.pending.len();
         if n == 0 {
-            return Ok(0);
+            return Ok(direct);
         }
         lock(&self.shared.jobs).queue.extend(self.pending.drain(..));
         // One wake-up per job (a worker that finds the queue empty sleeps again),
@@ -312,7 +347,7 @@ impl Qcow2Queue {
         for _ in 0..n.min(self.workers.len()) {
             self.shared.job_ready.notify_one();
         }
-        Ok(n)
+        Ok(n + direct)
     }
 
     /// Append finished operations to `out`, waiting until at least `wait_for`
@@ -328,38 +363,60 @@ impl Qcow2Queue {
         wait_for: usize,
         timeout: Option<Duration>,
     ) -> Result<()> {
-        self.rearm_completion_fd();
-        self.flush_submissions()?;
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let start = out.len();
-        let shared = self.shared.clone();
-        let mut done = lock(&shared.done);
         loop {
-            self.take(&mut done, out);
+            // Clear, then look: a completion posted after the clear signals again.
+            self.rearm_completion_fd();
+            self.flush_submissions()?;
+            self.collect(out);
             if out.len() - start >= wait_for || self.in_flight == 0 {
                 return Ok(());
             }
-            done.waiting = true;
-            done = match deadline {
-                None => shared
-                    .done_ready
-                    .wait(done)
-                    .unwrap_or_else(PoisonError::into_inner),
+            let ms = match deadline {
+                None => 1000,
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        done.waiting = false;
                         return Ok(());
                     }
-                    shared
-                        .done_ready
-                        .wait_timeout(done, d - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
+                    (d - now).as_millis().clamp(1, 1000) as u16
                 }
             };
-            done.waiting = false;
+            let mut fds = [PollFd::new(self.shared.eventfd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        format!(
+                            "{}: waiting for completions",
+                            self.shared.image.path().display()
+                        ),
+                        e.into(),
+                    ));
+                }
+            }
         }
+    }
+
+    /// Everything finished: this thread's, the workers', the kernel's.
+    fn collect(&mut self, out: &mut Vec<Completion>) {
+        let mut n = self.ready.len();
+        out.append(&mut self.ready);
+        if self.shared.done_count.load(Ordering::Acquire) > 0 {
+            let mut done = lock(&self.shared.done);
+            let k = done.len();
+            self.shared.done_count.fetch_sub(k, Ordering::AcqRel);
+            out.append(&mut done);
+            n += k;
+        }
+        if let Some(d) = self.direct.as_mut() {
+            let before = out.len();
+            d.reap(&self.shared.image, out);
+            n += out.len() - before;
+        }
+        self.in_flight -= n;
     }
 
     /// Append the operations that already finished to `out`, without waiting and
@@ -370,12 +427,7 @@ impl Qcow2Queue {
     ///
     /// None today.
     pub fn reap_ready(&mut self, out: &mut Vec<Completion>) -> Result<()> {
-        if self.shared.done_count.load(Ordering::Acquire) == 0 {
-            return Ok(());
-        }
-        let shared = self.shared.clone();
-        let mut done = lock(&shared.done);
-        self.take(&mut done, out);
+        self.collect(out);
         Ok(())
     }
 
@@ -384,19 +436,15 @@ impl Qcow2Queue {
     pub fn rearm_completion_fd(&self) {
         let _ = self.shared.eventfd.read();
     }
-
-    fn take(&mut self, done: &mut Done, out: &mut Vec<Completion>) {
-        let n = done.list.len();
-        self.shared.done_count.fetch_sub(n, Ordering::AcqRel);
-        self.in_flight -= n;
-        out.append(&mut done.list);
-    }
 }
 
 impl Drop for Qcow2Queue {
     /// Stop the workers after the operations they are running (queued ones are
     /// dropped unrun) and wait for them.
     fn drop(&mut self) {
+        if let Some(d) = self.direct.as_mut() {
+            d.drain(&self.shared.image, Duration::from_secs(60));
+        }
         {
             let mut jobs = lock(&self.shared.jobs);
             jobs.stop = true;
@@ -440,15 +488,12 @@ fn worker(s: &Shared) {
             result,
         };
         drop(job);
-        let (first, waiting) = {
+        let first = {
             let mut done = lock(&s.done);
-            done.list.push(c);
+            done.push(c);
             s.done_count.fetch_add(1, Ordering::AcqRel);
-            (done.list.len() == 1, done.waiting)
+            done.len() == 1
         };
-        if waiting {
-            s.done_ready.notify_one();
-        }
         // Only the first completion of a batch signals: the queue's owner clears
         // the eventfd before it reaps (`rearm_completion_fd`, then reap), and a
         // reap takes the whole list, so a list that was not empty has signalled
@@ -510,6 +555,11 @@ fn run(image: &Qcow2Image, job: &Job, buf: &mut Option<IoBuffer>) -> io::Result<
                 // Alone on the image: discarding invalidates the mappings that
                 // concurrent reads and writes hold inside imago.
                 let mut a = image.access.write().unwrap_or_else(PoisonError::into_inner);
+                // No new mapping can be taken now; wait for the direct path's
+                // operations on old ones (their queues' threads reap them).
+                while image.direct_inflight.load(Ordering::Acquire) > 0 {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
                 match a.discard_to_zero(*offset, *len) {
                     Ok(()) => return usize::try_from(*len).map_err(io::Error::other),
                     Err(e) if e.kind() == io::ErrorKind::Unsupported => {
