@@ -10,13 +10,20 @@
 //!   [`completion_fd`](Qcow2Queue::completion_fd), over the same [`Io`](crate::disk::Io)
 //!   and [`Completion`](crate::disk::Completion) as the raw queue.
 //!
-//! imago's synchronous API blocks the calling thread in `preadv`/`pwritev`, so
-//! each queue runs its operations on a pool of worker threads (as many as
-//! [`Qcow2QueueOptions::threads`]): 32 random 4 KiB reads in flight are 32
-//! system calls in flight, as with io_uring on a raw file. Data is copied between
-//! the shared memory of a request and a worker's aligned buffer (never handed to
+//! Two paths. The direct path: a read or write whose whole range imago maps to
+//! one place in one file (an allocated cluster of the image, or of a backing
+//! file for a read: the steady state of a used disk) goes straight to that
+//! file through the queue's own io_uring, zero copy into the request's shared
+//! memory, with no thread hand-off; a read of what imago maps to zeros is
+//! answered at once. Everything else (allocating writes, which copy the rest of
+//! a cluster from the backing chain; compressed clusters; ranges over clusters
+//! stored apart; unaligned memory; flush; discard) runs on a pool of worker
+//! threads (as many as [`Qcow2QueueOptions::threads`]) through imago's
+//! synchronous API, which blocks in `preadv`/`pwritev`: data is copied between
+//! the request's shared memory and a worker's aligned buffer (never handed to
 //! imago as a Rust slice: the peer may change shared memory at any time).
-//!
+//! [`Qcow2Queue::direct_ios`] counts what took the direct path.
+
 //! Operations map to imago as follows: a read to `read` (unallocated clusters read
 //! from the backing chain, or as zeros), a write to `write` (allocating clusters,
 //! copying the rest of a cluster from the backing chain), a flush to `flush`
@@ -25,7 +32,9 @@
 //! a raw file does, whatever the backing files hold, and whole clusters are
 //! freed. `discard_to_zero` invalidates mappings that concurrent operations hold,
 //! so a discard waits until the image's other operations have finished and runs
-//! alone (an `RwLock`). [`Qcow2Queue::submit_write_zeroes`] is imago's
+//! alone (an `RwLock`; the direct path takes its mappings with `try_read`, so a
+//! queue's thread never waits behind a discard, and counts its operations in
+//! flight, which the discard waits for). [`Qcow2Queue::submit_write_zeroes`] is imago's
 //! `write_zeroes` (zero clusters, nothing freed), which runs beside other
 //! operations. On a version 2 image (`compat=0.10`), where imago can neither
 //! discard nor write zeros efficiently, both write zeros.
