@@ -9,7 +9,7 @@
 //! *Paravirtualization for HPC Systems* (2006): Bonnie's patterns and fio-style
 //! workloads, native against xenio, N interleaved runs, t-tests, Figure 2.
 //!
-//! `xenio-bench net` measures TCP throughput and small-frame packet rates through
+//! `xenio-bench net` ([`net`]) measures TCP throughput and small-frame packet rates through
 //! netfront -> rings -> `xenio netback` -> a TAP device, against two network
 //! namespaces joined by a veth pair in the same run.
 //!
@@ -18,8 +18,16 @@
 //! [`xenio_ring`] ring in shared memory, polling or with eventfd doorbells, and
 //! the numbers are set against two baselines measured in the same run on the same
 //! cores (a cache-line ping-pong and a pair of `rtrb` queues). See
-//! [`ring_bench`] for what is measured and how, and `xenio-bench ring --help` for
+//! [`ring`] for what is measured and how, and `xenio-bench ring --help` for
 //! the knobs.
+//!
+//! Each benchmark is a module folder whose `mod.rs` only orchestrates (its
+//! `run` is the subcommand) and alone imports the folder's other files; those
+//! import only the folder's shared files (`types.rs`, `args.rs`, and helpers
+//! that import nothing but them) and [`common`], which imports no benchmark.
+//! No file imports the `mod.rs` above it, and no files import each other in a
+//! circle (`python3 .ci/import-cycles.py bench` checks). The command line
+//! (`Cli`) and the dispatch are the binary's, `src/main.rs`.
 //!
 //! The crate has no `unsafe`: the shared mapping is the ring crate's
 //! [`xenio_ring::MmapRegion`], and every OS service (affinity, eventfd, memfd,
@@ -27,49 +35,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod baseline;
 pub mod blk;
-pub mod blk_fio;
-pub mod blk_proc;
-pub mod blk_report;
-pub mod blk_xenio;
-pub mod cli;
-pub mod content;
-pub mod error;
+pub mod common;
 pub mod net;
-pub mod peer;
-pub mod report;
-pub mod ring_bench;
-pub mod stats;
+pub mod ring;
 pub mod study;
-pub mod study_checkpoint;
-pub mod study_dev;
-pub mod study_plot;
-pub mod study_report;
-pub mod study_stats;
-pub mod study_work;
-pub mod sys;
-pub mod wait;
 
-pub use error::BenchError;
-
-/// The result type of this crate.
-pub type Result<T, E = BenchError> = std::result::Result<T, E>;
-
-/// `xenio-bench ring`: run, print the report on stdout, write the JSON if asked.
-pub fn ring_command(args: &cli::RingArgs) -> Result<()> {
-    use std::io::Write;
-    let results = ring_bench::run(args)?;
-    let text = report::render(&results);
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| BenchError::io("writing the report to stdout", e))?;
-    if let Some(path) = &args.json {
-        let json = report::to_json(&results).to_string() + "\n";
-        std::fs::write(path, json)
-            .map_err(|e| BenchError::io(format!("writing {}", path.display()), e))?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
-}
+pub use common::error::{BenchError, Result};

@@ -17,7 +17,7 @@ fn bench(args: &[&str]) -> Output {
 
 /// The first two CPUs this test may use (the same one twice on a 1-CPU machine).
 fn cores() -> String {
-    let cpus = xenio_bench::sys::allowed_cpus().expect("sched_getaffinity");
+    let cpus = xenio_bench::common::sys::allowed_cpus().expect("sched_getaffinity");
     let a = cpus[0];
     let b = *cpus.get(1).unwrap_or(&a);
     format!("{a},{b}")

@@ -1,6 +1,6 @@
 //! A custom blkback storage in one page: a disk held in memory.
 //!
-//! blkback's engine does the rings, grants, validation, reordering and the event
+//! blkback's framework does the rings, grants, validation, reordering and the event
 //! loop; a storage only performs the I/O it is handed. Run the demo (a frontend
 //! and this backend as threads of one process):
 //!

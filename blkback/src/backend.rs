@@ -1,10 +1,10 @@
 //! One virtual disk: the backend side of the handshake, the queues' threads, and
 //! teardown and reconnection, over any [`Platform`] and any [`Storage`].
 
-use crate::engine::{Counters, QueueConfig, QueueEngine};
+use crate::error::{Error, Result};
+use crate::queue::{Counters, QueueConfig, QueueWorker};
 use crate::request::Limits;
 use crate::storage::Storage;
-use crate::{Error, Result};
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +13,7 @@ use xenio_ring::BackRing;
 use xenio_xen_sys::blkif::VDISK_READONLY;
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{GrantRef, Port};
+use xenio_xenbus::handshake::keys::{self, blkif};
 use xenio_xenbus::handshake::{Endpoint, frontend_ready, peer_leaving};
 use xenio_xenbus::platform::Platform;
 use xenio_xenbus::{EventChannels, GrantMapper, Store};
@@ -77,7 +78,54 @@ struct QueueKeys {
 /// Serve the disk behind `backend_dir` (`/local/domain/<be>/backend/vbd/<fe>/<devid>`)
 /// until the frontend goes away for good, the device is removed, or `shutdown`.
 /// A frontend that resets to `Initialising` is served again; a frontend that
-/// breaks its ring is disconnected (never a crash).
+/// breaks its ring is disconnected (never a crash). Each queue is served by a
+/// [`QueueWorker`] on its own thread; `counters` are shared by all of them.
+///
+/// # Errors
+///
+/// [`Error::Config`] when a CPU of [`BackendConfig::cpus`] cannot be used
+/// (checked before anything is offered); [`Error::Platform`] when the
+/// device's directory has no usable `frontend`/`frontend-id`, or the store
+/// fails or refuses a write. A frontend that publishes bad keys, whose grants
+/// cannot be mapped, or that breaks its ring is not an error here: it is
+/// disconnected (logged) and served again if it comes back.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::AtomicBool;
+/// use xenio_blkback::{BackendConfig, Counters, FileStorage, Outcome, serve};
+/// use xenio_blkfront::{BlkFront, Options};
+/// use xenio_hostio::disk::Direct;
+/// use xenio_xenbus::DomId;
+/// use xenio_xenbus::handshake::{DeviceKind, DevicePaths, create_device};
+/// use xenio_xenbus::platform::{InProcess, Platform};
+///
+/// // Two domains as threads of this process; domain 0 is the backend.
+/// let world = InProcess::new()?;
+/// let dom0 = world.domain(DomId(0))?;
+/// // The toolstack's part: the device's two store directories.
+/// let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, 51712);
+/// create_device(dom0.store(), &paths, &[])?;
+/// // A 4 MiB image file, served through io_uring.
+/// let image = tempfile::NamedTempFile::new()?;
+/// image.as_file().set_len(4 << 20)?;
+/// let storage = FileStorage::open(image.path(), false, Direct::Auto)?;
+/// let config = BackendConfig { once: true, ..Default::default() };
+/// let (counters, shutdown) = (Counters::default(), AtomicBool::new(false));
+/// std::thread::scope(|s| -> Result<(), Box<dyn std::error::Error>> {
+///     let backend = s.spawn(|| serve(&dom0, &paths.backend, &storage, &config, &counters, &shutdown));
+///     // Domain 1's frontend: xenio's blkfront here, Linux's xen-blkfront on Xen.
+///     let guest = Arc::new(world.domain(DomId(1))?);
+///     let mut disk = BlkFront::connect(guest, &paths.frontend, Options::default())?;
+///     disk.write_at(0, &[0x42; 4096])?;
+///     disk.close()?;
+///     assert_eq!(backend.join().unwrap()?, Outcome::Closed);
+///     Ok(())
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn serve<P: Platform, S: Storage>(
     platform: &P,
     backend_dir: &str,
@@ -96,15 +144,15 @@ pub fn serve<P: Platform, S: Storage>(
             XenbusState::InitWait,
             &[
                 (
-                    "max-ring-page-order",
+                    blkif::MAX_RING_PAGE_ORDER,
                     config.max_ring_page_order.to_string(),
                 ),
                 (
-                    "multi-queue-max-queues",
+                    blkif::MULTI_QUEUE_MAX_QUEUES,
                     config.max_queues.max(1).to_string(),
                 ),
                 (
-                    "feature-max-indirect-segments",
+                    blkif::FEATURE_MAX_INDIRECT_SEGMENTS,
                     config.max_indirect_segments.to_string(),
                 ),
             ],
@@ -120,7 +168,10 @@ pub fn serve<P: Platform, S: Storage>(
                 Ok(s) => break s,
                 Err(xenio_xenbus::Error::Timeout(..)) => {
                     if store
-                        .read_opt(xenio_xenbus::Tx::NONE, &format!("{backend_dir}/state"))?
+                        .read_opt(
+                            xenio_xenbus::Tx::NONE,
+                            &format!("{backend_dir}/{}", keys::STATE),
+                        )?
                         .is_none()
                     {
                         return Ok(Outcome::Removed);
@@ -199,57 +250,47 @@ fn connect<P: Platform, S: Storage>(
     shutdown: &AtomicBool,
 ) -> Result<()> {
     let frontend = ep.peer_id();
-    let bad = |key: &str, v: &str| Error::Frontend(format!("{key} = {v:?}"));
-    let key_u32 = |ep: &Endpoint<'_, P::Store>, k: &str| -> Result<Option<u32>> {
-        match ep.peer_key(k)? {
-            None => Ok(None),
-            Some(v) => v.trim().parse().map(Some).map_err(|_| bad(k, &v)),
-        }
+    let missing = |ep: &Endpoint<'_, P::Store>, k: &str| -> Error {
+        keys::bad_key(&ep.peer_path(k), "missing").into()
     };
-    if let Some(p) = ep.peer_key("protocol")? {
-        if p.trim() != "x86_64-abi" && !p.trim().is_empty() {
+    if let Some(p) = ep.peer_key(blkif::PROTOCOL)? {
+        if p.trim() != blkif::PROTOCOL_X86_64_ABI && !p.trim().is_empty() {
             return Err(Error::Frontend(format!(
                 "protocol {p:?} is not supported (only x86_64-abi)"
             )));
         }
     }
-    let order = key_u32(ep, "ring-page-order")?.unwrap_or(0);
+    let order: u32 = ep.peer_parse(blkif::RING_PAGE_ORDER)?.unwrap_or(0);
     if order > config.max_ring_page_order {
         return Err(Error::Frontend(format!(
             "ring-page-order {order} is above our max-ring-page-order {}",
             config.max_ring_page_order
         )));
     }
-    let nqueues = key_u32(ep, "multi-queue-num-queues")?.unwrap_or(1);
+    let nqueues: u32 = ep.peer_parse(blkif::MULTI_QUEUE_NUM_QUEUES)?.unwrap_or(1);
     if nqueues == 0 || nqueues > config.max_queues.max(1) {
         return Err(Error::Frontend(format!(
             "multi-queue-num-queues {nqueues} (we offer 1..={})",
             config.max_queues
         )));
     }
-    let persistent = config.persistent && key_u32(ep, "feature-persistent")?.unwrap_or(0) == 1;
+    let persistent = config.persistent && ep.peer_flag(blkif::FEATURE_PERSISTENT)?;
     let mut queues = Vec::new();
     for q in 0..nqueues {
-        let prefix = if nqueues > 1 {
-            format!("queue-{q}/")
-        } else {
-            String::new()
-        };
+        let key = |k: &str| keys::queue_key(q, nqueues, k);
         let mut refs = Vec::new();
-        if order == 0 && ep.peer_key(&format!("{prefix}ring-ref"))?.is_some() {
-            refs.push(GrantRef(
-                key_u32(ep, &format!("{prefix}ring-ref"))?.unwrap_or(0),
-            ));
+        // One page: `ring-ref`, or (as some frontends write it) `ring-ref0`.
+        if order == 0 && ep.peer_key(&key(blkif::RING_REF))?.is_some() {
+            refs.push(GrantRef(ep.peer_parse(&key(blkif::RING_REF))?.unwrap_or(0)));
         } else {
             for i in 0..(1u32 << order) {
-                let k = format!("{prefix}ring-ref{i}");
-                refs.push(GrantRef(
-                    key_u32(ep, &k)?.ok_or_else(|| Error::Frontend(format!("{k} is missing")))?,
-                ));
+                let k = key(&blkif::ring_ref_page(i));
+                refs.push(GrantRef(ep.peer_parse(&k)?.ok_or_else(|| missing(ep, &k))?));
             }
         }
-        let port = key_u32(ep, &format!("{prefix}event-channel"))?
-            .ok_or_else(|| Error::Frontend(format!("{prefix}event-channel is missing")))?;
+        let port = ep
+            .peer_parse(&key(blkif::EVENT_CHANNEL))?
+            .ok_or_else(|| missing(ep, &key(blkif::EVENT_CHANNEL)))?;
         queues.push(QueueKeys {
             refs,
             port: Port(port),
@@ -277,32 +318,29 @@ fn connect<P: Platform, S: Storage>(
         let channel = platform.events().bind_interdomain(frontend, q.port)?;
         rings.push((ring, channel));
     }
-    let mut keys = vec![
-        ("sectors", info.sectors.to_string()),
-        ("sector-size", info.sector_size.to_string()),
+    let mut disk_keys = vec![
+        (blkif::SECTORS, info.sectors.to_string()),
+        (blkif::SECTOR_SIZE, info.sector_size.to_string()),
         (
-            "physical-sector-size",
+            blkif::PHYSICAL_SECTOR_SIZE,
             info.physical_sector_size.to_string(),
         ),
         (
-            "info",
+            blkif::INFO,
             if info.readonly { VDISK_READONLY } else { 0 }.to_string(),
         ),
-        ("feature-flush-cache", u8::from(flush).to_string()),
-        ("feature-barrier", u8::from(flush).to_string()),
-        (
-            "feature-persistent",
-            u8::from(config.persistent).to_string(),
-        ),
+        (blkif::FEATURE_FLUSH_CACHE, keys::flag(flush)),
+        (blkif::FEATURE_BARRIER, keys::flag(flush)),
+        (blkif::FEATURE_PERSISTENT, keys::flag(config.persistent)),
     ];
     match discard {
         Some(d) => {
-            keys.push(("feature-discard", "1".into()));
-            keys.push(("discard-granularity", d.granularity.to_string()));
-            keys.push(("discard-alignment", d.alignment.to_string()));
-            keys.push(("discard-secure", "0".into()));
+            disk_keys.push((blkif::FEATURE_DISCARD, keys::flag(true)));
+            disk_keys.push((blkif::DISCARD_GRANULARITY, d.granularity.to_string()));
+            disk_keys.push((blkif::DISCARD_ALIGNMENT, d.alignment.to_string()));
+            disk_keys.push((blkif::DISCARD_SECURE, keys::flag(false)));
         }
-        None => keys.push(("feature-discard", "0".into())),
+        None => disk_keys.push((blkif::FEATURE_DISCARD, keys::flag(false))),
     }
     let stop = AtomicBool::new(false);
     let qconfig = QueueConfig {
@@ -325,7 +363,7 @@ fn connect<P: Platform, S: Storage>(
                             }
                             tracing::debug!("queue {i}: on CPU {cpu}");
                         }
-                        let engine = QueueEngine {
+                        let worker = QueueWorker {
                             ring,
                             channel,
                             mapper,
@@ -333,12 +371,12 @@ fn connect<P: Platform, S: Storage>(
                             storage: storage.queue(qconfig.io_depth)?,
                             limits,
                             persistent: qconfig.persistent
-                                && qconfig.grant_mode == crate::engine::GrantMode::Map,
+                                && qconfig.grant_mode == crate::queue::GrantMode::Map,
                             config: qconfig,
                             counters,
                             stop,
                         };
-                        let r = engine.run();
+                        let r = worker.run();
                         if r.is_err() {
                             stop.store(true, Ordering::Relaxed);
                         }
@@ -348,7 +386,7 @@ fn connect<P: Platform, S: Storage>(
             );
         }
         let result = (|| -> Result<()> {
-            ep.switch(XenbusState::Connected, &keys)?;
+            ep.switch(XenbusState::Connected, &disk_keys)?;
             tracing::info!(
                 "{}: connected: {nqueues} queue(s), ring order {order}, persistent grants {persistent}",
                 ep.dir()

@@ -1,6 +1,6 @@
 //! The request planner: how a batch of validated requests becomes I/O.
 //!
-//! The engine takes every request available on the ring (a batch), parses
+//! The queue worker takes every request available on the ring (a batch), parses
 //! them, and asks a [`Planner`] for a [`Plan`]: a list of [`Stage`]s run one
 //! after another, each holding [`PlannedIo`]s that may run concurrently and
 //! complete in any order. Whatever the mode, executing the plan leaves the
@@ -39,7 +39,7 @@
 //! Completion: a request is answered when every I/O whose [`PlannedIo::reqs`]
 //! names it has completed ([`Plan::ios_per_request`] says how many that is),
 //! with an error status if any of them failed. A plan orders the requests of
-//! one batch only: the engine must let a batch's stages finish before the
+//! one batch only: the queue worker must let a batch's stages finish before the
 //! next batch's first stage starts, or order batches some other way.
 //!
 //! ```
@@ -72,7 +72,7 @@ use std::str::FromStr;
 
 /// The most segments a merge lets one I/O grow to (Linux's `UIO_MAXIOV`, the
 /// longest iovec one `readv`/`writev` takes). A single request with more
-/// segments (an indirect one) is not split: the engine has to cope with it.
+/// segments (an indirect one) is not split: the queue worker has to cope with it.
 pub const MAX_MERGED_PIECES: usize = 1024;
 
 /// How much freedom the planner takes with ring order.

@@ -1,6 +1,6 @@
 //! Parsing and validating what a frontend wrote into a ring slot.
 //!
-//! The engine copies each request out of shared memory once
+//! The queue worker copies each request out of shared memory once
 //! ([`BlkifRequest`], XSA-155) and hands the copy to [`parse`]. Nothing the
 //! frontend wrote is trusted: the operation, the segment count, every
 //! segment's sector bounds, the sector range against the disk size (with
@@ -12,7 +12,7 @@
 //! Indirect requests (`BLKIF_OP_INDIRECT`) come in two steps because their
 //! segments live in separately granted pages: [`parse`] checks the ring slot
 //! and returns an [`IndirectHeader`] naming the pages to map, and once the
-//! engine has copied those pages, [`parse_indirect`] validates the segments
+//! queue worker has copied those pages, [`parse_indirect`] validates the segments
 //! and yields the [`Request`].
 //!
 //! Statuses follow Linux's xen-blkback (`drivers/block/xen-blkback/blkback.c`):
@@ -42,6 +42,7 @@ use xenio_xen_sys::blkif::{
     BLKIF_SECTOR_SIZE, BLKIF_SECTORS_PER_PAGE, BLKIF_SEGS_PER_INDIRECT_FRAME, BlkifRequest,
     BlkifRequestSegment, BlkifResponse,
 };
+use xenio_xenbus::handshake::keys::blkif;
 
 /// Size of one `blkif_request_segment` in an indirect page.
 const SEGMENT_BYTES: usize = std::mem::size_of::<BlkifRequestSegment>();
@@ -207,7 +208,7 @@ impl Request {
     }
 }
 
-/// The ring-slot part of a valid `BLKIF_OP_INDIRECT` request: the engine maps
+/// The ring-slot part of a valid `BLKIF_OP_INDIRECT` request: the queue worker maps
 /// (or grant-copies) the pages in `indirect_grefs`, copies their bytes and
 /// calls [`parse_indirect`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -375,10 +376,12 @@ pub fn parse(raw: &BlkifRequest, limits: &Limits) -> Result<Parsed, Reject> {
     let out = match operation {
         BLKIF_OP_READ => direct(raw, Op::Read, limits),
         BLKIF_OP_WRITE => direct(raw, Op::Write, limits),
-        BLKIF_OP_WRITE_BARRIER if !limits.barrier => Err(Invalid::NotOffered("feature-barrier")),
+        BLKIF_OP_WRITE_BARRIER if !limits.barrier => {
+            Err(Invalid::NotOffered(blkif::FEATURE_BARRIER))
+        }
         BLKIF_OP_WRITE_BARRIER => direct(raw, Op::Barrier, limits),
         BLKIF_OP_FLUSH_DISKCACHE if !limits.flush => {
-            Err(Invalid::NotOffered("feature-flush-cache"))
+            Err(Invalid::NotOffered(blkif::FEATURE_FLUSH_CACHE))
         }
         BLKIF_OP_FLUSH_DISKCACHE => direct(raw, Op::Flush, limits),
         BLKIF_OP_DISCARD => discard(raw, limits),
@@ -432,7 +435,7 @@ fn direct(raw: &BlkifRequest, op: Op, limits: &Limits) -> Result<Request, Invali
 /// DISCARD: a sector range, no segments.
 fn discard(raw: &BlkifRequest, limits: &Limits) -> Result<Request, Invalid> {
     if !limits.discard {
-        return Err(Invalid::NotOffered("feature-discard"));
+        return Err(Invalid::NotOffered(blkif::FEATURE_DISCARD));
     }
     let d = raw.as_discard();
     if d.flag & !BLKIF_DISCARD_SECURE != 0 {
@@ -458,7 +461,7 @@ fn indirect(raw: &BlkifRequest, limits: &Limits) -> Result<IndirectHeader, Inval
     let ind = raw.as_indirect();
     let max = limits.indirect_segment_limit();
     if max == 0 {
-        return Err(Invalid::NotOffered("feature-max-indirect-segments"));
+        return Err(Invalid::NotOffered(blkif::FEATURE_MAX_INDIRECT_SEGMENTS));
     }
     let op = match ind.indirect_op {
         BLKIF_OP_READ => Op::Read,
@@ -498,7 +501,7 @@ fn indirect(raw: &BlkifRequest, limits: &Limits) -> Result<IndirectHeader, Inval
 /// back to back (512 eight-byte segments per 4 KiB page; only the first
 /// [`IndirectHeader::segment_bytes`] are read, each segment once).
 ///
-/// `pages` must be the engine's private copy, never memory the frontend can
+/// `pages` must be the queue worker's private copy, never memory the frontend can
 /// still write (double fetch). The header is checked against `limits` again,
 /// so a hand-built one cannot make this allocate beyond the limit.
 pub fn parse_indirect(
@@ -521,7 +524,7 @@ fn indirect_segments(
     let nr = usize::from(header.nr_segments);
     let max = limits.indirect_segment_limit();
     if max == 0 {
-        return Err(Invalid::NotOffered("feature-max-indirect-segments"));
+        return Err(Invalid::NotOffered(blkif::FEATURE_MAX_INDIRECT_SEGMENTS));
     }
     if nr == 0 || nr > max {
         return Err(Invalid::SegmentCount {

@@ -1,8 +1,8 @@
 //! What blkback serves: the storage trait, and its io_uring implementation over
 //! a file or block device.
 //!
-//! A backend is a framework: the engine owns the rings, the handshake,
-//! validation and the event loop; a [`Storage`] only says how to do I/O. Each
+//! A backend is a framework: [`crate::serve`] and its queue workers own the
+//! rings, the handshake, validation and the event loop; a [`Storage`] only says how to do I/O. Each
 //! queue (ring) gets its own [`StorageQueue`], used by that queue's thread only.
 //! Operations name memory as [`IoSeg`]s: pieces of mapped grant pages (zero
 //! copy) or bounce buffers. `examples/mem_backend.rs` is a custom storage.
@@ -55,19 +55,19 @@ pub trait StorageQueue: Send {
         timeout: Option<Duration>,
     ) -> xenio_xenbus::Result<()>;
     /// A descriptor that becomes readable when completions are ready, so the
-    /// engine can wait for new requests and completions at once. `None`: the
-    /// engine waits on completions alone while I/O is in flight.
+    /// queue worker can wait for new requests and completions at once. `None`:
+    /// the worker waits on completions alone while I/O is in flight.
     fn completion_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         None
     }
-    /// Append what already finished, without waiting. The engine calls this on
+    /// Append what already finished, without waiting. The queue worker calls this on
     /// every turn of its loop, so it should be cheap (no system call when
     /// nothing finished) and must not be what clears the completion descriptor.
     fn reap(&mut self, out: &mut Vec<Completion>) -> xenio_xenbus::Result<()> {
         self.complete(out, 0, Some(Duration::ZERO))
     }
-    /// Called before the engine sleeps on [`completion_fd`](Self::completion_fd):
-    /// clear it so that it signals only completions that come after (the engine
+    /// Called before the queue worker sleeps on [`completion_fd`](Self::completion_fd):
+    /// clear it so that it signals only completions that come after (the worker
     /// reaps once more before it sleeps).
     fn rearm_completion_fd(&mut self) {}
     /// Offer `mem` as memory used again and again (a persistent grant): the

@@ -139,14 +139,14 @@ fn copy_two_queues_order2_indirect() {
 }
 
 /// One indirect request of 4096 segments (16 MiB): more than readv takes in one
-/// go, so the engine must split it, and the data must still land in order.
+/// go, so the queue worker must split it, and the data must still land in order.
 #[test]
 fn a_4096_segment_indirect_request() {
     one_4096_segment_request(128);
 }
 
 /// The same request through a storage queue two operations deep: its four
-/// 1024-segment operations cannot all be in flight, so the engine reaps the
+/// 1024-segment operations cannot all be in flight, so the queue worker reaps the
 /// first ones while the request's I/O is still being submitted (those
 /// completions must count, or the request is never answered).
 #[test]
@@ -232,7 +232,7 @@ fn one_4096_segment_request(io_depth: u32) {
 }
 
 /// More I/Os in one batch than the storage queue holds (depth 4, 64 requests in
-/// flight): the engine must wait for room, never fail a request; whether it
+/// flight): the queue worker must wait for room, never fail a request; whether it
 /// hands the kernel one operation per system call, 4, or the whole batch (and
 /// answers completions between chunks).
 #[test]

@@ -7,7 +7,7 @@ use xenio_xen_sys::DomId;
 pub enum Error {
     /// The platform (store, grants, event channels) failed.
     #[error(transparent)]
-    Platform(#[from] xenio_xenbus::Error),
+    Platform(xenio_xenbus::Error),
     /// The ring failed; a broken ring means the backend wrote nonsense.
     #[error(transparent)]
     Ring(#[from] xenio_ring::RingError),
@@ -22,7 +22,7 @@ pub enum Error {
     /// The backend's keys are missing or malformed.
     #[error("backend key {key}: {problem}")]
     BadKey {
-        /// Which key.
+        /// Which key (its store path).
         key: String,
         /// What is wrong.
         problem: String,
@@ -42,6 +42,18 @@ pub enum Error {
     /// Waited too long.
     #[error("timed out: {0}")]
     Timeout(String),
+}
+
+/// A key the platform found missing or malformed
+/// ([`xenio_xenbus::Error::BadKey`]) is [`Error::BadKey`]; every other
+/// platform error is [`Error::Platform`].
+impl From<xenio_xenbus::Error> for Error {
+    fn from(e: xenio_xenbus::Error) -> Self {
+        match e {
+            xenio_xenbus::Error::BadKey { path, problem } => Error::BadKey { key: path, problem },
+            e => Error::Platform(e),
+        }
+    }
 }
 
 impl From<xenio_xenbus::xenstore::Error> for Error {

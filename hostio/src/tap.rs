@@ -6,7 +6,7 @@
 //! `unsafe` here; reads and writes go through nix. Each [`Tap`] is one queue of
 //! the device; a device created (or opened) with `multi_queue` may have several.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;

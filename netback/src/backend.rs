@@ -1,15 +1,16 @@
 //! One virtual interface: the backend side of the handshake, a thread per
 //! queue, teardown and reconnection, over any [`Platform`] and any [`Network`].
 
-use crate::engine::{Counters, QueueConfig, QueueEngine, QueueRings};
+use crate::error::{Error, Result};
 use crate::frames::Network;
+use crate::queue::{Counters, QueueConfig, QueueRings, QueueWorker};
 use crate::tx::{ETH_HLEN, TxLimits};
-use crate::{Error, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use xenio_ring::BackRing;
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{GrantRef, Port};
+use xenio_xenbus::handshake::keys::{self, netif};
 use xenio_xenbus::handshake::{Endpoint, frontend_ready, peer_leaving};
 use xenio_xenbus::platform::Platform;
 use xenio_xenbus::{EventChannels, GrantMapper, Store, Tx};
@@ -71,6 +72,54 @@ struct QueueKeys {
 /// (`/local/domain/<be>/backend/vif/<fe>/<devid>`) until the frontend goes away
 /// for good, the device is removed, or `shutdown`. A frontend that resets to
 /// `Initialising` is served again; one that breaks its rings is disconnected.
+/// Each queue is served by a [`QueueWorker`] on its own thread, with its own
+/// [`Network::queue`]; `counters` are shared by all of them.
+///
+/// # Errors
+///
+/// [`Error::Platform`] when the device's directory has no usable
+/// `frontend`/`frontend-id`, or the store fails or refuses a write. A
+/// frontend that publishes bad keys, whose grants cannot be mapped, or that
+/// breaks the protocol is not an error here, nor is a network queue that
+/// cannot be opened or an unusable `mtu` in the backend directory: the
+/// frontend is disconnected (logged) and served again if it comes back.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::AtomicBool;
+/// use xenio_netback::{BackendConfig, Counters, MemNetwork, Outcome, serve};
+/// use xenio_netfront::{NetFront, Options};
+/// use xenio_xenbus::DomId;
+/// use xenio_xenbus::handshake::{DeviceKind, DevicePaths, create_device};
+/// use xenio_xenbus::platform::{InProcess, Platform};
+///
+/// // Two domains as threads of this process; domain 0 is the backend.
+/// let world = InProcess::new()?;
+/// let dom0 = world.domain(DomId(0))?;
+/// // The toolstack's part: the device's two store directories.
+/// let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vif, 0);
+/// create_device(dom0.store(), &paths, &[])?;
+/// // Frames in memory (a `TapNetwork` puts them on a Linux TAP device).
+/// let network = MemNetwork::default();
+/// let config = BackendConfig { once: true, ..Default::default() };
+/// let (counters, shutdown) = (Counters::default(), AtomicBool::new(false));
+/// std::thread::scope(|s| -> Result<(), Box<dyn std::error::Error>> {
+///     let backend = s.spawn(|| serve(&dom0, &paths.backend, &network, &config, &counters, &shutdown));
+///     // Domain 1's frontend: xenio's netfront here, Linux's xen-netfront on Xen.
+///     let guest = Arc::new(world.domain(DomId(1))?);
+///     let mut nic = NetFront::connect(guest, &paths.frontend, Options::default())?;
+///     assert!(nic.send(&[0xff; 60])?);
+///     while network.frames.sent.lock().unwrap().is_empty() {
+///         std::thread::sleep(std::time::Duration::from_millis(1));
+///     }
+///     nic.close()?;
+///     assert_eq!(backend.join().unwrap()?, Outcome::Closed);
+///     Ok(())
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn serve<P: Platform, N: Network>(
     platform: &P,
     backend_dir: &str,
@@ -86,22 +135,22 @@ pub fn serve<P: Platform, N: Network>(
         ep.switch(
             XenbusState::InitWait,
             &[
-                ("feature-rx-copy", "1".into()),
-                ("feature-rx-flip", "0".into()),
-                ("feature-sg", u8::from(config.sg).to_string()),
+                (netif::FEATURE_RX_COPY, keys::flag(true)),
+                (netif::FEATURE_RX_FLIP, keys::flag(false)),
+                (netif::FEATURE_SG, keys::flag(config.sg)),
                 (
-                    "feature-split-event-channels",
-                    u8::from(config.split_event_channels).to_string(),
+                    netif::FEATURE_SPLIT_EVENT_CHANNELS,
+                    keys::flag(config.split_event_channels),
                 ),
                 (
-                    "multi-queue-max-queues",
+                    netif::MULTI_QUEUE_MAX_QUEUES,
                     config.max_queues.max(1).to_string(),
                 ),
                 // The backend completes checksums the frontend leaves blank.
-                ("feature-no-csum-offload", "0".into()),
-                ("feature-ipv6-csum-offload", "1".into()),
-                ("feature-gso-tcpv4", "0".into()),
-                ("feature-gso-tcpv6", "0".into()),
+                (netif::FEATURE_NO_CSUM_OFFLOAD, keys::flag(false)),
+                (netif::FEATURE_IPV6_CSUM_OFFLOAD, keys::flag(true)),
+                (netif::FEATURE_GSO_TCPV4, keys::flag(false)),
+                (netif::FEATURE_GSO_TCPV6, keys::flag(false)),
             ],
         )?;
         let s = loop {
@@ -114,7 +163,7 @@ pub fn serve<P: Platform, N: Network>(
                 Ok(s) => break s,
                 Err(xenio_xenbus::Error::Timeout(..)) => {
                     if store
-                        .read_opt(Tx::NONE, &format!("{backend_dir}/state"))?
+                        .read_opt(Tx::NONE, &format!("{backend_dir}/{}", keys::STATE))?
                         .is_none()
                     {
                         return Ok(Outcome::Removed);
@@ -176,51 +225,38 @@ fn connect<P: Platform, N: Network>(
     shutdown: &AtomicBool,
 ) -> Result<()> {
     let frontend = ep.peer_id();
-    let key_u32 = |ep: &Endpoint<'_, P::Store>, k: &str| -> Result<Option<u32>> {
-        match ep.peer_key(k)? {
-            None => Ok(None),
-            Some(v) => v
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| Error::Frontend(format!("{k} = {v:?}"))),
-        }
-    };
-    if key_u32(ep, "request-rx-copy")?.unwrap_or(0) != 1 {
+    if ep.peer_parse::<u32>(netif::REQUEST_RX_COPY)?.unwrap_or(0) != 1 {
         return Err(Error::Frontend(
             "request-rx-copy is not 1: this backend only copies into posted buffers".into(),
         ));
     }
-    let rx_notify = key_u32(ep, "feature-rx-notify")?.unwrap_or(0) == 1;
+    let rx_notify = ep.peer_flag(netif::FEATURE_RX_NOTIFY)?;
     if !rx_notify {
         tracing::warn!(
             "{}: the frontend has no feature-rx-notify: rx buffers are looked for every 100 ms",
             ep.dir()
         );
     }
-    let sg = config.sg && key_u32(ep, "feature-sg")?.unwrap_or(0) == 1;
-    let nqueues = key_u32(ep, "multi-queue-num-queues")?.unwrap_or(1);
+    let sg = config.sg && ep.peer_flag(netif::FEATURE_SG)?;
+    let nqueues: u32 = ep.peer_parse(netif::MULTI_QUEUE_NUM_QUEUES)?.unwrap_or(1);
     if nqueues == 0 || nqueues > config.max_queues.max(1) {
         return Err(Error::Frontend(format!(
             "multi-queue-num-queues {nqueues} (we offer 1..={})",
             config.max_queues.max(1)
         )));
     }
-    let mut keys = Vec::new();
+    let mut queues = Vec::new();
     for q in 0..nqueues {
-        let prefix = if nqueues > 1 {
-            format!("queue-{q}/")
-        } else {
-            String::new()
-        };
+        let key = |k: &str| keys::queue_key(q, nqueues, k);
         let need = |ep: &Endpoint<'_, P::Store>, k: &str| -> Result<u32> {
-            key_u32(ep, &format!("{prefix}{k}"))?
-                .ok_or_else(|| Error::Frontend(format!("{prefix}{k} is missing")))
+            let k = key(k);
+            ep.peer_parse(&k)?
+                .ok_or_else(|| keys::bad_key(&ep.peer_path(&k), "missing").into())
         };
-        let tx_ref = GrantRef(need(ep, "tx-ring-ref")?);
-        let rx_ref = GrantRef(need(ep, "rx-ring-ref")?);
-        let split_tx = key_u32(ep, &format!("{prefix}event-channel-tx"))?;
-        let split_rx = key_u32(ep, &format!("{prefix}event-channel-rx"))?;
+        let tx_ref = GrantRef(need(ep, netif::TX_RING_REF)?);
+        let rx_ref = GrantRef(need(ep, netif::RX_RING_REF)?);
+        let split_tx = ep.peer_parse(&key(netif::EVENT_CHANNEL_TX))?;
+        let split_rx = ep.peer_parse(&key(netif::EVENT_CHANNEL_RX))?;
         let (tx_port, rx_port) = match (split_tx, split_rx) {
             (Some(t), Some(r)) if config.split_event_channels => (Port(t), Some(Port(r))),
             (Some(_), Some(_)) => {
@@ -228,26 +264,25 @@ fn connect<P: Platform, N: Network>(
                     "split event channels, which this backend does not offer".into(),
                 ));
             }
-            (None, None) => (Port(need(ep, "event-channel")?), None),
+            (None, None) => (Port(need(ep, netif::EVENT_CHANNEL)?), None),
             _ => {
                 return Err(Error::Frontend(format!(
-                    "{prefix}event-channel-tx and -rx must come together"
+                    "{} and -rx must come together",
+                    key(netif::EVENT_CHANNEL_TX)
                 )));
             }
         };
-        keys.push(QueueKeys {
+        queues.push(QueueKeys {
             tx_ref,
             rx_ref,
             tx_port,
             rx_port,
         });
     }
-    let own_mtu = ep.own_key("mtu")?;
-    let mtu = match own_mtu {
-        Some(v) => v
-            .trim()
-            .parse::<u32>()
-            .map_err(|_| Error::Config(format!("mtu = {v:?} in {}", ep.dir())))?,
+    // The backend's own key (the toolstack's): a bad one is a configuration error.
+    let mtu = match ep.own_key(netif::MTU)? {
+        Some(v) => keys::parse_key::<u32>(&ep.own_path(netif::MTU), &v)
+            .map_err(|e| Error::Config(e.to_string()))?,
         None => config.mtu,
     };
     let limits = TxLimits {
@@ -256,7 +291,7 @@ fn connect<P: Platform, N: Network>(
     };
     let mapper = platform.mapper()?;
     let mut rings = Vec::new();
-    for k in &keys {
+    for k in &queues {
         let tx = BackRing::attach(mapper.map(frontend, &[k.tx_ref])?)?;
         let rx = BackRing::attach(mapper.map(frontend, &[k.rx_ref])?)?;
         let tx_channel = platform.events().bind_interdomain(frontend, k.tx_port)?;
@@ -285,7 +320,7 @@ fn connect<P: Platform, N: Network>(
                 std::thread::Builder::new()
                     .name(format!("netback-q{i}"))
                     .spawn_scoped(scope, move || -> Result<()> {
-                        let engine = QueueEngine {
+                        let worker = QueueWorker {
                             rings,
                             mapper,
                             frontend,
@@ -296,7 +331,7 @@ fn connect<P: Platform, N: Network>(
                             counters,
                             stop,
                         };
-                        let r = engine.run();
+                        let r = worker.run();
                         if r.is_err() {
                             stop.store(true, Ordering::Relaxed);
                         }
@@ -310,7 +345,7 @@ fn connect<P: Platform, N: Network>(
             tracing::info!(
                 "{}: connected: {nqueues} queue(s), sg {sg}, split event channels {}, mtu {mtu}",
                 ep.dir(),
-                keys[0].rx_port.is_some()
+                queues[0].rx_port.is_some()
             );
             loop {
                 if stop.load(Ordering::Relaxed) || shutdown.load(Ordering::Relaxed) {

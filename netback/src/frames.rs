@@ -2,7 +2,7 @@
 //! [`Frames`] per queue), a Linux TAP device ([`TapNetwork`]), and an in-memory
 //! network for tests and fuzzing ([`MemNetwork`]).
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,7 @@ pub trait Frames: Send + Sync {
     /// if none is waiting.
     fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>>;
     /// A descriptor that polls readable while [`Frames::recv`] has a frame, if
-    /// there is one (otherwise the engine looks every millisecond while idle).
+    /// there is one (otherwise the queue worker looks every millisecond while idle).
     fn fd(&self) -> Option<BorrowedFd<'_>>;
 }
 

@@ -5,7 +5,7 @@
 //!
 //! Per queue there is one tx ring and one rx ring (`xen/io/netif.h`), one or
 //! two event channels (`feature-split-event-channels`), and one thread
-//! ([`engine::QueueEngine`]). The backend copies: tx fragments are grant-copied
+//! ([`queue::QueueWorker`]). The backend copies: tx fragments are grant-copied
 //! out of the frontend's pages into one buffer per packet, and frames for the
 //! frontend are grant-copied into the rx buffers it posted
 //! (`feature-rx-copy`). Every tx request is copied out of the ring once, then
@@ -16,42 +16,12 @@
 
 pub mod backend;
 pub mod csum;
-pub mod engine;
+mod error;
 pub mod frames;
+pub mod queue;
 pub mod tx;
 
 pub use backend::{BackendConfig, Outcome, serve};
-pub use engine::{Counters, QueueConfig, QueueEngine, QueueRings, QueueState};
+pub use error::{Error, Result};
 pub use frames::{Frames, MemFrames, MemNetwork, Network, TapNetwork};
-
-/// What can go wrong in the backend.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The platform (store, grants, event channels) failed.
-    #[error(transparent)]
-    Platform(#[from] xenio_xenbus::Error),
-    /// The host device (the TAP) failed.
-    #[error(transparent)]
-    Host(#[from] xenio_hostio::Error),
-    /// The frontend broke a ring.
-    #[error(transparent)]
-    Ring(#[from] xenio_ring::RingError),
-    /// The frontend published or sent something unusable.
-    #[error("the frontend: {0}")]
-    Frontend(String),
-    /// The backend's own configuration is unusable.
-    #[error("configuration: {0}")]
-    Config(String),
-    /// The network side failed.
-    #[error("network: {0}")]
-    Network(String),
-}
-
-impl From<xenio_xenbus::xenstore::Error> for Error {
-    fn from(e: xenio_xenbus::xenstore::Error) -> Self {
-        Error::Platform(e.into())
-    }
-}
-
-/// Results of netback.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use queue::{Counters, QueueConfig, QueueRings, QueueState, QueueWorker};

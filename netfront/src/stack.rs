@@ -17,7 +17,8 @@
 //! # Ok(()) }
 //! ```
 
-use crate::{NetFront, Result};
+use crate::error::Result;
+use crate::front::NetFront;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 use std::sync::atomic::Ordering;
@@ -55,6 +56,12 @@ impl<P: Platform> Stack<P> {
     /// Let smoltcp process what arrived and send what it has; if nothing
     /// happened, sleep on the event channels until smoltcp's next timer or
     /// `max_wait`, whichever comes first.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`NetFront::wait`] (frames smoltcp could not send are
+    /// counted in [`Counters::tx_errors`](crate::Counters::tx_errors), not
+    /// errors).
     pub fn poll(&mut self, max_wait: Duration) -> Result<()> {
         // smoltcp sends at most one segment per socket per poll: poll again
         // while frames go out (bounded), then decide about sleeping.

@@ -1,9 +1,10 @@
 //! The frontend end of a ring: produces requests, consumes responses.
 
+use crate::error::RingError;
+use crate::notify::Notify;
 use crate::shm::SharedMemory;
 use crate::sring::{REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_PROD, Sring, crossed};
 use crate::sync::{Ordering, fence};
-use crate::{Notify, RingError};
 use bytemuck::Pod;
 use xenio_xen_sys::ring::RingIdx;
 

@@ -72,55 +72,21 @@
 mod back;
 mod error;
 mod front;
+mod notify;
 pub mod shm;
 pub mod spin;
 mod sring;
+mod sync;
 
 pub use back::BackRing;
 pub use error::RingError;
 pub use front::FrontRing;
+pub use notify::Notify;
 pub use shm::{HeapMemory, SharedMemory};
 #[cfg(not(loom))]
 pub use shm::{MmapRegion, RawRegion};
 pub use sync::AtomicU32;
 pub use xenio_xen_sys::ring::RingIdx;
-
-/// The atomics the ring uses: std's, or loom's when built with `--cfg loom`.
-mod sync {
-    #[cfg(loom)]
-    pub use loom::sync::atomic::{AtomicU32, fence};
-    pub use std::sync::atomic::Ordering;
-    #[cfg(not(loom))]
-    pub use std::sync::atomic::{AtomicU32, fence};
-}
-
-/// Whether the peer must be notified after a push (`_notify` of
-/// `RING_PUSH_*_AND_CHECK_NOTIFY`). The ring never notifies by itself.
-#[must_use = "the ring never notifies: kick the event channel when this says so"]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Notify {
-    /// The peer asked to be told about this batch: kick the event channel.
-    Required,
-    /// The peer is still working through the ring and will see the batch.
-    NotRequired,
-}
-
-impl Notify {
-    /// `true` for [`Notify::Required`].
-    pub fn is_required(self) -> bool {
-        self == Notify::Required
-    }
-}
-
-impl From<bool> for Notify {
-    fn from(required: bool) -> Self {
-        if required {
-            Notify::Required
-        } else {
-            Notify::NotRequired
-        }
-    }
-}
 
 use xenio_xen_sys::{blkif, netif};
 

@@ -118,17 +118,24 @@ mod tests {
     /// With a plain spin, a thread waiting for a peer on its own CPU holds the
     /// CPU until the scheduler preempts it (a time slice, ~1 ms): every
     /// hand-off costs that. A [`Spinner`] yields within [`YIELD_EVERY`], so
-    /// the peer runs at once. Compared in the same run, so that a loaded
-    /// machine slows both.
+    /// the peer runs at once. Compared in the same run, three rounds each,
+    /// alternating, and the fastest round of each counts: on a loaded machine
+    /// a yield also hands the CPU to other processes, which slows single
+    /// rounds of the yielding pair far more than the spinning one.
     #[test]
     fn a_spinner_lets_a_thread_on_the_same_cpu_run() {
-        let Some(plain) = handoff_time(300, |_| std::hint::spin_loop()) else {
-            eprintln!("SKIPPED: no CPU affinity here");
-            return;
-        };
-        let polite = handoff_time(300, |s| s.relax(Instant::now())).unwrap();
+        let (mut plain, mut polite) = (Duration::MAX, Duration::MAX);
+        for _ in 0..3 {
+            let Some(p) = handoff_time(200, |_| std::hint::spin_loop()) else {
+                eprintln!("SKIPPED: no CPU affinity here");
+                return;
+            };
+            plain = plain.min(p);
+            polite = polite.min(handoff_time(200, |s| s.relax(Instant::now())).unwrap());
+        }
         eprintln!(
-            "per hand-off on one CPU: {polite:?} yielding every {YIELD_EVERY:?}, {plain:?} spinning"
+            "per hand-off on one CPU, fastest of 3 rounds: {polite:?} yielding every \
+             {YIELD_EVERY:?}, {plain:?} spinning"
         );
         assert!(
             polite * 5 < plain,

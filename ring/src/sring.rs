@@ -2,7 +2,7 @@
 //! entries after it. No ordering decisions are made here; the callers in
 //! `front.rs` and `back.rs` pass the ordering of each access and say why.
 
-use crate::RingError;
+use crate::error::RingError;
 use crate::shm::SharedMemory;
 use crate::sync::Ordering;
 use bytemuck::Pod;

@@ -47,6 +47,16 @@ pub enum Error {
         /// What was found.
         value: String,
     },
+    /// A handshake key is missing, malformed, or has a value this end cannot
+    /// work with ([`crate::handshake::keys::parse_key`],
+    /// [`crate::handshake::keys::bad_key`]).
+    #[error("store key {path}: {problem}")]
+    BadKey {
+        /// The key's full store path.
+        path: String,
+        /// What is wrong with it (quoting the value).
+        problem: String,
+    },
     /// The requested platform is not available here.
     #[error("{0}")]
     Unavailable(String),

@@ -1,11 +1,14 @@
 //! [`InProcess`]: several domains as threads of one process, for unit tests,
 //! fuzzing and micro-benchmarks (feature `inprocess`).
 
-use crate::local::{LocalDomain, LocalEventChannels, LocalGrantMapper, LocalGrantTable};
-use crate::platform::{LocalPlatform, Platform};
-use crate::{DomId, Error, Result};
+use crate::error::{Error, Result};
+use crate::local::{
+    LocalDomain, LocalEventChannels, LocalGrantMapper, LocalGrantTable, LocalPlatform,
+};
+use crate::platform::seam::Platform;
 use std::path::PathBuf;
 use std::sync::Arc;
+use xenio_xen_sys::DomId;
 use xenio_xenstore::Client;
 use xenio_xenstore::daemon::{StoreCore, serve_stream};
 

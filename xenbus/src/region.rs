@@ -8,7 +8,7 @@
 //! The peer may change the bytes at any moment. Copies out of a region are
 //! therefore snapshots: validate the copy, never re-read the region.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use std::any::Any;
 use std::ptr::NonNull;
 use xenio_ring::{AtomicU32, SharedMemory};

@@ -1,5 +1,6 @@
 //! `xenio blkback`.
 
+use crate::error::{Context, Error, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use xenio_hostio::disk::Direct;
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xenbus::DomId;
 use xenio_xenbus::Store;
+use xenio_xenbus::handshake::keys::{self, blkif};
 use xenio_xenbus::handshake::{
     DeviceKind, DevicePaths, Endpoint, create_device_with, destroy_device, vbd_frontend_keys,
 };
@@ -152,15 +154,17 @@ struct CpuList(Vec<usize>);
 
 /// Parse `0,2-3` into `[0, 2, 3]`: comma-separated CPU numbers and inclusive
 /// ranges, as taskset's `--cpu-list` takes them (at most 4096 CPUs).
-fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
+fn parse_cpu_list(s: &str) -> Result<CpuList> {
     const MAX: usize = 4096;
-    let num = |t: &str| -> Result<usize, String> {
+    let num = |t: &str| -> Result<usize> {
         let n: usize = t
             .trim()
             .parse()
-            .map_err(|_| format!("{t:?} is not a CPU number"))?;
+            .map_err(|_| Error::Usage(format!("{t:?} is not a CPU number")))?;
         if n >= MAX {
-            return Err(format!("CPU {n} is beyond the {MAX} this takes"));
+            return Err(Error::Usage(format!(
+                "CPU {n} is beyond the {MAX} this takes"
+            )));
         }
         Ok(n)
     };
@@ -170,7 +174,7 @@ fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
             Some((a, b)) => {
                 let (a, b) = (num(a)?, num(b)?);
                 if a > b {
-                    return Err(format!("{part:?}: a range goes upwards"));
+                    return Err(Error::Usage(format!("{part:?}: a range goes upwards")));
                 }
                 cpus.extend(a..=b);
             }
@@ -180,13 +184,12 @@ fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
     Ok(CpuList(cpus))
 }
 
-fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
-    set.thread_block()
-        .map_err(|e| format!("blocking signals: {e}"))?;
+    set.thread_block().context("blocking signals")?;
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     std::thread::spawn(move || {
@@ -199,16 +202,20 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
 }
 
 /// Run `xenio blkback`.
-pub fn run(a: BlkbackArgs) -> Result<(), String> {
+pub fn run(a: BlkbackArgs) -> Result<()> {
     let shutdown = stop_on_signals()?;
     let direct = match a.direct.as_str() {
         "auto" => Direct::Auto,
         "on" => Direct::On,
         "off" => Direct::Off,
-        o => return Err(format!("--direct {o:?}: expected auto, on or off")),
+        o => {
+            return Err(Error::Usage(format!(
+                "--direct {o:?}: expected auto, on or off"
+            )));
+        }
     };
     let storage = FileStorage::open(&a.disk.target, a.disk.readonly, direct)
-        .map_err(|e| format!("opening the disk: {e}"))?
+        .context("opening the disk")?
         .force_sync(a.sync_io);
     let config = BackendConfig {
         max_ring_page_order: a.max_ring_page_order,
@@ -233,7 +240,7 @@ pub fn run(a: BlkbackArgs) -> Result<(), String> {
     };
     // Before the device is created: a frontend should never see a disk whose
     // backend is about to give up.
-    xenio_blkback::backend::check_cpus(&config.cpus).map_err(|e| format!("--cpus: {e}"))?;
+    xenio_blkback::backend::check_cpus(&config.cpus).context("--cpus")?;
     let paths = DevicePaths::new(
         DomId(a.backend),
         DomId(a.frontend),
@@ -241,25 +248,24 @@ pub fn run(a: BlkbackArgs) -> Result<(), String> {
         a.disk.devid,
     )
     .with_backend_type(&a.backend_type)
-    .map_err(|e| format!("--backend-type: {e}"))?;
+    .context("--backend-type")?;
     let counters = Counters::default();
-    let kind = resolve(a.platform).map_err(|e| e.to_string())?;
+    let kind = resolve(a.platform)?;
     let outcome = match kind {
         PlatformKind::Local => {
             let run_dir = a
                 .run_dir
                 .clone()
                 .unwrap_or_else(xenio_xenbus::local::default_run_dir);
-            let p =
-                LocalPlatform::connect(&run_dir, DomId(a.backend)).map_err(|e| e.to_string())?;
+            let p = LocalPlatform::connect(&run_dir, DomId(a.backend))?;
             go(&p, &paths, &a, &storage, &config, &counters, &shutdown)?
         }
         PlatformKind::Xen => {
-            let p = XenPlatform::open().map_err(|e| e.to_string())?;
+            let p = XenPlatform::open()?;
             let paths =
                 DevicePaths::new(p.domid(), DomId(a.frontend), DeviceKind::Vbd, a.disk.devid)
                     .with_backend_type(&a.backend_type)
-                    .map_err(|e| format!("--backend-type: {e}"))?;
+                    .context("--backend-type")?;
             go(&p, &paths, &a, &storage, &config, &counters, &shutdown)?
         }
     };
@@ -289,27 +295,27 @@ fn go<P: Platform>(
     config: &BackendConfig,
     counters: &Counters,
     shutdown: &AtomicBool,
-) -> Result<xenio_blkback::Outcome, String> {
+) -> Result<xenio_blkback::Outcome> {
     if a.create_device {
         let mode = if a.disk.readonly { "r" } else { "w" };
         create_device_with(
             p.store(),
             paths,
             &[
-                ("params", a.disk.target.display().to_string()),
-                ("mode", mode.to_string()),
-                ("type", "xenio".to_string()),
-                ("dev", a.disk.vdev.clone()),
+                (blkif::PARAMS, a.disk.target.display().to_string()),
+                (blkif::MODE, mode.to_string()),
+                (blkif::TYPE, "xenio".to_string()),
+                (blkif::DEV, a.disk.vdev.clone()),
                 (
-                    "device-type",
+                    blkif::DEVICE_TYPE,
                     if a.disk.cdrom { "cdrom" } else { "disk" }.to_string(),
                 ),
-                ("removable", "0".to_string()),
-                ("bootable", "1".to_string()),
+                (blkif::REMOVABLE, keys::flag(false)),
+                (blkif::BOOTABLE, keys::flag(true)),
             ],
             &vbd_frontend_keys(a.disk.devid, a.disk.cdrom),
         )
-        .map_err(|e| format!("creating the device in the store: {e}"))?;
+        .context("creating the device in the store")?;
     }
     println!(
         "serving {} as {} to domain {} ({})",
@@ -324,7 +330,7 @@ fn go<P: Platform>(
             eprintln!("blkback: removing the device from the store: {e}");
         }
     }
-    served.map_err(|e| e.to_string())
+    Ok(served?)
 }
 
 /// Undo `--create-device` as `xl block-detach` does: Closing, wait (bounded) for
@@ -333,7 +339,10 @@ fn go<P: Platform>(
 fn detach<P: Platform>(p: &P, paths: &DevicePaths) -> xenio_xenbus::Result<()> {
     let store = p.store();
     if store
-        .read_opt(xenio_xenbus::Tx::NONE, &format!("{}/state", paths.backend))?
+        .read_opt(
+            xenio_xenbus::Tx::NONE,
+            &format!("{}/{}", paths.backend, keys::STATE),
+        )?
         .is_some()
     {
         let mut ep = Endpoint::backend(store, &paths.backend)?;
@@ -356,7 +365,7 @@ mod tests {
 
     #[test]
     fn cpu_lists_parse_as_taskset_writes_them() {
-        let ok = |s: &str| parse_cpu_list(s).map(|c| c.0);
+        let ok = |s: &str| parse_cpu_list(s).map(|c| c.0).map_err(|e| e.to_string());
         assert_eq!(ok("0"), Ok(vec![0]));
         assert_eq!(ok("0,1"), Ok(vec![0, 1]));
         assert_eq!(ok("0-3"), Ok(vec![0, 1, 2, 3]));

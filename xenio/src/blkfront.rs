@@ -1,6 +1,7 @@
 //! `xenio blkfront`: connect a userspace blkif frontend to a backend and check
 //! it with verified I/O.
 
+use crate::error::{Context, Error, Result};
 use clap::Args;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,35 +103,34 @@ const SECTOR: u64 = 512;
 const MAX_MODEL: u64 = 1 << 30;
 
 /// The frontend directory `device` names for domain `me`.
-fn frontend_dir(device: &str, me: DomId) -> Result<String, String> {
+fn frontend_dir(device: &str, me: DomId) -> Result<String> {
     if device.starts_with('/') {
         return Ok(device.to_string());
     }
     let devid = xenio_blkback::config::vdev_to_devid(device).ok_or_else(|| {
-        format!("--device {device:?}: neither a store path nor a vdev (xvdb) or device number")
+        Error::Usage(format!(
+            "--device {device:?}: neither a store path nor a vdev (xvdb) or device number"
+        ))
     })?;
     Ok(format!("/local/domain/{}/device/vbd/{devid}", me.0))
 }
 
 /// Run `xenio blkfront`.
-pub fn run(a: BlkfrontArgs) -> Result<(), String> {
-    match resolve(a.platform).map_err(|e| e.to_string())? {
+pub fn run(a: BlkfrontArgs) -> Result<()> {
+    match resolve(a.platform)? {
         PlatformKind::Local => {
             let run_dir = a
                 .run_dir
                 .clone()
                 .unwrap_or_else(xenio_xenbus::local::default_run_dir);
-            let p = LocalPlatform::connect(&run_dir, DomId(a.domid)).map_err(|e| e.to_string())?;
+            let p = LocalPlatform::connect(&run_dir, DomId(a.domid))?;
             go(Arc::new(p), &a)
         }
-        PlatformKind::Xen => go(
-            Arc::new(XenPlatform::open().map_err(|e| e.to_string())?),
-            &a,
-        ),
+        PlatformKind::Xen => go(Arc::new(XenPlatform::open()?), &a),
     }
 }
 
-fn go<P: Platform>(p: Arc<P>, a: &BlkfrontArgs) -> Result<(), String> {
+fn go<P: Platform>(p: Arc<P>, a: &BlkfrontArgs) -> Result<()> {
     let dir = frontend_dir(&a.device, p.domid())?;
     let options = Options {
         max_ring_page_order: a.ring_page_order,
@@ -143,7 +143,7 @@ fn go<P: Platform>(p: Arc<P>, a: &BlkfrontArgs) -> Result<(), String> {
     };
     let t0 = Instant::now();
     let mut front =
-        BlkFront::connect(p, &dir, options).map_err(|e| format!("connecting {dir}: {e}"))?;
+        BlkFront::connect(p, &dir, options).with_context(|| format!("connecting {dir}"))?;
     let info = front.info().clone();
     println!(
         "connected {dir} in {:.1?}: {} sectors ({} MiB), ring order {}, {} queue(s), {} segments per request, persistent {}, flush {}, discard {:?}, readonly {}",
@@ -161,7 +161,7 @@ fn go<P: Platform>(p: Arc<P>, a: &BlkfrontArgs) -> Result<(), String> {
     let result = verify(&mut front, a, &info);
     let closed = front.close();
     result?;
-    closed.map_err(|e| format!("closing: {e}"))?;
+    closed.context("closing")?;
     println!("closed {dir}");
     Ok(())
 }
@@ -170,7 +170,7 @@ fn verify<P: Platform>(
     front: &mut BlkFront<P>,
     a: &BlkfrontArgs,
     info: &xenio_blkfront::Info,
-) -> Result<(), String> {
+) -> Result<()> {
     let span = a
         .span
         .unwrap_or(info.size())
@@ -178,10 +178,10 @@ fn verify<P: Platform>(
         .min(MAX_MODEL);
     let span = span - span % SECTOR;
     if span < SECTOR {
-        return Err(format!(
+        return Err(Error::Check(format!(
             "the disk ({} bytes) is too small to check",
             info.size()
-        ));
+        )));
     }
     let t0 = Instant::now();
     let mut rng = Rng(a.seed);
@@ -202,12 +202,14 @@ fn verify<P: Platform>(
             back.resize(len as usize, 0);
             front
                 .read_at(off, &mut data)
-                .map_err(|e| format!("read {len} at {off}: {e}"))?;
+                .with_context(|| format!("read {len} at {off}"))?;
             front
                 .read_at(off, &mut back)
-                .map_err(|e| format!("read {len} at {off}: {e}"))?;
+                .with_context(|| format!("read {len} at {off}"))?;
             if data != back {
-                return Err(format!("two reads of {len} bytes at {off} differ"));
+                return Err(Error::Check(format!(
+                    "two reads of {len} bytes at {off} differ"
+                )));
             }
             bytes += 2 * len;
         }
@@ -225,7 +227,7 @@ fn verify<P: Platform>(
         rng.fill(&mut data);
         front
             .write_at(off, &data)
-            .map_err(|e| format!("write #{i} of {len} bytes at {off}: {e}"))?;
+            .with_context(|| format!("write #{i} of {len} bytes at {off}"))?;
         model[off as usize..(off + len) as usize].copy_from_slice(&data);
         for s in off / SECTOR..(off + len) / SECTOR {
             known[s as usize] = true;
@@ -233,7 +235,7 @@ fn verify<P: Platform>(
         back.resize(len as usize, 0);
         front
             .read_at(off, &mut back)
-            .map_err(|e| format!("read-back #{i} of {len} bytes at {off}: {e}"))?;
+            .with_context(|| format!("read-back #{i} of {len} bytes at {off}"))?;
         if back != data {
             return Err(mismatch("read-back", off, &data, &back));
         }
@@ -241,14 +243,14 @@ fn verify<P: Platform>(
         extents.push((off, len));
     }
     if info.flush || info.barrier {
-        front.flush().map_err(|e| format!("flush: {e}"))?;
+        front.flush().context("flush")?;
     }
     // Every extent again, after all the overlapping writes: the last write wins.
     for &(off, len) in &extents {
         back.resize(len as usize, 0);
         front
             .read_at(off, &mut back)
-            .map_err(|e| format!("final read of {len} bytes at {off}: {e}"))?;
+            .with_context(|| format!("final read of {len} bytes at {off}"))?;
         let want = &model[off as usize..(off + len) as usize];
         if back != want {
             return Err(mismatch("final read", off, want, &back));
@@ -264,17 +266,15 @@ fn verify<P: Platform>(
         if len <= span {
             front
                 .discard(0, len)
-                .map_err(|e| format!("discard of {len} bytes at 0: {e}"))?;
+                .with_context(|| format!("discard of {len} bytes at 0"))?;
             data.resize(SECTOR as usize * 8, 0);
             rng.fill(&mut data);
             let l = (data.len() as u64).min(span);
             front
                 .write_at(0, &data[..l as usize])
-                .map_err(|e| format!("write after discard: {e}"))?;
+                .context("write after discard")?;
             back.resize(l as usize, 0);
-            front
-                .read_at(0, &mut back)
-                .map_err(|e| format!("read after discard: {e}"))?;
+            front.read_at(0, &mut back).context("read after discard")?;
             if back[..] != data[..l as usize] {
                 return Err(mismatch(
                     "read after discard",
@@ -303,12 +303,12 @@ fn verify<P: Platform>(
     Ok(())
 }
 
-fn mismatch(what: &str, off: u64, want: &[u8], got: &[u8]) -> String {
+fn mismatch(what: &str, off: u64, want: &[u8], got: &[u8]) -> Error {
     let at = want.iter().zip(got).position(|(w, g)| w != g).unwrap_or(0);
-    format!(
+    Error::Check(format!(
         "{what}: data differs at disk byte {} (wanted {:#04x}, read {:#04x})",
         off + at as u64,
         want.get(at).copied().unwrap_or(0),
         got.get(at).copied().unwrap_or(0)
-    )
+    ))
 }

@@ -11,6 +11,8 @@ use std::process::ExitCode;
 use xenio_xenbus::DomId;
 use xenio_xenstore::daemon::{Daemon, DaemonConfig, Quotas};
 
+use crate::error::{Context, Result};
+
 /// xenio: Xen split-driver I/O in userspace.
 #[derive(Parser, Debug)]
 #[command(name = "xenio", version, about, long_about = None)]
@@ -95,6 +97,7 @@ enum Command {
 
 mod blkback;
 mod blkfront;
+mod error;
 mod netback;
 mod netfront;
 
@@ -155,7 +158,13 @@ struct StoreArgs {
     #[arg(long, value_name = "N", default_value_t = Quotas::default().queued_events)]
     max_queued_events: usize,
 
-    /// Connections served at once (all sockets together); more are closed.
+    /// Connections one unprivileged domain may hold open at once; more are
+    /// closed at once (dom0 is limited only by --max-connections).
+    #[arg(long, value_name = "N", default_value_t = Quotas::default().connections)]
+    quota_connections: usize,
+
+    /// Connections served at once (all sockets together); more are closed. An
+    /// eighth of them (at most 64) is kept for dom0.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     max_connections: usize,
 }
@@ -181,20 +190,19 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xenio: {e}");
-            ExitCode::FAILURE
+            e.exit_code()
         }
     }
 }
 
-fn store(a: StoreArgs) -> Result<(), String> {
+fn store(a: StoreArgs) -> Result<()> {
     use nix::sys::signal::{SigSet, Signal};
     // Block the stop signals in every thread (threads inherit the mask), then
     // take them synchronously with sigwait: no handler, no unsafe.
     let mut stop = SigSet::empty();
     stop.add(Signal::SIGINT);
     stop.add(Signal::SIGTERM);
-    stop.thread_block()
-        .map_err(|e| format!("blocking signals: {e}"))?;
+    stop.thread_block().context("blocking signals")?;
 
     let run_dir = a
         .run_dir
@@ -211,12 +219,13 @@ fn store(a: StoreArgs) -> Result<(), String> {
             path_max: a.quota_path_max,
             outstanding: a.quota_outstanding,
             queued_events: a.max_queued_events,
+            connections: a.quota_connections,
         },
         domains: a.domains.iter().map(|&d| DomId(d)).collect(),
         max_connections: a.max_connections,
     };
     let domains = config.domains.clone();
-    let daemon = Daemon::start(config).map_err(|e| e.to_string())?;
+    let daemon = Daemon::start(config)?;
 
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "dom0: {}", daemon.socket_path().display());
@@ -235,9 +244,7 @@ fn store(a: StoreArgs) -> Result<(), String> {
     let _ = out.flush();
     drop(out);
 
-    let sig = stop
-        .wait()
-        .map_err(|e| format!("waiting for signals: {e}"))?;
+    let sig = stop.wait().context("waiting for signals")?;
     tracing::info!("{sig:?}: stopping");
     daemon.shutdown();
     Ok(())

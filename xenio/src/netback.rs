@@ -1,5 +1,6 @@
 //! `xenio netback`.
 
+use crate::error::{Context, Error, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use xenio_netback::{BackendConfig, Counters, QueueConfig, TapNetwork, serve};
 use xenio_xenbus::DomId;
+use xenio_xenbus::handshake::keys::netif;
 use xenio_xenbus::handshake::{DeviceKind, DevicePaths, create_device};
 use xenio_xenbus::platform::{
     LocalPlatform, Platform, PlatformChoice, PlatformKind, XenPlatform, resolve,
@@ -95,13 +97,12 @@ pub struct NetbackArgs {
     once: bool,
 }
 
-fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
-    set.thread_block()
-        .map_err(|e| format!("blocking signals: {e}"))?;
+    set.thread_block().context("blocking signals")?;
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     std::thread::spawn(move || {
@@ -114,15 +115,21 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
 }
 
 /// Run `xenio netback`.
-pub fn run(a: NetbackArgs) -> Result<(), String> {
+pub fn run(a: NetbackArgs) -> Result<()> {
     let shutdown = stop_on_signals()?;
     if xenio_netfront::parse_mac(&a.mac).is_none() {
-        return Err(format!("--mac {:?}: expected aa:bb:cc:dd:ee:ff", a.mac));
+        return Err(Error::Usage(format!(
+            "--mac {:?}: expected aa:bb:cc:dd:ee:ff",
+            a.mac
+        )));
     }
     if !(68..=65535 - 18).contains(&a.mtu) {
-        return Err(format!("--mtu {}: expected 68..=65517", a.mtu));
+        return Err(Error::Usage(format!(
+            "--mtu {}: expected 68..=65517",
+            a.mtu
+        )));
     }
-    let network = TapNetwork::open(&a.tap, a.max_queues > 1).map_err(|e| e.to_string())?;
+    let network = TapNetwork::open(&a.tap, a.max_queues > 1)?;
     let config = BackendConfig {
         max_queues: a.max_queues.max(1),
         sg: !a.no_sg,
@@ -138,19 +145,18 @@ pub fn run(a: NetbackArgs) -> Result<(), String> {
         ..Default::default()
     };
     let counters = Counters::default();
-    let kind = resolve(a.platform).map_err(|e| e.to_string())?;
+    let kind = resolve(a.platform)?;
     let outcome = match kind {
         PlatformKind::Local => {
             let run_dir = a
                 .run_dir
                 .clone()
                 .unwrap_or_else(xenio_xenbus::local::default_run_dir);
-            let p =
-                LocalPlatform::connect(&run_dir, DomId(a.backend)).map_err(|e| e.to_string())?;
+            let p = LocalPlatform::connect(&run_dir, DomId(a.backend))?;
             go(&p, &a, &network, &config, &counters, &shutdown)?
         }
         PlatformKind::Xen => {
-            let p = XenPlatform::open().map_err(|e| e.to_string())?;
+            let p = XenPlatform::open()?;
             go(&p, &a, &network, &config, &counters, &shutdown)?
         }
     };
@@ -165,34 +171,41 @@ fn go<P: Platform>(
     config: &BackendConfig,
     counters: &Counters,
     shutdown: &AtomicBool,
-) -> Result<xenio_netback::Outcome, String> {
+) -> Result<xenio_netback::Outcome> {
     let paths = DevicePaths::new(p.domid(), DomId(a.frontend), DeviceKind::Vif, a.devid);
     if a.create_device {
         create_device(
             p.store(),
             &paths,
             &[
-                ("mac", a.mac.clone()),
-                ("mtu", a.mtu.to_string()),
-                ("bridge", a.tap.clone()),
-                ("type", "vif".to_string()),
-                ("handle", a.devid.to_string()),
+                (netif::MAC, a.mac.clone()),
+                (netif::MTU, a.mtu.to_string()),
+                (netif::BRIDGE, a.tap.clone()),
+                (netif::TYPE, "vif".to_string()),
+                (netif::HANDLE, a.devid.to_string()),
             ],
         )
-        .map_err(|e| format!("creating the device in the store: {e}"))?;
+        .context("creating the device in the store")?;
         for (k, v) in [
-            ("mac", a.mac.clone()),
-            ("mtu", a.mtu.to_string()),
-            ("handle", a.devid.to_string()),
+            (netif::MAC, a.mac.clone()),
+            (netif::MTU, a.mtu.to_string()),
+            (netif::HANDLE, a.devid.to_string()),
         ] {
             p.store()
                 .write(Tx::NONE, &format!("{}/{k}", paths.frontend), v.as_bytes())
-                .map_err(|e| format!("writing the frontend's {k}: {e}"))?;
+                .with_context(|| format!("writing the frontend's {k}"))?;
         }
     }
     println!(
         "serving TAP {} to domain {} ({})",
         a.tap, a.frontend, paths.backend
     );
-    serve(p, &paths.backend, network, config, counters, shutdown).map_err(|e| e.to_string())
+    Ok(serve(
+        p,
+        &paths.backend,
+        network,
+        config,
+        counters,
+        shutdown,
+    )?)
 }

@@ -1,6 +1,7 @@
 //! `xenio netfront`: connect a userspace netif frontend to a backend and check it
 //! with ARP and ICMP echo (ping) over raw Ethernet frames.
 
+use crate::error::{Context, Error, Result};
 use clap::Args;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -58,20 +59,17 @@ pub struct NetfrontArgs {
 }
 
 /// Run `xenio netfront`.
-pub fn run(a: NetfrontArgs) -> Result<(), String> {
-    match resolve(a.platform).map_err(|e| e.to_string())? {
+pub fn run(a: NetfrontArgs) -> Result<()> {
+    match resolve(a.platform)? {
         PlatformKind::Local => {
             let run_dir = a
                 .run_dir
                 .clone()
                 .unwrap_or_else(xenio_xenbus::local::default_run_dir);
-            let p = LocalPlatform::connect(&run_dir, DomId(a.domid)).map_err(|e| e.to_string())?;
+            let p = LocalPlatform::connect(&run_dir, DomId(a.domid))?;
             go(Arc::new(p), &a)
         }
-        PlatformKind::Xen => go(
-            Arc::new(XenPlatform::open().map_err(|e| e.to_string())?),
-            &a,
-        ),
+        PlatformKind::Xen => go(Arc::new(XenPlatform::open()?), &a),
     }
 }
 
@@ -173,24 +171,27 @@ fn parse(f: &[u8]) -> Got {
     Got::Other
 }
 
-fn go<P: Platform>(p: Arc<P>, a: &NetfrontArgs) -> Result<(), String> {
+fn go<P: Platform>(p: Arc<P>, a: &NetfrontArgs) -> Result<()> {
     let dir = if a.device.starts_with('/') {
         a.device.clone()
     } else {
-        let devid: u32 = a
-            .device
-            .parse()
-            .map_err(|_| format!("--device {:?}: a store path or a device id", a.device))?;
+        let devid: u32 = a.device.parse().map_err(|_| {
+            Error::Usage(format!(
+                "--device {:?}: a store path or a device id",
+                a.device
+            ))
+        })?;
         format!("/local/domain/{}/device/vif/{devid}", p.domid().0)
     };
     let mac = match &a.mac {
-        Some(m) => {
-            Some(parse_mac(m).ok_or_else(|| format!("--mac {m:?}: expected aa:bb:cc:dd:ee:ff"))?)
-        }
+        Some(m) => Some(
+            parse_mac(m)
+                .ok_or_else(|| Error::Usage(format!("--mac {m:?}: expected aa:bb:cc:dd:ee:ff")))?,
+        ),
         None => None,
     };
     if a.size > 1472 {
-        return Err(format!("--size {}: at most 1472", a.size));
+        return Err(Error::Usage(format!("--size {}: at most 1472", a.size)));
     }
     let t0 = Instant::now();
     let mut nf = NetFront::connect(
@@ -201,7 +202,7 @@ fn go<P: Platform>(p: Arc<P>, a: &NetfrontArgs) -> Result<(), String> {
             ..Options::default()
         },
     )
-    .map_err(|e| format!("connecting {dir}: {e}"))?;
+    .with_context(|| format!("connecting {dir}"))?;
     let me = nf.info().mac;
     println!(
         "connected {dir} in {:.1?}: mac {}, {} queue(s), sg {}, split event channels {}, mtu {}",
@@ -218,53 +219,49 @@ fn go<P: Platform>(p: Arc<P>, a: &NetfrontArgs) -> Result<(), String> {
     let result = ping(&mut nf, a, me);
     let closed = nf.close();
     result?;
-    closed.map_err(|e| format!("closing: {e}"))?;
+    closed.context("closing")?;
     println!("closed {dir}");
     Ok(())
 }
 
-fn ping<P: Platform>(nf: &mut NetFront<P>, a: &NetfrontArgs, me: [u8; 6]) -> Result<(), String> {
+fn ping<P: Platform>(nf: &mut NetFront<P>, a: &NetfrontArgs, me: [u8; 6]) -> Result<()> {
     let wait = Duration::from_secs(a.timeout);
-    let send = |nf: &mut NetFront<P>, f: &[u8]| -> Result<(), String> {
+    let send = |nf: &mut NetFront<P>, f: &[u8]| -> Result<()> {
         let until = Instant::now() + wait;
-        while !nf.send(f).map_err(|e| format!("send: {e}"))? {
+        while !nf.send(f).context("send")? {
             if Instant::now() > until {
-                return Err("the tx ring stayed full".into());
+                return Err(Error::Check("the tx ring stayed full".into()));
             }
-            nf.wait(Duration::from_millis(10))
-                .map_err(|e| e.to_string())?;
+            nf.wait(Duration::from_millis(10))?;
         }
         Ok(())
     };
     // Take frames until `want` says yes; answer ARP requests for our address.
     let mut buf = Vec::new();
-    let mut recv_until = |nf: &mut NetFront<P>,
-                          what: &str,
-                          want: &mut dyn FnMut(Got) -> bool|
-     -> Result<(), String> {
-        let until = Instant::now() + wait;
-        loop {
-            while nf.recv(&mut buf).map_err(|e| format!("recv: {e}"))? {
-                match parse(&buf) {
-                    Got::ArpRequest(sha, spa, tpa) if tpa == a.ip => {
-                        let r = eth(sha, me, ETH_ARP, &arp(2, me, a.ip, sha, spa));
-                        send(nf, &r)?;
-                    }
-                    g => {
-                        if want(g) {
-                            return Ok(());
+    let mut recv_until =
+        |nf: &mut NetFront<P>, what: &str, want: &mut dyn FnMut(Got) -> bool| -> Result<()> {
+            let until = Instant::now() + wait;
+            loop {
+                while nf.recv(&mut buf).context("recv")? {
+                    match parse(&buf) {
+                        Got::ArpRequest(sha, spa, tpa) if tpa == a.ip => {
+                            let r = eth(sha, me, ETH_ARP, &arp(2, me, a.ip, sha, spa));
+                            send(nf, &r)?;
+                        }
+                        g => {
+                            if want(g) {
+                                return Ok(());
+                            }
                         }
                     }
                 }
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Check(format!("no {what} within {} s", a.timeout)));
+                }
+                nf.wait(left.min(Duration::from_millis(100)))?;
             }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(format!("no {what} within {} s", a.timeout));
-            }
-            nf.wait(left.min(Duration::from_millis(100)))
-                .map_err(|e| e.to_string())?;
-        }
-    };
+        };
     // ARP for the peer.
     send(
         nf,
@@ -278,7 +275,7 @@ fn ping<P: Platform>(nf: &mut NetFront<P>, a: &NetfrontArgs, me: [u8; 6]) -> Res
         }
         _ => false,
     })?;
-    let peer = peer.ok_or("no ARP reply")?;
+    let peer = peer.ok_or_else(|| Error::Check("no ARP reply".into()))?;
     let id = std::process::id() as u16;
     let t0 = Instant::now();
     for seq in 1..=a.count {
@@ -298,7 +295,9 @@ fn ping<P: Platform>(nf: &mut NetFront<P>, a: &NetfrontArgs, me: [u8; 6]) -> Res
             _ => false,
         })?;
         if !ok {
-            return Err(format!("echo reply {seq}: the payload differs"));
+            return Err(Error::Check(format!(
+                "echo reply {seq}: the payload differs"
+            )));
         }
     }
     println!(

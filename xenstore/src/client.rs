@@ -19,8 +19,9 @@
 //! # Ok::<(), xenio_xenstore::Error>(())
 //! ```
 
+use crate::error::{Error, Result};
+use crate::store::{Perm, Store, Tx, Watch, WatchEvent};
 use crate::wire::{Message, ReadOutcome, XsError, join_strings, read_message, split_strings};
-use crate::{Error, Perm, Result, Store, Tx, Watch, WatchEvent};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;

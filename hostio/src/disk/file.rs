@@ -2,7 +2,7 @@
 //! the geometry and capabilities a block backend advertises.
 
 use super::sys;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};

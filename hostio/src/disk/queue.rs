@@ -7,8 +7,10 @@
 //! use of it. Slots and their `iovec` vectors are reused: submitting and reaping
 //! allocate nothing once the vectors have grown to the usual segment count.
 
-use super::{BlockFile, Completion, Io, IoMem, IoSeg, OpError, sys};
-use crate::{Error, Result};
+use super::file::BlockFile;
+use super::io::{Completion, Io, IoMem, IoSeg, OpError};
+use super::sys;
+use crate::error::{Error, Result};
 use io_uring::{IoUring, opcode, squeue, types};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::collections::{HashMap, VecDeque};
@@ -1218,7 +1220,8 @@ fn too_much(slot: &Slot, n: usize) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::{DiskOpen, IoSeg};
+    use crate::disk::file::DiskOpen;
+    use crate::disk::io::IoSeg;
     use xenio_xenbus::Region;
 
     fn queue(depth: u32) -> (tempfile::TempDir, DiskQueue) {

@@ -1,6 +1,6 @@
 //! A hostile frontend: arbitrary tx ring contents (every slot, the producer
-//! index) and rx buffers fed to netback's real queue engine, with an in-memory
-//! grant table and network. The engine must answer or disconnect: never panic,
+//! index) and rx buffers fed to netback's real queue worker, with an in-memory
+//! grant table and network. The worker must answer or disconnect: never panic,
 //! never hang, never answer more than was asked, never send a frame it should
 //! have refused.
 #![no_main]
@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use xenio_netback::engine::{Counters, QueueConfig, QueueEngine, QueueRings, QueueState};
+use xenio_netback::queue::{Counters, QueueConfig, QueueWorker, QueueRings, QueueState};
 use xenio_netback::tx::TxLimits;
 use xenio_netback::{Error as NbError, MemFrames};
 use xenio_ring::BackRing;
@@ -139,7 +139,7 @@ fuzz_target!(|data: &[u8]| {
     let (r1, _w1) = std::io::pipe().unwrap();
     let counters = Counters::default();
     let stop = AtomicBool::new(false);
-    let mut engine = QueueEngine {
+    let mut worker = QueueWorker {
         rings: QueueRings {
             tx: BackRing::attach_at(tx_mem, 0).unwrap(),
             rx: BackRing::attach_at(rx_mem, 0).unwrap(),
@@ -161,7 +161,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut st = QueueState::default();
     for _ in 0..600 {
-        match engine.step(&mut st) {
+        match worker.step(&mut st) {
             Ok(true) => {}
             Ok(false) => break,
             Err(NbError::Ring(e)) => {
@@ -169,11 +169,11 @@ fuzz_target!(|data: &[u8]| {
                 break;
             }
             Err(NbError::Frontend(_)) => break,
-            Err(e) => panic!("the engine failed on hostile input: {e}"),
+            Err(e) => panic!("the worker failed on hostile input: {e}"),
         }
     }
     // Never more responses than requests, never a frame it should have refused.
-    let rsp_prod = engine.rings.tx.rsp_prod_pvt();
+    let rsp_prod = worker.rings.tx.rsp_prod_pvt();
     assert!(
         rsp_prod <= req_prod.min(256),
         "{rsp_prod} responses to {req_prod} requests"

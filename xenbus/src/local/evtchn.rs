@@ -9,8 +9,9 @@
 //! `unbound <remote-domid> <owner-pid>` or
 //! `interdomain <remote-domid> <remote-port> <owner-pid>`.
 
-use super::{LocalDomain, alive};
-use crate::{Error, EventChannel, EventChannels, Result};
+use super::domain::{LocalDomain, alive};
+use crate::error::{Error, Result};
+use crate::evtchn::{EventChannel, EventChannels};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};

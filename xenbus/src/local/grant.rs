@@ -5,10 +5,11 @@
 //! ref that was never granted, was granted to another domain, or was revoked is
 //! refused, and a read-only grant maps without write permission.
 
+use super::domain::{LocalDomain, alive};
 use super::pages::{AtomicFile, PAGE, PageMap};
-use super::{LocalDomain, alive};
+use crate::error::{Error, Result};
+use crate::grant::{Access, CopyBuf, GrantCopy, GrantMapper, GrantTable, Granted};
 use crate::region::{ReadOnlyRegion, Region};
-use crate::{Access, CopyBuf, Error, GrantCopy, GrantMapper, GrantTable, Granted, Result};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};

@@ -1,8 +1,8 @@
 //! Mapping pages of a file into one contiguous range: the OS wrapper behind local
 //! grants (pool pages granted by a frontend, grants mapped by a backend).
 
+use crate::error::{Error, Result};
 use crate::region::{ReadOnlyRegion, Region};
-use crate::{Error, Result};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, mmap_anonymous, munmap};
 use std::fs::File;
 use std::num::NonZeroUsize;

@@ -1,10 +1,13 @@
 //! [`LocalPlatform`]: one domain of the local platform, as a driver sees it.
 
-use super::{LocalDomain, LocalEventChannels, LocalGrantMapper, LocalGrantTable};
-use crate::platform::{Platform, once};
-use crate::{DomId, Error, Result};
+use super::domain::LocalDomain;
+use super::evtchn::LocalEventChannels;
+use super::grant::{LocalGrantMapper, LocalGrantTable};
+use crate::error::{Error, Result};
+use crate::platform::seam::{Platform, once};
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use xenio_xen_sys::DomId;
 use xenio_xenstore::Client;
 
 /// A domain of the local platform (see `docs/local-platform.md`).

@@ -8,8 +8,9 @@
 //! bytes with what a C program compiled against the kernel's `xen/gntdev.h` and
 //! `xen/gntalloc.h` puts in the same structs.
 
-use super::{UnmapNotify, XEN_PAGE};
-use crate::{Access, Error, Result};
+use super::device::{UnmapNotify, XEN_PAGE};
+use crate::error::{Error, Result};
+use crate::grant::Access;
 use std::mem::{align_of, offset_of, size_of};
 use xenio_xen_sys::grant_table::*;
 use xenio_xen_sys::ioctl::gntalloc::{

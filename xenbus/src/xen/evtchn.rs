@@ -13,8 +13,9 @@
 //! descriptor, like one libxenevtchn handle per port), so its descriptor is a
 //! precise readiness source and its ring holds at most one entry.
 
-use super::{EVTCHN_PATH, errno_text, open_device};
-use crate::{Error, EventChannel, EventChannels, Result};
+use super::device::{EVTCHN_PATH, errno_text, open_device};
+use crate::error::{Error, Result};
+use crate::evtchn::{EventChannel, EventChannels};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::fs::File;

@@ -10,9 +10,10 @@
 //! against its limit, 1024 pages by default, module parameter `limit`).
 
 use super::abi;
-use super::{GNTALLOC_PATH, Mapping, UnmapNotify, XEN_PAGE, open_device};
+use super::device::{GNTALLOC_PATH, Mapping, UnmapNotify, XEN_PAGE, open_device};
+use crate::error::{Error, Result};
+use crate::grant::{Access, GrantTable, Granted};
 use crate::region::Region;
-use crate::{Access, Error, GrantTable, Granted, Result};
 use nix::errno::Errno;
 use std::fs::File;
 use std::num::NonZeroUsize;

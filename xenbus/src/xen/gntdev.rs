@@ -11,9 +11,10 @@
 //! is why [`GntdevDevice::copy`](crate::GrantMapper::copy) checks that first.
 
 use super::abi::{self, CopySegment};
-use super::{GNTDEV_PATH, Mapping, UnmapNotify, XEN_PAGE, errno_text, open_device};
+use super::device::{GNTDEV_PATH, Mapping, UnmapNotify, XEN_PAGE, errno_text, open_device};
+use crate::error::{Error, Result};
+use crate::grant::{CopyBuf, GrantCopy, GrantMapper};
 use crate::region::{ReadOnlyRegion, Region};
-use crate::{CopyBuf, Error, GrantCopy, GrantMapper, Result};
 use nix::errno::Errno;
 use std::collections::HashMap;
 use std::fs::File;
@@ -124,8 +125,8 @@ pub trait GrantRegion: sealed::Sealed {
 
 mod sealed {
     pub trait Sealed {}
-    impl Sealed for crate::Region {}
-    impl Sealed for crate::ReadOnlyRegion {}
+    impl Sealed for crate::region::Region {}
+    impl Sealed for crate::region::ReadOnlyRegion {}
 }
 
 impl GrantRegion for Region {

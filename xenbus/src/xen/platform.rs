@@ -1,10 +1,14 @@
 //! [`XenPlatform`]: this domain on real Xen, as a driver sees it.
 
-use super::{EvtchnDevice, GntallocDevice, GntdevDevice};
-use crate::platform::{Platform, once};
-use crate::{DomId, Error, Result, Store, Tx};
+use super::evtchn::EvtchnDevice;
+use super::gntalloc::GntallocDevice;
+use super::gntdev::GntdevDevice;
+use crate::error::{Error, Result};
+use crate::platform::seam::{Platform, once};
 use std::sync::OnceLock;
+use xenio_xen_sys::DomId;
 use xenio_xenstore::Client;
+use xenio_xenstore::{Store, Tx};
 
 /// This domain on real Xen: `/dev/xen/*` and xenstored.
 #[derive(Debug)]
@@ -39,7 +43,7 @@ impl XenPlatform {
     /// # Ok::<(), xenio_xenbus::Error>(())
     /// ```
     pub fn open() -> Result<Self> {
-        crate::xen::available()?;
+        super::device::available()?;
         let store = Client::connect_default()?;
         let id = store.read_string(Tx::NONE, "domid")?;
         let domid = id

@@ -3,12 +3,13 @@
 //! queue. The socket daemon ([`super::Daemon`]) and an in-process platform are
 //! two users of it.
 
-use super::Quotas;
 use super::path::{canonicalize, domain_path, is_child, parent};
 use super::queue::{OutQueue, Popped};
+use super::quotas::Quotas;
 use super::tree::{Event, Node, O, R, Tree, Txn, View, W, Who, rights};
+use crate::error::{Error, Result};
+use crate::store::{Perm, PermAccess};
 use crate::wire::{Message, XsError, join_strings, split_strings, type_name};
-use crate::{Error, Perm, PermAccess, Result};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

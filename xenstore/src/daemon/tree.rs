@@ -1,10 +1,10 @@
 //! The node database, permissions, and views of it (the live tree, or a
 //! transaction's overlay on it) that the operations work through.
 
-use super::Quotas;
 use super::path::{basename, child, parent};
+use super::quotas::Quotas;
+use crate::store::{Perm, PermAccess};
 use crate::wire::XsError;
-use crate::{Perm, PermAccess};
 use std::collections::HashMap;
 use xenio_xen_sys::DomId;
 

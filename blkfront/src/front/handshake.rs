@@ -1,0 +1,132 @@
+//! The frontend's side of the handshake (`xen/io/blkif.h`), for the first
+//! connection and every reconnection, in two halves around setting up the
+//! rings: [`negotiate`] (Initialising, wait for the backend's InitWait, read
+//! its limits) and [`connect`] (publish the rings, Initialised, wait for
+//! Connected, read the disk, Connected).
+
+use crate::error::{Error, Result};
+use crate::options::{Info, Options};
+use std::time::Duration;
+use xenio_xen_sys::blkif::{
+    BLKIF_MAX_INDIRECT_SEGMENTS, BLKIF_MAX_SEGMENTS_PER_REQUEST, VDISK_READONLY,
+};
+use xenio_xen_sys::xenbus::XenbusState;
+use xenio_xen_sys::{GrantRef, Port};
+use xenio_xenbus::Store;
+use xenio_xenbus::handshake::Endpoint;
+use xenio_xenbus::handshake::keys::{self, blkif};
+
+/// The rings to set up: the options capped by the backend's limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Ring page order.
+    pub(crate) order: u32,
+    /// Queues.
+    pub(crate) queues: u32,
+    /// Segments per request (11, or the indirect segment count in use).
+    pub(crate) max_segments: usize,
+}
+
+/// Say Initialising, wait for the backend's InitWait, and cap `options` by
+/// what it offers.
+pub(crate) fn negotiate<S: Store>(store: &S, dir: &str, options: &Options) -> Result<Geometry> {
+    let mut ep = Endpoint::frontend(store, dir)?;
+    ep.switch(XenbusState::Initialising, &[])?;
+    ep.wait_peer(options.timeout, |s| s == XenbusState::InitWait)?;
+    let max_order: u32 = ep.peer_parse(blkif::MAX_RING_PAGE_ORDER)?.unwrap_or(0);
+    let max_queues: u32 = ep.peer_parse(blkif::MULTI_QUEUE_MAX_QUEUES)?.unwrap_or(1);
+    let max_indirect: u32 = ep
+        .peer_parse(blkif::FEATURE_MAX_INDIRECT_SEGMENTS)?
+        .unwrap_or(0);
+    let indirect = options
+        .indirect_segments
+        .min(max_indirect)
+        .min(BLKIF_MAX_INDIRECT_SEGMENTS as u32) as usize;
+    Ok(Geometry {
+        order: options.max_ring_page_order.min(max_order).min(8),
+        queues: options.queues.clamp(1, max_queues.max(1)),
+        max_segments: if indirect > BLKIF_MAX_SEGMENTS_PER_REQUEST {
+            indirect
+        } else {
+            BLKIF_MAX_SEGMENTS_PER_REQUEST
+        },
+    })
+}
+
+/// The keys that publish the rings (`rings`: each queue's grant references
+/// and port, in queue order), in the order they are written.
+pub(crate) fn ring_keys(
+    geometry: Geometry,
+    rings: &[(&[GrantRef], Port)],
+    persistent: bool,
+) -> Vec<(String, String)> {
+    let mut keys: Vec<(String, String)> = Vec::new();
+    if geometry.order > 0 {
+        keys.push((blkif::RING_PAGE_ORDER.into(), geometry.order.to_string()));
+    }
+    if geometry.queues > 1 {
+        keys.push((
+            blkif::MULTI_QUEUE_NUM_QUEUES.into(),
+            geometry.queues.to_string(),
+        ));
+    }
+    for (i, (refs, port)) in rings.iter().enumerate() {
+        let key = |k: &str| keys::queue_key(i as u32, geometry.queues, k);
+        for (k, r) in blkif::ring_ref_keys(geometry.order).iter().zip(*refs) {
+            keys.push((key(k), r.0.to_string()));
+        }
+        keys.push((key(blkif::EVENT_CHANNEL), port.0.to_string()));
+    }
+    keys.push((blkif::PROTOCOL.into(), blkif::PROTOCOL_X86_64_ABI.into()));
+    keys.push((blkif::FEATURE_PERSISTENT.into(), keys::flag(persistent)));
+    keys
+}
+
+/// Write `ring_keys` and say Initialised, wait for the backend's Connected,
+/// read the disk's properties, and say Connected.
+pub(crate) fn connect<S: Store>(
+    store: &S,
+    dir: &str,
+    ring_keys: &[(String, String)],
+    geometry: Geometry,
+    timeout: Duration,
+) -> Result<Info> {
+    let mut ep = Endpoint::frontend(store, dir)?;
+    let refs: Vec<(&str, String)> = ring_keys
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    ep.switch(XenbusState::Initialised, &refs)?;
+    ep.wait_peer(timeout, |s| s == XenbusState::Connected)?;
+
+    // u64::MAX stands for "missing", as it always did (it would overflow the size).
+    let sectors = ep
+        .peer_parse::<u64>(blkif::SECTORS)?
+        .filter(|&s| s != u64::MAX)
+        .ok_or_else(|| Error::from(keys::bad_key(&ep.peer_path(blkif::SECTORS), "missing")))?;
+    let info_bits: u32 = ep.peer_parse(blkif::INFO)?.unwrap_or(0);
+    let mode_ro = ep.peer_key(blkif::MODE)?.is_some_and(|m| m.trim() == "r");
+    let discard = if ep.peer_flag(blkif::FEATURE_DISCARD)? {
+        Some((
+            ep.peer_parse(blkif::DISCARD_GRANULARITY)?.unwrap_or(512u64),
+            ep.peer_parse(blkif::DISCARD_ALIGNMENT)?.unwrap_or(0u64),
+        ))
+    } else {
+        None
+    };
+    let info = Info {
+        sectors,
+        sector_size: ep.peer_parse(blkif::SECTOR_SIZE)?.unwrap_or(512),
+        physical_sector_size: ep.peer_parse(blkif::PHYSICAL_SECTOR_SIZE)?.unwrap_or(512),
+        readonly: info_bits & VDISK_READONLY != 0 || mode_ro,
+        flush: ep.peer_flag(blkif::FEATURE_FLUSH_CACHE)?,
+        barrier: ep.peer_flag(blkif::FEATURE_BARRIER)?,
+        discard,
+        ring_page_order: geometry.order,
+        queues: geometry.queues,
+        max_segments: geometry.max_segments,
+        persistent: ep.peer_flag(blkif::FEATURE_PERSISTENT)?,
+    };
+    ep.switch(XenbusState::Connected, &[])?;
+    Ok(info)
+}

@@ -1,0 +1,114 @@
+//! The data pool: pages granted to the backend once, at connect time, from
+//! which every I/O buffer ([`Buf`]) is cut, so the data path never grants or
+//! revokes (persistent grants) and never copies between the caller's buffer
+//! and a granted page behind its back.
+
+use crate::error::{Error, Result};
+use std::ops::Range;
+use xenio_xen_sys::GrantRef;
+use xenio_xen_sys::ring::XEN_PAGE_SIZE as PAGE;
+use xenio_xenbus::{Granted, Region};
+
+/// A buffer of pool pages (granted to the backend), `len` bytes long.
+#[derive(Debug)]
+pub struct Buf {
+    /// Indexes of its pages in the pool, in order.
+    pub(crate) pages: Vec<u32>,
+    pub(crate) len: usize,
+}
+
+impl Buf {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether the buffer is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The granted pages and which of them are free.
+pub(crate) struct Pool<G: Granted> {
+    granted: G,
+    free: Vec<u32>,
+}
+
+impl<G: Granted> Pool<G> {
+    /// Every page of `granted` free.
+    pub(crate) fn new(granted: G) -> Self {
+        let pages = granted.refs().len() as u32;
+        Pool {
+            granted,
+            free: (0..pages).rev().collect(),
+        }
+    }
+
+    /// A buffer of `len` bytes (rounded up to pages, at least one).
+    pub(crate) fn alloc(&mut self, len: usize) -> Result<Buf> {
+        let n = len.div_ceil(PAGE).max(1);
+        if n > self.free.len() {
+            return Err(Error::PoolExhausted(self.in_use()));
+        }
+        let at = self.free.len() - n;
+        let pages = self.free.split_off(at);
+        Ok(Buf { pages, len })
+    }
+
+    /// Give a buffer's pages back.
+    pub(crate) fn free(&mut self, buf: Buf) {
+        self.free.extend(buf.pages);
+    }
+
+    fn in_use(&self) -> usize {
+        self.granted.refs().len() - self.free.len()
+    }
+
+    /// The grant reference of every pool page.
+    pub(crate) fn refs(&self) -> &[GrantRef] {
+        self.granted.refs()
+    }
+
+    /// Copy `data` into `buf` at `offset`.
+    pub(crate) fn write(&self, buf: &Buf, offset: usize, data: &[u8]) -> Result<()> {
+        self.io(buf, offset, data.len(), |region, at, range| {
+            region.write(at, &data[range])
+        })
+    }
+
+    /// Copy bytes of `buf` at `offset` into `out`.
+    pub(crate) fn read(&self, buf: &Buf, offset: usize, out: &mut [u8]) -> Result<()> {
+        let len = out.len();
+        self.io(buf, offset, len, |region, at, range| {
+            region.read(at, &mut out[range])
+        })
+    }
+
+    /// Call `f` for each page-sized piece of `len` bytes of `buf` at `offset`:
+    /// the region, the piece's position in it, and its range in the caller's bytes.
+    fn io(
+        &self,
+        buf: &Buf,
+        offset: usize,
+        len: usize,
+        mut f: impl FnMut(&Region, usize, Range<usize>) -> xenio_xenbus::Result<()>,
+    ) -> Result<()> {
+        if offset.checked_add(len).is_none_or(|end| end > buf.len) {
+            return Err(Error::Invalid(format!(
+                "{len} bytes at {offset} is outside a {}-byte buffer",
+                buf.len
+            )));
+        }
+        let region = self.granted.region();
+        let mut done = 0;
+        while done < len {
+            let pos = offset + done;
+            let (page, in_page) = (pos / PAGE, pos % PAGE);
+            let n = (PAGE - in_page).min(len - done);
+            let at = buf.pages[page] as usize * PAGE + in_page;
+            f(region, at, done..done + n)?;
+            done += n;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,240 @@
+//! One end of a device's handshake: its own `state` written, the peer's
+//! watched, keys read and parsed.
+
+use super::keys::{self, parse_key};
+use crate::error::{Error, Result};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+use xenio_xen_sys::DomId;
+use xenio_xen_sys::xenbus::XenbusState;
+use xenio_xenstore::{Store, Tx, Watch};
+
+/// Read a `state` node. A missing node reads as `Unknown`, which both sides treat
+/// as "not there (any more)". So does one the store denies: once a backend
+/// removes its directory, a guest reading the backend's `state` gets `EACCES`
+/// (the nearest remaining ancestor is dom0's and says nothing to it), not
+/// `ENOENT`. Linux's `xenbus_read_driver_state` takes any failed read as
+/// `Unknown`; a broken store connection stays an error here.
+pub fn read_state<S: Store>(store: &S, path: &str) -> Result<XenbusState> {
+    let value = match store.read_string(Tx::NONE, path) {
+        Ok(v) => v,
+        Err(e) if e.is_not_found() || e.is_denied() => return Ok(XenbusState::Unknown),
+        Err(e) => return Err(e.into()),
+    };
+    if value.trim().is_empty() {
+        return Ok(XenbusState::Unknown);
+    }
+    value.parse().map_err(|_| Error::BadValue {
+        what: path.to_string(),
+        value,
+    })
+}
+
+/// Which end of the device this process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The backend.
+    Backend,
+    /// The frontend.
+    Frontend,
+}
+
+/// One end of a device's handshake: writes its own `state`, watches the peer's.
+pub struct Endpoint<'s, S: Store> {
+    store: &'s S,
+    role: Role,
+    own: String,
+    peer: String,
+    peer_id: DomId,
+    watch: S::Watch,
+}
+
+impl<'s, S: Store> Endpoint<'s, S> {
+    /// The backend end of the device whose backend directory is `backend_dir`
+    /// (the frontend's path and id are read from it).
+    pub fn backend(store: &'s S, backend_dir: &str) -> Result<Self> {
+        let peer = store.read_string(Tx::NONE, &format!("{backend_dir}/{}", keys::FRONTEND))?;
+        let id = store.read_string(Tx::NONE, &format!("{backend_dir}/{}", keys::FRONTEND_ID))?;
+        Self::open(store, Role::Backend, backend_dir, &peer, &id)
+    }
+
+    /// The frontend end of the device whose frontend directory is `frontend_dir`.
+    pub fn frontend(store: &'s S, frontend_dir: &str) -> Result<Self> {
+        let peer = store.read_string(Tx::NONE, &format!("{frontend_dir}/{}", keys::BACKEND))?;
+        let id = store.read_string(Tx::NONE, &format!("{frontend_dir}/{}", keys::BACKEND_ID))?;
+        Self::open(store, Role::Frontend, frontend_dir, &peer, &id)
+    }
+
+    fn open(store: &'s S, role: Role, own: &str, peer: &str, peer_id: &str) -> Result<Self> {
+        let peer_id = peer_id
+            .trim()
+            .parse::<u16>()
+            .map(DomId)
+            .map_err(|_| Error::BadValue {
+                what: format!("{own} peer id"),
+                value: peer_id.to_string(),
+            })?;
+        if !peer.starts_with("/local/domain/") || peer.contains("..") {
+            return Err(Error::BadValue {
+                what: format!("{own} peer path"),
+                value: peer.to_string(),
+            });
+        }
+        let watch = store.watch(
+            &format!("{peer}/{}", keys::STATE),
+            &format!("xenio-{}", own),
+        )?;
+        Ok(Endpoint {
+            store,
+            role,
+            own: own.to_string(),
+            peer: peer.to_string(),
+            peer_id,
+            watch,
+        })
+    }
+
+    /// Which end this is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// This end's directory.
+    pub fn dir(&self) -> &str {
+        &self.own
+    }
+
+    /// The other end's directory.
+    pub fn peer_dir(&self) -> &str {
+        &self.peer
+    }
+
+    /// The other end's domain.
+    pub fn peer_id(&self) -> DomId {
+        self.peer_id
+    }
+
+    /// The store.
+    pub fn store(&self) -> &'s S {
+        self.store
+    }
+
+    /// This end's state.
+    pub fn state(&self) -> Result<XenbusState> {
+        read_state(self.store, &self.own_path(keys::STATE))
+    }
+
+    /// The other end's state (`Unknown` if its directory is gone).
+    pub fn peer_state(&self) -> Result<XenbusState> {
+        read_state(self.store, &self.peer_path(keys::STATE))
+    }
+
+    /// Write `keys` into this end's directory and then move to `state`, in one
+    /// transaction (so the peer never sees the state without the keys).
+    pub fn switch(&self, state: XenbusState, keys: &[(&str, String)]) -> Result<()> {
+        Ok(self.store.transaction(16, |tx| {
+            for (k, v) in keys {
+                self.store
+                    .write(tx, &format!("{}/{k}", self.own), v.as_bytes())?;
+            }
+            self.store
+                .write(tx, &self.own_path(keys::STATE), &state_bytes(state))
+        })?)
+    }
+
+    /// The store path of the other end's `key`.
+    pub fn peer_path(&self, key: &str) -> String {
+        format!("{}/{key}", self.peer)
+    }
+
+    /// The store path of this end's `key`.
+    pub fn own_path(&self, key: &str) -> String {
+        format!("{}/{key}", self.own)
+    }
+
+    /// Read a key of the other end (`None` if absent).
+    pub fn peer_key(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.store.read_opt(Tx::NONE, &self.peer_path(key))?)
+    }
+
+    /// Read a key of this end (`None` if absent).
+    pub fn own_key(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.store.read_opt(Tx::NONE, &self.own_path(key))?)
+    }
+
+    /// Read and parse a key of the other end (`None` if absent).
+    ///
+    /// # Errors
+    ///
+    /// The store's error, or [`Error::BadKey`] naming the key's path and value
+    /// when it does not parse as a `T` ([`parse_key`]).
+    pub fn peer_parse<T: FromStr>(&self, key: &str) -> Result<Option<T>> {
+        self.peer_key(key)?
+            .map(|v| parse_key(&self.peer_path(key), &v))
+            .transpose()
+    }
+
+    /// Read and parse a key of this end (`None` if absent); errors as
+    /// [`Endpoint::peer_parse`].
+    pub fn own_parse<T: FromStr>(&self, key: &str) -> Result<Option<T>> {
+        self.own_key(key)?
+            .map(|v| parse_key(&self.own_path(key), &v))
+            .transpose()
+    }
+
+    /// A boolean key of the other end (a `feature-*`): `1` is on; absent, `0`
+    /// or any other number is off.
+    ///
+    /// # Errors
+    ///
+    /// As [`Endpoint::peer_parse`]: a value that is not a number is an error,
+    /// not "off".
+    pub fn peer_flag(&self, key: &str) -> Result<bool> {
+        Ok(self.peer_parse::<u32>(key)?.unwrap_or(0) == 1)
+    }
+
+    /// Block until the other end's state satisfies `until` (checked at once, then
+    /// after every watch event), returning it. Fails after `timeout`.
+    pub fn wait_peer(
+        &mut self,
+        timeout: Duration,
+        until: impl Fn(XenbusState) -> bool,
+    ) -> Result<XenbusState> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.peer_state()?;
+            if until(s) {
+                return Ok(s);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout(
+                    timeout,
+                    format!("{} (now {s:?})", self.peer),
+                ));
+            }
+            // Events are only hints to re-read the state; their content is not needed.
+            let _ = self.watch.next_event(Some(left))?;
+        }
+    }
+}
+
+/// States in which a frontend has published its rings.
+pub fn frontend_ready(s: XenbusState) -> bool {
+    matches!(s, XenbusState::Initialised | XenbusState::Connected)
+}
+
+/// States that mean the other end is going away, gone or restarting.
+pub fn peer_leaving(s: XenbusState) -> bool {
+    matches!(
+        s,
+        XenbusState::Closing
+            | XenbusState::Closed
+            | XenbusState::Unknown
+            | XenbusState::Initialising
+    )
+}
+
+fn state_bytes(s: XenbusState) -> Vec<u8> {
+    s.to_string().into_bytes()
+}
