@@ -26,6 +26,10 @@ pub enum Error {
     /// its memory.
     #[error("{0}")]
     Limit(String),
+    /// Something xenio does not do (an image format it cannot write, a feature
+    /// the server lacks); the message says what to do instead.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl Error {
@@ -55,13 +59,17 @@ impl From<Error> for xenio_xenbus::Error {
             Error::Io { context, source } => xenio_xenbus::Error::Io { context, source },
             Error::BadValue { what, value } => xenio_xenbus::Error::BadValue { what, value },
             Error::Limit(why) => xenio_xenbus::Error::Limit(why),
+            Error::Unsupported(why) => xenio_xenbus::Error::Io {
+                context: "unsupported".into(),
+                source: io::Error::new(io::ErrorKind::Unsupported, why),
+            },
         }
     }
 }
 
 /// For callers that speak `std::io`: an I/O failure keeps its OS error (and
 /// kind) with the context in front; a bad value is `InvalidInput`, a limit
-/// `Other`.
+/// `Other`, something unsupported `Unsupported`.
 impl From<Error> for io::Error {
     fn from(e: Error) -> Self {
         match e {
@@ -72,6 +80,7 @@ impl From<Error> for io::Error {
                 io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
             }
             e @ Error::Limit(_) => io::Error::other(e.to_string()),
+            Error::Unsupported(why) => io::Error::new(io::ErrorKind::Unsupported, why),
         }
     }
 }
