@@ -9,7 +9,9 @@
 //! single- and multi-slot tx packets; checksums left blank by the frontend are
 //! completed (the kernel drops the same frame without the flag); the backend
 //! is killed and restarted and traffic resumes; jumbo frames span several rx
-//! buffers (feature-sg). Needs root (network namespaces, TAP): without it the
+//! buffers (feature-sg); 64 KiB GSO segments go both ways through the
+//! raw-packet API, and a frontend without offloads follows on the same TAP.
+//! Needs root (network namespaces, TAP): without it the
 //! tests say why and pass vacuously.
 
 use smoltcp::socket::{tcp, udp};
@@ -526,7 +528,9 @@ fn raw_udp_checksum(w: &World, stack: &mut Stack<LocalPlatform>) {
 /// sends a stream in 64 KiB segments through the raw-packet API to a Linux
 /// socket, which checks every byte, and the socket sends one back, which
 /// arrives in segments of up to 64 KiB (TSO on the TAP, the GSO extra on the
-/// rx ring) and is checked byte for byte by the frontend.
+/// rx ring) and is checked byte for byte by the frontend. Then a frontend
+/// that takes no offloads (smoltcp) connects to the same persistent TAP and
+/// its traffic works: the TAP kept none of the first frontend's offloads.
 #[test]
 fn gso_segments_of_64_kib_both_ways_every_byte_compared() {
     use xenio_netfront::bulk_tcp::{BulkTcp, Endpoint};
@@ -647,6 +651,26 @@ fn gso_segments_of_64_kib_both_ways_every_byte_compared() {
         "largest received packet {} bytes",
         stats.largest_received
     );
+
+    // The TAP outlives this frontend (it is persistent): the next frontend
+    // takes no offloads (smoltcp), and the TAP keeps none of the first one's.
+    nic.close().unwrap();
+    // The kernel asks again (smoltcp learns the kernel's address from that).
+    w.ns.ip(&["neigh", "del", &SMOL_IP.to_string(), "dev", "xtap0"]);
+    let mut st = stack(w.frontend(Options::default()));
+    assert!(!st.dev.info().gso_tcpv4 && !st.dev.info().csum_offload);
+    ping(&w, &mut st, 2);
+    let rate = tcp_both_ways(&w, &mut st, 4 << 20, 7910);
+    eprintln!("after the GSO frontend, smoltcp: TCP {rate:.1} MB/s");
+    if let Ok(out) = w.ns.exec().args(["ethtool", "-k", "xtap0"]).output() {
+        let k = String::from_utf8_lossy(&out.stdout);
+        if let Some(l) = k
+            .lines()
+            .find(|l| l.starts_with("tcp-segmentation-offload:"))
+        {
+            assert!(l.contains(": off"), "the TAP kept TSO: {l}");
+        }
+    }
 }
 
 fn stack(front: NetFront<LocalPlatform>) -> Stack<LocalPlatform> {
