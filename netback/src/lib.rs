@@ -32,6 +32,7 @@ pub mod backend;
 pub mod csum;
 mod error;
 pub mod frames;
+pub mod inline;
 pub mod offload;
 pub mod packet;
 pub mod queue;

@@ -21,6 +21,7 @@
 //! fragment may be short or empty (XSA-423, 432): the backend gathers the whole
 //! frame into one buffer, so no later code ever sees headers split across pieces.
 
+use crate::inline::Inline;
 use crate::packet::Offloads;
 use xenio_xen_sys::GrantRef;
 use xenio_xen_sys::netif::*;
@@ -59,7 +60,7 @@ impl Default for TxLimits {
 }
 
 /// Where one fragment's bytes are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Frag {
     /// The frontend's grant.
     pub gref: GrantRef,
@@ -70,7 +71,7 @@ pub struct Frag {
 }
 
 /// One slot's response to send, in slot order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlotId {
     /// The request's id.
     pub id: u16,
@@ -82,9 +83,9 @@ pub struct SlotId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxPacket {
     /// Every slot of the packet, in ring order.
-    pub slots: Vec<SlotId>,
+    pub slots: Inline<SlotId>,
     /// The data fragments, in order.
-    pub frags: Vec<Frag>,
+    pub frags: Inline<Frag>,
     /// Total length.
     pub len: usize,
     /// The first request's flags (`NETTXF_csum_blank`, `NETTXF_data_validated`).
@@ -186,7 +187,7 @@ pub enum Parsed {
         /// Slots consumed.
         used: usize,
         /// Its slots, to answer.
-        slots: Vec<SlotId>,
+        slots: Inline<SlotId>,
         /// Why.
         why: Drop,
     },
@@ -197,10 +198,11 @@ pub fn parse(slots: &[NetifTxRequest], limits: &TxLimits) -> Result<Parsed, Fata
     let Some(first) = slots.first() else {
         return Ok(Parsed::NeedMore);
     };
-    let mut ids = vec![SlotId {
+    let mut ids = Inline::default();
+    ids.push(SlotId {
         id: first.id,
         extra: false,
-    }];
+    });
     let mut i = 1;
     let mut gso = None;
     // Extra-info slots follow the first request.
@@ -246,7 +248,7 @@ pub fn parse(slots: &[NetifTxRequest], limits: &TxLimits) -> Result<Parsed, Fata
     }
     // Data slots after the first, while the previous one says more_data.
     let total = usize::from(first.size);
-    let mut frags = Vec::new();
+    let mut frags = Inline::default();
     let mut left = total;
     let mut more = first.flags & NETTXF_MORE_DATA != 0;
     while more {
@@ -289,14 +291,11 @@ pub fn parse(slots: &[NetifTxRequest], limits: &TxLimits) -> Result<Parsed, Fata
             size: left,
         });
     }
-    frags.insert(
-        0,
-        Frag {
-            gref: GrantRef(first.gref),
-            offset: first.offset,
-            len: left as u16,
-        },
-    );
+    frags.push_front(Frag {
+        gref: GrantRef(first.gref),
+        offset: first.offset,
+        len: left as u16,
+    });
     let used = i;
     let data_slots = frags.len();
     let gso_offered = gso.is_none_or(|g: NetifExtraGso| {

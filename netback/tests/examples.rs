@@ -14,21 +14,20 @@ use xenio_xenbus::platform::{LocalPlatform, Platform};
 use xenio_xenbus::{DomId, Store, Tx};
 use xenio_xenstore::daemon::{Daemon, DaemonConfig};
 
-/// `target/<profile>/examples/<name>`, built first if `cargo test` was asked
-/// for this test alone (then examples are not built).
+/// `target/<profile>/examples/<name>`, brought up to date first (`cargo
+/// test` for this test alone does not build the examples, and a stale one
+/// would test old code).
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    let path = dir.join(name);
-    if !path.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "xenio-netback", "--examples"])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "building the examples");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "-p", "xenio-netback", "--examples"]);
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
     }
-    path
+    assert!(build.status().unwrap().success(), "building the examples");
+    dir.join(name)
 }
 
 #[test]

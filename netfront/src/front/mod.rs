@@ -630,6 +630,8 @@ impl<P: Platform> NetFront<P> {
                 ep.switch(XenbusState::Closed, &[])?;
             }
             if gone {
+                // Said Closed already: nothing more to say when dropped.
+                self.closed = true;
                 tracing::info!("backend {} closed the device", self.backend_dir);
                 return Err(Error::Backend {
                     backend: self.backend_id,
