@@ -376,6 +376,8 @@ c_net_kfront() {
   info "8 MiB over TCP each way, byte-equal"
   kill -TERM "$(cat /tmp/nb.pid)"; wait "$(cat /tmp/nb.pid)" 2>/dev/null; rm -f /tmp/nb.pid
   grep -a 'netback: ' /tmp/nb.log | tail -1
+  # xenio netback leaves both directories behind: remove them as a toolstack's detach would
+  xenstore-rm /local/domain/0/device/vif/0; xenstore-rm /local/domain/0/backend/vif/0/0
   echo "SUMMARY kernel xen-netfront <-> xenio netback (TAP): ping, 8 MiB TCP each way verified"
 }
 
@@ -409,7 +411,7 @@ c_net_xfront() {
 # xenio/kernel. Whether GSO is in use: the negotiated keys, ethtool on the vif, and the mean
 # bytes per packet on the backend's interface during the TCP tests (GSO frames are larger
 # than the MTU). Fails only when traffic does not flow or data differs.
-NB_XMAC=00:16:3e:00:00:0a NB_KMAC=00:16:3e:00:00:0b
+NB_XMAC=00:16:3e:00:00:0a NB_KMAC=00:16:3e:00:00:0b NB_XDEV=2 NB_KDEV=3   # (net-kfront: devid 0)
 netback_unload() {
   for i in $(seq 1 50); do grep -q '^xen_netback ' /proc/modules || return 0; rmmod xen-netback 2>/dev/null; sleep 0.2; done
   die "cannot unload xen-netback: $(rmmod xen-netback 2>&1)"
@@ -467,11 +469,11 @@ net_tests() { # round backend netns backend-if backend-ip: the iperf3 tests, one
 net_round_xenio() { # round
   local IF
   netback_unload
-  RUST_LOG=info setsid "$X" netback --platform xen --tap xtap0 --frontend 0 --devid 0 --create-device --mac $NB_XMAC --mtu 1500 \
+  RUST_LOG=info setsid "$X" netback --platform xen --tap xtap0 --frontend 0 --devid $NB_XDEV --create-device --mac $NB_XMAC --mtu 1500 \
     >>/tmp/nb.log 2>&1 </dev/null &
   echo $! > /tmp/nb.pid
   for i in $(seq 1 150); do
-    [ "$(xenstore-read /local/domain/0/device/vif/0/state 2>/dev/null)" = 4 ] && [ -n "$(if_of_mac $NB_XMAC)" ] && break
+    [ "$(xenstore-read /local/domain/0/device/vif/$NB_XDEV/state 2>/dev/null)" = 4 ] && [ -n "$(if_of_mac $NB_XMAC)" ] && break
     kill -0 "$(cat /tmp/nb.pid)" 2>/dev/null || { tail -20 /tmp/nb.log; die "xenio netback exited"; }
     sleep 0.2
   done
@@ -479,7 +481,7 @@ net_round_xenio() { # round
   ip netns exec gx busybox ping -c 2 -W 5 192.0.2.1 >/dev/null 2>&1 || { tail -20 /tmp/nb.log; die "ping over xenio netback"; }
   if [ "$1" = 1 ]; then
     net_verify gx 192.0.2.2 192.0.2.1
-    info "xenio netback: mtu frontend $(ip netns exec gx cat /sys/class/net/$IF/mtu) tap $(cat /sys/class/net/xtap0/mtu); gso keys: backend feature-gso-tcpv4=$(xenstore-read /local/domain/0/backend/vif/0/0/feature-gso-tcpv4 2>/dev/null) frontend feature-gso-tcpv4=$(xenstore-read /local/domain/0/device/vif/0/feature-gso-tcpv4 2>/dev/null); frontend $(ip netns exec gx ethtool -k $IF 2>/dev/null | grep -E '^tcp-segmentation-offload' | tr -d '\n')"
+    info "xenio netback: mtu frontend $(ip netns exec gx cat /sys/class/net/$IF/mtu) tap $(cat /sys/class/net/xtap0/mtu); gso keys: backend feature-gso-tcpv4=$(xenstore-read /local/domain/0/backend/vif/0/$NB_XDEV/feature-gso-tcpv4 2>/dev/null) frontend feature-gso-tcpv4=$(xenstore-read /local/domain/0/device/vif/$NB_XDEV/feature-gso-tcpv4 2>/dev/null); frontend $(ip netns exec gx ethtool -k $IF 2>/dev/null | grep -E '^tcp-segmentation-offload' | tr -d '\n')"
   fi
   net_tests "$1" xenio gx xtap0 192.0.2.1
   kill -TERM "$(cat /tmp/nb.pid)"; wait "$(cat /tmp/nb.pid)" 2>/dev/null; rm -f /tmp/nb.pid
@@ -487,14 +489,14 @@ net_round_xenio() { # round
   # xenio netback --create-device leaves both directories behind when it stops (blkback
   # removes them), and dom0's netfront keeps a dead vif-0 until its directory goes: remove
   # them, as xl network-detach does
-  [ "$1" = 1 ] && info "after xenio netback stopped: frontend state $(xenstore-read /local/domain/0/device/vif/0/state 2>/dev/null || echo gone), backend state $(xenstore-read /local/domain/0/backend/vif/0/0/state 2>/dev/null || echo gone)"
-  xenstore-rm /local/domain/0/device/vif/0 2>/dev/null; xenstore-rm /local/domain/0/backend/vif/0/0 2>/dev/null
-  if_gone gx $NB_XMAC 0
+  [ "$1" = 1 ] && info "after xenio netback stopped: frontend state $(xenstore-read /local/domain/0/device/vif/$NB_XDEV/state 2>/dev/null || echo gone), backend state $(xenstore-read /local/domain/0/backend/vif/0/$NB_XDEV/state 2>/dev/null || echo gone)"
+  xenstore-rm /local/domain/0/device/vif/$NB_XDEV 2>/dev/null; xenstore-rm /local/domain/0/backend/vif/0/$NB_XDEV 2>/dev/null
+  if_gone gx $NB_XMAC $NB_XDEV
 }
 net_round_kernel() { # round
   local devid vif IF
   modprobe xen-netback || die "modprobe xen-netback"
-  devid=1                    # (xenio's is 0)
+  devid=$NB_KDEV
   setsid -w xl -vvv network-attach 0 devid=$devid mac=$NB_KMAC script=vif-lab </dev/null >/tmp/xl-na.log 2>&1 \
     || { grep -vi debug /tmp/xl-na.log | tail -15; xenstore-ls -f /local/domain/0/backend/vif; xenstore-ls -f /local/domain/0/device/vif
          ls /sys/bus/xen/devices; dmesg | tail -15; die "xl network-attach 0"; }
@@ -517,6 +519,9 @@ net_round_kernel() { # round
 }
 c_net_compare() {
   NET_R=${NET_ROUNDS:-3} NET_S=${NET_SECS:-3}
+  # a vif an earlier check left to dom0's netfront (its directory removed) must be gone first
+  for i in $(seq 1 150); do ls /sys/bus/xen/devices 2>/dev/null | grep -q '^vif-' || break; sleep 0.2; done
+  ls /sys/bus/xen/devices 2>/dev/null | grep -q '^vif-' && info "frontend vifs still there: $(ls /sys/bus/xen/devices | grep '^vif-' | tr '\n' ' ')"
   modprobe tun || die "modprobe tun"
   modprobe xen-netfront || die "modprobe xen-netfront"
   ip netns add gx && ip netns add gk && ip -n gx link set lo up && ip -n gk link set lo up || die "netns"
@@ -667,7 +672,7 @@ SH
 # net-xfront runs first: dom0's xen-netfront, once loaded by net-kfront, cannot be unloaded again.
 ALL="bb-o0 bb-o4 bb-fs compare xfront-kback xfront-xback domu-xenio net-xfront net-kfront net-compare"
 # Generous: TCG on a busy 2-vCPU host is slow (bb-o4 takes 50-60 s when the host is loaded).
-timeout_of() { case $1 in compare) echo $(( 180 + 240 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|bb-fs|bb-o4) echo 240;; net-kfront|net-xfront) echo 180;; net-compare) echo $(( 120 + 90 * ${NET_ROUNDS:-3} ));; record-toolstack) echo 600;; *) echo 150;; esac; }
+timeout_of() { case $1 in compare) echo $(( 240 + 300 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|bb-fs|bb-o4) echo 240;; net-kfront|net-xfront) echo 180;; net-compare) echo $(( 150 + 120 * ${NET_ROUNDS:-3} ));; record-toolstack) echo 600;; *) echo 150;; esac; }
 
 # Whatever a check left behind (it failed or timed out half-way): a mounted file system,
 # backends (SIGTERM first: that detaches the kernel's frontend cleanly), store nodes, domUs.

@@ -17,7 +17,7 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 export LAB=${LAB:-/var/tmp/xenio-lab}
-export TIMEOUT=${TIMEOUT:-900}
+export TIMEOUT=${TIMEOUT:-1500}
 mkdir -p "$LAB"
 t0=$(date +%s)
 # One lab run at a time per $LAB (several CI runs may share this machine and its cache).
@@ -72,6 +72,13 @@ tr -d '\r' < "$LOG" > "$LAB/serial.txt" 2>/dev/null || : > "$LAB/serial.txt"
 rm -rf "$LAB/outbox"; mkdir -p "$LAB/outbox"
 if tar -tf "$LAB/outbox.img" >/dev/null 2>&1; then
   tar -C "$LAB/outbox" -xf "$LAB/outbox.img" && echo "outbox: $(find "$LAB/outbox" -type f | wc -l) files in $LAB/outbox"
+fi
+# record-toolstack's recordings stay in $LAB/recordings until the next such run, with their
+# readable versions (lab/recordings/trim.py) in $LAB/recordings/trimmed
+if [ -d "$LAB/outbox/recordings" ]; then
+  rm -rf "$LAB/recordings"; cp -a "$LAB/outbox/recordings" "$LAB/recordings"
+  python3 "$HERE/recordings/trim.py" "$LAB/recordings" "$LAB/recordings/trimmed" >/dev/null \
+    && echo "recordings: $LAB/recordings (trimmed: $LAB/recordings/trimmed)" || echo "recordings: $LAB/recordings (trim.py failed)"
 fi
 grep -a -E '^(LAB\[|RESULT|PLAN|INFO|RATIO)' "$LAB/serial.txt" | grep -v '^RESULT' 
 echo "---- results"
