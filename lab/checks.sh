@@ -619,7 +619,7 @@ exec sleep 100000
 SH
   chmod +x /tmp/rec-fake-dm
   truncate -s 64M /tmp/x.img /tmp/rec-domu.img
-  rec_fake_backend & local fb=$!
+  rec_fake_backend & local fb=$!; echo $fb > /tmp/rec-fb.pid
   sleep 1
   { xenstore-ls -f /local/domain/0; xenstore-ls -fp /libxl 2>/dev/null; } > "$REC/00-store-before.txt" 2>&1
   # dom0 attach and detach, phy (the kernel's backend class vbd; nobody serves it)
@@ -629,13 +629,13 @@ SH
   rec 02-phy-detach xl -vvv block-detach 0 xvdb
   # qdisk: without a device model for dom0, then with one claimed (a pid that is no QEMU)
   rec 03-qdisk-attach-no-dm xl -vvv block-attach 0 "vdev=xvdc,access=rw,backendtype=qdisk,target=/tmp/x.img"
-  sleep 100000 & local fakepid=$!
+  sleep 100000 & local fakepid=$!; echo $fakepid > /tmp/rec-sleep.pid
   xenstore-write /local/domain/0/image/device-model-pid "$fakepid"
   rec 04-qdisk-attach xl -vvv block-attach 0 "vdev=xvdc,access=rw,backendtype=qdisk,target=/tmp/x.img"
   xenstore-ls -fp /local/domain/0/backend/qdisk > "$REC/04-qdisk-attach.nodes" 2>&1
   xenstore-ls -fp /local/domain/0/device/vbd >> "$REC/04-qdisk-attach.nodes" 2>&1
   rec 05-qdisk-detach xl -vvv block-detach 0 xvdc
-  xenstore-rm /local/domain/0/image/device-model-pid; kill $fakepid
+  xenstore-rm /local/domain/0/image/device-model-pid; kill $fakepid; rm -f /tmp/rec-sleep.pid
   # a PV domU with a phy disk: create, save, restore, destroy
   rec_domu_cfg recdomu "vdev=xvda,access=rw,backendtype=phy,script=/tmp/rec-hotplug,target=/tmp/rec-domu.img" > /tmp/rec-domu.cfg
   rec 06-domu-create xl -vvv create /tmp/rec-domu.cfg || die "xl create (see $REC/06-domu-create.out)"
@@ -653,7 +653,7 @@ SH
     rm -f /tmp/recdomu.save
   fi
   xl domid recdomu >/dev/null 2>&1 && rec 09-domu-destroy xl -vvv destroy recdomu
-  pkill -P $fb; kill $fb 2>/dev/null      # (its children first: xenstore-watch and the loop)
+  pkill -P $fb; kill $fb 2>/dev/null; rm -f /tmp/rec-fb.pid   # (its children first: xenstore-watch and the loop)
   # a PV domU with a qdisk disk: libxl starts a QEMU for it (created paused, destroyed)
   rec_domu_cfg recq "vdev=xvda,access=rw,backendtype=qdisk,target=/tmp/rec-domu.img" > /tmp/rec-q.cfg
   rec 10-domu-qdisk-create xl -vvv create -p /tmp/rec-q.cfg || info "xl create (qdisk) failed"
@@ -703,6 +703,10 @@ cleanup_after_check() {
     echo "cleanup: xl network-detach 0 $v"; timeout 30 setsid -w xl network-detach 0 "$v" </dev/null
   done
   xenstore-rm /local/domain/0/device/vif 2>/dev/null; xenstore-rm /local/domain/0/backend/vif 2>/dev/null
+  for f in /tmp/rec-fb.pid /tmp/rec-sleep.pid; do   # record-toolstack's stand-ins
+    [ -s "$f" ] && { pkill -P "$(cat "$f")"; kill "$(cat "$f")" 2>/dev/null; rm -f "$f"; }
+  done
+  grep -q '^xen_blkback ' /proc/modules || modprobe xen-blkback 2>/dev/null
   ip netns del guest 2>/dev/null; ip netns del gx 2>/dev/null; ip netns del gk 2>/dev/null; ip link del xtap0 2>/dev/null
   [ -s /tmp/iperf3.pid ] && kill "$(cat /tmp/iperf3.pid)" 2>/dev/null; rm -f /tmp/iperf3.pid
 }

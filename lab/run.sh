@@ -5,7 +5,7 @@
 # only when every planned check passed. A check that never reported (crash, hang, timeout)
 # counts as failed; on any failure the tail of the serial log is printed.
 #
-#   bash lab/run.sh                 everything (about 4-8 min with a cached image)
+#   bash lab/run.sh                 everything (about 13-18 min on a busy host with a cached image)
 #   CHECKS="bb-fs compare" bash lab/run.sh    only some checks (names: see checks.sh)
 #   LAB=/some/dir  TIMEOUT=720  DOM0_EXTRA=labdebug=1  XENIO_BIN=/path/xenio   knobs
 #   CMP_ROUNDS=2 CMP_SECS=3 CMP_VARIANT="--sync-io" CMP_MEDIA="disk tmpfs"   the block
