@@ -565,6 +565,8 @@ rec() { # name command...: run a command with the store traced into $REC/name.tr
   xenstore-write /tool/xenio-lab/step "$name: done, exit $rc"
   sleep 1                      # what follows at once (the fake backend, watches firing)
   xenstore-control log off >/dev/null
+  # libxl's own record of dom0's configuration (its JSON "userdata"), after the step
+  cat /var/lib/xen/userdata-d.0.*.libxl-json > "$REC/$name.dom0-libxl.json" 2>/dev/null || rm -f "$REC/$name.dom0-libxl.json"
   info "recorded $name: exit $rc after $(since "$t0") s, $(wc -l < "$REC/$name.trace") trace lines: $*"
   return $rc
 }
@@ -591,6 +593,10 @@ on_poweroff = "destroy"
 on_crash = "destroy"
 $3
 CFG
+}
+rec_restore_userdata() {
+  [ -d /tmp/rec-userdata ] || return 0
+  rm -f /var/lib/xen/userdata-d.0.*; cp -a /tmp/rec-userdata/. /var/lib/xen/ 2>/dev/null; rm -rf /tmp/rec-userdata
 }
 c_record_toolstack() {
   mkdir -p "$REC"
@@ -619,6 +625,9 @@ exec sleep 100000
 SH
   chmod +x /tmp/rec-fake-dm
   truncate -s 64M /tmp/x.img /tmp/rec-domu.img
+  # libxl keeps dom0's devices in /var/lib/xen/userdata-d.0.*: a disk left there (a qdisk one
+  # from 04) makes every later dom0 attach ask for a device model; put back what was there
+  rm -rf /tmp/rec-userdata; mkdir -p /tmp/rec-userdata; cp -a /var/lib/xen/userdata-d.0.* /tmp/rec-userdata/ 2>/dev/null
   rec_fake_backend & local fb=$!; echo $fb > /tmp/rec-fb.pid
   sleep 1
   { xenstore-ls -f /local/domain/0; xenstore-ls -fp /libxl 2>/dev/null; } > "$REC/00-store-before.txt" 2>&1
@@ -665,6 +674,7 @@ SH
   xl domid recf >/dev/null 2>&1 && rec 13-domu-qdisk-fake-dm-destroy xl -vvv destroy recf
   { xenstore-ls -f /local/domain/0; xenstore-ls -fp /libxl 2>/dev/null; } > "$REC/99-store-after.txt" 2>&1
   xenstore-rm /tool/xenio-lab
+  rec_restore_userdata
   modprobe xen-blkback || die "modprobe xen-blkback"
   echo "SUMMARY $(ls "$REC"/*.trace | wc -l) recordings in the outbox ($(du -sk "$REC" | cut -f1) KiB): lab/recordings/trim.py makes them readable"
 }
@@ -706,6 +716,7 @@ cleanup_after_check() {
   for f in /tmp/rec-fb.pid /tmp/rec-sleep.pid; do   # record-toolstack's stand-ins
     [ -s "$f" ] && { pkill -P "$(cat "$f")"; kill "$(cat "$f")" 2>/dev/null; rm -f "$f"; }
   done
+  rec_restore_userdata
   grep -q '^xen_blkback ' /proc/modules || modprobe xen-blkback 2>/dev/null
   ip netns del guest 2>/dev/null; ip netns del gx 2>/dev/null; ip netns del gk 2>/dev/null; ip link del xtap0 2>/dev/null
   [ -s /tmp/iperf3.pid ] && kill "$(cat /tmp/iperf3.pid)" 2>/dev/null; rm -f /tmp/iperf3.pid
