@@ -410,7 +410,9 @@ impl<P: Platform> BlkFront<P> {
     /// # Errors
     ///
     /// [`Error::Backend`] when the backend answers a request that is not in
-    /// flight or with the wrong operation, [`Error::Ring`] when it broke the ring,
+    /// flight or with the wrong operation (the response is skipped; good
+    /// responses that came with it still complete, and come out of the next
+    /// call), [`Error::Ring`] when it broke the ring,
     /// [`Error::Platform`] when an event channel or the store fails; and, when the
     /// backend went away and the frontend reconnects, the errors of
     /// [`BlkFront::connect`]. An op that failed at the backend
@@ -583,21 +585,30 @@ impl<P: Platform> BlkFront<P> {
         self.handshake()
     }
 
-    /// Take every response from every queue and complete ops.
+    /// Take every response from every queue and complete ops. A response the
+    /// backend should not have sent is skipped and reported (the first such
+    /// error is returned) after the others taken with it are completed: they
+    /// are off the ring, and would otherwise never complete.
     fn reap(&mut self) -> Result<()> {
         let mut rsps = Vec::new();
+        let mut bad = None;
         for qi in 0..self.queues.len() {
             rsps.clear();
             self.queues[qi].take_responses(&mut rsps)?;
             for r in &rsps {
-                let op = self.queues[qi].complete(qi, r, self.backend_id)?;
-                self.ops.answered(op, r.status);
+                match self.queues[qi].complete(qi, r, self.backend_id) {
+                    Ok(op) => self.ops.answered(op, r.status),
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        bad.get_or_insert(e);
+                    }
+                }
             }
         }
         if !self.backlog.is_empty() {
             self.issue_backlog()?;
         }
-        Ok(())
+        bad.map_or(Ok(()), Err)
     }
 
     /// Hand a completion taken out of [`BlkFront::poll`] back, to come out of
