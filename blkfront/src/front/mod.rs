@@ -52,6 +52,8 @@ pub struct BlkFront<P: Platform> {
     next_queue: usize,
     reconnects: u64,
     notifications: u64,
+    /// The toolstack's `trusted` key for this device (absent: trusted).
+    trusted: bool,
 }
 
 impl<P: Platform> BlkFront<P> {
@@ -152,6 +154,7 @@ impl<P: Platform> BlkFront<P> {
             next_queue: 0,
             reconnects: 0,
             notifications: 0,
+            trusted: true,
             options,
             platform,
         };
@@ -179,10 +182,27 @@ impl<P: Platform> BlkFront<P> {
         self.notifications
     }
 
+    /// Whether the toolstack trusts the backend: the frontend directory's
+    /// `trusted` key, written by the toolstack, as Linux's xen-blkfront reads
+    /// it (absent or non-zero: trusted; `0`: not). For an untrusted backend
+    /// `feature-persistent` is not offered whatever [`Options::persistent`]
+    /// says, and buffers are zeroed when freed, so the backend never reads what
+    /// a buffer held once it is back in the pool. Buffers in use are the
+    /// backend's to read either way (the pool is granted for the connection),
+    /// so keep in a [`Buf`] only what the backend may see.
+    pub fn backend_trusted(&self) -> bool {
+        self.trusted
+    }
+
     /// The handshake, for the first connection and every reconnection; then
     /// every request that had no response is issued again.
     fn handshake(&mut self) -> Result<()> {
         let platform = self.platform.clone();
+        self.trusted = handshake::backend_trusted(platform.store(), &self.dir)?;
+        // An untrusted backend gets no persistent grants and never sees what a
+        // freed buffer held (Linux's xen-blkfront bounces through pages of its
+        // own for it; xenio's pool pages are such pages).
+        self.pool.set_zero_on_free(!self.trusted);
         let geometry = handshake::negotiate(platform.store(), &self.dir, &self.options)?;
         self.set_up_queues(geometry)?;
         let rings: Vec<(&[GrantRef], Port)> = self
@@ -190,7 +210,7 @@ impl<P: Platform> BlkFront<P> {
             .iter()
             .map(|q| (q.ring_refs(), q.port()))
             .collect();
-        let keys = handshake::ring_keys(geometry, &rings, self.options.persistent);
+        let keys = handshake::ring_keys(geometry, &rings, self.options.persistent && self.trusted);
         self.info = handshake::connect(
             platform.store(),
             &self.dir,
