@@ -325,3 +325,257 @@ impl RawBlk {
         }
     }
 }
+
+// ---------------------------------------------------------------- network
+
+/// A network namespace of the test's own (deleted when dropped), with a TAP
+/// device `xtap0`, up, for `xenio netback` to attach to.
+pub struct Netns {
+    pub name: String,
+}
+
+fn sh(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .output()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Netns {
+    /// `None` (with the reason printed) when namespaces cannot be made here
+    /// (not root).
+    pub fn with_tap(tag: &str) -> Option<Netns> {
+        let name = format!("xenio-{tag}-{}", std::process::id());
+        let _ = sh(Command::new("ip").args(["netns", "del", &name]));
+        if let Err(e) = sh(Command::new("ip").args(["netns", "add", &name])) {
+            eprintln!(
+                "SKIPPED: cannot create a network namespace ({e}); this test needs root (CI runs it as root)"
+            );
+            return None;
+        }
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns.ip(&["tuntap", "add", "dev", "xtap0", "mode", "tap"]);
+        ns.ip(&["link", "set", "xtap0", "up"]);
+        Some(ns)
+    }
+
+    pub fn ip(&self, args: &[&str]) {
+        let mut c = Command::new("ip");
+        c.args(["-n", &self.name]).args(args);
+        sh(&mut c).unwrap();
+    }
+
+    /// A command run inside the namespace.
+    pub fn exec(&self) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]);
+        c
+    }
+
+    /// Run `f` on a thread that entered the namespace.
+    pub fn thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let fd = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh(Command::new("ip").args(["netns", "del", &self.name]));
+    }
+}
+
+impl World {
+    /// `xenio netback --create-device` on `xtap0` of `ns` for domain
+    /// `frontend` (the process's pid is xenio's: `ip netns exec` execs it).
+    pub fn netback(&self, ns: &Netns, frontend: u16, extra: &[&str]) -> Backend {
+        let mut c = ns.exec();
+        c.arg(env!("CARGO_BIN_EXE_xenio"))
+            .args(["netback", "--platform", "local", "--create-device"])
+            .args(["--frontend", &frontend.to_string()])
+            .args(["--tap", "xtap0"])
+            .arg("--run-dir")
+            .arg(self.run_dir())
+            .args(extra);
+        Backend::spawn(c)
+    }
+}
+
+/// A hand-driven netif frontend: one queue, one event channel, `TX_PAGES`
+/// data pages granted read-only, `RX_BUFS` rx buffers.
+pub struct RawNet {
+    pub tx: FrontRing<
+        xenio_xen_sys::netif::NetifTxRequest,
+        xenio_xen_sys::netif::NetifTxResponse,
+        Arc<Region>,
+    >,
+    pub rx: FrontRing<
+        xenio_xen_sys::netif::NetifRxRequest,
+        xenio_xen_sys::netif::NetifRxResponse,
+        Arc<Region>,
+    >,
+    pub ch: LocalChannel,
+    pub rings: (LocalGranted, LocalGranted),
+    pub data: LocalGranted,
+    pub bufs: LocalGranted,
+}
+
+pub const TX_PAGES: usize = 32;
+pub const RX_BUFS: usize = 8;
+
+impl RawNet {
+    /// The handshake as a frontend publishing `keys` (the rings, the channel,
+    /// request-rx-copy, feature-rx-notify and feature-sg are added unless
+    /// `keys` names them); `Err(state)` if the backend answers with another
+    /// state than Connected.
+    pub fn connect(
+        p: &LocalPlatform,
+        dir: &str,
+        keys: &[(&str, String)],
+    ) -> Result<RawNet, XenbusState> {
+        let mut ep = Endpoint::frontend(p.store(), dir).unwrap();
+        ep.switch(XenbusState::Initialising, &[]).unwrap();
+        ep.wait_peer(T, |s| s == XenbusState::InitWait).unwrap();
+        let backend = ep.peer_id();
+        let g = p.grants().unwrap();
+        let tx_grant = g.grant(backend, 1, Access::ReadWrite).unwrap();
+        let rx_grant = g.grant(backend, 1, Access::ReadWrite).unwrap();
+        let f = RawNet {
+            tx: FrontRing::init(tx_grant.region().clone()).unwrap(),
+            rx: FrontRing::init(rx_grant.region().clone()).unwrap(),
+            ch: p.events().alloc_unbound(backend).unwrap(),
+            data: g.grant(backend, TX_PAGES, Access::ReadOnly).unwrap(),
+            bufs: g.grant(backend, RX_BUFS, Access::ReadWrite).unwrap(),
+            rings: (tx_grant, rx_grant),
+        };
+        let mut all: Vec<(&str, String)> = keys.to_vec();
+        let defaults = [
+            ("tx-ring-ref", f.rings.0.refs()[0].0.to_string()),
+            ("rx-ring-ref", f.rings.1.refs()[0].0.to_string()),
+            ("event-channel", f.ch.port().0.to_string()),
+            ("request-rx-copy", "1".into()),
+            ("feature-rx-notify", "1".into()),
+            ("feature-sg", "1".into()),
+        ];
+        for (k, v) in defaults {
+            if !keys.iter().any(|(have, _)| *have == k) {
+                all.push((k, v));
+            }
+        }
+        ep.switch(XenbusState::Initialised, &all).unwrap();
+        let s = ep
+            .wait_peer(T, |s| {
+                matches!(
+                    s,
+                    XenbusState::Connected | XenbusState::Closing | XenbusState::Closed
+                )
+            })
+            .unwrap();
+        if s != XenbusState::Connected {
+            return Err(s);
+        }
+        ep.switch(XenbusState::Connected, &[]).unwrap();
+        Ok(f)
+    }
+
+    /// The grant reference of data page `page`.
+    pub fn data_ref(&self, page: usize) -> u32 {
+        self.data.refs()[page].0
+    }
+
+    /// Write `bytes` at `offset` of data page `page`.
+    pub fn put(&self, page: usize, offset: usize, bytes: &[u8]) {
+        self.data
+            .region()
+            .write(page * 4096 + offset, bytes)
+            .unwrap();
+    }
+
+    /// Push tx requests and notify if the backend asked.
+    pub fn send(&mut self, reqs: &[xenio_xen_sys::netif::NetifTxRequest]) {
+        for r in reqs {
+            self.tx.push_request(r).unwrap();
+        }
+        if self.tx.push_requests_and_check_notify().is_required() {
+            self.ch.notify().unwrap();
+        }
+    }
+
+    /// Wait for `n` tx responses (at most `within`).
+    pub fn responses(
+        &mut self,
+        n: usize,
+        within: Duration,
+    ) -> Vec<xenio_xen_sys::netif::NetifTxResponse> {
+        let mut out = Vec::new();
+        let t = Instant::now();
+        while out.len() < n {
+            if let Some(r) = self.tx.take_response().unwrap() {
+                out.push(r);
+            } else if !self.tx.final_check_for_responses().unwrap() {
+                assert!(
+                    t.elapsed() < within,
+                    "{} of {n} tx responses after {within:?}",
+                    out.len()
+                );
+                self.ch.wait(Some(Duration::from_millis(20))).unwrap();
+            }
+        }
+        out
+    }
+
+    /// Revoke every grant, waiting (at most `within`) for the backend to let
+    /// go of them.
+    pub fn release(mut self, within: Duration) -> Result<(), String> {
+        let t = Instant::now();
+        loop {
+            let r = [
+                self.rings.0.revoke(),
+                self.rings.1.revoke(),
+                self.data.revoke(),
+                self.bufs.revoke(),
+            ];
+            if r.iter().all(|r| r.is_ok()) {
+                return Ok(());
+            }
+            if t.elapsed() > within {
+                return Err(format!("{r:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A netif tx request.
+pub fn tx_req(
+    gref: u32,
+    offset: u16,
+    flags: u16,
+    id: u16,
+    size: u16,
+) -> xenio_xen_sys::netif::NetifTxRequest {
+    xenio_xen_sys::netif::NetifTxRequest {
+        gref,
+        offset,
+        flags,
+        id,
+        size,
+    }
+}
