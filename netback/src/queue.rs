@@ -31,7 +31,9 @@ use std::time::Duration;
 use xenio_ring::BackRing;
 use xenio_xen_sys::DomId;
 use xenio_xen_sys::netif::*;
-use xenio_xenbus::{CopyBuf, EventChannel, GrantCopy, GrantMapper, GrantRef, Region};
+use xenio_xenbus::{
+    CopyBuf, EventChannel, GrantCopy, GrantMapper, GrantRef, Region, SpuriousEvents,
+};
 
 use tx::PAGE;
 
@@ -109,6 +111,9 @@ pub struct Counters {
     /// Large packets cut into frames here because the frontend cannot take
     /// them whole.
     pub rx_segmented: AtomicU64,
+    /// Pauses after events that brought no work (an event storm, XSA-332:
+    /// see [`SpuriousEvents`]).
+    pub storm_pauses: AtomicU64,
 }
 
 impl Counters {
@@ -122,7 +127,7 @@ impl Counters {
         format!(
             "tx {} packets / {} bytes / {} slots ({} rejected, {} grant errors, {} network drops); \
              rx {} packets / {} bytes / {} slots ({} dropped without buffers, {} too big, {} grant errors); \
-             notifications tx {} rx {}; sleeps {}; gso tx {} rx {} ({} cut here); tx busy {}, network errors {}",
+             notifications tx {} rx {}; sleeps {}; gso tx {} rx {} ({} cut here); tx busy {}, network errors {}; storm pauses {}",
             n(&self.tx_packets),
             n(&self.tx_bytes),
             n(&self.tx_slots),
@@ -143,6 +148,7 @@ impl Counters {
             n(&self.rx_segmented),
             n(&self.tx_busy),
             n(&self.tx_network_errors),
+            n(&self.storm_pauses),
         )
     }
 }
@@ -239,11 +245,21 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
     /// As [`QueueWorker::step`].
     pub fn run(mut self) -> Result<()> {
         let mut st = QueueState::default();
+        let mut storm = SpuriousEvents::new();
         while !self.stop.load(Ordering::Relaxed) {
             if self.step(&mut st)? {
+                storm.work();
                 continue;
             }
-            self.idle(&st)?;
+            // Events that brought no work: pause before looking again.
+            let pause = storm.before_wait();
+            if !pause.is_zero() {
+                Counters::add(&self.counters.storm_pauses, 1);
+                std::thread::sleep(pause);
+            }
+            if self.idle(&st)? {
+                storm.woken();
+            }
         }
         Ok(())
     }
@@ -707,7 +723,9 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
 
     // ------------------------------------------------------------------ idle
 
-    fn idle(&mut self, st: &QueueState) -> Result<()> {
+    /// Sleep until a ring or the network has something; whether an event
+    /// channel fired.
+    fn idle(&mut self, st: &QueueState) -> Result<bool> {
         if !self.config.poll.is_zero()
             && xenio_ring::spin::spin_for(self.config.poll, || {
                 Ok::<_, Error>(
@@ -716,14 +734,14 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
                 )
             })?
         {
-            return Ok(());
+            return Ok(false);
         }
         // Ask to be told of new tx requests, and of rx buffers if frames wait.
         if self.rings.tx.final_check_for_requests()? {
-            return Ok(());
+            return Ok(false);
         }
         if !st.rx_queue.is_empty() && self.rings.rx.final_check_for_requests()? {
-            return Ok(());
+            return Ok(false);
         }
         Counters::add(&self.counters.sleeps, 1);
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -761,14 +779,15 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect();
         drop(fds);
+        let mut event = false;
         if fired[0] {
-            self.rings.tx_channel.take_pending()?;
+            event |= self.rings.tx_channel.take_pending()?;
         }
         if let Some(c) = &self.rings.rx_channel {
             if fired[1] {
-                c.take_pending()?;
+                event |= c.take_pending()?;
             }
         }
-        Ok(())
+        Ok(event)
     }
 }
