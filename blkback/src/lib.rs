@@ -20,11 +20,15 @@ mod error;
 pub mod poll;
 pub mod queue;
 pub mod reorder;
+pub mod report;
 pub mod request;
+pub mod server;
 pub mod storage;
 
 pub use backend::{BackendConfig, Outcome, serve};
 pub use config::DiskSpec;
 pub use error::{Error, Result};
 pub use queue::{Counters, GrantMode, QueueConfig};
-pub use storage::{DiskInfo, FileStorage, Storage, StorageQueue};
+pub use report::{IoErrorHook, IoFailure};
+pub use server::Server;
+pub use storage::{DiskInfo, FileStorage, Storage, StorageQueue, SyncStorage, Synchronous};

@@ -234,6 +234,7 @@ pub fn run(a: BlkbackArgs) -> Result<()> {
             adaptive_poll: !a.poll_fixed,
             io_depth: a.io_depth.max(1),
             submit_chunk: a.submit_chunk,
+            on_io_error: None,
         },
         cpus: a.cpus.as_ref().map(|c| c.0.clone()).unwrap_or_default(),
         ..Default::default()
