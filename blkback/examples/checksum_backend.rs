@@ -24,7 +24,6 @@ use std::io;
 use std::sync::Mutex;
 use xenio_sdk::blkback::Server;
 use xenio_sdk::blkback::storage::{DiscardInfo, DiskInfo, SyncStorage, Synchronous};
-use xenio_sdk::platform::DomId;
 
 const BLOCK: usize = 4096;
 
@@ -105,33 +104,17 @@ impl SyncStorage for ChecksumDisk {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut server = Server::new().create_device(true).handle_signals(true);
-    let (mut size_mib, mut corrupt) = (64, None);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
-        server = match arg.as_str() {
-            "--platform" => server.platform(value()?.parse()?),
-            "--run-dir" => server.run_dir(value()?),
-            "--frontend" => server.frontend(DomId(value()?.parse()?)),
-            "--vdev" => server.vdev(value()?),
-            "--backend-type" => server.backend_type(value()?),
-            "--size-mib" => {
-                size_mib = value()?.parse()?;
-                server
-            }
-            "--corrupt-block" => {
-                corrupt = Some(value()?.parse()?);
-                server
-            }
-            _ => return Err(format!("unknown argument {arg} (see the file's header)").into()),
-        };
-    }
+    // --platform, --run-dir, --frontend, --vdev, --backend-type; then this program's own.
+    let (server, own) = Server::new().args(std::env::args().skip(1))?;
+    let size_mib: usize = own.get("--size-mib").map_or(Ok(64), |v| v.parse())?;
     let disk = ChecksumDisk::new(size_mib << 20);
-    if let Some(block) = corrupt {
-        disk.corrupt(block);
+    if let Some(block) = own.get("--corrupt-block") {
+        disk.corrupt(block.parse()?);
     }
-    let server = server.on_io_error(|failure| eprintln!("checksum_backend: {failure}"));
+    let server = server
+        .create_device(true)
+        .handle_signals(true)
+        .on_io_error(|failure| eprintln!("checksum_backend: {failure}"));
     println!("checksum_backend: serving {size_mib} MiB");
     let outcome = server.serve(&Synchronous::new(disk))?;
     eprintln!("checksum_backend: {outcome:?}: {}", server.counters());

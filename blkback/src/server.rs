@@ -249,6 +249,67 @@ impl Server {
         self
     }
 
+    /// Apply the standard command-line options of a backend program, and
+    /// hand back the others (`--name value` pairs) for the program's own use:
+    ///
+    /// | option | sets |
+    /// | --- | --- |
+    /// | `--platform local\|xen\|auto` | [`platform`](Self::platform) |
+    /// | `--run-dir DIR` | [`run_dir`](Self::run_dir) |
+    /// | `--backend DOMID` | [`backend_domid`](Self::backend_domid) |
+    /// | `--frontend DOMID` | [`frontend`](Self::frontend) |
+    /// | `--vdev NAME` | [`vdev`](Self::vdev) |
+    /// | `--backend-type TYPE` | [`backend_type`](Self::backend_type) |
+    /// | `--backend-dir PATH` | [`backend_dir`](Self::backend_dir) |
+    ///
+    /// ```
+    /// use xenio_blkback::Server;
+    ///
+    /// let args = ["--run-dir", "/dev/shm/xenio", "--frontend", "3", "--size-mib", "16"];
+    /// let (server, own) = Server::new().args(args.map(String::from))?;
+    /// assert_eq!(server.paths(xenio_xenbus::DomId(0))?.frontend, "/local/domain/3/device/vbd/51712");
+    /// assert_eq!(own["--size-mib"], "16");
+    /// # Ok::<(), xenio_blkback::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an argument that is not `--name value`, or a
+    /// value a standard option cannot take.
+    pub fn args(
+        mut self,
+        args: impl IntoIterator<Item = String>,
+    ) -> Result<(Self, std::collections::BTreeMap<String, String>)> {
+        let mut own = std::collections::BTreeMap::new();
+        let mut args = args.into_iter();
+        while let Some(name) = args.next() {
+            let bad = |why: String| Error::Config(format!("{name}: {why}"));
+            if !name.starts_with("--") {
+                return Err(bad("expected an option (--name value)".into()));
+            }
+            let value = args.next().ok_or_else(|| bad("needs a value".into()))?;
+            let domid = |v: &str| {
+                v.parse()
+                    .map(DomId)
+                    .map_err(|_| bad(format!("{v:?} is not a domain id")))
+            };
+            self = match name.as_str() {
+                "--platform" => self.platform(value.parse().map_err(|e| bad(format!("{e}")))?),
+                "--run-dir" => self.run_dir(value),
+                "--backend" => self.backend_domid(domid(&value)?),
+                "--frontend" => self.frontend(domid(&value)?),
+                "--vdev" => self.vdev(value),
+                "--backend-type" => self.backend_type(value),
+                "--backend-dir" => self.backend_dir(value),
+                _ => {
+                    own.insert(name, value);
+                    self
+                }
+            };
+        }
+        Ok((self, own))
+    }
+
     /// The flag that stops serving (cleanly) when set.
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stop.clone()
