@@ -12,12 +12,12 @@
 //!
 //! | feature | module | what a program gets |
 //! | --- | --- | --- |
-//! | `blkback` (default) | [`blkback`], [`hostio`] | the block backend framework: `SyncStorage` / `Storage`, `Server`, `FileStorage` |
-//! | `blkfront` (default) | [`blkfront`] | the block frontend: `BlkFront`, `Options` |
-//! | `netback` | [`netback`], [`hostio`] | the network backend framework: `Network`, `serve`, TAP devices |
-//! | `netfront` | [`netfront`] | the network frontend (smoltcp's `phy::Device`, `Stack`) |
-//! | `store` | [`store`] | the local platform's store daemon, to start one in a program or a test |
-//! | `inprocess` | [`platform::InProcess`] | several domains as threads of one process |
+//! | `blkback` (default) | `blkback`, `hostio` | the block backend framework: `SyncStorage` / `Storage`, `Server`, `FileStorage` |
+//! | `blkfront` (default) | `blkfront` | the block frontend: `BlkFront`, `Options` |
+//! | `netback` | `netback`, `hostio` | the network backend framework: `Network`, `serve`, TAP devices |
+//! | `netfront` | `netfront` | the network frontend (smoltcp's `phy::Device`, `Stack`) |
+//! | `store` | `store` | the local platform's store daemon, to start one in a program or a test |
+//! | `inprocess` | `platform::InProcess` | several domains as threads of one process |
 //!
 //! Always there: [`platform`] (the platforms and how to pick one at run
 //! time), [`xenbus`] (the platform crate: store, grants, event channels,
