@@ -26,6 +26,10 @@ pub enum Error {
     /// its memory.
     #[error("{0}")]
     Limit(String),
+    /// Something xenio does not do (an image format it cannot write, a feature
+    /// the server lacks); the message says what to do instead.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl Error {
@@ -48,13 +52,16 @@ impl From<nix::Error> for Error {
 /// full queue ([`Error::Limit`]) is [`Busy`](crate::disk::Busy) ("try again
 /// later"), a system call's error keeps its kind and OS error number (and
 /// says what was being done), a bad value is
-/// [`InvalidInput`](io::ErrorKind::InvalidInput).
+/// [`InvalidInput`](io::ErrorKind::InvalidInput), something not done is
+/// [`Unsupported`](io::ErrorKind::Unsupported) (`EOPNOTSUPP` to a frontend
+/// for a flush or discard).
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         match e {
             Error::Limit(why) => io::Error::new(io::ErrorKind::WouldBlock, LimitBusy(why)),
             Error::Io { context, source } => crate::disk::io::OpError::into_io(context, source),
             e @ Error::BadValue { .. } => io::Error::new(io::ErrorKind::InvalidInput, e),
+            e @ Error::Unsupported(_) => io::Error::new(io::ErrorKind::Unsupported, e),
         }
     }
 }
@@ -82,6 +89,10 @@ impl From<Error> for xenio_xenbus::Error {
             Error::Io { context, source } => xenio_xenbus::Error::Io { context, source },
             Error::BadValue { what, value } => xenio_xenbus::Error::BadValue { what, value },
             Error::Limit(why) => xenio_xenbus::Error::Limit(why),
+            Error::Unsupported(why) => xenio_xenbus::Error::Io {
+                context: "unsupported".into(),
+                source: io::Error::new(io::ErrorKind::Unsupported, why),
+            },
         }
     }
 }

@@ -66,7 +66,7 @@ impl IoMem {
         }
     }
 
-    pub(super) fn base(&self) -> *mut u8 {
+    pub(crate) fn base(&self) -> *mut u8 {
         match self {
             IoMem::ReadWrite(r) => r.as_ptr(),
             // Only ever used as the source of a write (checked before submission).
