@@ -602,7 +602,6 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
                 let n = pieces.len(pipe);
                 for start in (0..n).step_by(MAX_IOVECS) {
                     let end = (start + MAX_IOVECS).min(n);
-                    let len: u64 = (start..end).map(|i| pieces.seg_len(pipe, i) as u64).sum();
                     let make = |pipe: &Pipeline| {
                         let segs = (start..end).map(|i| pieces.seg(pipe, i)).collect();
                         if kind == IoKind::Read {
@@ -613,7 +612,12 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
                     };
                     self.submit_op(pipe, id, make)?;
                     nops += 1;
-                    offset += len;
+                    if end < n {
+                        // Only an I/O of more than 1024 segments gets here.
+                        offset += (start..end)
+                            .map(|i| pieces.seg_len(pipe, i) as u64)
+                            .sum::<u64>();
+                    }
                 }
             }
             IoKind::Flush => {
