@@ -18,6 +18,9 @@ use xenio_xenbus::handshake::{Endpoint, frontend_ready, peer_leaving};
 use xenio_xenbus::platform::Platform;
 use xenio_xenbus::{EventChannels, GrantMapper, Store};
 
+const EINVAL: i32 = 22;
+const EIO: i32 = 5;
+
 /// What the backend offers.
 #[derive(Clone, Debug)]
 pub struct BackendConfig {
@@ -207,7 +210,12 @@ pub fn serve<P: Platform, S: Storage>(
                 Ok(()) => {}
                 Err(e) => {
                     tracing::warn!("{backend_dir}: disconnecting: {e}");
-                    ep.switch(XenbusState::Closing, &[])?;
+                    // The reason where toolstacks look (Linux: xenbus_dev_fatal).
+                    let errno = match e {
+                        Error::Storage(_) | Error::Config(_) => EIO,
+                        _ => EINVAL,
+                    };
+                    ep.fatal(errno, &e.to_string())?;
                 }
             }
         }
