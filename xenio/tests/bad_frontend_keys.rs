@@ -21,7 +21,7 @@ mod common;
 use common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use xenio_blkback::{BackendConfig, Counters, FileStorage};
 use xenio_hostio::disk::Direct;
 use xenio_xen_sys::blkif::*;
@@ -66,7 +66,12 @@ fn refused(dom0: &LocalPlatform, p: &LocalPlatform, paths: &DevicePaths, what: &
 }
 
 /// The good device's frontend: verified I/O until `stop`; the pairs done.
-fn blk_io_loop(run: std::path::PathBuf, dir: String, stop: Arc<AtomicBool>) -> u64 {
+fn blk_io_loop(
+    run: std::path::PathBuf,
+    dir: String,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+) -> u64 {
     let p = Arc::new(LocalPlatform::connect(run, DomId(2)).unwrap());
     let opts = xenio_blkfront::Options {
         timeout: Duration::from_secs(5),
@@ -81,6 +86,7 @@ fn blk_io_loop(run: std::path::PathBuf, dir: String, stop: Arc<AtomicBool>) -> u
         d.read_at((k % 32) * 8192, &mut back).unwrap();
         assert_eq!(back, data, "the good device returned other data");
         k += 1;
+        done.store(k, Ordering::Relaxed);
     }
     d.close().unwrap();
     k
@@ -112,10 +118,18 @@ fn blkback_refuses_bad_keys_for_that_device_alone() {
             xenio_blkback::serve(&dom0, &good.backend, &good_disk, &config, &c2, &shutdown)
         });
         let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
         let io = {
             let (run, dir, stop) = (w.run_dir(), good.frontend.clone(), stop.clone());
-            std::thread::spawn(move || blk_io_loop(run, dir, stop))
+            let done = done.clone();
+            std::thread::spawn(move || blk_io_loop(run, dir, stop, done))
         };
+        // The good device serves before the bad keys come (under load its
+        // frontend can take longer to connect than all the cases take).
+        let t = Instant::now();
+        while done.load(Ordering::Relaxed) == 0 && !io.is_finished() && t.elapsed() < T {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let cases: Vec<Case> = vec![
             (
                 "protocol x86_32",
