@@ -16,10 +16,10 @@
 
 use std::collections::VecDeque;
 use std::io;
-use xenio_netback::{Frames, Meta, Network, Offloads, Received, Sent, Vif, stop_on_signals};
-use xenio_xenbus::DomId;
-use xenio_xenbus::local::default_run_dir;
-use xenio_xenbus::platform::{LocalPlatform, Platform, PlatformKind, XenPlatform, resolve};
+use xenio_sdk::netback::{Frames, Meta, Network, Offloads, Received, Sent, Vif, stop_on_signals};
+use xenio_sdk::platform::{
+    DomId, LocalPlatform, Platform, PlatformKind, XenPlatform, default_run_dir, resolve,
+};
 
 /// The host: its addresses, and the replies waiting for the frontend.
 struct EchoHost {

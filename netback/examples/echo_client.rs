@@ -10,10 +10,8 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use xenio_netfront::{NetFront, Options, PacketMeta};
-use xenio_xenbus::DomId;
-use xenio_xenbus::local::default_run_dir;
-use xenio_xenbus::platform::LocalPlatform;
+use xenio_sdk::netfront::{NetFront, Options, PacketMeta};
+use xenio_sdk::platform::{DomId, LocalPlatform, default_run_dir};
 
 const ME: [u8; 4] = [10, 0, 0, 2];
 const HOST: [u8; 4] = [10, 0, 0, 1];
