@@ -161,10 +161,7 @@ pub fn serve<P: Platform, S: Storage>(
                     blkif::MAX_RING_PAGE_ORDER,
                     config.max_ring_page_order.to_string(),
                 ),
-                (
-                    blkif::MULTI_QUEUE_MAX_QUEUES,
-                    max_queues.to_string(),
-                ),
+                (blkif::MULTI_QUEUE_MAX_QUEUES, max_queues.to_string()),
                 (
                     blkif::FEATURE_MAX_INDIRECT_SEGMENTS,
                     config.max_indirect_segments.to_string(),

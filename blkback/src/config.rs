@@ -6,8 +6,8 @@
 //! choose the storage ([`StorageTarget`]): `raw` files and block devices,
 //! `qcow2` images, `nbd://` / `nbd+unix://` URIs, `rbd:pool/image` specs.
 
-use crate::storage::StorageTarget;
 pub use crate::storage::SpecError;
+use crate::storage::StorageTarget;
 use std::path::PathBuf;
 
 /// A parsed disk specification.
@@ -30,7 +30,6 @@ pub struct DiskSpec {
     /// `discard` / `no-discard` (default: discard when the storage supports it).
     pub discard: bool,
 }
-
 
 impl std::str::FromStr for DiskSpec {
     type Err = SpecError;

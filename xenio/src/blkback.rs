@@ -255,11 +255,7 @@ pub fn run(a: BlkbackArgs) -> Result<()> {
         io_timeout: (a.nbd_io_timeout > 0).then(|| Duration::from_secs(a.nbd_io_timeout)),
         discard_zeroes: a.discard_zeroes,
     };
-    let storage = a
-        .disk
-        .storage
-        .open(&open)
-        .context("opening the disk")?;
+    let storage = a.disk.storage.open(&open).context("opening the disk")?;
     let config = BackendConfig {
         max_ring_page_order: a.max_ring_page_order,
         max_queues: a.max_queues.max(1),
@@ -302,9 +298,7 @@ pub fn run(a: BlkbackArgs) -> Result<()> {
     server.paths(DomId(a.backend)).context("--backend-type")?;
     println!(
         "serving {} as {} to domain {}",
-        a.disk.storage,
-        a.disk.vdev,
-        a.frontend,
+        a.disk.storage, a.disk.vdev, a.frontend,
     );
     let outcome = server.serve(&storage)?;
     eprintln!("blkback: {outcome:?}: {}", server.counters());

@@ -153,11 +153,7 @@ fn front(w: &World, devid: u32, backend: &mut Backend) -> BlkFront<LocalPlatform
     front_on(&domain1(w), devid, backend)
 }
 
-fn front_on(
-    p: &Arc<LocalPlatform>,
-    devid: u32,
-    backend: &mut Backend,
-) -> BlkFront<LocalPlatform> {
+fn front_on(p: &Arc<LocalPlatform>, devid: u32, backend: &mut Backend) -> BlkFront<LocalPlatform> {
     let t = Instant::now();
     let dir = format!("/local/domain/1/device/vbd/{devid}");
     loop {
@@ -245,7 +241,10 @@ fn replay(fronts: &mut [&mut BlkFront<LocalPlatform>], shadow: &mut [u8], seed: 
                     .zip(&shadow[off as usize..])
                     .position(|(a, b)| a != b)
                 {
-                    panic!("device {i}: read at {off}+{len} differs at byte {}", off + p as u64);
+                    panic!(
+                        "device {i}: read at {off}+{len} differs at byte {}",
+                        off + p as u64
+                    );
                 }
             }
             reads += 1;
@@ -321,9 +320,24 @@ fn qcow2_chain_replays_like_a_raw_image_and_stays_clean() {
     std::fs::write(&raw, &base).unwrap();
     let (qbase, overlay) = (d.join("base.qcow2"), d.join("overlay.qcow2"));
     let s = |p: &Path| p.display().to_string();
-    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", &s(&raw_base), &s(&qbase)]);
     qemu_img(&[
-        "create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", &s(&overlay),
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        &s(&raw_base),
+        &s(&qbase),
+    ]);
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        &s(&overlay),
     ]);
 
     let mut a = blkback(&w, "xvda", &format!("format=raw,target={}", s(&raw)), &[]);
@@ -345,12 +359,40 @@ fn qcow2_chain_replays_like_a_raw_image_and_stays_clean() {
     assert!(b.stop().success());
 
     let check = qemu_img(&["check", &s(&overlay)]);
-    assert!(check.contains("No errors were found"), "qemu-img check: {check}");
-    let cmp = qemu_img(&["compare", "-f", "qcow2", "-F", "raw", &s(&overlay), &s(&raw)]);
-    assert!(cmp.contains("Images are identical"), "qemu-img compare: {cmp}");
-    assert!(std::fs::read(&raw).unwrap() == shadow, "replay.raw != the script's model");
-    let cmp = qemu_img(&["compare", "-f", "qcow2", "-F", "raw", &s(&qbase), &s(&raw_base)]);
-    assert!(cmp.contains("Images are identical"), "the base changed: {cmp}");
+    assert!(
+        check.contains("No errors were found"),
+        "qemu-img check: {check}"
+    );
+    let cmp = qemu_img(&[
+        "compare",
+        "-f",
+        "qcow2",
+        "-F",
+        "raw",
+        &s(&overlay),
+        &s(&raw),
+    ]);
+    assert!(
+        cmp.contains("Images are identical"),
+        "qemu-img compare: {cmp}"
+    );
+    assert!(
+        std::fs::read(&raw).unwrap() == shadow,
+        "replay.raw != the script's model"
+    );
+    let cmp = qemu_img(&[
+        "compare",
+        "-f",
+        "qcow2",
+        "-F",
+        "raw",
+        &s(&qbase),
+        &s(&raw_base),
+    ]);
+    assert!(
+        cmp.contains("Images are identical"),
+        "the base changed: {cmp}"
+    );
     eprintln!(
         "qcow2 overlay and raw image identical after {did}; check clean; {:?}",
         t0.elapsed()
@@ -405,7 +447,11 @@ fn nbd_exports_of_qemu_nbd_nbdkit_and_nbd_server() {
             std::fs::read(&image).unwrap() == shadow,
             "{script}: the exported file differs from the script's model"
         );
-        eprintln!("{script} ({}): {did}; {:?}", server_uri_kind(&transport), t.elapsed());
+        eprintln!(
+            "{script} ({}): {did}; {:?}",
+            server_uri_kind(&transport),
+            t.elapsed()
+        );
     }
 }
 
@@ -545,7 +591,10 @@ fn nbd_server_killed_under_writes_loses_no_acknowledged_write() {
             .unwrap_or_else(|e| panic!("write {k} failed: {e}"));
         acked.insert(blk, k);
         k += 1;
-        assert!(t.elapsed() < Duration::from_secs(180), "the write stream stalled");
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "the write stream stalled"
+        );
     }
     killer.join().unwrap();
     f.flush().unwrap();
@@ -663,7 +712,10 @@ fn rbd_image_through_blkback_survives_an_osd_restart() {
         let data = rng.bytes(4096);
         f.write_at(blk * 4096, &data).unwrap();
         acked.insert(blk, data);
-        assert!(t.elapsed() < Duration::from_secs(240), "the write stream stalled");
+        assert!(
+            t.elapsed() < Duration::from_secs(240),
+            "the write stream stalled"
+        );
     }
     eprintln!("restart-osd: {}", restarter.join().unwrap().trim());
     f.flush().unwrap();
@@ -698,7 +750,10 @@ fn replay_window(f: &mut BlkFront<LocalPlatform>, shadow: &mut [u8], seed: u64) 
             5..=7 => {
                 let mut got = vec![0u8; len as usize];
                 f.read_at(off, &mut got).unwrap();
-                assert!(got[..] == shadow[off as usize..][..len as usize], "read at {off}");
+                assert!(
+                    got[..] == shadow[off as usize..][..len as usize],
+                    "read at {off}"
+                );
                 reads += 1;
             }
             _ => {

@@ -94,8 +94,8 @@ pub use nbd::NbdStorage;
 pub use qcow2::Qcow2Storage;
 #[cfg(feature = "rbd")]
 pub use rbd::RbdStorage;
-pub use target::{OpenOptions, SpecError, StorageTarget};
 pub use seam::{DiskInfo, Storage, StorageQueue};
 pub use status::blkif_status;
 pub use sync::{SyncQueue, SyncStorage, Synchronous};
+pub use target::{OpenOptions, SpecError, StorageTarget};
 pub use xenio_hostio::disk::{Busy, Completion, DiscardInfo, Io, IoMem, IoSeg};

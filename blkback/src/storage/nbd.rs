@@ -62,7 +62,13 @@ impl Storage for NbdStorage {
     fn info(&self) -> DiskInfo {
         let f = self.export.features();
         let readonly = self.readonly || f.read_only;
-        let yes = |b: bool, what: &str| if b { what.to_string() } else { format!("no {what}") };
+        let yes = |b: bool, what: &str| {
+            if b {
+                what.to_string()
+            } else {
+                format!("no {what}")
+            }
+        };
         DiskInfo {
             sectors: f.size / 512,
             sector_size: 512,

@@ -76,7 +76,9 @@ impl StorageTarget {
     pub fn parse(format: Option<&str>, target: &str) -> Result<StorageTarget, SpecError> {
         let err = |m: String| Err(SpecError(m));
         if target.is_empty() {
-            return err("no target (the image file, block device, NBD URI or rbd:pool/image)".into());
+            return err(
+                "no target (the image file, block device, NBD URI or rbd:pool/image)".into(),
+            );
         }
         let format = format.map(str::to_ascii_lowercase);
         let format = format.as_deref().unwrap_or("raw");
@@ -183,9 +185,7 @@ impl StorageTarget {
             StorageTarget::Qcow2(p) => AnyStorage::Qcow2(Qcow2Storage::open(p, opts)?),
             StorageTarget::Nbd(uri) => AnyStorage::Nbd(NbdStorage::connect(uri, opts)?),
             #[cfg(feature = "rbd")]
-            StorageTarget::Rbd(spec) => {
-                AnyStorage::Rbd(super::rbd::RbdStorage::open(spec, opts)?)
-            }
+            StorageTarget::Rbd(spec) => AnyStorage::Rbd(super::rbd::RbdStorage::open(spec, opts)?),
             #[cfg(not(feature = "rbd"))]
             StorageTarget::Rbd(spec) => {
                 return Err(io::Error::new(
@@ -262,8 +262,14 @@ mod tests {
     fn every_form_maps_to_its_storage() {
         let ok = |f: Option<&str>, t: &str| StorageTarget::parse(f, t).unwrap();
         assert_eq!(ok(None, "/a.img"), StorageTarget::Raw("/a.img".into()));
-        assert_eq!(ok(Some("aio"), "/a.img"), StorageTarget::Raw("/a.img".into()));
-        assert_eq!(ok(Some("QCOW2"), "/a.q"), StorageTarget::Qcow2("/a.q".into()));
+        assert_eq!(
+            ok(Some("aio"), "/a.img"),
+            StorageTarget::Raw("/a.img".into())
+        );
+        assert_eq!(
+            ok(Some("QCOW2"), "/a.q"),
+            StorageTarget::Qcow2("/a.q".into())
+        );
         for uri in [
             "nbd://127.0.0.1:10809/disk",
             "nbd://host/disk",
@@ -282,10 +288,7 @@ mod tests {
         assert_eq!(p("/dev/vg/lv"), StorageTarget::Raw("/dev/vg/lv".into()));
         assert_eq!(p("aio:/x.img"), StorageTarget::Raw("/x.img".into()));
         assert_eq!(p("qcow2:/x:y.q"), StorageTarget::Qcow2("/x:y.q".into()));
-        assert_eq!(
-            p("raw:nbd://h/e"),
-            StorageTarget::Nbd("nbd://h/e".into())
-        );
+        assert_eq!(p("raw:nbd://h/e"), StorageTarget::Nbd("nbd://h/e".into()));
         assert_eq!(p("nbd://h/e"), StorageTarget::Nbd("nbd://h/e".into()));
         assert_eq!(p("rbd:p/i"), StorageTarget::Rbd("rbd:p/i".into()));
         assert_eq!(p("raw:rbd:p/i"), StorageTarget::Rbd("rbd:p/i".into()));
