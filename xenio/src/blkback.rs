@@ -29,7 +29,7 @@ pub struct BlkbackArgs {
     ///     discarded ranges read as zeros; stays clean for qemu-img check
     ///     (--qcow2-threads, --direct);
     ///
-    ///   format=raw, target=nbd://HOST[:PORT]/EXPORT (port 10809 by default),
+    ///   format=raw, target=`nbd://HOST[:PORT]/EXPORT` (port 10809 by default),
     ///     target=nbd+unix:///EXPORT?socket=PATH, and nbds:// / nbds+unix:// with
     ///     TLS: an NBD export through libnbd, pipelined, one connection per queue
     ///     when the server offers multi-conn (else one queue); a server that
@@ -37,7 +37,7 @@ pub struct BlkbackArgs {
     ///     (--nbd-connect-timeout, --nbd-reconnect-timeout, --nbd-io-timeout);
     ///
     ///   format=raw,
-    ///     target=rbd:POOL[/NAMESPACE]/IMAGE[@SNAP][:conf=CEPH.CONF][:id=CLIENT][:keyring=PATH][:OPTION=VALUE...]:
+    ///     target=`rbd:POOL[/NAMESPACE]/IMAGE[@SNAP][:conf=CEPH.CONF][:id=CLIENT][:keyring=PATH][:OPTION=VALUE...]`:
     ///     a Ceph RBD image through librbd, as QEMU spells it (conf= the
     ///     cluster's ceph.conf, default /etc/ceph/ceph.conf; id= the client name
     ///     without "client.", default admin; keyring= its key; any other Ceph

@@ -94,8 +94,8 @@ pub fn run(a: &BlkArgs) -> Result<()> {
     let image = ScratchPath::new(a.dir.join(format!("xenio-bench-blk-{pid}.img")));
     let shm_image =
         uses(Engine::shm).then(|| ScratchPath::new(format!("/dev/shm/xenio-bench-blk-{pid}.img")));
-    let qcow2_image =
-        uses(Engine::is_qcow2).then(|| ScratchPath::new(a.dir.join(format!("xenio-bench-blk-{pid}.qcow2"))));
+    let qcow2_image = uses(Engine::is_qcow2)
+        .then(|| ScratchPath::new(a.dir.join(format!("xenio-bench-blk-{pid}.qcow2"))));
 
     let per = r.timing.warmup + r.timing.runtime + Duration::from_millis(400);
     let total = r.reps as usize * r.workloads.len() * r.engines.len();
@@ -259,8 +259,7 @@ pub fn run(a: &BlkArgs) -> Result<()> {
                             a.nbd_aio,
                             &label,
                         )?;
-                        let mut s =
-                            run_fio(FioTarget::Nbd { uri: server.uri() })?;
+                        let mut s = run_fio(FioTarget::Nbd { uri: server.uri() })?;
                         server.stop();
                         // fio's CPU alone: qemu-nbd's is not counted, so none.
                         s.cpu_us_per_op = None;

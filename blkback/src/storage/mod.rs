@@ -75,11 +75,13 @@
 //! (the table above, as code), `sync` ([`SyncStorage`] and its adapter),
 //! `file` ([`FileStorage`] and io_uring's [`DiskQueue`](xenio_hostio::disk::DiskQueue)),
 //! `qcow2`, `nbd`, `rbd` (the other engines of `xenio_hostio` as storages),
-//! `any` ([`AnyStorage`]), `target` ([`StorageTarget`], the dispatch).
+//! `any` ([`AnyStorage`]), `options` ([`OpenOptions`]), `target`
+//! ([`StorageTarget`], the dispatch).
 
 pub(crate) mod any;
 pub(crate) mod file;
 pub(crate) mod nbd;
+pub(crate) mod options;
 pub(crate) mod qcow2;
 #[cfg(feature = "rbd")]
 pub(crate) mod rbd;
@@ -91,11 +93,12 @@ pub(crate) mod target;
 pub use any::{AnyQueue, AnyStorage};
 pub use file::FileStorage;
 pub use nbd::NbdStorage;
+pub use options::OpenOptions;
 pub use qcow2::Qcow2Storage;
 #[cfg(feature = "rbd")]
 pub use rbd::RbdStorage;
 pub use seam::{DiskInfo, Storage, StorageQueue};
 pub use status::blkif_status;
 pub use sync::{SyncQueue, SyncStorage, Synchronous};
-pub use target::{OpenOptions, SpecError, StorageTarget};
+pub use target::{SpecError, StorageTarget};
 pub use xenio_hostio::disk::{Busy, Completion, DiscardInfo, Io, IoMem, IoSeg};

@@ -2,8 +2,8 @@
 //! connection per queue where the server allows multi-conn, reconnecting and
 //! re-issuing when the server goes away).
 
+use super::options::OpenOptions;
 use super::seam::{DiskInfo, Storage, StorageQueue};
-use super::target::OpenOptions;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::Duration;

@@ -2,8 +2,8 @@
 //! ([`Qcow2Queue`]: allocated clusters straight to the file with io_uring,
 //! the rest on worker threads).
 
+use super::options::OpenOptions;
 use super::seam::{DiskInfo, Storage, StorageQueue};
-use super::target::OpenOptions;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::path::Path;

@@ -1,8 +1,8 @@
 //! `RbdStorage`: a Ceph RBD image through librbd's asynchronous API
 //! ([`RbdQueue`]). Behind the cargo feature `rbd` (librbd-dev, librados-dev).
 
+use super::options::OpenOptions;
 use super::seam::{DiskInfo, Storage, StorageQueue};
-use super::target::OpenOptions;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
