@@ -152,6 +152,7 @@ pub fn serve<P: Platform, S: Storage>(
     let mut ep = Endpoint::backend(store, backend_dir)?;
     let info = storage.info();
     tracing::info!("{backend_dir}: serving {}", info.description);
+    let max_queues = offered_queues(config, storage);
     loop {
         ep.switch(
             XenbusState::InitWait,
@@ -160,10 +161,7 @@ pub fn serve<P: Platform, S: Storage>(
                     blkif::MAX_RING_PAGE_ORDER,
                     config.max_ring_page_order.to_string(),
                 ),
-                (
-                    blkif::MULTI_QUEUE_MAX_QUEUES,
-                    config.max_queues.max(1).to_string(),
-                ),
+                (blkif::MULTI_QUEUE_MAX_QUEUES, max_queues.to_string()),
                 (
                     blkif::FEATURE_MAX_INDIRECT_SEGMENTS,
                     config.max_indirect_segments.to_string(),
@@ -278,6 +276,13 @@ fn close<S: Store>(ep: &mut Endpoint<'_, S>, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// `multi-queue-max-queues`: the configuration's, capped by what the storage
+/// can have (an NBD export without multi-conn: 1).
+fn offered_queues<S: Storage>(config: &BackendConfig, storage: &S) -> u32 {
+    let n = config.max_queues.max(1);
+    storage.max_queues().map_or(n, |m| n.min(m.max(1)))
+}
+
 /// Map the rings, bind the channels, say Connected, serve until the frontend leaves.
 fn connect<P: Platform, S: Storage>(
     platform: &P,
@@ -306,10 +311,10 @@ fn connect<P: Platform, S: Storage>(
         )));
     }
     let nqueues: u32 = ep.peer_parse(blkif::MULTI_QUEUE_NUM_QUEUES)?.unwrap_or(1);
-    if nqueues == 0 || nqueues > config.max_queues.max(1) {
+    let max_queues = offered_queues(config, storage);
+    if nqueues == 0 || nqueues > max_queues {
         return Err(Error::Frontend(format!(
-            "multi-queue-num-queues {nqueues} (we offer 1..={})",
-            config.max_queues
+            "multi-queue-num-queues {nqueues} (we offer 1..={max_queues})"
         )));
     }
     let persistent = config.persistent && ep.peer_flag(blkif::FEATURE_PERSISTENT)?;

@@ -69,6 +69,12 @@ pub trait Storage: Send + Sync {
     /// Any: the frontend's connection fails (it is disconnected and may try
     /// again), see the [table](super#what-the-frontend-sees).
     fn queue(&self, depth: u32) -> io::Result<Self::Queue>;
+    /// Most queues this storage can have at once (an NBD export without
+    /// multi-conn: one); the backend offers no more than this
+    /// (`multi-queue-max-queues`). `None`, the default: no limit of its own.
+    fn max_queues(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// One queue's asynchronous I/O. The queue worker submits operations,
