@@ -481,7 +481,11 @@ fn study_over_a_qcow2_copy_and_an_nbd_export() {
             let ratio: f64 = c.split(['*', ' ']).next().unwrap().parse().unwrap();
             assert!(ratio > 0.0 && ratio.is_finite(), "--target {target}: {row}");
         }
-        assert!(using(scratch.path()).is_empty(), "{:?}", using(scratch.path()));
+        assert!(
+            using(scratch.path()).is_empty(),
+            "{:?}",
+            using(scratch.path())
+        );
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .flatten()

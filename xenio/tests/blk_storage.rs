@@ -685,7 +685,8 @@ fn nbdkit_delay_filter_slows_requests_that_still_verify() {
 /// same socket: xvda serves again, with its data.
 #[test]
 fn nbd_server_that_stays_away_fails_only_its_own_device() {
-    use xenio_blkback::{BackendConfig, NbdStorage, OpenOptions, Outcome, Server};
+    use xenio_blkback::storage::NbdStorage;
+    use xenio_blkback::{BackendConfig, OpenOptions, Outcome, Server};
     if missing(&[
         ("nbdkit", "nbdkit"),
         ("qemu-nbd", "qemu-utils"),

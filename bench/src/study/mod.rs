@@ -313,13 +313,18 @@ fn measure_loop(a: &StudyArgs, study: &mut Study, sitting: &mut Sitting) -> Resu
                     c.name
                 ));
                 let label = format!("{} on {} MiB, run {}", c.name, size >> 20, run + 1);
-                let (values, counters, storage) =
-                    measure(c, image.path(), &served.disk, &r.params, a, Some(&mut *world)).inspect_err(
-                        |_| {
-                            pb.abandon();
-                            eprintln!("xenio-bench study: failed during `{label}`");
-                        },
-                    )?;
+                let (values, counters, storage) = measure(
+                    c,
+                    image.path(),
+                    &served.disk,
+                    &r.params,
+                    a,
+                    Some(&mut *world),
+                )
+                .inspect_err(|_| {
+                    pb.abandon();
+                    eprintln!("xenio-bench study: failed during `{label}`");
+                })?;
                 let e = Entry {
                     si,
                     ci,
