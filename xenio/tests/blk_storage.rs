@@ -614,6 +614,257 @@ fn nbd_server_killed_under_writes_loses_no_acknowledged_write() {
     );
 }
 
+/// nbdkit's `delay` filter holds every read and write 5 ms (and every trim and
+/// zero): the seeded script still completes through blkback and verifies, the
+/// exported file equals the model, and one lone 4 KiB read takes at least the
+/// delay (the filter is really there). How much slower it is gets printed,
+/// not asserted.
+#[test]
+fn nbdkit_delay_filter_slows_requests_that_still_verify() {
+    if missing(&[("nbdkit", "nbdkit"), ("nbdinfo", "libnbd-bin")]) {
+        return;
+    }
+    let w = World::new("stor-delay", &[1]);
+    let base = base_data(5, DISK);
+    let image = w.dir.path().join("delay.raw");
+    std::fs::write(&image, &base).unwrap();
+    let image_s = image.display().to_string();
+    let delay = Duration::from_millis(5);
+    let server = NbdServer::start(
+        "nbdkit.sh",
+        &[
+            "--unix",
+            "--image",
+            &image_s,
+            "--delay-read",
+            "5ms",
+            "--delay-write",
+            "5ms",
+            "--delay-trim",
+            "5ms",
+            "--delay-zero",
+            "5ms",
+        ],
+    );
+    let mut b = blkback(
+        &w,
+        "xvda",
+        &format!("target={}", server.uri),
+        &["--discard-zeroes"],
+    );
+    let mut f = front(&w, 51712, &mut b);
+    let t = Instant::now();
+    let mut one = vec![0u8; 4096];
+    f.read_at(0, &mut one).unwrap();
+    let lone = t.elapsed();
+    assert!(
+        lone >= delay,
+        "a 4 KiB read took {lone:?}, less than the filter's {delay:?}: no delay filter?"
+    );
+    assert!(one[..] == base[..4096], "the first block");
+    let t = Instant::now();
+    let mut shadow = base.clone();
+    let did = replay(&mut [&mut f], &mut shadow, 500);
+    let took = t.elapsed();
+    f.close().unwrap();
+    assert!(b.stop().success(), "blkback exit status");
+    drop(server);
+    assert!(
+        std::fs::read(&image).unwrap() == shadow,
+        "the exported file differs from the script's model"
+    );
+    eprintln!("nbdkit with 5 ms delays: {did}; {took:?} (a lone 4 KiB read {lone:?})");
+}
+
+/// Two NBD devices served by one backend process (this one: `Server` on two
+/// threads), nbdkit behind `xvda` and qemu-nbd behind `xvdb`. nbdkit is
+/// SIGKILLed and stays away: a write to xvda waits for the reconnect timeout
+/// (3 s here), then fails with an I/O error, and no earlier than the timeout
+/// after the kill; meanwhile xvdb serves writes and reads that verify, and
+/// keeps serving. A second write to xvda fails too. nbdkit restarted on the
+/// same socket: xvda serves again, with its data.
+#[test]
+fn nbd_server_that_stays_away_fails_only_its_own_device() {
+    use xenio_blkback::storage::NbdStorage;
+    use xenio_blkback::{BackendConfig, OpenOptions, Outcome, Server};
+    if missing(&[
+        ("nbdkit", "nbdkit"),
+        ("qemu-nbd", "qemu-utils"),
+        ("nbdinfo", "libnbd-bin"),
+    ]) {
+        return;
+    }
+    let w = World::new("stor-away", &[1]);
+    let (img_a, img_b) = (w.image("away.raw", DISK), w.image("stays.raw", DISK));
+    let (a_s, b_s) = (img_a.display().to_string(), img_b.display().to_string());
+    let srv_a = NbdServer::start("nbdkit.sh", &["--unix", "--image", &a_s]);
+    let srv_b = NbdServer::start("qemu-nbd.sh", &["--unix", "--image", &b_s]);
+    let reconnect = Duration::from_secs(3);
+    let opts = OpenOptions {
+        reconnect_timeout: reconnect,
+        ..OpenOptions::default()
+    };
+    let sto_a = NbdStorage::connect(&srv_a.uri, &opts).unwrap();
+    let sto_b = NbdStorage::connect(&srv_b.uri, &opts).unwrap();
+    let server = |vdev: &str| {
+        Server::new()
+            .frontend(DomId(1))
+            .vdev(vdev)
+            .create_device(true)
+            .config(BackendConfig {
+                max_queues: 2,
+                ..Default::default()
+            })
+    };
+    let (serv_a, serv_b) = (server("xvda"), server("xvdb"));
+    let (dom0a, dom0b) = (w.platform(0), w.platform(0));
+    std::thread::scope(|s| {
+        let th_a = s.spawn(|| serv_a.serve_on(&dom0a, &sto_a));
+        let th_b = s.spawn(|| serv_b.serve_on(&dom0b, &sto_b));
+        // A failed assertion must not leave the scope waiting for the servers.
+        let stop = StopOnDrop(vec![serv_a.stop_flag(), serv_b.stop_flag()]);
+        let dom1 = domain1(&w);
+        let mut fa = front_ready(&dom1, 51712, &th_a);
+        let mut fb = front_ready(&dom1, 51728, &th_b);
+        fa.write_at(0, &[0xa1; 4096]).unwrap();
+        fb.write_at(0, &[0xb1; 4096]).unwrap();
+
+        let t_kill = Instant::now();
+        srv_a.verb("kill");
+        let buf = fa.alloc(4096).unwrap();
+        fa.buf_write(&buf, 0, &[0xa2; 4096]).unwrap();
+        let token = fa.submit(Op::Write { offset: 4096, buf }).unwrap();
+        let mut rng = Rng(77);
+        let mut b_ops = 0u64;
+        let done = loop {
+            let mut out = Vec::new();
+            fa.poll(&mut out, Some(Duration::from_millis(20))).unwrap();
+            if let Some(d) = out.pop() {
+                break d;
+            }
+            // xvdb meanwhile: a write and its read-back.
+            let blk = rng.range(1, DISK / 4096 - 1);
+            let data = rng.bytes(4096);
+            fb.write_at(blk * 4096, &data).unwrap();
+            let mut got = vec![0u8; 4096];
+            fb.read_at(blk * 4096, &mut got).unwrap();
+            assert!(got == data, "xvdb block {blk} while xvda's server is away");
+            b_ops += 2;
+            assert!(
+                t_kill.elapsed() < Duration::from_secs(60),
+                "xvda's write is still waiting a minute after the kill"
+            );
+        };
+        let failed_after = t_kill.elapsed();
+        assert_eq!(done.token, token);
+        assert!(
+            done.result.is_err(),
+            "a write to a server that stays away succeeded"
+        );
+        if let Some(b) = done.buf {
+            fa.free(b);
+        }
+        assert!(
+            failed_after >= reconnect,
+            "xvda failed {failed_after:?} after the kill, before the reconnect timeout {reconnect:?}"
+        );
+        assert!(
+            b_ops > 0,
+            "xvdb answered nothing while xvda waited for its server"
+        );
+        assert!(
+            fa.write_at(8192, &[0xa3; 4096]).is_err(),
+            "a second write to the absent server"
+        );
+        let mut got = vec![0u8; 4096];
+        fb.read_at(0, &mut got).unwrap();
+        assert!(got == [0xb1; 4096], "xvdb after xvda failed");
+
+        // The server comes back: the device serves again.
+        srv_a.verb("restart");
+        let t_back = Instant::now();
+        loop {
+            match fa.write_at(8192, &[0xa4; 4096]) {
+                Ok(()) => break,
+                Err(e) => {
+                    assert!(
+                        t_back.elapsed() < Duration::from_secs(60),
+                        "xvda not back a minute after the restart: {e}"
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        let mut got = vec![0u8; 3 * 4096];
+        fa.read_at(0, &mut got).unwrap();
+        assert!(got[..4096] == [0xa1; 4096], "xvda block 0 after the return");
+        assert!(got[8192..] == [0xa4; 4096], "xvda block 2 after the return");
+        fa.flush().unwrap();
+        fb.flush().unwrap();
+        fa.close().unwrap();
+        fb.close().unwrap();
+        drop(stop);
+        for th in [th_a, th_b] {
+            let outcome = th.join().unwrap().unwrap();
+            assert!(
+                matches!(outcome, Outcome::Closed | Outcome::Shutdown),
+                "{outcome:?}"
+            );
+        }
+        eprintln!(
+            "xvda failed {failed_after:?} after its server's SIGKILL (reconnect timeout {reconnect:?}); \
+             xvdb answered {b_ops} requests meanwhile; xvda back {:?} after the restart",
+            t_back.elapsed()
+        );
+    });
+    drop(srv_a);
+    drop(srv_b);
+    assert!(
+        std::fs::read(&img_b).unwrap()[..4096] == [0xb1; 4096],
+        "xvdb's export"
+    );
+}
+
+/// Sets every flag when dropped: in-process servers stop when a test fails.
+struct StopOnDrop(Vec<Arc<std::sync::atomic::AtomicBool>>);
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            f.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// blkfront on `/local/domain/1/device/vbd/<devid>` served by an in-process
+/// `Server` thread (which must not have ended).
+fn front_ready<T>(
+    p: &Arc<LocalPlatform>,
+    devid: u32,
+    server: &std::thread::ScopedJoinHandle<'_, T>,
+) -> BlkFront<LocalPlatform> {
+    let t = Instant::now();
+    let dir = format!("/local/domain/1/device/vbd/{devid}");
+    loop {
+        let opts = Options {
+            device_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(60),
+            queues: 2,
+            ..Default::default()
+        };
+        match BlkFront::connect(p.clone(), &dir, opts) {
+            Ok(f) => return f,
+            Err(e) => {
+                assert!(!server.is_finished(), "the backend thread ended: {e}");
+                assert!(
+                    t.elapsed() < Duration::from_secs(60),
+                    "frontend cannot connect to {dir}: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 /// An RBD image of a one-node Ceph cluster (tests/servers/ceph.sh) served by
 /// `target=rbd:...`: the random script verified (on the image's first 16
 /// MiB, through a 16 MiB window of its own: the whole image is 1 GiB, so the
