@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use xenio_ring::BackRing;
-use xenio_xen_sys::blkif::VDISK_READONLY;
+use xenio_xen_sys::blkif::{VDISK_CDROM, VDISK_READONLY, VDISK_REMOVABLE};
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{GrantRef, Port};
 use xenio_xenbus::handshake::keys::{self, blkif};
@@ -39,6 +39,14 @@ pub struct BackendConfig {
     /// CPUs for the queue threads: queue `i` runs on `cpus[i % cpus.len()]`.
     /// Empty (the default): wherever the scheduler puts them.
     pub cpus: Vec<usize>,
+    /// Offer discard (`feature-discard`) when the storage can discard (the
+    /// default). `false` for xl's `no-discard` and libxl's `discard-enable = 0`.
+    pub discard: bool,
+    /// A CD-ROM (`device-type = cdrom`): `VDISK_CDROM` in `info`, and served
+    /// read-only whatever the storage allows.
+    pub cdrom: bool,
+    /// Removable media (libxl's `removable = 1`): `VDISK_REMOVABLE` in `info`.
+    pub removable: bool,
 }
 
 impl Default for BackendConfig {
@@ -54,6 +62,9 @@ impl Default for BackendConfig {
             timeout: Duration::from_secs(30),
             once: false,
             cpus: Vec::new(),
+            discard: true,
+            cdrom: false,
+            removable: false,
         }
     }
 }
@@ -299,12 +310,14 @@ fn connect<P: Platform, S: Storage>(
 
     let info = storage.info();
     let mapper = platform.mapper()?;
-    // A read-only disk offers no flush, barrier or discard (as Linux blkback).
-    let flush = info.flush && !info.readonly;
-    let discard = info.discard.filter(|_| !info.readonly);
+    // A read-only disk offers no flush, barrier or discard (as Linux blkback);
+    // a CD-ROM is read-only.
+    let readonly = info.readonly || config.cdrom;
+    let flush = info.flush && !readonly;
+    let discard = info.discard.filter(|_| !readonly && config.discard);
     let limits = Limits {
         sectors: info.sectors,
-        readonly: info.readonly,
+        readonly,
         max_indirect_segments: config.max_indirect_segments,
         flush,
         barrier: flush,
@@ -325,10 +338,7 @@ fn connect<P: Platform, S: Storage>(
             blkif::PHYSICAL_SECTOR_SIZE,
             info.physical_sector_size.to_string(),
         ),
-        (
-            blkif::INFO,
-            if info.readonly { VDISK_READONLY } else { 0 }.to_string(),
-        ),
+        (blkif::INFO, vdisk_info(readonly, config).to_string()),
         (blkif::FEATURE_FLUSH_CACHE, keys::flag(flush)),
         (blkif::FEATURE_BARRIER, keys::flag(flush)),
         (blkif::FEATURE_PERSISTENT, keys::flag(config.persistent)),
@@ -424,6 +434,14 @@ fn connect<P: Platform, S: Storage>(
             None => Ok(()),
         }
     })
+}
+
+/// The `info` key: `VDISK_*` bits of `xen/io/blkif.h`.
+fn vdisk_info(readonly: bool, config: &BackendConfig) -> u32 {
+    let bit = |on: bool, b: u32| if on { b } else { 0 };
+    bit(readonly, VDISK_READONLY)
+        | bit(config.cdrom, VDISK_CDROM)
+        | bit(config.removable, VDISK_REMOVABLE)
 }
 
 /// The CPUs this process may run on.
