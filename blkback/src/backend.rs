@@ -4,12 +4,12 @@
 use crate::error::{Error, Result};
 use crate::queue::{Counters, QueueConfig, QueueWorker};
 use crate::request::Limits;
+use crate::ring::{BlkRing, Protocol};
 use crate::storage::Storage;
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use xenio_ring::BackRing;
 use xenio_xen_sys::blkif::{VDISK_CDROM, VDISK_READONLY, VDISK_REMOVABLE};
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{GrantRef, Port};
@@ -264,13 +264,7 @@ fn connect<P: Platform, S: Storage>(
     let missing = |ep: &Endpoint<'_, P::Store>, k: &str| -> Error {
         keys::bad_key(&ep.peer_path(k), "missing").into()
     };
-    if let Some(p) = ep.peer_key(blkif::PROTOCOL)? {
-        if p.trim() != blkif::PROTOCOL_X86_64_ABI && !p.trim().is_empty() {
-            return Err(Error::Frontend(format!(
-                "protocol {p:?} is not supported (only x86_64-abi)"
-            )));
-        }
-    }
+    let protocol = Protocol::from_key(ep.peer_key(blkif::PROTOCOL)?.as_deref())?;
     let order: u32 = ep.peer_parse(blkif::RING_PAGE_ORDER)?.unwrap_or(0);
     if order > config.max_ring_page_order {
         return Err(Error::Frontend(format!(
@@ -327,7 +321,7 @@ fn connect<P: Platform, S: Storage>(
     let mut rings = Vec::new();
     for q in &queues {
         let region = mapper.map(frontend, &q.refs)?;
-        let ring = BackRing::attach(region)?;
+        let ring = BlkRing::attach(region, protocol)?;
         let channel = platform.events().bind_interdomain(frontend, q.port)?;
         rings.push((ring, channel));
     }
@@ -398,8 +392,9 @@ fn connect<P: Platform, S: Storage>(
         let result = (|| -> Result<()> {
             ep.switch(XenbusState::Connected, &disk_keys)?;
             tracing::info!(
-                "{}: connected: {nqueues} queue(s), ring order {order}, persistent grants {persistent}",
-                ep.dir()
+                "{}: connected: {nqueues} queue(s), ring order {order}, persistent grants {persistent}, protocol {}",
+                ep.dir(),
+                protocol.as_str()
             );
             // Serve until the frontend leaves, a queue fails, or shutdown.
             loop {

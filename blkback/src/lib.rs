@@ -21,6 +21,7 @@ pub mod poll;
 pub mod queue;
 pub mod reorder;
 pub mod request;
+pub mod ring;
 pub mod storage;
 
 pub use backend::{BackendConfig, Outcome, serve};

@@ -8,12 +8,12 @@ use crate::error::{Error, Result};
 use crate::poll::PollWindow;
 use crate::reorder::{IoKind, Planner, ReorderMode};
 use crate::request::{self, Limits, Op, Parsed, Request};
+use crate::ring::BlkRing;
 use crate::storage::{Completion, Io, IoMem, IoSeg, StorageQueue};
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use xenio_ring::BackRing;
 use xenio_ring::spin::spin_for;
 use xenio_xen_sys::blkif::*;
 use xenio_xen_sys::{DomId, GrantRef};
@@ -186,8 +186,8 @@ struct ReqMem {
 /// Public so that custom set-ups (and the fuzz targets) can drive a ring
 /// directly.
 pub struct QueueWorker<'a, M: GrantMapper, C: EventChannel, Q: StorageQueue> {
-    /// The mapped ring.
-    pub ring: BackRing<BlkifRequest, BlkifResponse, Region>,
+    /// The mapped ring, in the frontend's layout (`protocol`).
+    pub ring: BlkRing,
     /// Its event channel.
     pub channel: C,
     /// How to reach the frontend's grants.

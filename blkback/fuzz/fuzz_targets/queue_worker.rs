@@ -206,7 +206,7 @@ fuzz_target!(|data: &[u8]| {
     let (reader, _writer) = std::io::pipe().unwrap();
     let counters = Counters::default();
     let worker = QueueWorker {
-        ring,
+        ring: ring.into(),
         channel: Channel {
             stop: &stop,
             fd: reader,
