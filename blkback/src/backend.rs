@@ -8,7 +8,7 @@ use crate::ring::{BlkRing, Protocol};
 use crate::storage::Storage;
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use xenio_xen_sys::blkif::{VDISK_CDROM, VDISK_READONLY, VDISK_REMOVABLE};
 use xenio_xen_sys::xenbus::XenbusState;
@@ -347,6 +347,9 @@ fn connect<P: Platform, S: Storage>(
         None => disk_keys.push((blkif::FEATURE_DISCARD, keys::flag(false))),
     }
     let stop = AtomicBool::new(false);
+    // The size the queues check requests against: grown while connected when
+    // the storage grows (see the loop below).
+    let size = AtomicU64::new(info.sectors);
     let qconfig = QueueConfig {
         persistent,
         ..config.queue.clone()
@@ -354,7 +357,7 @@ fn connect<P: Platform, S: Storage>(
     std::thread::scope(|scope| -> Result<()> {
         let mut handles = Vec::new();
         for (i, (ring, channel)) in rings.into_iter().enumerate() {
-            let (stop, qconfig, limits) = (&stop, qconfig.clone(), limits);
+            let (stop, size, qconfig, limits) = (&stop, &size, qconfig.clone(), limits);
             let cpu = (!config.cpus.is_empty()).then(|| config.cpus[i % config.cpus.len()]);
             handles.push(
                 std::thread::Builder::new()
@@ -374,6 +377,7 @@ fn connect<P: Platform, S: Storage>(
                             frontend,
                             storage: storage.queue(qconfig.io_depth)?,
                             limits,
+                            size: Some(size),
                             persistent: qconfig.persistent
                                 && qconfig.grant_mode == crate::queue::GrantMode::Map,
                             config: qconfig,
@@ -396,11 +400,13 @@ fn connect<P: Platform, S: Storage>(
                 ep.dir(),
                 protocol.as_str()
             );
-            // Serve until the frontend leaves, a queue fails, or shutdown.
+            // Serve until the frontend leaves, a queue fails, or shutdown;
+            // meanwhile publish a size that grew.
             loop {
                 if stop.load(Ordering::Relaxed) || shutdown.load(Ordering::Relaxed) {
                     return Ok(());
                 }
+                resize(ep, storage, &size)?;
                 match ep.wait_peer(Duration::from_millis(200), peer_leaving) {
                     Ok(s) => {
                         tracing::info!("{}: frontend went to {s:?}", ep.dir());
@@ -429,6 +435,21 @@ fn connect<P: Platform, S: Storage>(
             None => Ok(()),
         }
     })
+}
+
+/// Online resize: if the storage's size changed, let the queues accept the new
+/// sectors and tell the frontend as Linux's blkback does (`xen_vbd_resize`):
+/// write `sectors` and the current state again in one transaction, so a
+/// frontend that is `Connected` sees its backend's `state` watch fire with
+/// `Connected` and reads the new size.
+fn resize<S: Store, T: Storage>(ep: &Endpoint<'_, S>, storage: &T, size: &AtomicU64) -> Result<()> {
+    let now = storage.sectors();
+    let before = size.swap(now, Ordering::Relaxed);
+    if now != before {
+        tracing::info!("{}: size {before} -> {now} sectors", ep.dir());
+        ep.switch(XenbusState::Connected, &[(blkif::SECTORS, now.to_string())])?;
+    }
+    Ok(())
 }
 
 /// The `info` key: `VDISK_*` bits of `xen/io/blkif.h`.

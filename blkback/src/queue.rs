@@ -198,6 +198,10 @@ pub struct QueueWorker<'a, M: GrantMapper, C: EventChannel, Q: StorageQueue> {
     pub storage: Q,
     /// What requests may ask for.
     pub limits: Limits,
+    /// The disk's size now, in sectors, if it can change while connected
+    /// (online resize): read before each batch into `limits.sectors`.
+    /// `None`: `limits.sectors` stays as given.
+    pub size: Option<&'a AtomicU64>,
     /// Knobs.
     pub config: QueueConfig,
     /// Cache the frontend's grants (`feature-persistent` negotiated, map mode).
@@ -296,6 +300,9 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         while !self.stop.load(Ordering::Relaxed) {
             let mut progress = false;
             if pipe.tags.len() < depth {
+                if let Some(size) = self.size {
+                    self.limits.sectors = size.load(Ordering::Relaxed);
+                }
                 raw.clear();
                 self.ring
                     .take_requests_up_to(&mut raw, self.config.max_batch)?;

@@ -39,6 +39,14 @@ pub trait Storage: Send + Sync {
     fn info(&self) -> DiskInfo;
     /// A new I/O context for one ring, with room for `depth` operations in flight.
     fn queue(&self, depth: u32) -> xenio_xenbus::Result<Self::Queue>;
+    /// The disk's size in 512-byte sectors now. [`crate::serve`] asks every
+    /// 200 ms while a frontend is connected: a storage that can grow (an image
+    /// file extended with `truncate -s`, a resized block device) returns its new
+    /// size, and the frontend is told as Linux's blkback tells it (online
+    /// resize). The default is [`Storage::info`]'s, which never changes.
+    fn sectors(&self) -> u64 {
+        self.info().sectors
+    }
 }
 
 /// One queue's asynchronous I/O.
@@ -148,6 +156,18 @@ impl Storage for FileStorage {
                 f.path().display(),
                 f.size_bytes()
             ),
+        }
+    }
+
+    /// The file's or device's size now (`fstat` / `BLKGETSIZE64`,
+    /// [`BlockFile::refresh_size`]); the size known before if that fails.
+    fn sectors(&self) -> u64 {
+        match self.file.refresh_size() {
+            Ok(bytes) => bytes / 512,
+            Err(e) => {
+                tracing::debug!("{e}");
+                self.file.sectors()
+            }
         }
     }
 

@@ -223,6 +223,7 @@ fuzz_target!(|data: &[u8]| {
             barrier: knobs & 4 != 0,
             discard: knobs & 8 != 0,
         },
+        size: None,
         config: QueueConfig {
             grant_mode: if knobs & 16 != 0 {
                 GrantMode::Copy
