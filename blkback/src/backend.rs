@@ -2,6 +2,7 @@
 //! teardown and reconnection, over any [`Platform`] and any [`Storage`].
 
 use crate::error::{Error, Result};
+use crate::inflight::{self, Inflight};
 use crate::queue::{Counters, QueueConfig, QueueWorker};
 use crate::request::Limits;
 use crate::ring::{BlkRing, Protocol};
@@ -47,6 +48,22 @@ pub struct BackendConfig {
     pub cdrom: bool,
     /// Removable media (libxl's `removable = 1`): `VDISK_REMOVABLE` in `info`.
     pub removable: bool,
+    /// Keep a record of each queue's requests in flight in this directory (a
+    /// tmpfs, such as `/run`: one small mapped file per queue,
+    /// [`crate::inflight`]), so that a backend started after this one died
+    /// (SIGKILL, a crash, an upgrade) resumes the connection in place: it
+    /// finds the device `Connected`, maps the same rings, serves again what
+    /// was taken and not answered, and the frontend sees nothing but a pause.
+    /// Linux's xen-blkfront needs this to survive a backend restart (asked to
+    /// reconnect, it drops its disk). `None` (the default): no record; a
+    /// restarted backend asks the frontend to reconnect, which xenio's blkfront
+    /// does. The files go when the connection ends.
+    pub inflight_dir: Option<std::path::PathBuf>,
+    /// What `shutdown` does to the device: `true` (the default) says `Closing`
+    /// (the frontend lets go of the disk); `false` leaves the store as it is
+    /// (still `Connected`) and, with [`inflight_dir`](Self::inflight_dir),
+    /// the records too, for a successor to resume (an upgrade).
+    pub close_on_shutdown: bool,
 }
 
 impl Default for BackendConfig {
@@ -65,6 +82,8 @@ impl Default for BackendConfig {
             discard: true,
             cdrom: false,
             removable: false,
+            inflight_dir: None,
+            close_on_shutdown: true,
         }
     }
 }
@@ -150,85 +169,58 @@ pub fn serve<P: Platform, S: Storage>(
     let mut ep = Endpoint::backend(store, backend_dir)?;
     let info = storage.info();
     tracing::info!("{backend_dir}: serving {}", info.description);
+    // A backend that died may have left the device Connected, with a record of
+    // what was in flight: resume that connection (see `inflight_dir`).
+    let mut try_resume = config.inflight_dir.is_some()
+        && ep.state()? == XenbusState::Connected
+        && frontend_ready(ep.peer_state()?);
     loop {
-        ep.switch(
-            XenbusState::InitWait,
-            &[
-                (
-                    blkif::MAX_RING_PAGE_ORDER,
-                    config.max_ring_page_order.to_string(),
-                ),
-                (
-                    blkif::MULTI_QUEUE_MAX_QUEUES,
-                    config.max_queues.max(1).to_string(),
-                ),
-                (
-                    blkif::FEATURE_MAX_INDIRECT_SEGMENTS,
-                    config.max_indirect_segments.to_string(),
-                ),
-            ],
-        )?;
-        // Wait for the frontend's rings (or for it to vanish).
-        let s = loop {
-            if shutdown.load(Ordering::Relaxed) {
-                return Ok(Outcome::Shutdown);
-            }
-            match ep.wait_peer(Duration::from_millis(500), |s| {
-                frontend_ready(s) || s == XenbusState::Closing || s == XenbusState::Closed
-            }) {
-                Ok(s) => break s,
-                Err(xenio_xenbus::Error::Timeout(..)) => {
-                    if store
-                        .read_opt(
-                            xenio_xenbus::Tx::NONE,
-                            &format!("{backend_dir}/{}", keys::STATE),
-                        )?
-                        .is_none()
-                    {
-                        return Ok(Outcome::Removed);
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        // A frontend already Connected while this backend is in InitWait is
-        // connected to an earlier backend (one that was killed, say): its ring
-        // holds that backend's requests and is about to be reset. Attaching to it
-        // would replay stale requests into a ring the frontend is reinitialising,
-        // so ask it to reconnect instead (Closing, then InitWait again): Linux's
-        // xen-blkfront does so from Closed, xenio's from any state.
-        let stale = s == XenbusState::Connected;
-        if stale {
-            tracing::info!(
-                "{backend_dir}: the frontend is still Connected to an earlier backend: asking it to reconnect"
-            );
-        } else if frontend_ready(s) {
-            match connect(platform, &mut ep, storage, config, counters, shutdown) {
-                Ok(()) => {}
+        let resumed = std::mem::take(&mut try_resume)
+            && match connect(platform, &mut ep, storage, config, counters, shutdown, true) {
+                Ok(served) => served,
                 Err(e) => {
-                    tracing::warn!("{backend_dir}: disconnecting: {e}");
-                    ep.switch(XenbusState::Closing, &[])?;
+                    tracing::warn!("{backend_dir}: resuming failed, disconnecting: {e}");
+                    switch_unless_gone(&ep, XenbusState::Closing)?;
+                    true
                 }
-            }
-        }
+            };
+        let stale = match resumed {
+            true => false,
+            false => match offer_and_serve(platform, &mut ep, storage, config, counters, shutdown)?
+            {
+                Offered::Served => false,
+                Offered::Stale => true,
+                Offered::Ended(outcome) => return Ok(outcome),
+            },
+        };
         if shutdown.load(Ordering::Relaxed) {
-            ep.switch(XenbusState::Closing, &[])?;
+            if config.close_on_shutdown {
+                switch_unless_gone(&ep, XenbusState::Closing)?;
+            }
             return Ok(Outcome::Shutdown);
+        }
+        if gone(store, backend_dir)? {
+            return Ok(Outcome::Removed);
         }
         // Teardown: Closing until the frontend is Closed (or gone), then Closed.
         let now = ep.peer_state()?;
         if now == XenbusState::Unknown {
+            // The frontend's directory is gone (`xl destroy` removes it first,
+            // then waits for the backend's Closed): say Closed.
+            switch_unless_gone(&ep, XenbusState::Closed)?;
             return Ok(Outcome::Removed);
         }
         if now != XenbusState::Initialising {
-            ep.switch(XenbusState::Closing, &[])?;
+            switch_unless_gone(&ep, XenbusState::Closing)?;
             let _ = ep.wait_peer(config.timeout, |s| {
                 matches!(
                     s,
                     XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising
                 )
             });
-            ep.switch(XenbusState::Closed, &[])?;
+            if !switch_unless_gone(&ep, XenbusState::Closed)? {
+                return Ok(Outcome::Removed);
+            }
             if config.once && !stale {
                 return Ok(Outcome::Closed);
             }
@@ -251,7 +243,116 @@ pub fn serve<P: Platform, S: Storage>(
     }
 }
 
+/// What [`offer_and_serve`] came to.
+enum Offered {
+    /// A connection was served (or refused) and is over.
+    Served,
+    /// The frontend was still connected to an earlier backend: asked to reconnect.
+    Stale,
+    /// Serving ends here.
+    Ended(Outcome),
+}
+
+/// Offer the device (`InitWait`), wait for the frontend's rings and serve them
+/// until the frontend leaves.
+fn offer_and_serve<P: Platform, S: Storage>(
+    platform: &P,
+    ep: &mut Endpoint<'_, P::Store>,
+    storage: &S,
+    config: &BackendConfig,
+    counters: &Counters,
+    shutdown: &AtomicBool,
+) -> Result<Offered> {
+    let backend_dir = ep.dir().to_string();
+    let store = ep.store();
+    ep.switch(
+        XenbusState::InitWait,
+        &[
+            (
+                blkif::MAX_RING_PAGE_ORDER,
+                config.max_ring_page_order.to_string(),
+            ),
+            (
+                blkif::MULTI_QUEUE_MAX_QUEUES,
+                config.max_queues.max(1).to_string(),
+            ),
+            (
+                blkif::FEATURE_MAX_INDIRECT_SEGMENTS,
+                config.max_indirect_segments.to_string(),
+            ),
+        ],
+    )?;
+    // Wait for the frontend's rings (or for it to vanish).
+    let s = loop {
+        if shutdown.load(Ordering::Relaxed) {
+            return Ok(Offered::Ended(Outcome::Shutdown));
+        }
+        match ep.wait_peer(Duration::from_millis(500), |s| {
+            frontend_ready(s) || s == XenbusState::Closing || s == XenbusState::Closed
+        }) {
+            Ok(s) => break s,
+            Err(xenio_xenbus::Error::Timeout(..)) => {
+                if gone(store, &backend_dir)? {
+                    return Ok(Offered::Ended(Outcome::Removed));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    // A frontend already Connected while this backend is in InitWait is
+    // connected to an earlier backend (one that was killed, say): its ring
+    // holds that backend's requests and is about to be reset. Attaching to it
+    // would replay stale requests into a ring the frontend is reinitialising,
+    // so ask it to reconnect instead (Closing, then InitWait again): Linux's
+    // xen-blkfront does so from Closed, xenio's from any state.
+    let stale = s == XenbusState::Connected;
+    if stale {
+        tracing::info!(
+            "{backend_dir}: the frontend is still Connected to an earlier backend: asking it to reconnect"
+        );
+    } else if frontend_ready(s) {
+        match connect(platform, ep, storage, config, counters, shutdown, false) {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("{backend_dir}: disconnecting: {e}");
+                switch_unless_gone(ep, XenbusState::Closing)?;
+            }
+        }
+    }
+    Ok(if stale {
+        Offered::Stale
+    } else {
+        Offered::Served
+    })
+}
+
+/// Whether the device's backend directory is gone (its `state` with it).
+fn gone<S: Store>(store: &S, backend_dir: &str) -> Result<bool> {
+    Ok(store
+        .read_opt(
+            xenio_xenbus::Tx::NONE,
+            &format!("{backend_dir}/{}", keys::STATE),
+        )?
+        .is_none())
+}
+
+/// Switch to `state` unless the device is gone (then nothing is written);
+/// whether it switched.
+fn switch_unless_gone<S: Store>(ep: &Endpoint<'_, S>, state: XenbusState) -> Result<bool> {
+    match ep.switch(state, &[]) {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_gone() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Map the rings, bind the channels, say Connected, serve until the frontend leaves.
+///
+/// With `resume`, take over the connection a dead backend left: the device
+/// is already `Connected`, the rings are the frontend's current ones, and each
+/// queue's record ([`crate::inflight`]) says what was in flight. Returns
+/// `Ok(false)` (having changed nothing) when it cannot be resumed: a record is
+/// missing, belongs to another connection, or does not add up.
 fn connect<P: Platform, S: Storage>(
     platform: &P,
     ep: &mut Endpoint<'_, P::Store>,
@@ -259,7 +360,8 @@ fn connect<P: Platform, S: Storage>(
     config: &BackendConfig,
     counters: &Counters,
     shutdown: &AtomicBool,
-) -> Result<()> {
+    resume: bool,
+) -> Result<bool> {
     let frontend = ep.peer_id();
     let missing = |ep: &Endpoint<'_, P::Store>, k: &str| -> Error {
         keys::bad_key(&ep.peer_path(k), "missing").into()
@@ -317,13 +419,49 @@ fn connect<P: Platform, S: Storage>(
         barrier: flush,
         discard: discard.is_some(),
     };
-    // Map every ring and bind every channel before saying Connected.
+    // Map every ring (with its record of requests in flight) and bind every
+    // channel before saying Connected.
     let mut rings = Vec::new();
-    for q in &queues {
+    for (i, q) in queues.iter().enumerate() {
         let region = mapper.map(frontend, &q.refs)?;
-        let ring = BlkRing::attach(region, protocol)?;
+        let (ring, record) = match &config.inflight_dir {
+            None => (BlkRing::attach(region, protocol)?, None),
+            Some(dir) => {
+                let path = inflight::path(dir, ep.dir(), i as u32);
+                let refs: Vec<String> = q.refs.iter().map(|r| r.0.to_string()).collect();
+                let id = inflight::identity(&[
+                    &frontend.0.to_string(),
+                    protocol.as_str(),
+                    &order.to_string(),
+                    &nqueues.to_string(),
+                    &i.to_string(),
+                    &refs.join(","),
+                    &q.port.0.to_string(),
+                ]);
+                let size = protocol.ring_size(region.len());
+                if resume {
+                    let Some(left) = Inflight::read(&path, size, id)? else {
+                        tracing::info!(
+                            "{}: no record of queue {i}'s requests for this connection: not resuming",
+                            ep.dir()
+                        );
+                        return Ok(false);
+                    };
+                    let rsp_prod = crate::ring::published_responses(&region);
+                    let Some(rec) = Inflight::recover(&path, size, id, &left, rsp_prod)? else {
+                        return Ok(false);
+                    };
+                    let ring = BlkRing::attach_resumed(region, protocol, left.req_cons)?;
+                    (ring, Some(rec))
+                } else {
+                    let ring = BlkRing::attach(region, protocol)?;
+                    let rec = Inflight::create(&path, size, id, ring.req_cons())?;
+                    (ring, Some(rec))
+                }
+            }
+        };
         let channel = platform.events().bind_interdomain(frontend, q.port)?;
-        rings.push((ring, channel));
+        rings.push((ring, channel, record));
     }
     let mut disk_keys = vec![
         (blkif::SECTORS, info.sectors.to_string()),
@@ -349,14 +487,19 @@ fn connect<P: Platform, S: Storage>(
     let stop = AtomicBool::new(false);
     // The size the queues check requests against: grown while connected when
     // the storage grows (see the loop below).
-    let size = AtomicU64::new(info.sectors);
+    // Resuming, the frontend knows the size the dead backend published.
+    let published_size = match resume {
+        true => ep.own_parse::<u64>(blkif::SECTORS)?,
+        false => None,
+    };
+    let size = AtomicU64::new(published_size.unwrap_or(info.sectors));
     let qconfig = QueueConfig {
         persistent,
         ..config.queue.clone()
     };
-    std::thread::scope(|scope| -> Result<()> {
+    std::thread::scope(|scope| -> Result<bool> {
         let mut handles = Vec::new();
-        for (i, (ring, channel)) in rings.into_iter().enumerate() {
+        for (i, (ring, channel, inflight)) in rings.into_iter().enumerate() {
             let (stop, size, qconfig, limits) = (&stop, &size, qconfig.clone(), limits);
             let cpu = (!config.cpus.is_empty()).then(|| config.cpus[i % config.cpus.len()]);
             handles.push(
@@ -378,6 +521,7 @@ fn connect<P: Platform, S: Storage>(
                             storage: storage.queue(qconfig.io_depth)?,
                             limits,
                             size: Some(size),
+                            inflight,
                             persistent: qconfig.persistent
                                 && qconfig.grant_mode == crate::queue::GrantMode::Map,
                             config: qconfig,
@@ -394,10 +538,13 @@ fn connect<P: Platform, S: Storage>(
             );
         }
         let result = (|| -> Result<()> {
-            ep.switch(XenbusState::Connected, &disk_keys)?;
+            if !resume {
+                ep.switch(XenbusState::Connected, &disk_keys)?;
+            }
             tracing::info!(
-                "{}: connected: {nqueues} queue(s), ring order {order}, persistent grants {persistent}, protocol {}",
+                "{}: {}: {nqueues} queue(s), ring order {order}, persistent grants {persistent}, protocol {}",
                 ep.dir(),
+                if resume { "resumed" } else { "connected" },
                 protocol.as_str()
             );
             // Serve until the frontend leaves, a queue fails, or shutdown;
@@ -430,9 +577,15 @@ fn connect<P: Platform, S: Storage>(
                 }
             }
         }
+        // The connection is over: its records go, unless this backend stops
+        // to let a successor resume it.
+        let leave = shutdown.load(Ordering::Relaxed) && !config.close_on_shutdown;
+        if let (Some(dir), false) = (&config.inflight_dir, leave) {
+            inflight::remove_all(dir, ep.dir());
+        }
         match first_err {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(true),
         }
     })
 }

@@ -17,6 +17,7 @@
 pub mod backend;
 pub mod config;
 mod error;
+pub mod inflight;
 pub mod poll;
 pub mod queue;
 pub mod reorder;

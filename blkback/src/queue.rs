@@ -5,6 +5,7 @@
 //! this path.
 
 use crate::error::{Error, Result};
+use crate::inflight::Inflight;
 use crate::poll::PollWindow;
 use crate::reorder::{IoKind, Planner, ReorderMode};
 use crate::request::{self, Limits, Op, Parsed, Request};
@@ -202,6 +203,11 @@ pub struct QueueWorker<'a, M: GrantMapper, C: EventChannel, Q: StorageQueue> {
     /// (online resize): read before each batch into `limits.sectors`.
     /// `None`: `limits.sectors` stays as given.
     pub size: Option<&'a AtomicU64>,
+    /// The record of requests in flight, kept so that a backend started after
+    /// this one died can resume the connection ([`crate::inflight`]); its
+    /// replay, if it was recovered from a dead backend's, is served first.
+    /// `None`: no record.
+    pub inflight: Option<Inflight>,
     /// Knobs.
     pub config: QueueConfig,
     /// Cache the frontend's grants (`feature-persistent` negotiated, map mode).
@@ -215,6 +221,8 @@ pub struct QueueWorker<'a, M: GrantMapper, C: EventChannel, Q: StorageQueue> {
 /// A request whose I/Os are in flight.
 struct InFlight {
     req: Request,
+    /// Its entry in the record of requests in flight.
+    slot: Option<u32>,
     mem: ReqMem,
     remaining: u32,
     status: i16,
@@ -290,6 +298,20 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         // 2% of the queue thread's time at 4 KiB QD32.
         let mut reqs = Vec::with_capacity(raw.capacity());
         let mut mems = Vec::with_capacity(raw.capacity());
+        // Each request's entry in the record (taken) and each prepared one's.
+        let mut slots: Vec<Option<u32>> = Vec::with_capacity(raw.capacity());
+        let mut rslots: Vec<Option<u32>> = Vec::with_capacity(raw.capacity());
+        let mut replay = self
+            .inflight
+            .as_mut()
+            .map(Inflight::take_replay)
+            .unwrap_or_default();
+        if !replay.is_empty() {
+            tracing::info!(
+                "serving again {} request(s) a dead backend had taken",
+                replay.len()
+            );
+        }
         let mut keys: Vec<u64> = Vec::with_capacity(raw.capacity());
         let mut completions = Vec::new();
         let mut pipe = Pipeline::default();
@@ -304,21 +326,42 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
                     self.limits.sectors = size.load(Ordering::Relaxed);
                 }
                 raw.clear();
-                self.ring
-                    .take_requests_up_to(&mut raw, self.config.max_batch)?;
+                slots.clear();
+                if !replay.is_empty() {
+                    for (slot, r) in replay.drain(..) {
+                        raw.push(r);
+                        slots.push(Some(slot));
+                    }
+                } else {
+                    let first = self.ring.req_cons();
+                    self.ring
+                        .take_requests_up_to(&mut raw, self.config.max_batch)?;
+                    match self.inflight.as_mut() {
+                        // Recorded before any of them is answered (see `inflight`).
+                        Some(rec) if !raw.is_empty() => {
+                            for (i, r) in raw.iter().enumerate() {
+                                slots.push(Some(rec.take(first.wrapping_add(i as u32), r)));
+                            }
+                            rec.consumed(self.ring.req_cons());
+                        }
+                        _ => slots.resize(raw.len(), None),
+                    }
+                }
                 if !raw.is_empty() {
                     progress = true;
                     Counters::add(&self.counters.requests, raw.len() as u64);
                     Counters::add(&self.counters.batches, 1);
                     reqs.clear();
                     mems.clear();
-                    for r in &raw {
+                    rslots.clear();
+                    for (r, slot) in raw.iter().zip(&slots) {
                         match self.prepare(r, cache) {
                             Ok((req, mem)) => {
                                 reqs.push(req);
                                 mems.push(mem);
+                                rslots.push(*slot);
                             }
-                            Err(rsp) => self.answer(rsp)?,
+                            Err(rsp) => self.answer(rsp, *slot)?,
                         }
                     }
                     if !reqs.is_empty() {
@@ -345,14 +388,16 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
                         keys.extend(
                             reqs.drain(..)
                                 .zip(mems.drain(..))
+                                .zip(rslots.drain(..))
                                 .zip(&plan.ios_per_request)
-                                .map(|((req, mem), &n)| {
+                                .map(|(((req, mem), slot), &n)| {
                                     let k = pipe.next;
                                     pipe.next += 1;
                                     pipe.reqs.insert(
                                         k,
                                         InFlight {
                                             req,
+                                            slot,
                                             mem,
                                             remaining: n,
                                             status: BLKIF_RSP_OKAY,
@@ -464,10 +509,24 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
     }
 
     fn publish(&mut self) -> Result<()> {
-        if self.ring.push_responses_and_check_notify().is_required() {
+        let notify = self.ring.push_responses_and_check_notify();
+        if let Some(rec) = self.inflight.as_mut() {
+            rec.published();
+        }
+        if notify.is_required() {
             self.channel.notify()?;
             Counters::add(&self.counters.notifications, 1);
         }
+        Ok(())
+    }
+
+    /// Write a response into the ring, recording first that its request is
+    /// being answered at this response index.
+    fn respond(&mut self, rsp: &BlkifResponse, slot: Option<u32>) -> Result<()> {
+        if let (Some(rec), Some(slot)) = (self.inflight.as_mut(), slot) {
+            rec.answering(slot, self.ring.rsp_prod_pvt());
+        }
+        self.ring.push_response(rsp)?;
         Ok(())
     }
 
@@ -667,17 +726,16 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
                 if st != BLKIF_RSP_OKAY {
                     Counters::add(&self.counters.errors, 1);
                 }
-                self.ring.push_response(&f.req.response(st))?;
+                self.respond(&f.req.response(st), f.slot)?;
                 // Dropping `f` unmaps per-request mappings.
             }
         }
         Ok(())
     }
 
-    fn answer(&mut self, rsp: BlkifResponse) -> Result<()> {
+    fn answer(&mut self, rsp: BlkifResponse, slot: Option<u32>) -> Result<()> {
         Counters::add(&self.counters.errors, 1);
-        self.ring.push_response(&rsp)?;
-        Ok(())
+        self.respond(&rsp, slot)
     }
 
     /// Nothing on the ring: spin for the poll window, then sleep on the channel

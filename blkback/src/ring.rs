@@ -45,6 +45,16 @@ impl Protocol {
         }
     }
 
+    /// The slots a ring of `bytes` bytes holds in this layout (`__RING_SIZE`).
+    pub fn ring_size(self, bytes: usize) -> u32 {
+        use xenio_xen_sys::ring::{const_ring_size, entry_size};
+        let entry = match self {
+            Protocol::X86_64 => entry_size::<BlkifRequest, BlkifResponse>(),
+            Protocol::X86_32 => entry_size::<BlkifX86_32Request, BlkifX86_32Response>(),
+        };
+        const_ring_size(bytes, entry)
+    }
+
     /// The key's value for this protocol.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -52,6 +62,15 @@ impl Protocol {
             Protocol::X86_32 => XEN_IO_PROTO_ABI_X86_32,
         }
     }
+}
+
+/// The response producer index the frontend sees in the ring in `mem`
+/// (`sring->rsp_prod`): what the last backend published.
+pub fn published_responses(mem: &Region) -> RingIdx {
+    use xenio_ring::SharedMemory;
+    // Acquire: pairs with the Release store of the backend that published it
+    // (another process, which is gone).
+    mem.words()[2].load(std::sync::atomic::Ordering::Acquire)
 }
 
 /// A backend's ring in either layout.

@@ -224,6 +224,7 @@ fuzz_target!(|data: &[u8]| {
             discard: knobs & 8 != 0,
         },
         size: None,
+        inflight: None,
         config: QueueConfig {
             grant_mode: if knobs & 16 != 0 {
                 GrantMode::Copy

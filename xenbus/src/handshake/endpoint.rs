@@ -131,8 +131,19 @@ impl<'s, S: Store> Endpoint<'s, S> {
 
     /// Write `keys` into this end's directory and then move to `state`, in one
     /// transaction (so the peer never sees the state without the keys).
+    ///
+    /// A directory that is gone (the toolstack removed the device) is never
+    /// written again: a write would create the nodes anew, and nobody would
+    /// remove them. As Linux's `xenbus_switch_state`, the transaction first
+    /// reads this end's `state`; without it the switch fails with the store's
+    /// `ENOENT` ([`Error::is_gone`]) and writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// The store's errors; `ENOENT` when this end's `state` node is gone.
     pub fn switch(&self, state: XenbusState, keys: &[(&str, String)]) -> Result<()> {
         Ok(self.store.transaction(16, |tx| {
+            self.store.read(tx, &self.own_path(keys::STATE))?;
             for (k, v) in keys {
                 self.store
                     .write(tx, &format!("{}/{k}", self.own), v.as_bytes())?;
