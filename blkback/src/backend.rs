@@ -19,6 +19,9 @@ use xenio_xenbus::handshake::{Endpoint, frontend_ready, peer_leaving};
 use xenio_xenbus::platform::Platform;
 use xenio_xenbus::{EventChannels, GrantMapper, Store};
 
+const EINVAL: i32 = 22;
+const EIO: i32 = 5;
+
 /// What the backend offers.
 #[derive(Clone, Debug)]
 pub struct BackendConfig {
@@ -180,7 +183,7 @@ pub fn serve<P: Platform, S: Storage>(
                 Ok(served) => served,
                 Err(e) => {
                     tracing::warn!("{backend_dir}: resuming failed, disconnecting: {e}");
-                    switch_unless_gone(&ep, XenbusState::Closing)?;
+                    fatal_unless_gone(&ep, &e)?;
                     true
                 }
             };
@@ -315,7 +318,7 @@ fn offer_and_serve<P: Platform, S: Storage>(
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!("{backend_dir}: disconnecting: {e}");
-                switch_unless_gone(ep, XenbusState::Closing)?;
+                fatal_unless_gone(ep, &e)?;
             }
         }
     }
@@ -334,6 +337,21 @@ fn gone<S: Store>(store: &S, backend_dir: &str) -> Result<bool> {
             &format!("{backend_dir}/{}", keys::STATE),
         )?
         .is_none())
+}
+
+/// Give up on the connection with `e`'s reason where toolstacks look for it
+/// (Linux: `xenbus_dev_fatal`; [`Endpoint::fatal`]), then `Closing`, unless
+/// the device is gone (then nothing is written).
+fn fatal_unless_gone<S: Store>(ep: &Endpoint<'_, S>, e: &Error) -> Result<()> {
+    let errno = match e {
+        Error::Storage(_) | Error::Config(_) => EIO,
+        _ => EINVAL,
+    };
+    match ep.fatal(errno, &e.to_string()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_gone() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Switch to `state` unless the device is gone (then nothing is written);

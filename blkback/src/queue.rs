@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use xenio_ring::spin::spin_for;
 use xenio_xen_sys::blkif::*;
 use xenio_xen_sys::{DomId, GrantRef};
-use xenio_xenbus::{CopyBuf, EventChannel, GrantCopy, GrantMapper, Region};
+use xenio_xenbus::{CopyBuf, EventChannel, GrantCopy, GrantMapper, Region, SpuriousEvents};
 
 const PAGE: usize = 4096;
 
@@ -113,6 +113,9 @@ pub struct Counters {
     pub notifications: AtomicU64,
     /// Times the queue slept on its event channel.
     pub sleeps: AtomicU64,
+    /// Pauses after events that brought no work (an event storm, XSA-332:
+    /// see [`SpuriousEvents`]).
+    pub storm_pauses: AtomicU64,
     /// Persistent grant cache hits and misses.
     pub pgrant_hits: AtomicU64,
     /// Persistent grant cache misses (mappings made).
@@ -319,6 +322,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         let mut last_registered = self.storage.registered_ios();
         let depth = self.config.io_depth.max(1) as usize;
         let mut window = PollWindow::new(self.config.poll, self.config.adaptive_poll);
+        let mut storm = SpuriousEvents::new();
         while !self.stop.load(Ordering::Relaxed) {
             let mut progress = false;
             if pipe.tags.len() < depth {
@@ -428,10 +432,11 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
             }
             self.publish()?;
             if progress {
+                storm.work();
                 continue;
             }
             if pipe.tags.is_empty() {
-                self.idle(&mut window)?;
+                self.idle(&mut window, &mut storm)?;
             } else if self.storage.completion_fd().is_some() {
                 // I/O in flight and the ring empty: sleep until a completion or a
                 // new request, whichever comes first (ask to be notified first).
@@ -739,8 +744,14 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
     }
 
     /// Nothing on the ring: spin for the poll window, then sleep on the channel
-    /// (and adapt the window to how long the sleep was).
-    fn idle(&mut self, window: &mut PollWindow) -> Result<()> {
+    /// (and adapt the window to how long the sleep was). After events that
+    /// brought no work, pause first (`storm`).
+    fn idle(&mut self, window: &mut PollWindow, storm: &mut SpuriousEvents) -> Result<()> {
+        let pause = storm.before_wait();
+        if !pause.is_zero() {
+            Counters::add(&self.counters.storm_pauses, 1);
+            std::thread::sleep(pause);
+        }
         if !window.current().is_zero()
             && spin_for(window.current(), || {
                 Ok::<_, Error>(self.ring.unconsumed_requests()? > 0)
@@ -754,7 +765,9 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         Counters::add(&self.counters.sleeps, 1);
         // Bounded so that `stop` is noticed.
         let slept = Instant::now();
-        self.channel.wait(Some(Duration::from_millis(100)))?;
+        if self.channel.wait(Some(Duration::from_millis(100)))? {
+            storm.woken();
+        }
         window.slept(slept.elapsed());
         Ok(())
     }

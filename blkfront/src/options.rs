@@ -14,7 +14,9 @@ pub struct Options {
     /// Segments per indirect request (0: never use indirect requests); the
     /// backend's `feature-max-indirect-segments` caps it.
     pub indirect_segments: u32,
-    /// Advertise `feature-persistent` (the data pool is granted once either way).
+    /// Advertise `feature-persistent` (the data pool is granted once either
+    /// way); never to a backend the toolstack does not trust (see
+    /// [`BlkFront::backend_trusted`](crate::BlkFront::backend_trusted)).
     pub persistent: bool,
     /// Pages in the data pool granted to the backend (buffers come from here).
     pub pool_pages: usize,

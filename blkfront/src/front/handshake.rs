@@ -27,6 +27,25 @@ pub(crate) struct Geometry {
     pub(crate) max_segments: usize,
 }
 
+/// Whether the toolstack trusts the backend: the `trusted` key of the
+/// frontend directory `dir` (blkif.h: "`0` tells the frontend not to trust
+/// the backend"). Absent or any other number: trusted, as Linux's
+/// xen-blkfront reads it; a value that is not a number is taken as untrusted
+/// (Linux would take it as the default, trusted), with a warning.
+pub(crate) fn backend_trusted<S: Store>(store: &S, dir: &str) -> Result<bool> {
+    let path = format!("{dir}/{}", blkif::TRUSTED);
+    let Some(v) = store.read_opt(xenio_xenbus::Tx::NONE, &path)? else {
+        return Ok(true);
+    };
+    match keys::parse_key::<u32>(&path, &v) {
+        Ok(n) => Ok(n != 0),
+        Err(e) => {
+            tracing::warn!("{e}: not trusting the backend");
+            Ok(false)
+        }
+    }
+}
+
 /// Say Initialising, wait for the backend's InitWait, and cap `options` by
 /// what it offers.
 pub(crate) fn negotiate<S: Store>(store: &S, dir: &str, options: &Options) -> Result<Geometry> {

@@ -52,6 +52,8 @@ pub struct BlkFront<P: Platform> {
     next_queue: usize,
     reconnects: u64,
     notifications: u64,
+    /// The toolstack's `trusted` key for this device (absent: trusted).
+    trusted: bool,
 }
 
 impl<P: Platform> BlkFront<P> {
@@ -152,6 +154,7 @@ impl<P: Platform> BlkFront<P> {
             next_queue: 0,
             reconnects: 0,
             notifications: 0,
+            trusted: true,
             options,
             platform,
         };
@@ -179,10 +182,27 @@ impl<P: Platform> BlkFront<P> {
         self.notifications
     }
 
+    /// Whether the toolstack trusts the backend: the frontend directory's
+    /// `trusted` key, written by the toolstack, as Linux's xen-blkfront reads
+    /// it (absent or non-zero: trusted; `0`: not). For an untrusted backend
+    /// `feature-persistent` is not offered whatever [`Options::persistent`]
+    /// says, and buffers are zeroed when freed, so the backend never reads what
+    /// a buffer held once it is back in the pool. Buffers in use are the
+    /// backend's to read either way (the pool is granted for the connection),
+    /// so keep in a [`Buf`] only what the backend may see.
+    pub fn backend_trusted(&self) -> bool {
+        self.trusted
+    }
+
     /// The handshake, for the first connection and every reconnection; then
     /// every request that had no response is issued again.
     fn handshake(&mut self) -> Result<()> {
         let platform = self.platform.clone();
+        self.trusted = handshake::backend_trusted(platform.store(), &self.dir)?;
+        // An untrusted backend gets no persistent grants and never sees what a
+        // freed buffer held (Linux's xen-blkfront bounces through pages of its
+        // own for it; xenio's pool pages are such pages).
+        self.pool.set_zero_on_free(!self.trusted);
         let geometry = handshake::negotiate(platform.store(), &self.dir, &self.options)?;
         self.set_up_queues(geometry)?;
         let rings: Vec<(&[GrantRef], Port)> = self
@@ -190,7 +210,7 @@ impl<P: Platform> BlkFront<P> {
             .iter()
             .map(|q| (q.ring_refs(), q.port()))
             .collect();
-        let keys = handshake::ring_keys(geometry, &rings, self.options.persistent);
+        let keys = handshake::ring_keys(geometry, &rings, self.options.persistent && self.trusted);
         self.info = handshake::connect(
             platform.store(),
             &self.dir,
@@ -410,7 +430,9 @@ impl<P: Platform> BlkFront<P> {
     /// # Errors
     ///
     /// [`Error::Backend`] when the backend answers a request that is not in
-    /// flight or with the wrong operation, [`Error::Ring`] when it broke the ring,
+    /// flight or with the wrong operation (the response is skipped; good
+    /// responses that came with it still complete, and come out of the next
+    /// call), [`Error::Ring`] when it broke the ring,
     /// [`Error::Platform`] when an event channel or the store fails; and, when the
     /// backend went away and the frontend reconnects, the errors of
     /// [`BlkFront::connect`]. An op that failed at the backend
@@ -620,21 +642,30 @@ impl<P: Platform> BlkFront<P> {
         Ok(true)
     }
 
-    /// Take every response from every queue and complete ops.
+    /// Take every response from every queue and complete ops. A response the
+    /// backend should not have sent is skipped and reported (the first such
+    /// error is returned) after the others taken with it are completed: they
+    /// are off the ring, and would otherwise never complete.
     fn reap(&mut self) -> Result<()> {
         let mut rsps = Vec::new();
+        let mut bad = None;
         for qi in 0..self.queues.len() {
             rsps.clear();
             self.queues[qi].take_responses(&mut rsps)?;
             for r in &rsps {
-                let op = self.queues[qi].complete(qi, r, self.backend_id)?;
-                self.ops.answered(op, r.status);
+                match self.queues[qi].complete(qi, r, self.backend_id) {
+                    Ok(op) => self.ops.answered(op, r.status),
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        bad.get_or_insert(e);
+                    }
+                }
             }
         }
         if !self.backlog.is_empty() {
             self.issue_backlog()?;
         }
-        Ok(())
+        bad.map_or(Ok(()), Err)
     }
 
     /// Hand a completion taken out of [`BlkFront::poll`] back, to come out of
