@@ -7,7 +7,8 @@
 #
 #   bash lab/run.sh                 everything (about 13-18 min on a busy host with a cached image)
 #   CHECKS="bb-fs compare" bash lab/run.sh    only some checks (names: see checks.sh)
-#   LAB=/some/dir  TIMEOUT=720  DOM0_EXTRA=labdebug=1  XENIO_BIN=/path/xenio   knobs
+#   LAB=/some/dir  TIMEOUT=720  DOM0_EXTRA=labdebug=1  XENIO_BIN=/path/xenio
+#   EXAMPLE_BIN=/path/checksum_backend   knobs
 #   CMP_ROUNDS=2 CMP_SECS=3 CMP_VARIANT="--sync-io" CMP_MEDIA="disk tmpfs"   the block
 #                                   comparison: rounds, seconds per fio job, a second xenio
 #                                   blkback configuration, the media (default: the virtio disk)
@@ -48,10 +49,17 @@ if [ -z "${XENIO_BIN:-}" ]; then
   XENIO_BIN="$ROOT/target/release/xenio"
 fi
 [ -x "$XENIO_BIN" ] || fail_early "no xenio binary at $XENIO_BIN"
+# The vendor example that check example-blk runs as its own program
+if [ -z "${EXAMPLE_BIN:-}" ]; then
+  (cd "$ROOT" && cargo build --release -p xenio-blkback --example checksum_backend --locked 2>&1 | tail -n 3) \
+    || fail_early "cargo build --example checksum_backend"
+  EXAMPLE_BIN="$ROOT/target/release/examples/checksum_backend"
+fi
 
 stamp "payload (xenio, checks)"
 P="$LAB/payload"; rm -rf "$P"; mkdir -p "$P/lab/bin"
 cp "$XENIO_BIN" "$P/lab/bin/xenio"; strip "$P/lab/bin/xenio" 2>/dev/null || true
+if [ -x "$EXAMPLE_BIN" ]; then cp "$EXAMPLE_BIN" "$P/lab/bin/checksum_backend"; strip "$P/lab/bin/checksum_backend" 2>/dev/null || true; fi
 cp "$HERE/dom0-init.sh" "$HERE/checks.sh" "$P/lab/"; chmod +x "$P/lab/"*.sh
 echo "${CHECKS:-}" > "$P/lab/checks.only"
 # Knobs of checks.sh that travel into dom0

@@ -67,6 +67,10 @@ pub struct BackendConfig {
     /// (still `Connected`) and, with [`inflight_dir`](Self::inflight_dir),
     /// the records too, for a successor to resume (an upgrade).
     pub close_on_shutdown: bool,
+    /// On `shutdown`: how long to wait, after saying `Closing`, for the
+    /// frontend to close (or go back to `Initialising`) before saying
+    /// `Closed` anyway.
+    pub close_timeout: Duration,
 }
 
 impl Default for BackendConfig {
@@ -87,6 +91,7 @@ impl Default for BackendConfig {
             removable: false,
             inflight_dir: None,
             close_on_shutdown: true,
+            close_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -98,7 +103,9 @@ pub enum Outcome {
     Closed,
     /// The device's directories were removed (the toolstack detached it).
     Removed,
-    /// `shutdown` was set.
+    /// `shutdown` was set: the backend said `Closing`, waited (at most
+    /// [`BackendConfig::close_timeout`]) for the frontend to close, and said
+    /// `Closed`.
     Shutdown,
 }
 
@@ -109,7 +116,10 @@ struct QueueKeys {
 }
 
 /// Serve the disk behind `backend_dir` (`/local/domain/<be>/backend/vbd/<fe>/<devid>`)
-/// until the frontend goes away for good, the device is removed, or `shutdown`.
+/// until the frontend goes away for good, the device is removed, or `shutdown`
+/// (then the backend closes cleanly: `Closing`, a bounded wait for the
+/// frontend, `Closed`). [`crate::Server`] is the same with the device's store
+/// nodes, the counters, the stop flag and signals taken care of.
 /// A frontend that resets to `Initialising` is served again; a frontend that
 /// breaks its ring is disconnected (never a crash). Each queue is served by a
 /// [`QueueWorker`] on its own thread; `counters` are shared by all of them.
@@ -198,7 +208,7 @@ pub fn serve<P: Platform, S: Storage>(
         };
         if shutdown.load(Ordering::Relaxed) {
             if config.close_on_shutdown {
-                switch_unless_gone(&ep, XenbusState::Closing)?;
+                close(&mut ep, config.close_timeout)?;
             }
             return Ok(Outcome::Shutdown);
         }
@@ -288,6 +298,9 @@ fn offer_and_serve<P: Platform, S: Storage>(
     // Wait for the frontend's rings (or for it to vanish).
     let s = loop {
         if shutdown.load(Ordering::Relaxed) {
+            if config.close_on_shutdown {
+                close(ep, config.close_timeout)?;
+            }
             return Ok(Offered::Ended(Outcome::Shutdown));
         }
         match ep.wait_peer(Duration::from_millis(500), |s| {
@@ -362,6 +375,28 @@ fn switch_unless_gone<S: Store>(ep: &Endpoint<'_, S>, state: XenbusState) -> Res
         Err(e) if e.is_gone() => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Close cleanly: `Closing`, wait (at most `timeout`) for the frontend to be
+/// `Closed`, gone, or back at `Initialising`, then `Closed`. A device the
+/// toolstack removed meanwhile gets nothing written.
+fn close<S: Store>(ep: &mut Endpoint<'_, S>, timeout: Duration) -> Result<()> {
+    if !switch_unless_gone(ep, XenbusState::Closing)? {
+        return Ok(());
+    }
+    if let Err(e) = ep.wait_peer(timeout, |s| {
+        matches!(
+            s,
+            XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising
+        )
+    }) {
+        tracing::info!(
+            "{}: the frontend did not close ({e}): closing anyway",
+            ep.dir()
+        );
+    }
+    switch_unless_gone(ep, XenbusState::Closed)?;
+    Ok(())
 }
 
 /// Map the rings, bind the channels, say Connected, serve until the frontend leaves.

@@ -22,6 +22,12 @@ pub struct Options {
     pub pool_pages: usize,
     /// How long to wait for the backend at each step before giving up.
     pub timeout: Duration,
+    /// How long [`BlkFront::connect`](crate::BlkFront::connect) waits for the
+    /// device to appear (its `backend` key, written by the toolstack or
+    /// `xenio blkback --create-device`) and its backend to start (its `state`
+    /// past `Initialising`), before failing with
+    /// [`Error::NotReady`](crate::Error::NotReady). Zero: do not wait.
+    pub device_timeout: Duration,
     /// When [`BlkFront::poll`](crate::BlkFront::poll) must wait: spin this long
     /// looking for responses before sleeping on the event channel. A sleep and
     /// its wake-up cost 13-36 us on small VMs, about a fast disk's latency, so a
@@ -40,6 +46,7 @@ impl Default for Options {
             persistent: true,
             pool_pages: 4096,
             timeout: Duration::from_secs(30),
+            device_timeout: Duration::from_secs(30),
             poll: Duration::ZERO,
         }
     }

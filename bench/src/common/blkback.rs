@@ -276,6 +276,7 @@ impl XenioWorld {
             persistent: k.persistent,
             pool_pages,
             timeout: BACKEND_TIMEOUT,
+            device_timeout: BACKEND_TIMEOUT,
             // The driver loop below spins itself (`front_poll`).
             poll: Duration::ZERO,
         };

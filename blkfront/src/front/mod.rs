@@ -62,10 +62,18 @@ impl<P: Platform> BlkFront<P> {
     /// grant the data pool, run the handshake (`xen/io/blkif.h`), and return
     /// once the backend and the frontend are both `Connected`.
     ///
+    /// The device need not exist yet: `connect` waits up to
+    /// [`Options::device_timeout`] (30 s) for it to appear (its `backend` key)
+    /// and for its backend to start (its `state` past `Initialising`), as a
+    /// frontend started beside its backend must.
+    ///
     /// # Errors
     ///
-    /// [`Error::Platform`] when the store has no `backend`/`backend-id` in
-    /// `dir`, when the backend does not reach `InitWait` and then `Connected`
+    /// [`Error::NotReady`], naming the missing key or the backend's state,
+    /// when the device or its backend is not there within
+    /// [`Options::device_timeout`]; [`Error::Closed`] when the device is
+    /// removed while connecting; [`Error::Platform`] when the backend does not
+    /// reach `InitWait` and then `Connected`
     /// within [`Options::timeout`] (`Platform(Timeout)`), or when the pool, the
     /// rings or the event channels cannot be granted or allocated;
     /// [`Error::BadKey`] when a key the backend wrote is malformed or
@@ -112,12 +120,8 @@ impl<P: Platform> BlkFront<P> {
     /// ```
     pub fn connect(platform: Arc<P>, dir: &str, options: Options) -> Result<Self> {
         let store = platform.store();
-        let backend_dir = store.read_string(Tx::NONE, &format!("{dir}/{}", keys::BACKEND))?;
-        let backend_id_path = format!("{dir}/{}", keys::BACKEND_ID);
-        let backend_id = DomId(parse_key::<u16>(
-            &backend_id_path,
-            &store.read_string(Tx::NONE, &backend_id_path)?,
-        )?);
+        let (backend_dir, backend_id) =
+            handshake::await_device(store, dir, options.device_timeout)?;
         let watch = store.watch(
             &format!("{backend_dir}/{}", keys::STATE),
             "blkfront-backend-state",
