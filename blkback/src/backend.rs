@@ -223,7 +223,11 @@ pub fn serve<P: Platform, S: Storage>(
             switch_unless_gone(&ep, XenbusState::Closed)?;
             return Ok(Outcome::Removed);
         }
-        if now != XenbusState::Initialising {
+        // The toolstack detaching (`online = 0`, as `xl block-detach` and `xl
+        // destroy` write it): close and do not offer the device again, as
+        // Linux's blkback unregisters an offline device once it is Closed.
+        let detaching = offline(store, backend_dir)?;
+        if now != XenbusState::Initialising || detaching {
             switch_unless_gone(&ep, XenbusState::Closing)?;
             let _ = ep.wait_peer(config.timeout, |s| {
                 matches!(
@@ -234,7 +238,7 @@ pub fn serve<P: Platform, S: Storage>(
             if !switch_unless_gone(&ep, XenbusState::Closed)? {
                 return Ok(Outcome::Removed);
             }
-            if config.once && !stale {
+            if detaching || (config.once && !stale) {
                 return Ok(Outcome::Closed);
             }
             // A frontend that comes back to Initialising asks to reconnect.
@@ -247,7 +251,17 @@ pub fn serve<P: Platform, S: Storage>(
                 }) {
                     Ok(XenbusState::Unknown) => return Ok(Outcome::Removed),
                     Ok(_) => break,
-                    Err(xenio_xenbus::Error::Timeout(..)) => continue,
+                    Err(xenio_xenbus::Error::Timeout(..)) => {
+                        if gone(store, backend_dir)? {
+                            return Ok(Outcome::Removed);
+                        }
+                        // Detached while closed: the toolstack wrote
+                        // `Closing` and waits for `Closed` again.
+                        if offline(store, backend_dir)? {
+                            switch_unless_gone(&ep, XenbusState::Closed)?;
+                            return Ok(Outcome::Closed);
+                        }
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -311,6 +325,12 @@ fn offer_and_serve<P: Platform, S: Storage>(
                 if gone(store, &backend_dir)? {
                     return Ok(Offered::Ended(Outcome::Removed));
                 }
+                // Detached before a frontend came (`online = 0`, and libxl
+                // waiting for `Closed`).
+                if offline(store, &backend_dir)? {
+                    switch_unless_gone(ep, XenbusState::Closed)?;
+                    return Ok(Offered::Ended(Outcome::Closed));
+                }
             }
             Err(e) => return Err(e.into()),
         }
@@ -350,6 +370,17 @@ fn gone<S: Store>(store: &S, backend_dir: &str) -> Result<bool> {
             &format!("{backend_dir}/{}", keys::STATE),
         )?
         .is_none())
+}
+
+/// Whether the toolstack took the device offline (`online = 0`: detaching).
+/// A device without the node (one made by hand) is online.
+fn offline<S: Store>(store: &S, backend_dir: &str) -> Result<bool> {
+    Ok(store
+        .read_opt(
+            xenio_xenbus::Tx::NONE,
+            &format!("{backend_dir}/{}", keys::ONLINE),
+        )?
+        .is_some_and(|v| v.trim() == "0"))
 }
 
 /// Give up on the connection with `e`'s reason where toolstacks look for it

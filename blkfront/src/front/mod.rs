@@ -507,6 +507,10 @@ impl<P: Platform> BlkFront<P> {
             if self.ops.in_flight() == 0 {
                 return Ok(0);
             }
+            // Every round, not only when a sleep times out: under steady I/O
+            // the channel always fires, and a backend closing (`xl
+            // block-detach`) or restarting would go unnoticed.
+            self.check_backend()?;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Ok(0);

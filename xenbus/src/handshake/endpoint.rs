@@ -264,8 +264,9 @@ impl<'s, S: Store> Endpoint<'s, S> {
     }
 }
 
-/// Where [`Endpoint::fatal`] reports on the device whose directory is `dir`.
-fn error_node(dir: &str) -> Option<String> {
+/// Where [`Endpoint::fatal`] reports on the device whose directory is `dir`
+/// (`None` outside `/local/domain/<id>/`).
+pub fn error_node(dir: &str) -> Option<String> {
     let rest = dir.strip_prefix("/local/domain/")?;
     let (domid, node) = rest.split_once('/')?;
     domid.parse::<u16>().ok()?;
