@@ -301,7 +301,7 @@ fn offer_and_serve<P: Platform, S: Storage>(
             ),
             (
                 blkif::MULTI_QUEUE_MAX_QUEUES,
-                config.max_queues.max(1).to_string(),
+                offered_queues(config, storage).to_string(),
             ),
             (
                 blkif::FEATURE_MAX_INDIRECT_SEGMENTS,
@@ -430,6 +430,13 @@ fn close<S: Store>(ep: &mut Endpoint<'_, S>, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// `multi-queue-max-queues`: the configuration's, capped by what the storage
+/// can have (an NBD export without multi-conn: 1).
+fn offered_queues<S: Storage>(config: &BackendConfig, storage: &S) -> u32 {
+    let n = config.max_queues.max(1);
+    storage.max_queues().map_or(n, |m| n.min(m.max(1)))
+}
+
 /// Map the rings, bind the channels, say Connected, serve until the frontend leaves.
 ///
 /// With `resume`, take over the connection a dead backend left: the device
@@ -459,10 +466,10 @@ fn connect<P: Platform, S: Storage>(
         )));
     }
     let nqueues: u32 = ep.peer_parse(blkif::MULTI_QUEUE_NUM_QUEUES)?.unwrap_or(1);
-    if nqueues == 0 || nqueues > config.max_queues.max(1) {
+    let max_queues = offered_queues(config, storage);
+    if nqueues == 0 || nqueues > max_queues {
         return Err(Error::Frontend(format!(
-            "multi-queue-num-queues {nqueues} (we offer 1..={})",
-            config.max_queues
+            "multi-queue-num-queues {nqueues} (we offer 1..={max_queues})"
         )));
     }
     let persistent = config.persistent && ep.peer_flag(blkif::FEATURE_PERSISTENT)?;

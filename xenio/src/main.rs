@@ -42,11 +42,17 @@ enum Command {
     /// going, debug each failed request).
     #[command(verbatim_doc_comment)]
     Store(StoreArgs),
-    /// Serve a disk image or block device to a blkif frontend (blkback).
+    /// Serve a disk to a blkif frontend (blkback): a raw image or block device,
+    /// a qcow2 image, an NBD export or a Ceph RBD image.
     ///
     /// The disk is given in xl's disk specification syntax, e.g.
     ///   --disk format=raw,vdev=xvda,access=rw,target=/srv/disk.img
-    /// (access=ro makes a read-only disk whose writes get an error response).
+    ///   --disk format=qcow2,vdev=xvda,target=/srv/overlay.qcow2
+    ///   --disk vdev=xvda,target=nbd+unix:///disk?socket=/run/nbd.sock
+    ///   --disk vdev=xvda,target=nbd://192.0.2.7:10809/disk
+    ///   --disk vdev=xvda,target=rbd:rbd/vm1:conf=/etc/ceph/ceph.conf:id=xen
+    /// (access=ro makes a read-only disk whose writes get an error response;
+    /// --disk below lists every form).
     ///
     /// On the local platform (the default without Xen) the store daemon must run
     /// (`xenio store --run-dir RUN --domains <frontend>`); --create-device then

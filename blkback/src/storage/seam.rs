@@ -77,6 +77,13 @@ pub trait Storage: Send + Sync {
     fn sectors(&self) -> u64 {
         self.info().sectors
     }
+
+    /// Most queues this storage can have at once (an NBD export without
+    /// multi-conn: one); the backend offers no more than this
+    /// (`multi-queue-max-queues`). `None`, the default: no limit of its own.
+    fn max_queues(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// One queue's asynchronous I/O. The queue worker submits operations,
