@@ -16,14 +16,13 @@
 use crate::error::{Context, Error, Result};
 use clap::Args;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::ScopedJoinHandle;
 use std::time::Duration;
-use xenio_blkback::{
-    BackendConfig, Counters, FileStorage, GrantMode, Outcome, QueueConfig, Storage,
-};
+use xenio_blkback::storage::{OpenOptions, StorageTarget};
+use xenio_blkback::{BackendConfig, Counters, GrantMode, Outcome, QueueConfig, Storage};
 use xenio_hostio::disk::Direct;
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xenbus::handshake::keys::{self, blkif};
@@ -450,15 +449,17 @@ pub trait WithStorage {
 }
 
 /// Open the storage `params` names, as libxl writes it: a plain absolute path
-/// (`backendtype=phy`: an image file or a block device) or `format:path`
-/// (`backendtype=qdisk`: `aio:` and `raw:` are raw files), and hand it to
-/// `with`. The one place formats are told apart: a new storage is one more
-/// arm here.
+/// (`backendtype=phy`: an image file or a block device) or `format:target`
+/// (`backendtype=qdisk`: `aio:` and `raw:` are raw files, `qcow2:` an image,
+/// and the target may be an `nbd://` URI or `rbd:pool/image`), and hand it to
+/// `with`. Formats are told apart in one place, blkback's
+/// [`StorageTarget::from_params`], the same dispatch `xenio blkback --disk`
+/// uses.
 ///
 /// # Errors
 ///
-/// [`Error::Usage`] for a form or format this daemon does not serve (named),
-/// [`Error::Failed`] when the file cannot be opened.
+/// [`Error::Usage`] for a form or format that is not served (named, with what
+/// to do instead), [`Error::Failed`] when the storage cannot be opened.
 pub fn open_storage<W: WithStorage>(
     params: &str,
     readonly: bool,
@@ -466,37 +467,31 @@ pub fn open_storage<W: WithStorage>(
     with: W,
 ) -> Result<W::Out> {
     let params = params.trim();
-    let (format, path) = match params.split_once(':') {
-        _ if params.starts_with('/') => ("raw", params),
-        Some((f, p)) => (f, p),
-        None if params.is_empty() => {
-            return Err(Error::Usage(
-                "params is empty (a CD-ROM drive without media is not supported)".into(),
-            ));
-        }
-        None => {
+    if params.is_empty() {
+        return Err(Error::Usage(
+            "params is empty (a CD-ROM drive without media is not supported)".into(),
+        ));
+    }
+    let target = StorageTarget::from_params(params)
+        .map_err(|e| Error::Usage(format!("params {params:?}: {e}")))?;
+    if let StorageTarget::Raw(path) | StorageTarget::Qcow2(path) = &target {
+        if !path.is_absolute() {
             return Err(Error::Usage(format!(
-                "params {params:?}: expected an absolute path or format:path"
+                "params {params:?}: the path is not absolute (expected an absolute path or \
+                 format:path)"
             )));
         }
-    };
-    match format {
-        "raw" | "aio" => {
-            let path = Path::new(path);
-            if !path.is_absolute() {
-                return Err(Error::Usage(format!(
-                    "params {params:?}: the path is not absolute"
-                )));
-            }
-            let storage = FileStorage::open(path, readonly, io.direct)
-                .with_context(|| format!("opening {}", path.display()))?
-                .force_sync(io.sync_io);
-            Ok(with.with(&storage))
-        }
-        other => Err(Error::Usage(format!(
-            "params {params:?}: format {other:?} is not served (raw only: a plain path, raw: or aio:)"
-        ))),
     }
+    let options = OpenOptions {
+        readonly,
+        direct: io.direct,
+        force_sync: io.sync_io,
+        ..OpenOptions::default()
+    };
+    let storage = target
+        .open(&options)
+        .with_context(|| format!("opening the {} storage", target.format()))?;
+    Ok(with.with(&storage))
 }
 
 /// Serve the storage on the device's directory.
@@ -665,7 +660,8 @@ mod tests {
             );
         }
         for (form, says) in [
-            (format!("qcow2:{p}"), "format \"qcow2\" is not served"),
+            (format!("vhd:{p}"), "format=vhd"),
+            (format!("vmdk:{p}"), "convert it with"),
             ("".to_string(), "empty"),
             ("a.img".to_string(), "absolute path"),
             ("raw:a.img".to_string(), "not absolute"),
@@ -676,6 +672,12 @@ mod tests {
             assert!(e.contains(says), "{form}: {e}");
         }
         let e = open_storage("/nonexistent/x.img", false, &io, Size).unwrap_err();
-        assert!(e.to_string().contains("opening /nonexistent/x.img"), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("opening the raw storage") && e.contains("/nonexistent/x.img"),
+            "{e}"
+        );
+        let e = open_storage("qcow2:/nonexistent/x.qcow2", false, &io, Size).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/x.qcow2"), "{e}");
     }
 }

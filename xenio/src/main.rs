@@ -70,9 +70,10 @@ enum Command {
     /// `xl block-attach`), each with its own queues and threads, in this one
     /// process. From each device's nodes it honours:
     ///   params          a plain absolute path (an image file or a block
-    ///                   device) or format:path with format raw or aio (what
-    ///                   libxl writes for qdisk); other formats are refused
-    ///                   on that device, named
+    ///                   device) or format:target as libxl writes it for
+    ///                   qdisk: raw:, aio:, qcow2: images, nbd:// URIs,
+    ///                   rbd:pool/image (as blkback --disk); vhd, vmdk and
+    ///                   the like are refused on that device, named
     ///   mode            w (read-write) or r (read-only)
     ///   device-type     disk, or cdrom (VDISK_CDROM, served read-only)
     ///   removable       1: VDISK_REMOVABLE in info

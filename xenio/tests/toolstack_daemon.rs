@@ -378,14 +378,17 @@ fn backendd_serves_what_the_toolstack_writes_each_device_alone() {
         "discard-enable = 0 still offered discard"
     );
 
-    // D: domain 3, nonsense: a format this daemon does not serve. Refused on
+    // D: domain 3, nonsense: a format xenio does not serve. Refused on
     // that device alone: its error node, Closing, the script fails (libxl's
     // attach fails), and the toolstack's rollback removes it.
-    let st = ts.attach(3, "xvda", 51712, &[("params", "qcow2:/srv/d.qcow2".into())]);
+    let st = ts.attach(3, "xvda", 51712, &[("params", "vhd:/srv/d.vhd".into())]);
     assert_eq!(st, XenbusState::Closing);
     let err = "/local/domain/0/error/backend/vbd/3/51712/error";
     let msg = s.read_string(Tx::NONE, err).unwrap();
-    assert!(msg.contains("qcow2") && msg.contains("not served"), "{msg}");
+    assert!(
+        msg.contains("format=vhd") && msg.contains("qemu-img convert"),
+        "{msg}"
+    );
     assert!(
         !ts.hotplug("add", 3, 51712),
         "the script accepted a refused device"
