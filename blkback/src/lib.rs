@@ -26,11 +26,13 @@
 pub mod backend;
 pub mod config;
 mod error;
+pub mod inflight;
 pub mod poll;
 pub mod queue;
 pub mod reorder;
 pub mod report;
 pub mod request;
+pub mod ring;
 pub mod server;
 pub mod storage;
 

@@ -276,6 +276,8 @@ pub fn run(a: BlkbackArgs) -> Result<()> {
             on_io_error: None,
         },
         cpus: a.cpus.as_ref().map(|c| c.0.clone()).unwrap_or_default(),
+        discard: a.disk.discard,
+        cdrom: a.disk.cdrom,
         ..Default::default()
     };
     // Before the device is created: a frontend should never see a disk whose

@@ -62,6 +62,38 @@ enum Command {
     /// --once is given; a frontend that reinitialises is served again.
     #[command(verbatim_doc_comment)]
     Blkback(blkback::BlkbackArgs),
+    /// Serve every disk the toolstack creates: a backend daemon for a Xen
+    /// host's (or a local platform's) backend class.
+    ///
+    /// It watches /local/domain/<self>/backend/<CLASS>/ and serves each device
+    /// directory that appears there (libxl writes one per disk: `xl create`,
+    /// `xl block-attach`), each with its own queues and threads, in this one
+    /// process. From each device's nodes it honours:
+    ///   params          a plain absolute path (an image file or a block
+    ///                   device) or format:path with format raw or aio (what
+    ///                   libxl writes for qdisk); other formats are refused
+    ///                   on that device, named
+    ///   mode            w (read-write) or r (read-only)
+    ///   device-type     disk, or cdrom (VDISK_CDROM, served read-only)
+    ///   removable       1: VDISK_REMOVABLE in info
+    ///   discard-enable  0: no feature-discard
+    /// and the frontend's protocol (native, x86_32-abi, x86_64-abi). A device
+    /// whose nodes make no sense or whose storage cannot be opened gets the
+    /// reason in /local/domain/<self>/error/backend/<CLASS>/<fe>/<devid>/error
+    /// and state Closing; the other devices are not disturbed. A device ends
+    /// when the toolstack takes it offline (online = 0: it says Closed once
+    /// the frontend closed, as `xl block-detach` waits for), when its directory
+    /// is removed, or when its frontend's domain is gone (@releaseDomain).
+    ///
+    /// On a Xen host, with Linux's xen-blkback not loaded (it claims every
+    /// backend/vbd device), install the hotplug script and start the daemon:
+    ///   install -m 755 tools/hotplug/block-xenio /etc/xen/scripts/
+    ///   rmmod xen-blkback; xenio backendd --platform xen &
+    ///   xl block-attach <dom> 'vdev=xvdb,access=rw,backendtype=phy,script=block-xenio,target=/srv/b.img'
+    /// SIGINT/SIGTERM close every device (or, with --keep-on-exit, leave them
+    /// for the next daemon). Log: RUST_LOG (info shows devices coming and going).
+    #[command(verbatim_doc_comment)]
+    Backendd(backendd::BackenddArgs),
     /// Serve a virtual network interface to a netif frontend (netback), with the
     /// frames going to and coming from a Linux TAP device.
     ///
@@ -101,6 +133,7 @@ enum Command {
     Netfront(netfront::NetfrontArgs),
 }
 
+mod backendd;
 mod blkback;
 mod blkfront;
 mod error;
@@ -188,6 +221,7 @@ fn main() -> ExitCode {
     let r = match cli.command {
         Command::Store(a) => store(a),
         Command::Blkback(a) => blkback::run(a),
+        Command::Backendd(a) => backendd::run(a),
         Command::Netback(a) => netback::run(a),
         Command::Blkfront(a) => blkfront::run(a),
         Command::Netfront(a) => netfront::run(a),
