@@ -53,7 +53,7 @@ pub struct QueueConfig {
     /// Spin this long looking at the rings before sleeping.
     pub poll: Duration,
     /// Called for every failed [`Frames`] call (besides the counters and
-    /// `tracing`): see [`FrameFailure`](crate::FrameFailure).
+    /// `tracing`): see [`FrameFailure`].
     pub on_network_error: Option<FrameErrorHook>,
 }
 
