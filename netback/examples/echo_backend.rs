@@ -6,6 +6,11 @@
 //!     cargo run -p xenio-netback --example echo_backend -- \
 //!         --run-dir /dev/shm/xenio --frontend 1 [--devid 0] [--ip 10.0.0.1] [--platform local|xen]
 //!
+//! Options: the standard ones of `Vif::args` (`--platform local|xen|auto`,
+//! `--run-dir DIR`, `--backend DOMID`, `--frontend DOMID` (1), `--devid N`
+//! (0), `--backend-type TYPE` (vif), `--backend-dir PATH`), and its own
+//! `--ip ADDR` (10.0.0.1).
+//!
 //! It creates the vif's store directories, serves until SIGTERM or SIGINT,
 //! then closes the device cleanly and removes them. The whole backend is the
 //! `Network` and `Frames` below: xenio's netback does the rings, the grants,
@@ -16,10 +21,9 @@
 
 use std::collections::VecDeque;
 use std::io;
-use xenio_sdk::netback::{Frames, Meta, Network, Offloads, Received, Sent, Vif, stop_on_signals};
-use xenio_sdk::platform::{
-    DomId, LocalPlatform, Platform, PlatformKind, XenPlatform, default_run_dir, resolve,
-};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use xenio_sdk::netback::{Frames, Meta, Network, Offloads, Received, Sent, Vif};
 
 /// The host: its addresses, and the replies waiting for the frontend.
 struct EchoHost {
@@ -73,7 +77,7 @@ impl EchoHost {
 
 /// The host serves one queue; every queue shares it.
 #[derive(Clone)]
-struct Echo(std::sync::Arc<std::sync::Mutex<EchoHost>>);
+struct Echo(Arc<Mutex<EchoHost>>);
 
 impl Frames for Echo {
     fn send(&mut self, frame: &[u8], meta: &Meta) -> io::Result<Sent> {
@@ -112,59 +116,27 @@ impl Network for Echo {
     }
 }
 
-type Stop = std::sync::Arc<std::sync::atomic::AtomicBool>;
-
-fn serve<P: Platform>(
-    p: &P,
-    frontend: u16,
-    devid: u32,
-    host: Echo,
-    stop: Stop,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let vif = Vif::new(p, DomId(frontend), devid)
-        .create_device([0x00, 0x16, 0x3e, 0x00, 0x00, frontend as u8])
-        .stop_flag(stop);
-    println!("serving {}", vif.paths().backend);
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // --platform, --run-dir, --frontend, --devid, --backend-type; then this program's own.
+    let (vif, own) = Vif::new().args(std::env::args().skip(1))?;
+    if let Some(unknown) = own.keys().find(|k| *k != "--ip") {
+        return Err(format!("unknown option {unknown}").into());
+    }
+    let ip = own
+        .get("--ip")
+        .map_or("10.0.0.1", |v| v)
+        .parse::<Ipv4Addr>()?;
+    let host = Echo(Arc::new(Mutex::new(EchoHost {
+        mac: [0x02, 0, 0, 0, 0, 1],
+        ip: ip.octets(),
+        replies: VecDeque::new(),
+    })));
+    let vif = vif
+        .create_device([0x00, 0x16, 0x3e, 0x00, 0x00, 0x01])
+        .handle_signals(true)
+        .on_network_error(|failure| eprintln!("echo_backend: {failure}"));
+    println!("echo_backend: serving {ip}");
     let outcome = vif.serve(&host)?;
     println!("{outcome:?}: {}", vif.counters().summary());
     Ok(())
-}
-
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // First, before any thread exists: SIGTERM and SIGINT set this flag.
-    let stop = stop_on_signals()?;
-    let mut args = std::env::args().skip(1);
-    let (mut run_dir, mut frontend, mut devid, mut ip, mut platform) = (
-        default_run_dir(),
-        1u16,
-        0u32,
-        [10, 0, 0, 1],
-        "auto".to_string(),
-    );
-    while let Some(a) = args.next() {
-        let mut v = || args.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--run-dir" => run_dir = v()?.into(),
-            "--frontend" => frontend = v()?.parse()?,
-            "--devid" => devid = v()?.parse()?,
-            "--ip" => ip = v()?.parse::<std::net::Ipv4Addr>()?.octets(),
-            "--platform" => platform = v()?,
-            _ => return Err(format!("unknown argument {a}").into()),
-        }
-    }
-    let host = Echo(std::sync::Arc::new(std::sync::Mutex::new(EchoHost {
-        mac: [0x02, 0, 0, 0, 0, 1],
-        ip,
-        replies: VecDeque::new(),
-    })));
-    match resolve(platform.parse()?)? {
-        PlatformKind::Local => serve(
-            &LocalPlatform::connect(run_dir, DomId(0))?,
-            frontend,
-            devid,
-            host,
-            stop,
-        ),
-        PlatformKind::Xen => serve(&XenPlatform::open()?, frontend, devid, host, stop),
-    }
 }

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::frames::Frames;
 use crate::offload::{self, RxPlan};
 use crate::packet::{Meta, Offloads, Sent};
+use crate::report::{FrameErrorHook, FrameFailure};
 use crate::tx::{self, Parsed, TxLimits, TxPacket};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,6 +52,9 @@ pub struct QueueConfig {
     pub rx_drain: Duration,
     /// Spin this long looking at the rings before sleeping.
     pub poll: Duration,
+    /// Called for every failed [`Frames`] call (besides the counters and
+    /// `tracing`): see [`FrameFailure`].
+    pub on_network_error: Option<FrameErrorHook>,
 }
 
 impl Default for QueueConfig {
@@ -60,6 +64,7 @@ impl Default for QueueConfig {
             rx_queue: 256,
             rx_drain: Duration::from_millis(500),
             poll: Duration::ZERO,
+            on_network_error: None,
         }
     }
 }
@@ -105,6 +110,8 @@ pub struct Counters {
     pub tx_busy: AtomicU64,
     /// Packets the network failed (answered with errors).
     pub tx_network_errors: AtomicU64,
+    /// Times reading from the network failed (each disconnected the frontend).
+    pub rx_network_errors: AtomicU64,
     /// Large (GSO) packets given to the frontend whole, with a GSO extra (also
     /// in `rx_packets`).
     pub rx_gso_packets: AtomicU64,
@@ -127,7 +134,7 @@ impl Counters {
         format!(
             "tx {} packets / {} bytes / {} slots ({} rejected, {} grant errors, {} network drops); \
              rx {} packets / {} bytes / {} slots ({} dropped without buffers, {} too big, {} grant errors); \
-             notifications tx {} rx {}; sleeps {}; gso tx {} rx {} ({} cut here); tx busy {}, network errors {}; storm pauses {}",
+             notifications tx {} rx {}; sleeps {}; gso tx {} rx {} ({} cut here); tx busy {}, network errors tx {} rx {}; storm pauses {}",
             n(&self.tx_packets),
             n(&self.tx_bytes),
             n(&self.tx_slots),
@@ -148,6 +155,7 @@ impl Counters {
             n(&self.rx_segmented),
             n(&self.tx_busy),
             n(&self.tx_network_errors),
+            n(&self.rx_network_errors),
             n(&self.storm_pauses),
         )
     }
@@ -448,11 +456,19 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
             Err(e) => {
                 tracing::debug!("the network failed a tx packet: {e}");
                 Counters::add(&self.counters.tx_network_errors, 1);
+                self.report(FrameFailure::new("send", bytes.len(), &e));
                 NETIF_RSP_ERROR
             }
         };
         self.answer(p, status)?;
         Ok(true)
+    }
+
+    /// Hand a failure to the hook, if there is one.
+    fn report(&self, failure: FrameFailure) {
+        if let Some(hook) = &self.config.on_network_error {
+            (hook.0)(&failure);
+        }
     }
 
     /// Offer the held packets again, in order, until the network is busy.
@@ -543,6 +559,8 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
                 Err(e) => {
                     st.rx_spare.push(buf);
+                    Counters::add(&self.counters.rx_network_errors, 1);
+                    self.report(FrameFailure::new("recv", 0, &e));
                     return Err(Error::Network(format!("receiving: {e}")));
                 }
             };

@@ -14,7 +14,7 @@
 //! | --- | --- | --- |
 //! | `blkback` (default) | `blkback`, `hostio` | the block backend framework: `SyncStorage` / `Storage`, `Server`, `FileStorage` |
 //! | `blkfront` (default) | `blkfront` | the block frontend: `BlkFront`, `Options` |
-//! | `netback` | `netback`, `hostio` | the network backend framework: `Network` / `Frames`, the `Vif` builder, `stop_on_signals`, TAP devices |
+//! | `netback` | `netback`, `hostio` | the network backend framework: `Network` / `Frames`, the `Vif` builder (`Vif::args`, `handle_signals`, `on_network_error`), TAP devices |
 //! | `netfront` | `netfront` | the network frontend (smoltcp's `phy::Device`, `Stack`) |
 //! | `store` | `store` | the local platform's store daemon, to start one in a program or a test |
 //! | `inprocess` | `platform::InProcess` | several domains as threads of one process |

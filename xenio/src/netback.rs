@@ -142,6 +142,7 @@ pub fn run(a: NetbackArgs) -> Result<()> {
             rx_queue: a.rx_queue.max(1),
             rx_drain: Duration::from_millis(a.rx_drain_ms),
             poll: Duration::from_micros(a.poll_us),
+            ..Default::default()
         },
         ..Default::default()
     };
@@ -173,7 +174,9 @@ fn go<P: Platform>(
     counters: &mut Arc<Counters>,
     shutdown: &Arc<AtomicBool>,
 ) -> Result<xenio_netback::Outcome> {
-    let mut vif = Vif::new(p, DomId(a.frontend), a.devid)
+    let mut vif = Vif::new()
+        .frontend(DomId(a.frontend))
+        .devid(a.devid)
         .config(config.clone())
         .stop_flag(shutdown.clone());
     if a.create_device {
@@ -187,7 +190,7 @@ fn go<P: Platform>(
         "serving TAP {} to domain {} ({})",
         a.tap,
         a.frontend,
-        vif.paths().backend
+        vif.paths(p.domid())?.backend
     );
-    Ok(vif.serve(network)?)
+    Ok(vif.serve_on(p, network)?)
 }

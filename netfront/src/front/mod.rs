@@ -618,14 +618,18 @@ impl<P: Platform> NetFront<P> {
             state,
             XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown
         ) {
-            let online = self
-                .platform
-                .store()
-                .read_opt(Tx::NONE, &format!("{}/{}", self.backend_dir, keys::ONLINE))?
-                .is_none_or(|v| v.trim() != "0");
-            let gone = state == XenbusState::Unknown || !online;
-            let ep = Endpoint::frontend(self.platform.store(), &self.dir)?;
+            // A backend whose directory is gone (Unknown: the toolstack, or
+            // a backend that created the device, removed it) is gone; its
+            // `online` can no longer be read (xenstored says EACCES under a
+            // removed directory), nor this device's directory.
+            let gone = state == XenbusState::Unknown
+                || self
+                    .platform
+                    .store()
+                    .read_opt(Tx::NONE, &format!("{}/{}", self.backend_dir, keys::ONLINE))?
+                    .is_some_and(|v| v.trim() == "0");
             if state != XenbusState::Unknown {
+                let ep = Endpoint::frontend(self.platform.store(), &self.dir)?;
                 ep.switch(XenbusState::Closing, &[])?;
                 ep.switch(XenbusState::Closed, &[])?;
             }
