@@ -31,6 +31,7 @@ mod inprocess;
 pub mod local;
 pub mod platform;
 pub mod region;
+pub mod window;
 pub mod xen;
 
 pub use error::{Error, Result};
@@ -40,6 +41,7 @@ pub use grant::{Access, CopyBuf, GrantCopy, GrantMapper, GrantTable, Granted};
 pub use platform::{InProcDomain, InProcess};
 pub use platform::{LocalPlatform, Platform, XenPlatform};
 pub use region::{ReadOnlyRegion, Region};
+pub use window::GrantWindow;
 pub use xenio_xen_sys::{DomId, GrantRef, Port};
 pub use xenio_xenstore::{
     self as xenstore, Client as StoreClient, Perm, PermAccess, Store, Tx, Watch, WatchEvent,
