@@ -17,7 +17,7 @@
 pub mod backend;
 pub mod config;
 mod error;
-pub mod poll;
+mod poll;
 pub mod queue;
 pub mod reorder;
 pub mod request;
@@ -28,3 +28,4 @@ pub use config::DiskSpec;
 pub use error::{Error, Result};
 pub use queue::{Counters, GrantMode, QueueConfig};
 pub use storage::{DiskInfo, FileStorage, Storage, StorageQueue};
+pub use xenio_ring::wait::{Wait, WaitStats};

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use xenio_blkback::reorder::ReorderMode;
 use xenio_blkback::{
-    BackendConfig, Counters, DiskSpec, FileStorage, GrantMode, QueueConfig, serve,
+    BackendConfig, Counters, DiskSpec, FileStorage, GrantMode, QueueConfig, Wait, serve,
 };
 use xenio_hostio::disk::Direct;
 use xenio_xen_sys::xenbus::XenbusState;
@@ -102,19 +102,24 @@ pub struct BlkbackArgs {
     #[arg(long, value_name = "N", default_value_t = 512)]
     batch: usize,
 
-    /// Spin this many microseconds before sleeping: looking for requests when
-    /// idle, and for requests and I/O completions while I/O is in flight (a
-    /// cross-core wake-up costs 13-36 us on small VMs). The spin yields the CPU
-    /// every 10 us, so a frontend that shares the CPU still runs. It costs a
-    /// core while it spins: with 500 (and the frontend polling too) 4 KiB QD32
-    /// reads on a virtio disk reach 0.9-1.0x fio, at ~3x fio's CPU per I/O.
-    #[arg(long, value_name = "US", default_value_t = 0)]
-    poll_us: u64,
+    /// How long each queue spins before it sleeps. Without this option
+    /// (the default) waiting adapts: a queue spins only while something is
+    /// outstanding and its recent waits say the next event is due soon (it
+    /// learns, separately for "waiting for requests" and "waiting for I/O",
+    /// the share of waits that end within 150 us and their mean length; it
+    /// spins while at least half do, for twice that mean plus 5 us, and sleeps
+    /// on the event channel otherwise, or when the CPU turns out to be shared
+    /// and a spin is kept off it). An idle device sleeps. With N: always spin N
+    /// microseconds (looking for requests when idle, for requests and I/O
+    /// completions while I/O is in flight) before sleeping; 0 is purely
+    /// event-driven. Spins yield the CPU every 10 us, so a frontend that shares
+    /// the CPU still runs; a fixed window costs a core while it spins.
+    #[arg(long, value_name = "US")]
+    poll_us: Option<u64>,
 
-    /// With --poll-us: always spin the full window, instead of adapting it as
-    /// KVM's halt-polling does (grow while work arrives within the window, drop
-    /// to zero when the queue sleeps longer than it).
-    #[arg(long)]
+    /// Accepted for old scripts: --poll-us windows are always fixed now (the
+    /// adaptive waiting is the default without --poll-us).
+    #[arg(long, hide = true)]
     poll_fixed: bool,
 
     /// Storage operations in flight per queue (io_uring depth).
@@ -230,8 +235,9 @@ pub fn run(a: BlkbackArgs) -> Result<()> {
             reorder: a.reorder,
             max_merge_sectors: a.max_merge_kib * 2,
             max_batch: a.batch.max(1),
-            poll: Duration::from_micros(a.poll_us),
-            adaptive_poll: !a.poll_fixed,
+            wait: a
+                .poll_us
+                .map_or(Wait::Adaptive, |us| Wait::Fixed(Duration::from_micros(us))),
             io_depth: a.io_depth.max(1),
             submit_chunk: a.submit_chunk,
         },
@@ -272,7 +278,7 @@ pub fn run(a: BlkbackArgs) -> Result<()> {
     let c = &counters;
     let n = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
     eprintln!(
-        "blkback: {outcome:?}: {} requests in {} batches, {} errors ({} rejected), {} I/Os, {} merged, {} reordered, {} notifications, {} sleeps, {} I/Os into registered memory",
+        "blkback: {outcome:?}: {} requests in {} batches, {} errors ({} rejected), {} I/Os, {} merged, {} reordered, {} notifications, {} sleeps, {} waits ended spinning, {} spins missed, {} I/Os into registered memory",
         n(&c.requests),
         n(&c.batches),
         n(&c.errors),
@@ -282,6 +288,8 @@ pub fn run(a: BlkbackArgs) -> Result<()> {
         n(&c.reordered),
         n(&c.notifications),
         n(&c.sleeps),
+        n(&c.spun),
+        n(&c.spin_misses),
         n(&c.registered_ios)
     );
     Ok(())

@@ -278,7 +278,7 @@ fn several_queues_one_request_at_a_time_do_not_stall() {
 
 /// Orders 2 and 3; the backend also spins (`--poll-us`) for requests and
 /// completions before it sleeps, and the frontend for responses
-/// (`Options::poll`), so those paths serve verified I/O too.
+/// (`Options::wait`), so those paths serve verified I/O too.
 #[test]
 fn orders_2_and_3_with_map_no_persistent_polling() {
     for order in [2, 3] {
@@ -288,7 +288,7 @@ fn orders_2_and_3_with_map_no_persistent_polling() {
             &["--once", "--no-persistent", "--poll-us", "200"],
             Options {
                 max_ring_page_order: order,
-                poll: Duration::from_micros(50),
+                wait: xenio_blkfront::Wait::Fixed(Duration::from_micros(50)),
                 indirect_segments: 256,
                 ..Default::default()
             },
