@@ -7,10 +7,10 @@
 export PATH=/lab/bin:/usr/lib/xen-4.17/bin:/usr/sbin:/usr/bin:/sbin:/bin
 X=/lab/bin/xenio
 export NO_COLOR=1
-[ -r /lab/env ] && . /lab/env     # knobs from run.sh (CMP_ROUNDS, CMP_SECS, CMP_VARIANT)
+[ -r /lab/env ] && . /lab/env     # knobs from run.sh (CMP_*, NET_*)
 up() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "LAB[$(up)s]: $*"; }
-die() { echo "FAIL: $*"; exit 1; }
+die() { echo "FAIL: $*" >&2; exit 1; }   # (stderr: also seen when stdout is captured)
 info() { echo "INFO $*"; }
 since() { awk -v a="$(up)" -v b="$1" 'BEGIN{printf "%.1f", a-b}'; }
 
@@ -38,6 +38,8 @@ wait_dev() { # vdev [seconds]
   for i in $(seq 1 $(( ${2:-30} * 5 ))); do [ -b "/dev/$1" ] && { info "/dev/$1 appeared after $(since "$t0") s"; return 0; }; sleep 0.2; done
   xenstore-ls -f /local/domain/0/device/vbd 2>/dev/null | head -20
   xenstore-ls -f /local/domain/0/backend/xenio 2>/dev/null | head -30
+  xenstore-ls -f /local/domain/0/backend/qdisk 2>/dev/null | head -30
+  [ -s /tmp/qemu-dom0.log ] && { echo "-- /tmp/qemu-dom0.log"; tail -20 /tmp/qemu-dom0.log; }
   cat "/tmp/bb-$1.log" 2>/dev/null | tail -20
   die "/dev/$1 did not appear"
 }
@@ -147,42 +149,128 @@ c_bb_fs() {
   echo "SUMMARY mkfs.ext4, mount, copy, fstrim, umount, fsck clean; detach, re-attach, files equal, fsck clean"
 }
 
-# the same image through xenio blkback, kernel blkback (loop) and QEMU qdisk, one boot
-qdisk_up() {
+# The lab's real disk: a virtio disk (QEMU cache=none, aio=native on the host: boot.sh) whose
+# serial is xenio-lab-disk. Prints its name (vda).
+lab_disk() {
+  local f; f=$(grep -l '^xenio-lab-disk$' /sys/block/vd*/serial 2>/dev/null | head -1)
+  [ -n "$f" ] || return 1; echo "$f" | cut -d/ -f4
+}
+open_flags() { # pid path: "N fds, O_DIRECT on M" for the process's descriptors open on path
+  local fd n=0 d=0 fl
+  for fd in /proc/$1/fd/*; do
+    [ "$(readlink "$fd" 2>/dev/null)" = "$2" ] || continue
+    n=$((n + 1)); fl=$(awk '/^flags:/ {print $2}' "/proc/$1/fdinfo/${fd##*/}")
+    [ $(( 8#$fl & 8#40000 )) != 0 ] && d=$((d + 1))
+  done
+  echo "$n fds, O_DIRECT on $d"
+}
+
+# xenio blkback, the kernel's blkback and QEMU qdisk serve one target, one boot, fio in turn
+qdisk_up() { # [qemu args...]: dom0's QEMU (qdisk backend), its messages in /tmp/qemu-dom0.log
   [ -s /run/xen/qemu-dom0.pid ] && return 0
-  /usr/libexec/xen-qemu-system-i386 -xen-domid 0 -xen-attach -name dom0 -nographic -M xenpv -daemonize \
-    -monitor /dev/null -serial /dev/null -parallel /dev/null -pidfile /run/xen/qemu-dom0.pid || die "dom0 QEMU"
+  setsid /usr/libexec/xen-qemu-system-i386 -xen-domid 0 -xen-attach -name dom0 -nographic -M xenpv \
+    -monitor /dev/null -serial /dev/null -parallel /dev/null -pidfile /run/xen/qemu-dom0.pid "$@" </dev/null >>/tmp/qemu-dom0.log 2>&1 &
+  for i in $(seq 1 100); do [ -s /run/xen/qemu-dom0.pid ] && break; kill -0 $! 2>/dev/null || break; sleep 0.2; done
+  [ -s /run/xen/qemu-dom0.pid ] || { cat /tmp/qemu-dom0.log; die "dom0 QEMU"; }
   xenstore-write /local/domain/0/image/device-model-pid "$(cat /run/xen/qemu-dom0.pid)"
 }
-c_compare() {
-  blkfront_load 0 2 32 1          # xen-blkfront's defaults, for every backend
-  truncate -s 256M /tmp/cmp.img
-  qdisk_up
-  bb_start xvdf /tmp/cmp.img 0; wait_dev xvdf
-  setsid -w xl block-attach 0 "format=raw,vdev=xvdg,access=rw,target=/tmp/cmp.img" </dev/null || die "xl block-attach (kernel blkback)"
+qdisk_down() { # stop dom0's QEMU; the disks it created itself (-device xen-disk) go with it
+  local pid; pid=$(cat /run/xen/qemu-dom0.pid 2>/dev/null) || return 0
+  kill -TERM "$pid" 2>/dev/null
+  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -9 "$pid" 2>/dev/null; rm -f /run/xen/qemu-dom0.pid
+  xenstore-rm /local/domain/0/image/device-model-pid 2>/dev/null
+}
+# Each medium: "disk" (default) is the lab's virtio disk: xenio blkback with --direct on, the
+# kernel's blkback on the block device (backendtype=phy: bios, no page cache) and qdisk with
+# O_DIRECT. libxl's way to that (direct-io-safe) makes QEMU ask for aio=native, which Debian's
+# QEMU for Xen is built without ("aio=native was specified, but is not supported in this
+# build"), so dom0's QEMU creates that qdisk itself: -drive cache=none,aio=threads -device
+# xen-disk (the same xen-block backend, writing the same backend/qdisk nodes).
+# "tmpfs" is a 256 MiB image in dom0's /tmp (no O_DIRECT there: xenio and qdisk go through
+# the page cache, the kernel's blkback through a loop device), all three attached as before:
+# CMP_MEDIA="disk tmpfs" runs both.
+compare_on() { # medium
+  local m=$1 tgt kspec qspec xargs=() devs jobs r j d name rw bs qd bw
+  case $m in
+    disk)
+      tgt=/dev/$(lab_disk) || die "no lab disk (virtio, serial xenio-lab-disk): $(ls /sys/block)"
+      kspec="format=raw,vdev=xvdg,access=rw,backendtype=phy,target=$tgt"
+      qspec=""   # dom0's QEMU makes it: see above
+      xargs=(--direct on) ;;
+    tmpfs)
+      truncate -s 256M /tmp/cmp.img; tgt=/tmp/cmp.img
+      kspec="format=raw,vdev=xvdg,access=rw,target=$tgt"
+      qspec="format=raw,vdev=xvdh,access=rw,backendtype=qdisk,target=$tgt" ;;
+    *) die "unknown CMP_MEDIA entry $m" ;;
+  esac
+  info "$m: $tgt, $(( $(blockdev --getsize64 "$tgt" 2>/dev/null || stat -c%s "$tgt") >> 20 )) MiB"
+  bb_start xvdf "$tgt" 0 "${xargs[@]}"; wait_dev xvdf
+  setsid -w xl block-attach 0 "$kspec" </dev/null || die "xl block-attach (kernel blkback) $kspec"
   wait_dev xvdg 60
-  setsid -w xl block-attach 0 "format=raw,vdev=xvdh,access=rw,backendtype=qdisk,target=/tmp/cmp.img" </dev/null || die "xl block-attach (qdisk)"
+  if [ -n "$qspec" ]; then
+    qdisk_up
+    setsid -w xl block-attach 0 "$qspec" </dev/null || die "xl block-attach (qdisk) $qspec"
+  else
+    qdisk_down
+    qdisk_up -drive "file=$tgt,if=none,id=labdisk,format=raw,cache=none,aio=threads" -device xen-disk,vdev=xvdh,drive=labdisk
+  fi
   wait_dev xvdh 60
-  local devs="xenio:xvdf kernel:xvdg qdisk:xvdh"
+  devs="xenio:xvdf kernel:xvdg qdisk:xvdh"
   if [ -n "${CMP_VARIANT:-}" ]; then   # a second xenio configuration, e.g. CMP_VARIANT="--sync-io"
-    bb_start xvdi /tmp/cmp.img 0 $CMP_VARIANT; wait_dev xvdi; devs="$devs xenio2:xvdi"
+    bb_start xvdi "$tgt" 0 "${xargs[@]}" $CMP_VARIANT; wait_dev xvdi; devs="$devs xenio2:xvdi"
     info "xenio2 is xenio blkback $CMP_VARIANT"
   fi
-  local jobs="write-1M-qd8:write:1M:8 read-1M-qd8:read:1M:8 randread-4k-qd1:randread:4k:1 randread-4k-qd16:randread:4k:16"
-  local rounds=${CMP_ROUNDS:-3} secs=${CMP_SECS:-3}
-  : > /tmp/cmp.txt
-  for r in $(seq 1 "$rounds"); do
+  if [ "$m" = disk ]; then
+    info "disk: xenio $(open_flags "$(cat /tmp/bb-xvdf.pid)" "$tgt"); qdisk (QEMU) $(open_flags "$(cat /run/xen/qemu-dom0.pid)" "$tgt"); kernel blkback: bios on $tgt (physical-device $(xenstore-read "/local/domain/0/backend/vbd/0/$(devid_of xvdg)/physical-device" 2>/dev/null))"
+    # One device under three backends: what one writes (O_DIRECT, past fio's first 256 MiB)
+    # the other two and dom0 itself read back, byte for byte.
+    local at=$(( ($(blockdev --getsize64 "$tgt") >> 20) - 64 )) w o
+    for w in xvdf xvdg xvdh; do
+      head -c 16M /dev/urandom > /tmp/pat
+      dd if=/tmp/pat of=/dev/$w bs=1M seek=$at oflag=direct conv=fsync status=none || die "dd to /dev/$w"
+      for o in xvdf xvdg xvdh "${tgt#/dev/}"; do
+        dd if=/dev/$o bs=1M skip=$at count=16 iflag=direct status=none | cmp -s - /tmp/pat \
+          || die "16 MiB written through /dev/$w read back differently through /dev/$o"
+      done
+      at=$((at + 16))
+    done
+    info "disk: 16 MiB written through each backend read back equal through the other two and $tgt"
+  fi
+  jobs="write-1M-qd8:write:1M:8 read-1M-qd8:read:1M:8 randread-4k-qd1:randread:4k:1 randread-4k-qd16:randread:4k:16"
+  local n order k; n=$(echo $devs | wc -w)
+  for r in $(seq 1 "$CMP_R"); do
+    # the backends take turns going first: round r starts with the r-th
+    order=""; for k in $(seq 0 $((n - 1))); do order="$order $(echo $devs | cut -d' ' -f$(( (r - 1 + k) % n + 1 )))"; done
     for j in $jobs; do
       IFS=: read -r name rw bs qd <<<"$j"
-      for d in $devs; do
+      for d in $order; do
         fio --name=c --filename=/dev/${d#*:} --direct=1 --ioengine=libaio --rw=$rw --bs=$bs --iodepth=$qd \
-            --runtime="$secs" --time_based --size=256M --output-format=terse --terse-version=3 >/tmp/fio.out 2>&1 \
-          || { cat /tmp/fio.out; die "fio $name on $d"; }
+            --runtime="$CMP_S" --time_based --size=256M --output-format=terse --terse-version=3 >/tmp/fio.out 2>&1 \
+          || { cat /tmp/fio.out; die "fio $name on $d ($m)"; }
         bw=$(awk -F';' -v rw=$rw '{print (rw ~ /write/) ? $48 : $7}' /tmp/fio.out)
-        echo "$r $name ${d%%:*} $bw" >> /tmp/cmp.txt
+        echo "$r $m:$name ${d%%:*} $bw" >> /tmp/cmp.txt
       done
     done
   done
+  setsid -w xl block-detach 0 xvdg </dev/null || die "xl block-detach xvdg"
+  if [ -n "$qspec" ]; then
+    setsid -w xl block-detach 0 xvdh </dev/null || die "xl block-detach xvdh"
+  else
+    qdisk_down
+    for i in $(seq 1 75); do [ -b /dev/xvdh ] || break; sleep 0.2; done
+    [ -b /dev/xvdh ] && die "/dev/xvdh still there after its QEMU stopped"
+    xenstore-rm /local/domain/0/device/vbd/$(devid_of xvdh) 2>/dev/null; xenstore-rm /local/domain/0/backend/qdisk/0/$(devid_of xvdh) 2>/dev/null
+  fi
+  bb_stop xvdf > /tmp/bb-stop.txt; info "$m: xenio $(tail -1 /tmp/bb-stop.txt)"
+  [ -n "${CMP_VARIANT:-}" ] && bb_stop xvdi
+  return 0
+}
+c_compare() {
+  blkfront_load 0 2 32 1          # xen-blkfront's defaults, for every backend
+  CMP_R=${CMP_ROUNDS:-3} CMP_S=${CMP_SECS:-3}
+  : > /tmp/cmp.txt
+  local m; for m in ${CMP_MEDIA:-disk}; do compare_on "$m"; done
   # KiB/s per backend and round -> for each xenio variant: ratio to kernel and to qdisk,
   # the ratio of the means and min-max of the per-round ratios
   awk '{bw[$2" "$3" "$1]=$4; names[$2]=1; rounds[$1]=1; if ($3 ~ /^xenio/) xs[$3]=1}
@@ -192,13 +280,9 @@ c_compare() {
            sx+=v; sk+=k; sq+=q
            if (k>0) { a=v/k; if(a<lo1)lo1=a; if(a>hi1)hi1=a }
            if (q>0) { b=v/q; if(b<lo2)lo2=b; if(b>hi2)hi2=b } }
-         printf "RATIO %-17s %-6s %7.1f MiB/s  kernel %7.1f  qdisk %7.1f  /kernel %.2f (%.2f-%.2f)  /qdisk %.2f (%.2f-%.2f)\n",
+         printf "RATIO %-22s %-6s %7.1f MiB/s  kernel %7.1f  qdisk %7.1f  /kernel %.2f (%.2f-%.2f)  /qdisk %.2f (%.2f-%.2f)\n",
            n, x, sx/c/1024, sk/c/1024, sq/c/1024, (sk>0?sx/sk:0), lo1, hi1, (sq>0?sx/sq:0), lo2, hi2 } }' /tmp/cmp.txt | sort
-  setsid -w xl block-detach 0 xvdg </dev/null || die "xl block-detach xvdg"
-  setsid -w xl block-detach 0 xvdh </dev/null || die "xl block-detach xvdh"
-  bb_stop xvdf
-  [ -n "${CMP_VARIANT:-}" ] && bb_stop xvdi
-  echo "SUMMARY fio, $rounds rounds x ${secs}s per job and backend (ratios in the RATIO lines)"
+  echo "SUMMARY fio on ${CMP_MEDIA:-disk}, $CMP_R rounds x ${CMP_S}s per job and backend (ratios in the RATIO lines)"
 }
 
 # xenio blkfront (gntalloc) against the kernel's xen-blkback on a loop device, attached by xl
@@ -292,6 +376,8 @@ c_net_kfront() {
   info "8 MiB over TCP each way, byte-equal"
   kill -TERM "$(cat /tmp/nb.pid)"; wait "$(cat /tmp/nb.pid)" 2>/dev/null; rm -f /tmp/nb.pid
   grep -a 'netback: ' /tmp/nb.log | tail -1
+  # xenio netback leaves both directories behind: remove them as a toolstack's detach would
+  xenstore-rm /local/domain/0/device/vif/0; xenstore-rm /local/domain/0/backend/vif/0/0
   echo "SUMMARY kernel xen-netfront <-> xenio netback (TAP): ping, 8 MiB TCP each way verified"
 }
 
@@ -315,10 +401,288 @@ c_net_xfront() {
   echo "SUMMARY xl network-attach + kernel xen-netback; xenio netfront: ARP, 5 pings of 1400 bytes, payloads equal"
 }
 
+# dom0's kernel xen-netfront to a peer in dom0 across xenio netback (TAP) and, in the same
+# boot with the rounds interleaved, across the kernel's xen-netback (xl network-attach,
+# vif-lab): the same MTU (1500), the same endpoint (an iperf3 server in dom0's root namespace,
+# on the backend's interface). The frontend's interface is in its own network namespace, so
+# the traffic crosses the vif. Both backends claim backend/vif nodes (xenio netback has no
+# class of its own), so they take turns: xen-netback is unloaded while xenio serves.
+# iperf3: TCP each way, UDP with 64-byte payloads each way (received packets/s); RATIO lines
+# xenio/kernel. Whether GSO is in use: the negotiated keys, ethtool on the vif, and the mean
+# bytes per packet on the backend's interface during the TCP tests (GSO frames are larger
+# than the MTU). Fails only when traffic does not flow or data differs.
+NB_XMAC=00:16:3e:00:00:0a NB_KMAC=00:16:3e:00:00:0b NB_XDEV=2 NB_KDEV=3   # (net-kfront: devid 0)
+netback_unload() {
+  for i in $(seq 1 50); do grep -q '^xen_netback ' /proc/modules || return 0; rmmod xen-netback 2>/dev/null; sleep 0.2; done
+  die "cannot unload xen-netback: $(rmmod xen-netback 2>&1)"
+}
+if_of_mac() { grep -l "$1" /sys/class/net/*/address 2>/dev/null | cut -d/ -f5 | head -1; }
+if_gone() { # netns mac devid: wait until no interface (in netns) has that mac and the frontend's
+  # xenbus device vif-<devid> is gone
+  for i in $(seq 1 150); do
+    ip netns exec "$1" grep -q "$2" /sys/class/net/*/address 2>/dev/null || [ -e "/sys/bus/xen/devices/vif-$3" ] || return 0
+    sleep 0.2
+  done
+  die "the frontend (mac $2, vif-$3) is still there after detach: $(ls /sys/bus/xen/devices)"
+}
+ifstat() { # [netns] iface: rx_bytes rx_packets tx_bytes tx_packets
+  local pre=(); [ $# = 2 ] && { pre=(ip netns exec "$1"); shift; }
+  "${pre[@]}" sh -c "cd /sys/class/net/$1/statistics && cat rx_bytes rx_packets tx_bytes tx_packets" | tr '\n' ' '
+}
+guest_up() { # netns mac addr/len: move the frontend's interface (-> $IF) into netns, configure it
+  IF=""
+  for i in $(seq 1 150); do IF=$(if_of_mac "$2"); [ -n "$IF" ] && break; sleep 0.2; done
+  [ -n "$IF" ] || die "no frontend interface with mac $2"
+  ip link set "$IF" netns "$1" && ip -n "$1" link set "$IF" mtu 1500 && ip -n "$1" addr add "$3" dev "$IF" \
+    && ip -n "$1" link set "$IF" up || die "configuring $IF in $1"
+}
+net_verify() { # netns guest-ip backend-ip: 4 MiB over TCP each way, compared
+  head -c 4M /dev/urandom > /tmp/ntx.bin
+  (timeout 60 busybox nc -l -p 5101 > /tmp/nrx1.bin) & local l=$!
+  sleep 1
+  timeout 60 ip netns exec "$1" bash -c "cat /tmp/ntx.bin > /dev/tcp/$3/5101" || die "TCP $1 -> $3 send"
+  wait $l; cmp -s /tmp/ntx.bin /tmp/nrx1.bin || die "TCP frontend->backend ($1): the 4 MiB differ"
+  (timeout 60 ip netns exec "$1" busybox nc -l -p 5102 > /tmp/nrx2.bin) & l=$!
+  sleep 1
+  timeout 60 bash -c "cat /tmp/ntx.bin > /dev/tcp/$2/5102" || die "TCP $3 -> $1 send"
+  wait $l; cmp -s /tmp/ntx.bin /tmp/nrx2.bin || die "TCP backend->frontend ($1): the 4 MiB differ"
+}
+net_tests() { # round backend netns backend-if backend-ip: the iperf3 tests, one line each into /tmp/net.txt
+  local r=$1 b=$2 ns=$3 bif=$4 ip=$5 t a0 a1 v
+  for t in tcp-fe-to-be:"" tcp-be-to-fe:-R udp64-fe-to-be:"-u -l 64 -b 0" udp64-be-to-fe:"-R -u -l 64 -b 0"; do
+    a0=$(ifstat "$bif")
+    timeout $((NET_S + 30)) ip netns exec "$ns" iperf3 -c "$ip" -t "$NET_S" -J ${t#*:} > /tmp/iperf.json 2>&1 \
+      || { tail -5 /tmp/iperf.json; die "iperf3 ${t%%:*} over $b failed"; }
+    a1=$(ifstat "$bif")
+    case $t in
+      tcp*) v=$(jq '.end.sum_received.bits_per_second / 1e6' /tmp/iperf.json) ;;   # Mbit/s received
+      udp*) v=$(jq '(.end.sum.packets - .end.sum.lost_packets) / .end.sum.seconds' /tmp/iperf.json) ;;   # packets/s received
+    esac
+    [ -n "$v" ] && awk -v v="$v" 'BEGIN{exit !(v > 0)}' || { head -c 600 /tmp/iperf.json; die "iperf3 ${t%%:*} over $b: nothing received"; }
+    echo "$r ${t%%:*} $b $v" >> /tmp/net.txt
+    [ "$r" = 1 ] && case $t in udp*) info "$b ${t%%:*} round 1: iperf3 end.sum $(jq -c '.end.sum' /tmp/iperf.json)";; esac
+    # bytes per packet on the backend's interface: rx = what the frontend sent, tx = what it got
+    echo "$a0 $a1" | awk -v r="$r" -v b="$b" -v t="${t%%:*}" '{rb=$5-$1; rp=$6-$2; tb=$7-$3; tp=$8-$4
+      printf "%s %s %s backend-if rx %d packets %.0f B/packet, tx %d packets %.0f B/packet\n", r, b, t, rp, (rp?rb/rp:0), tp, (tp?tb/tp:0)}' >> /tmp/net-pkts.txt
+  done
+}
+net_round_xenio() { # round
+  local IF
+  netback_unload
+  RUST_LOG=info setsid "$X" netback --platform xen --tap xtap0 --frontend 0 --devid $NB_XDEV --create-device --mac $NB_XMAC --mtu 1500 \
+    >>/tmp/nb.log 2>&1 </dev/null &
+  echo $! > /tmp/nb.pid
+  for i in $(seq 1 150); do
+    [ "$(xenstore-read /local/domain/0/device/vif/$NB_XDEV/state 2>/dev/null)" = 4 ] && [ -n "$(if_of_mac $NB_XMAC)" ] && break
+    kill -0 "$(cat /tmp/nb.pid)" 2>/dev/null || { tail -20 /tmp/nb.log; die "xenio netback exited"; }
+    sleep 0.2
+  done
+  guest_up gx $NB_XMAC 192.0.2.2/24
+  ip netns exec gx busybox ping -c 2 -W 5 192.0.2.1 >/dev/null 2>&1 || { tail -20 /tmp/nb.log; die "ping over xenio netback"; }
+  if [ "$1" = 1 ]; then
+    net_verify gx 192.0.2.2 192.0.2.1
+    info "xenio netback: mtu frontend $(ip netns exec gx cat /sys/class/net/$IF/mtu) tap $(cat /sys/class/net/xtap0/mtu); gso keys: backend feature-gso-tcpv4=$(xenstore-read /local/domain/0/backend/vif/0/$NB_XDEV/feature-gso-tcpv4 2>/dev/null) frontend feature-gso-tcpv4=$(xenstore-read /local/domain/0/device/vif/$NB_XDEV/feature-gso-tcpv4 2>/dev/null); frontend $(ip netns exec gx ethtool -k $IF 2>/dev/null | grep -E '^tcp-segmentation-offload' | tr -d '\n')"
+  fi
+  net_tests "$1" xenio gx xtap0 192.0.2.1
+  kill -TERM "$(cat /tmp/nb.pid)"; wait "$(cat /tmp/nb.pid)" 2>/dev/null; rm -f /tmp/nb.pid
+  [ "$1" = 1 ] && info "xenio $(grep -a 'netback: ' /tmp/nb.log | tail -1)"
+  # xenio netback --create-device leaves both directories behind when it stops (blkback
+  # removes them), and dom0's netfront keeps a dead vif-0 until its directory goes: remove
+  # them, as xl network-detach does
+  [ "$1" = 1 ] && info "after xenio netback stopped: frontend state $(xenstore-read /local/domain/0/device/vif/$NB_XDEV/state 2>/dev/null || echo gone), backend state $(xenstore-read /local/domain/0/backend/vif/0/$NB_XDEV/state 2>/dev/null || echo gone)"
+  xenstore-rm /local/domain/0/device/vif/$NB_XDEV 2>/dev/null; xenstore-rm /local/domain/0/backend/vif/0/$NB_XDEV 2>/dev/null
+  if_gone gx $NB_XMAC $NB_XDEV
+}
+net_round_kernel() { # round
+  local devid vif IF
+  modprobe xen-netback || die "modprobe xen-netback"
+  devid=$NB_KDEV
+  setsid -w xl -vvv network-attach 0 devid=$devid mac=$NB_KMAC script=vif-lab </dev/null >/tmp/xl-na.log 2>&1 \
+    || { grep -vi debug /tmp/xl-na.log | tail -15; xenstore-ls -f /local/domain/0/backend/vif; xenstore-ls -f /local/domain/0/device/vif
+         ls /sys/bus/xen/devices; dmesg | tail -15; die "xl network-attach 0"; }
+  vif=vif0.$devid
+  for i in $(seq 1 150); do [ -e "/sys/class/net/$vif" ] && break; sleep 0.2; done
+  [ -e "/sys/class/net/$vif" ] || die "no $vif"
+  ip link set "$vif" mtu 1500 && ip addr add 198.51.100.1/24 dev "$vif" && ip link set "$vif" up || die "configuring $vif"
+  guest_up gk $NB_KMAC 198.51.100.2/24
+  for i in $(seq 1 50); do ip netns exec gk busybox ping -c 1 -W 2 198.51.100.1 >/dev/null 2>&1 && break; sleep 0.2; done
+  ip netns exec gk busybox ping -c 2 -W 5 198.51.100.1 >/dev/null 2>&1 || die "ping over kernel netback"
+  [ "$1" = 1 ] && net_verify gk 198.51.100.2 198.51.100.1
+  net_tests "$1" kernel gk "$vif" 198.51.100.1
+  if [ "$1" = 1 ]; then
+    info "kernel netback $vif: mtu frontend $(ip netns exec gk cat /sys/class/net/$IF/mtu) vif $(cat /sys/class/net/$vif/mtu); gso keys: backend feature-gso-tcpv4=$(xenstore-read /local/domain/0/backend/vif/0/$devid/feature-gso-tcpv4 2>/dev/null) frontend feature-gso-tcpv4=$(xenstore-read /local/domain/0/device/vif/$devid/feature-gso-tcpv4 2>/dev/null) queues $(xenstore-read /local/domain/0/device/vif/$devid/multi-queue-num-queues 2>/dev/null || echo 1); vif $(ethtool -k "$vif" | grep -E '^(tcp-segmentation-offload|generic-segmentation-offload|generic-receive-offload)' | tr -s ' \n' ' ')"
+    info "kernel netback ethtool -S $vif (non-zero): $(ethtool -S "$vif" 2>/dev/null | awk -F: 'NR>1 && $2+0 != 0 {gsub(/ /,"",$1); printf "%s=%s ", $1, $2+0}')"
+  fi
+  setsid -w xl network-detach 0 "$devid" </dev/null || die "xl network-detach $devid"
+  if_gone gk $NB_KMAC "$devid"
+  netback_unload
+}
+c_net_compare() {
+  NET_R=${NET_ROUNDS:-3} NET_S=${NET_SECS:-3}
+  # a vif an earlier check left to dom0's netfront (its directory removed) must be gone first
+  for i in $(seq 1 150); do ls /sys/bus/xen/devices 2>/dev/null | grep -q '^vif-' || break; sleep 0.2; done
+  ls /sys/bus/xen/devices 2>/dev/null | grep -q '^vif-' && info "frontend vifs still there: $(ls /sys/bus/xen/devices | grep '^vif-' | tr '\n' ' ')"
+  modprobe tun || die "modprobe tun"
+  modprobe xen-netfront || die "modprobe xen-netfront"
+  ip netns add gx && ip netns add gk && ip -n gx link set lo up && ip -n gk link set lo up || die "netns"
+  ip tuntap add dev xtap0 mode tap && ip link set xtap0 mtu 1500 && ip addr add 192.0.2.1/24 dev xtap0 \
+    && ip link set xtap0 up || die "xtap0"
+  iperf3 -s -D -I /tmp/iperf3.pid --logfile /tmp/iperf3s.log || die "iperf3 server"
+  : > /tmp/net.txt; : > /tmp/net-pkts.txt
+  local r
+  for r in $(seq 1 "$NET_R"); do   # the order alternates, so neither backend always goes first
+    if [ $((r % 2)) = 1 ]; then net_round_xenio "$r"; net_round_kernel "$r"; else net_round_kernel "$r"; net_round_xenio "$r"; fi
+  done
+  kill "$(cat /tmp/iperf3.pid)" 2>/dev/null
+  grep -E ' tcp-' /tmp/net-pkts.txt | sed 's/^/INFO bytes per packet, round /'
+  awk '{v[$2" "$3" "$1]=$4; names[$2]=1; rounds[$1]=1}
+       END { for (n in names) { sx=0; sk=0; lo=1e18; hi=0; c=0
+         for (r in rounds) { x=v[n" xenio "r]; k=v[n" kernel "r]; sx+=x; sk+=k; c++
+           if (k>0) { a=x/k; if(a<lo)lo=a; if(a>hi)hi=a } }
+         u = (n ~ /^udp/) ? "packets/s" : "Mbit/s"
+         printf "RATIO net %-15s xenio %9.1f %-9s kernel %9.1f  /kernel %.2f (%.2f-%.2f)\n", n, sx/c, u, sk/c, (sk>0?sx/sk:0), lo, hi } }' /tmp/net.txt | sort
+  echo "SUMMARY kernel xen-netfront over xenio netback vs kernel xen-netback, $NET_R interleaved rounds x ${NET_S}s per iperf3 test; 4 MiB TCP each way verified on both"
+}
+
+# ---- record-toolstack: what libxl writes to the store for disks (not in the default set)
+# xenstored traces every request (xenstore-control logfile/log off) into one file per step under
+# /tmp/outbox/recordings (the outbox: run.sh unpacks it into $LAB/outbox, and
+# lab/recordings/trim.py makes the readable versions). Linux's xen-blkback is unloaded (and
+# dom0's xen-blkfront), so nothing but the toolstack and the stand-ins below touch vbd nodes:
+#  * a fake backend (shell, xenstore-watch on dom0's backend dir): backend state 1 -> 2
+#    (InitWait) and 5 -> 6 (Closed), nothing else; each of its writes is one xenstore-write
+#    whose first node is /tool/xenio-lab/who = fake-backend (how trim.py names connections)
+#  * the hotplug script /tmp/rec-hotplug: "add" writes hotplug-status = connected, "remove"
+#    only the who node
+#  * the domU (domu-init.sh with lab_idle): loads no frontend driver and idles
+REC=/tmp/outbox/recordings
+rec() { # name command...: run a command with the store traced into $REC/name.trace
+  local name=$1; shift
+  xenstore-control logfile "$REC/$name.trace" >/dev/null || die "xenstore-control logfile"
+  xenstore-write /tool/xenio-lab/step "$name: $*"
+  local t0 rc; t0=$(up)
+  setsid -w "$@" </dev/null >"$REC/$name.out" 2>&1; rc=$?
+  xenstore-write /tool/xenio-lab/step "$name: done, exit $rc"
+  sleep 1                      # what follows at once (the fake backend, watches firing)
+  xenstore-control log off >/dev/null
+  # libxl's own record of dom0's configuration (its JSON "userdata"), after the step
+  cat /var/lib/xen/userdata-d.0.*.libxl-json > "$REC/$name.dom0-libxl.json" 2>/dev/null || rm -f "$REC/$name.dom0-libxl.json"
+  info "recorded $name: exit $rc after $(since "$t0") s, $(wc -l < "$REC/$name.trace") trace lines: $*"
+  return $rc
+}
+rec_fake_backend() {
+  xenstore-watch /local/domain/0/backend 2>/dev/null | while read -r p _; do
+    case $p in */state) ;; *) continue ;; esac
+    case "$(xenstore-read "$p" 2>/dev/null)" in
+      1) xenstore-write /tool/xenio-lab/who fake-backend "$p" 2 ;;
+      5) xenstore-write /tool/xenio-lab/who fake-backend "$p" 6 ;;
+    esac
+  done
+}
+rec_domu_cfg() { # name disk-spec [extra cfg line]
+  cat <<CFG
+name = "$1"
+type = "pv"
+kernel = "/lab/vmlinuz"
+ramdisk = "/lab/domu-initrd.gz"
+extra = "console=hvc0 quiet loglevel=4 lab_idle"
+memory = 128
+vcpus = 1
+disk = [ '$2' ]
+on_poweroff = "destroy"
+on_crash = "destroy"
+$3
+CFG
+}
+rec_restore_userdata() {
+  [ -d /tmp/rec-userdata ] || return 0
+  rm -f /var/lib/xen/userdata-d.0.*; cp -a /tmp/rec-userdata/. /var/lib/xen/ 2>/dev/null; rm -rf /tmp/rec-userdata
+}
+c_record_toolstack() {
+  mkdir -p "$REC"
+  blkfront_unload
+  for i in $(seq 1 50); do grep -q '^xen_blkback ' /proc/modules || break; rmmod xen-blkback 2>/dev/null; sleep 0.2; done
+  grep -q '^xen_blkback ' /proc/modules && die "cannot unload xen-blkback"
+  info "xen-blkback and xen-blkfront unloaded ($(modinfo -F filename xen-blkback 2>/dev/null | sed 's|.*/||'): a module)"
+  info "$(xenstored --help 2>&1 | grep -E 'trace-file')"
+  qdisk_down
+  cat > /tmp/rec-hotplug <<'SH'
+#!/bin/sh
+# the recordings' hotplug script: only says the device is ready
+case "$1" in
+  add|online) xenstore-write /tool/xenio-lab/who "hotplug-script $1" "$XENBUS_PATH/hotplug-status" connected ;;
+  *) xenstore-write /tool/xenio-lab/who "hotplug-script $1" ;;
+esac
+SH
+  chmod +x /tmp/rec-hotplug
+  cat > /tmp/rec-fake-dm <<'SH'
+#!/bin/sh
+# a device model that is none: says "running" where libxl waits for it, then sleeps
+while [ $# -gt 0 ]; do [ "$1" = -xen-domid ] && d=$2; shift; done
+echo "fake device model for domain $d" >&2
+xenstore-write /tool/xenio-lab/who fake-dm "/local/domain/0/device-model/$d/state" running
+exec sleep 100000
+SH
+  chmod +x /tmp/rec-fake-dm
+  truncate -s 64M /tmp/x.img /tmp/rec-domu.img
+  # libxl keeps dom0's devices in /var/lib/xen/userdata-d.0.*: a disk left there (a qdisk one
+  # from 04) makes every later dom0 attach ask for a device model; put back what was there
+  rm -rf /tmp/rec-userdata; mkdir -p /tmp/rec-userdata; cp -a /var/lib/xen/userdata-d.0.* /tmp/rec-userdata/ 2>/dev/null
+  rec_fake_backend & local fb=$!; echo $fb > /tmp/rec-fb.pid
+  sleep 1
+  { xenstore-ls -f /local/domain/0; xenstore-ls -fp /libxl 2>/dev/null; } > "$REC/00-store-before.txt" 2>&1
+  # dom0 attach and detach, phy (the kernel's backend class vbd; nobody serves it)
+  rec 01-phy-attach xl -vvv block-attach 0 "vdev=xvdb,access=rw,backendtype=phy,script=/tmp/rec-hotplug,target=/tmp/x.img"
+  xenstore-ls -fp /local/domain/0/backend/vbd > "$REC/01-phy-attach.nodes" 2>&1
+  xenstore-ls -fp /local/domain/0/device/vbd >> "$REC/01-phy-attach.nodes" 2>&1
+  rec 02-phy-detach xl -vvv block-detach 0 xvdb
+  # qdisk: without a device model for dom0, then with one claimed (a pid that is no QEMU)
+  rec 03-qdisk-attach-no-dm xl -vvv block-attach 0 "vdev=xvdc,access=rw,backendtype=qdisk,target=/tmp/x.img"
+  sleep 100000 & local fakepid=$!; echo $fakepid > /tmp/rec-sleep.pid
+  xenstore-write /local/domain/0/image/device-model-pid "$fakepid"
+  rec 04-qdisk-attach xl -vvv block-attach 0 "vdev=xvdc,access=rw,backendtype=qdisk,target=/tmp/x.img"
+  xenstore-ls -fp /local/domain/0/backend/qdisk > "$REC/04-qdisk-attach.nodes" 2>&1
+  xenstore-ls -fp /local/domain/0/device/vbd >> "$REC/04-qdisk-attach.nodes" 2>&1
+  rec 05-qdisk-detach xl -vvv block-detach 0 xvdc
+  xenstore-rm /local/domain/0/image/device-model-pid; kill $fakepid; rm -f /tmp/rec-sleep.pid
+  # a PV domU with a phy disk: create, save, restore, destroy
+  rec_domu_cfg recdomu "vdev=xvda,access=rw,backendtype=phy,script=/tmp/rec-hotplug,target=/tmp/rec-domu.img" > /tmp/rec-domu.cfg
+  rec 06-domu-create xl -vvv create /tmp/rec-domu.cfg || die "xl create (see $REC/06-domu-create.out)"
+  local d; d=$(xl domid recdomu); info "recdomu is domain $d"
+  for i in $(seq 1 60); do grep -q 'DOMU: idle' /var/log/xen/console/guest-recdomu.log 2>/dev/null && break; sleep 1; done
+  grep -q 'DOMU: idle' /var/log/xen/console/guest-recdomu.log || die "the domU did not come up"
+  xenstore-ls -fp "/local/domain/$d" > "$REC/06-domu-create.nodes" 2>&1
+  xenstore-ls -fp "/local/domain/0/backend/vbd/$d" >> "$REC/06-domu-create.nodes" 2>&1
+  xenstore-ls -fp "/libxl/$d" >> "$REC/06-domu-create.nodes" 2>&1
+  rec 07-domu-save xl -vvv save recdomu /tmp/recdomu.save || info "xl save failed (see $REC/07-domu-save.out)"
+  if [ -s /tmp/recdomu.save ]; then
+    rec 08-domu-restore xl -vvv restore /tmp/recdomu.save || info "xl restore failed"
+    d=$(xl domid recdomu 2>/dev/null) && info "restored recdomu is domain $d"
+    [ -n "$d" ] && { xenstore-ls -fp "/local/domain/0/backend/vbd/$d" > "$REC/08-domu-restore.nodes" 2>&1; }
+    rm -f /tmp/recdomu.save
+  fi
+  xl domid recdomu >/dev/null 2>&1 && rec 09-domu-destroy xl -vvv destroy recdomu
+  pkill -P $fb; kill $fb 2>/dev/null; rm -f /tmp/rec-fb.pid   # (its children first: xenstore-watch and the loop)
+  # a PV domU with a qdisk disk: libxl starts a QEMU for it (created paused, destroyed)
+  rec_domu_cfg recq "vdev=xvda,access=rw,backendtype=qdisk,target=/tmp/rec-domu.img" > /tmp/rec-q.cfg
+  rec 10-domu-qdisk-create xl -vvv create -p /tmp/rec-q.cfg || info "xl create (qdisk) failed"
+  ps -eo pid,args | grep -E 'qemu-system|rec-fake-dm' | grep -v grep > "$REC/10-domu-qdisk-create.ps"
+  xl domid recq >/dev/null 2>&1 && rec 11-domu-qdisk-destroy xl -vvv destroy recq
+  # the same with a stand-in device model (device_model_override): does libxl need QEMU?
+  rec_domu_cfg recf "vdev=xvda,access=rw,backendtype=qdisk,target=/tmp/rec-domu.img" 'device_model_override = "/tmp/rec-fake-dm"' > /tmp/rec-f.cfg
+  rec 12-domu-qdisk-fake-dm-create xl -vvv create -p /tmp/rec-f.cfg || info "xl create (qdisk, fake device model) failed"
+  xl domid recf >/dev/null 2>&1 && rec 13-domu-qdisk-fake-dm-destroy xl -vvv destroy recf
+  { xenstore-ls -f /local/domain/0; xenstore-ls -fp /libxl 2>/dev/null; } > "$REC/99-store-after.txt" 2>&1
+  xenstore-rm /tool/xenio-lab
+  rec_restore_userdata
+  modprobe xen-blkback || die "modprobe xen-blkback"
+  echo "SUMMARY $(ls "$REC"/*.trace | wc -l) recordings in the outbox ($(du -sk "$REC" | cut -f1) KiB): lab/recordings/trim.py makes them readable"
+}
+
 # net-xfront runs first: dom0's xen-netfront, once loaded by net-kfront, cannot be unloaded again.
-ALL="bb-o0 bb-o4 bb-fs compare xfront-kback xfront-xback domu-xenio net-xfront net-kfront"
+ALL="bb-o0 bb-o4 bb-fs compare xfront-kback xfront-xback domu-xenio net-xfront net-kfront net-compare"
 # Generous: TCG on a busy 2-vCPU host is slow (bb-o4 takes 50-60 s when the host is loaded).
-timeout_of() { case $1 in compare) echo 420;; domu-xenio|bb-fs|bb-o4) echo 240;; net-kfront|net-xfront) echo 180;; *) echo 150;; esac; }
+timeout_of() { case $1 in compare) echo $(( 240 + 300 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|bb-fs|bb-o4) echo 240;; net-kfront|net-xfront) echo 180;; net-compare) echo $(( 150 + 120 * ${NET_ROUNDS:-3} ));; record-toolstack) echo 600;; *) echo 150;; esac; }
 
 # Whatever a check left behind (it failed or timed out half-way): a mounted file system,
 # backends (SIGTERM first: that detaches the kernel's frontend cleanly), store nodes, domUs.
@@ -349,7 +713,13 @@ cleanup_after_check() {
     echo "cleanup: xl network-detach 0 $v"; timeout 30 setsid -w xl network-detach 0 "$v" </dev/null
   done
   xenstore-rm /local/domain/0/device/vif 2>/dev/null; xenstore-rm /local/domain/0/backend/vif 2>/dev/null
-  ip netns del guest 2>/dev/null; ip link del xtap0 2>/dev/null
+  for f in /tmp/rec-fb.pid /tmp/rec-sleep.pid; do   # record-toolstack's stand-ins
+    [ -s "$f" ] && { pkill -P "$(cat "$f")"; kill "$(cat "$f")" 2>/dev/null; rm -f "$f"; }
+  done
+  rec_restore_userdata
+  grep -q '^xen_blkback ' /proc/modules || modprobe xen-blkback 2>/dev/null
+  ip netns del guest 2>/dev/null; ip netns del gx 2>/dev/null; ip netns del gk 2>/dev/null; ip link del xtap0 2>/dev/null
+  [ -s /tmp/iperf3.pid ] && kill "$(cat /tmp/iperf3.pid)" 2>/dev/null; rm -f /tmp/iperf3.pid
 }
 
 run_check() { # name

@@ -18,7 +18,7 @@ say "dom0 userspace started"
 if grep -q labdebug=1 /proc/cmdline; then   # heartbeat: the busiest dom0 processes every 30 s
   ( while sleep 30; do echo "HB[$(up)s]: $(ps -eo pid,stat,pcpu,wchan:16,args | grep -vE ' \[|ps -eo' | cut -c1-90 | tr '\n' ';')"; done ) &
 fi
-for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback loop; do
+for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback loop virtio_pci virtio_blk; do
   modprobe "$m" || say "modprobe $m FAILED"
 done
 mount -t xenfs xenfs /proc/xen
@@ -33,6 +33,12 @@ if [ -x /lab/checks.sh ]; then
   rc=$?; [ $rc = 124 ] || [ $rc = 137 ] && say "TIMEOUT: /lab/checks.sh still running after ${T:-600} s (killed)"
 else
   say "no /lab/checks.sh in the payload"
+fi
+# The outbox: files the checks left in /tmp/outbox (recordings), as a tar archive on the
+# virtio disk with serial xenio-lab-outbox; run.sh unpacks it on the host.
+ob=$(grep -l '^xenio-lab-outbox$' /sys/block/vd*/serial 2>/dev/null | cut -d/ -f4 | head -1)
+if [ -n "$ob" ] && [ -d /tmp/outbox ] && [ -n "$(ls -A /tmp/outbox)" ]; then
+  tar -C /tmp/outbox -cf "/dev/$ob" . && blockdev --flushbufs "/dev/$ob" && say "outbox: $(du -sk /tmp/outbox | cut -f1) KiB on /dev/$ob"
 fi
 # No sync: everything is on tmpfs, and a frontend whose backend died could block it forever.
 # sysrq b: immediate reboot, Xen resets the machine, QEMU (-no-reboot) exits.

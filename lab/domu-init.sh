@@ -1,9 +1,15 @@
 #!/bin/sh
 # PID 1 of the PV domU (busybox initramfs): xen-blkfront on /dev/xvda, verified writes and
 # reads at several offsets (checked against what was written, after dropping caches), then
-# poweroff. Prints DOMU: lines on hvc0 (xenconsoled logs them in dom0).
+# poweroff; with lab_idle on the command line it loads nothing and idles. Prints DOMU: lines
+# on hvc0 (xenconsoled logs them in dom0).
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 echo "DOMU: booted, uptime $(cat /proc/uptime)"
+# lab_idle (record-toolstack): no frontend drivers, just stay up (for xl save/restore/destroy)
+if grep -q lab_idle /proc/cmdline; then
+  echo "DOMU: idle"
+  while :; do sleep 3600; done
+fi
 insmod /lib/modules/xen-blkfront.ko
 for i in $(seq 1 20); do [ -b /dev/xvda ] && break; sleep 1; done
 [ -b /dev/xvda ] || { echo "DOMU: NO /dev/xvda"; ls /sys/block; poweroff -f; }

@@ -1,6 +1,6 @@
 #!/bin/bash
 # The big, cached part of the boot: a debootstrapped bookworm dom0 (Xen toolstack, QEMU for
-# qdisk, fio, e2fsprogs), the Xen and block kernel modules, a PV domU kernel + busybox initrd,
+# qdisk, fio, e2fsprogs, iperf3, ethtool, jq), the Xen and block kernel modules, a PV domU kernel + busybox initrd,
 # packed as an uncompressed cpio (no gunzip under TCG). Rebuilt only when its inputs change
 # (this script, vif-lab, domu-init.sh, the kernel version): their hash is kept in
 # $LAB/image.key. xenio's binaries and the test scripts are NOT in it: run.sh packs them into a
@@ -9,7 +9,7 @@ set -euo pipefail
 LAB=${LAB:-/var/tmp/xenio-lab}
 HERE=$(cd "$(dirname "$0")" && pwd)
 KV=$(cat "$LAB/kver")
-PKGS=xen-utils-4.17,xenstore-utils,qemu-system-xen,kmod,procps,util-linux,e2fsprogs,busybox,fio,iproute2
+PKGS=xen-utils-4.17,xenstore-utils,qemu-system-xen,kmod,procps,util-linux,e2fsprogs,busybox,fio,iproute2,iperf3,ethtool,jq
 KEY=$(cat "$HERE/image.sh" "$HERE/vif-lab" "$HERE/domu-init.sh" "$LAB/kver" | sha256sum | cut -c1-16)
 if [ -s "$LAB/dom0-rootfs.cpio" ] && [ "$(cat "$LAB/image.key" 2>/dev/null)" = "$KEY" ]; then
   echo "image: cached ($KEY, $(du -m "$LAB/dom0-rootfs.cpio" | cut -f1) MB)"; exit 0
@@ -37,9 +37,11 @@ fi
 rm -f "$R"/usr/sbin/policy-rc.d
 rm -rf "$R"/var/cache/apt/*.bin "$R"/var/cache/apt/archives/*.deb "$R"/var/lib/apt/lists/* \
        "$R"/usr/share/doc "$R"/usr/share/man "$R"/usr/share/locale "$R"/usr/share/info
-# Kernel modules: the Xen drivers, block (loop, xen-blkfront/back) and the Xen net drivers.
+# Kernel modules: the Xen drivers, block (loop, xen-blkfront/back, virtio_blk for the lab's
+# disks) with virtio (virtio_pci), and the Xen net drivers.
 M="$R/lib/modules/$KV"; rm -rf "$M"; mkdir -p "$M/kernel/drivers/net"
-cp -a "$LAB/k/lib/modules/$KV/kernel/drivers/xen" "$LAB/k/lib/modules/$KV/kernel/drivers/block" "$M/kernel/drivers/"
+cp -a "$LAB/k/lib/modules/$KV/kernel/drivers/xen" "$LAB/k/lib/modules/$KV/kernel/drivers/block" \
+      "$LAB/k/lib/modules/$KV/kernel/drivers/virtio" "$M/kernel/drivers/"
 cp -a "$LAB/k/lib/modules/$KV/kernel/drivers/net/xen-netback" "$LAB/k/lib/modules/$KV/kernel/drivers/net/xen-netfront.ko" "$M/kernel/drivers/net/"
 # ext4 (mkfs/mount/fsck checks) with what it needs, and tun (TAP devices for net backends).
 K="$LAB/k/lib/modules/$KV/kernel"

@@ -5,16 +5,19 @@
 # only when every planned check passed. A check that never reported (crash, hang, timeout)
 # counts as failed; on any failure the tail of the serial log is printed.
 #
-#   bash lab/run.sh                 everything (about 4-8 min with a cached image)
+#   bash lab/run.sh                 everything (about 13-18 min on a busy host with a cached image)
 #   CHECKS="bb-fs compare" bash lab/run.sh    only some checks (names: see checks.sh)
 #   LAB=/some/dir  TIMEOUT=720  DOM0_EXTRA=labdebug=1  XENIO_BIN=/path/xenio   knobs
-#   CMP_ROUNDS=2 CMP_SECS=3 CMP_VARIANT="--sync-io"   the comparison: rounds, seconds per fio
-#                                   job, and a second xenio blkback configuration to compare
+#   CMP_ROUNDS=2 CMP_SECS=3 CMP_VARIANT="--sync-io" CMP_MEDIA="disk tmpfs"   the block
+#                                   comparison: rounds, seconds per fio job, a second xenio
+#                                   blkback configuration, the media (default: the virtio disk)
+#   NET_ROUNDS=3 NET_SECS=3         the network comparison (net-compare): rounds, seconds per test
+#   DISK_MB=1024 DISK_AIO=native    the lab's virtio disk (boot.sh)
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 export LAB=${LAB:-/var/tmp/xenio-lab}
-export TIMEOUT=${TIMEOUT:-900}
+export TIMEOUT=${TIMEOUT:-1500}
 mkdir -p "$LAB"
 t0=$(date +%s)
 # One lab run at a time per $LAB (several CI runs may share this machine and its cache).
@@ -52,7 +55,7 @@ cp "$XENIO_BIN" "$P/lab/bin/xenio"; strip "$P/lab/bin/xenio" 2>/dev/null || true
 cp "$HERE/dom0-init.sh" "$HERE/checks.sh" "$P/lab/"; chmod +x "$P/lab/"*.sh
 echo "${CHECKS:-}" > "$P/lab/checks.only"
 # Knobs of checks.sh that travel into dom0
-for v in CMP_ROUNDS CMP_SECS CMP_VARIANT; do [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"; done > "$P/lab/env"
+for v in CMP_ROUNDS CMP_SECS CMP_VARIANT CMP_MEDIA NET_ROUNDS NET_SECS; do [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"; done > "$P/lab/env"
 (cd "$P" && find . | cpio -o -H newc -R 0:0 --quiet) > "$LAB/payload.cpio"
 # One initrd: the cached image, then the payload (Linux unpacks concatenated cpio archives
 # in order; later files win).
@@ -65,6 +68,18 @@ bootpid=$!
 wait $bootpid; qrc=$?; bootpid=
 stamp "QEMU exited rc=$qrc"
 tr -d '\r' < "$LOG" > "$LAB/serial.txt" 2>/dev/null || : > "$LAB/serial.txt"
+# Files dom0 put in its outbox (recordings): a tar archive at the start of outbox.img
+rm -rf "$LAB/outbox"; mkdir -p "$LAB/outbox"
+if tar -tf "$LAB/outbox.img" >/dev/null 2>&1; then
+  tar -C "$LAB/outbox" -xf "$LAB/outbox.img" && echo "outbox: $(find "$LAB/outbox" -type f | wc -l) files in $LAB/outbox"
+fi
+# record-toolstack's recordings stay in $LAB/recordings until the next such run, with their
+# readable versions (lab/recordings/trim.py) in $LAB/recordings/trimmed
+if [ -d "$LAB/outbox/recordings" ]; then
+  rm -rf "$LAB/recordings"; cp -a "$LAB/outbox/recordings" "$LAB/recordings"
+  python3 "$HERE/recordings/trim.py" "$LAB/recordings" "$LAB/recordings/trimmed" >/dev/null \
+    && echo "recordings: $LAB/recordings (trimmed: $LAB/recordings/trimmed)" || echo "recordings: $LAB/recordings (trim.py failed)"
+fi
 grep -a -E '^(LAB\[|RESULT|PLAN|INFO|RATIO)' "$LAB/serial.txt" | grep -v '^RESULT' 
 echo "---- results"
 plan=$(grep -a '^PLAN ' "$LAB/serial.txt" | tail -1 | cut -d' ' -f2-)

@@ -8,7 +8,10 @@
 //! both). The `xenio` command is the one built next to `xenio-bench`
 //! (`cargo test --workspace` builds it); if it is not there it is built here.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::xenio_bin;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn have(tool: &str) -> bool {
@@ -16,27 +19,6 @@ fn have(tool: &str) -> bool {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-/// The `xenio` binary of this build (target/<profile>/xenio).
-fn xenio_bin() -> PathBuf {
-    let bench = Path::new(env!("CARGO_BIN_EXE_xenio-bench"));
-    let xenio = bench.with_file_name("xenio");
-    if !xenio.is_file() {
-        let release = bench
-            .parent()
-            .and_then(Path::file_name)
-            .is_some_and(|p| p == "release");
-        let mut c = Command::new(env!("CARGO"));
-        c.args(["build", "-p", "xenio", "--bin", "xenio"]);
-        if release {
-            c.arg("--release");
-        }
-        let st = c.status().expect("running cargo build -p xenio");
-        assert!(st.success(), "cargo build -p xenio failed");
-    }
-    assert!(xenio.is_file(), "{} missing", xenio.display());
-    xenio
 }
 
 fn children_of(pid: u32) -> Vec<String> {

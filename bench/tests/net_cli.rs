@@ -1,29 +1,10 @@
 //! `xenio-bench net` end to end on a tiny run (root only: it creates network
 //! namespaces and a TAP device; otherwise it says why and passes), and its help.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::xenio_bin;
 
-/// The `xenio` binary of this build (target/<profile>/xenio).
-fn xenio_bin() -> PathBuf {
-    let bench = Path::new(env!("CARGO_BIN_EXE_xenio-bench"));
-    let xenio = bench.with_file_name("xenio");
-    if !xenio.is_file() {
-        let release = bench
-            .parent()
-            .and_then(Path::file_name)
-            .is_some_and(|p| p == "release");
-        let mut c = Command::new(env!("CARGO"));
-        c.args(["build", "-p", "xenio", "--bin", "xenio"]);
-        if release {
-            c.arg("--release");
-        }
-        let st = c.status().expect("running cargo build -p xenio");
-        assert!(st.success(), "cargo build -p xenio failed");
-    }
-    assert!(xenio.is_file(), "{} missing", xenio.display());
-    xenio
-}
+use std::process::Command;
 
 #[test]
 fn net_tiny_run_reports_every_workload_with_ratios() {

@@ -8,29 +8,11 @@
 //! The `xenio` command is the one built next to `xenio-bench` (`cargo test
 //! --workspace` builds it); if it is not there it is built here.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
+use common::xenio_bin;
 
-/// The `xenio` binary of this build (target/<profile>/xenio).
-fn xenio_bin() -> PathBuf {
-    let bench = Path::new(env!("CARGO_BIN_EXE_xenio-bench"));
-    let xenio = bench.with_file_name("xenio");
-    if !xenio.is_file() {
-        let release = bench
-            .parent()
-            .and_then(Path::file_name)
-            .is_some_and(|p| p == "release");
-        let mut c = Command::new(env!("CARGO"));
-        c.args(["build", "-p", "xenio", "--bin", "xenio"]);
-        if release {
-            c.arg("--release");
-        }
-        let st = c.status().expect("running cargo build -p xenio");
-        assert!(st.success(), "cargo build -p xenio failed");
-    }
-    assert!(xenio.is_file(), "{} missing", xenio.display());
-    xenio
-}
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 /// `xenio-bench study --quick` at tiny settings (100 seeks, 2 MiB fio-style
 /// workloads, a ring-order sweep) on `sizes` MiB, `runs` runs, plus `extra`.

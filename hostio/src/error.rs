@@ -26,6 +26,10 @@ pub enum Error {
     /// its memory.
     #[error("{0}")]
     Limit(String),
+    /// Something xenio does not do (an image format it cannot write, a feature
+    /// the server lacks); the message says what to do instead.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl Error {
@@ -55,6 +59,10 @@ impl From<Error> for xenio_xenbus::Error {
             Error::Io { context, source } => xenio_xenbus::Error::Io { context, source },
             Error::BadValue { what, value } => xenio_xenbus::Error::BadValue { what, value },
             Error::Limit(why) => xenio_xenbus::Error::Limit(why),
+            Error::Unsupported(why) => xenio_xenbus::Error::Io {
+                context: "unsupported".into(),
+                source: io::Error::new(io::ErrorKind::Unsupported, why),
+            },
         }
     }
 }

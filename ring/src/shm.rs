@@ -214,6 +214,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot map files")]
     fn mmap_region_is_shared_between_two_mappings() {
         let path = std::env::temp_dir().join(format!("xenio-shm-test-{}", std::process::id()));
         let f = std::fs::OpenOptions::new()

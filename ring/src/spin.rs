@@ -180,6 +180,7 @@ mod tests {
     /// a yield also hands the CPU to other processes, which slows single
     /// rounds of the yielding pair far more than the spinning one.
     #[test]
+    #[cfg_attr(miri, ignore = "Miri emulates threads and their scheduling")]
     fn a_spinner_lets_a_thread_on_the_same_cpu_run() {
         let (mut plain, mut polite) = (Duration::MAX, Duration::MAX);
         for _ in 0..3 {

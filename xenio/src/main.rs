@@ -158,7 +158,13 @@ struct StoreArgs {
     #[arg(long, value_name = "N", default_value_t = Quotas::default().queued_events)]
     max_queued_events: usize,
 
-    /// Connections served at once (all sockets together); more are closed.
+    /// Connections one unprivileged domain may hold open at once; more are
+    /// closed at once (dom0 is limited only by --max-connections).
+    #[arg(long, value_name = "N", default_value_t = Quotas::default().connections)]
+    quota_connections: usize,
+
+    /// Connections served at once (all sockets together); more are closed. An
+    /// eighth of them (at most 64) is kept for dom0.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     max_connections: usize,
 }
@@ -213,6 +219,7 @@ fn store(a: StoreArgs) -> Result<()> {
             path_max: a.quota_path_max,
             outstanding: a.quota_outstanding,
             queued_events: a.max_queued_events,
+            connections: a.quota_connections,
         },
         domains: a.domains.iter().map(|&d| DomId(d)).collect(),
         max_connections: a.max_connections,

@@ -281,3 +281,74 @@ fn many_hostile_connections_at_once() {
         t.daemon.core().connections() == 0
     });
 }
+
+/// Open `n` connections on `sock` and hold them; how many the daemon
+/// serves (answers a request on) before it closes the rest at once.
+fn hold(sock: &Path, n: usize) -> (Vec<Raw>, usize) {
+    let mut held = Vec::new();
+    let mut served = 0;
+    for i in 0..n {
+        let mut r = Raw::connect(sock);
+        // A refused connection may be closed before the request is written.
+        let mut req = Vec::new();
+        for v in [READ, i as u32, 0, 6] {
+            req.extend_from_slice(&v.to_ne_bytes());
+        }
+        req.extend_from_slice(b"/tool\0");
+        if r.0.write_all(&req).is_ok() && r.recv().is_some() {
+            served += 1;
+            held.push(r);
+        }
+    }
+    (held, served)
+}
+
+#[test]
+fn one_domain_cannot_take_every_connection() {
+    use xenio_xenstore::daemon::{Daemon, DaemonConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(DaemonConfig {
+        domains: vec![xenio_xenstore::DomId(5), xenio_xenstore::DomId(6)],
+        max_connections: 40, // 5 of them kept for dom0
+        quotas: Quotas {
+            connections: 8,
+            ..Quotas::default()
+        },
+        ..DaemonConfig::new(dir.path())
+    })
+    .unwrap();
+    let d5 = daemon.domain_socket_path(xenio_xenstore::DomId(5));
+    let d6 = daemon.domain_socket_path(xenio_xenstore::DomId(6));
+    // Domain 5 gets its quota and no more; domain 6 and dom0 are still served.
+    let (_five, served) = hold(&d5, 20);
+    assert_eq!(served, 8, "domain 5 holds its quota of 8 connections");
+    let (six, served) = hold(&d6, 3);
+    assert_eq!(served, 3);
+    let (_dom0, served) = hold(&daemon.socket_path(), 10);
+    assert_eq!(served, 10, "dom0 is not limited by the guests' quota");
+    drop(six);
+    drop(_dom0);
+    drop(_five);
+    drop(daemon);
+
+    // Guests together stop at the daemon's limit less dom0's share.
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(DaemonConfig {
+        domains: vec![xenio_xenstore::DomId(5), xenio_xenstore::DomId(6)],
+        max_connections: 40,
+        quotas: Quotas {
+            connections: 100,
+            ..Quotas::default()
+        },
+        ..DaemonConfig::new(dir.path())
+    })
+    .unwrap();
+    let (_a, a) = hold(&daemon.domain_socket_path(xenio_xenstore::DomId(5)), 30);
+    let (_b, b) = hold(&daemon.domain_socket_path(xenio_xenstore::DomId(6)), 30);
+    assert_eq!(a + b, 35, "guests hold {a} + {b}");
+    let (_c, c) = hold(&daemon.socket_path(), 10);
+    assert_eq!(
+        c, 5,
+        "dom0 gets the share kept for it, up to the daemon's limit"
+    );
+}

@@ -33,7 +33,7 @@ impl IoMem {
         matches!(self, IoMem::ReadWrite(_))
     }
 
-    pub(super) fn base(&self) -> *mut u8 {
+    pub(crate) fn base(&self) -> *mut u8 {
         match self {
             IoMem::ReadWrite(r) => r.as_ptr(),
             // Only ever used as the source of a write (checked before submission).
@@ -156,7 +156,7 @@ impl std::error::Error for OpError {
 }
 
 impl OpError {
-    pub(super) fn into_io(what: String, source: io::Error) -> io::Error {
+    pub(crate) fn into_io(what: String, source: io::Error) -> io::Error {
         io::Error::new(source.kind(), OpError { what, source })
     }
 }

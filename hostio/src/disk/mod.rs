@@ -46,7 +46,7 @@
 mod file;
 mod io;
 mod queue;
-mod sys;
+pub(crate) mod sys;
 
 pub use file::{BlockFile, Direct, DiscardInfo, DiskOpen};
 pub use io::{Completion, Io, IoMem, IoSeg, OpError};

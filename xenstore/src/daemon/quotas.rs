@@ -30,6 +30,11 @@ pub struct Quotas {
     /// Unsent watch events per connection; further events are dropped (with a
     /// warning) until the client reads. Identical pending events are merged.
     pub queued_events: usize,
+    /// Connections one unprivileged domain may hold open at once (xenio's own
+    /// quota: on Xen a domain has one connection, its ring; on the local platform
+    /// each client of a domain's socket is one). More are closed at once, so one
+    /// domain cannot take every connection the daemon serves.
+    pub connections: usize,
 }
 
 impl Default for Quotas {
@@ -44,6 +49,7 @@ impl Default for Quotas {
             path_max: XENSTORE_REL_PATH_MAX,
             outstanding: 20,
             queued_events: 1024,
+            connections: 64,
         }
     }
 }
@@ -54,7 +60,7 @@ impl Quotas {
         format!(
             "nodes: {}\nwatches: {}\ntransactions: {}\ntransaction-nodes: {}\n\
              node-size: {}\nnode-permissions: {}\npath-max: {}\noutstanding: {}\n\
-             queued-events: {}\n",
+             queued-events: {}\nconnections: {}\n",
             self.nodes,
             self.watches,
             self.transactions,
@@ -63,7 +69,8 @@ impl Quotas {
             self.node_permissions,
             self.path_max,
             self.outstanding,
-            self.queued_events
+            self.queued_events,
+            self.connections
         )
     }
 }

@@ -38,7 +38,9 @@ pub struct DaemonConfig {
     /// Domains introduced at start-up (as if dom0 sent XS_INTRODUCE).
     pub domains: Vec<DomId>,
     /// Connections served at once, all sockets together; further ones are
-    /// closed at once.
+    /// closed at once. An eighth of them (at most 64) is kept for dom0: guests
+    /// together, and each guest within its [`Quotas::connections`], never take
+    /// the connections the toolstack needs.
     pub max_connections: usize,
 }
 
@@ -86,7 +88,10 @@ struct Shared {
     dir: PathBuf,
     core: Weak<StoreCore>,
     listeners: Mutex<HashMap<DomId, Listener>>,
-    streams: Mutex<HashMap<u64, UnixStream>>,
+    /// Every open connection: its domain and a handle to shut it down.
+    streams: Mutex<HashMap<u64, (DomId, UnixStream)>>,
+    /// [`Quotas::connections`].
+    per_guest: usize,
     next_stream: AtomicU64,
     max_connections: usize,
     stopping: AtomicBool,
@@ -151,23 +156,51 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener, stop: &OwnedFd, do
 }
 
 impl Shared {
-    fn serve(self: &Arc<Self>, stream: UnixStream, domid: DomId) {
-        if lock(&self.streams).len() >= self.max_connections {
-            tracing::warn!(%domid, limit = self.max_connections, "too many connections: refused");
-            return;
+    /// Why a new connection of `domid` must be refused, if it must: the
+    /// daemon's limit, the guests' share of it (the rest is dom0's), or the
+    /// domain's own quota.
+    fn refusal(&self, streams: &HashMap<u64, (DomId, UnixStream)>, domid: DomId) -> Option<String> {
+        if streams.len() >= self.max_connections {
+            return Some(format!(
+                "the daemon serves {} at most",
+                self.max_connections
+            ));
         }
+        if domid == DomId::DOM0 {
+            return None;
+        }
+        let dom0_share = (self.max_connections / 8).clamp(1, 64);
+        let guests_max = self.max_connections.saturating_sub(dom0_share);
+        let guests = streams.values().filter(|(d, _)| *d != DomId::DOM0).count();
+        if guests >= guests_max {
+            return Some(format!("guests hold {guests}, the rest is kept for dom0"));
+        }
+        let mine = streams.values().filter(|(d, _)| *d == domid).count();
+        if mine >= self.per_guest {
+            return Some(format!("the domain's quota is {}", self.per_guest));
+        }
+        None
+    }
+
+    fn serve(self: &Arc<Self>, stream: UnixStream, domid: DomId) {
         let Some(core) = self.core.upgrade() else {
             return;
         };
-        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        match stream.try_clone() {
-            Ok(s) => {
-                lock(&self.streams).insert(id, s);
-            }
+        let handle = match stream.try_clone() {
+            Ok(s) => s,
             Err(e) => {
                 tracing::warn!(%domid, "cloning a socket: {e}");
                 return;
             }
+        };
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut streams = lock(&self.streams);
+            if let Some(why) = self.refusal(&streams, domid) {
+                tracing::warn!(%domid, "too many connections ({why}): refused");
+                return;
+            }
+            streams.insert(id, (domid, handle));
         }
         let sh = self.clone();
         let on_exit = Box::new(move || {
@@ -326,6 +359,7 @@ impl Daemon {
             streams: Mutex::new(HashMap::new()),
             next_stream: AtomicU64::new(1),
             max_connections: config.max_connections.max(1),
+            per_guest: config.quotas.connections.max(1),
             stopping: AtomicBool::new(false),
         });
         core.set_hooks(Arc::new(Hooks(shared.clone())));
@@ -389,7 +423,7 @@ impl Daemon {
             l.stop(true);
         }
         self.core.close_all();
-        for s in lock(&self.shared.streams).values() {
+        for (_, s) in lock(&self.shared.streams).values() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         // Let the connection threads see it (bounded: they only finish a write).
