@@ -22,16 +22,18 @@
 //!   burn a whole long one.
 //! - It also keeps the share of recent waits that ended within the budget
 //!   (the ones a spin would have caught), and spins only while that is at
-//!   least half: a mix of short and long waits, or short ones too spread out
-//!   for the budget, sleeps.
+//!   least two thirds: a spin that misses burns its whole budget and then
+//!   sleeps anyway, so a mix of short and long waits (a disk that completes a
+//!   burst of writes in pieces), or short ones too spread out for the budget,
+//!   sleeps. Three long waits in a row stop a queue that spun on every wait.
 //! - A spin during which the thread was kept off its CPU for longer than
 //!   [`CONTENDED`](crate::spin::CONTENDED) (the CPU is shared with other runnable threads, the peer
 //!   perhaps) counts as a long wait: spinning there buys nothing but the
 //!   scheduler's round trips, and it steals the CPU from whoever shares it.
 //!   Enough of those and the policy sleeps at once, as with a slow disk.
 //! - It starts out sleeping at once (nothing learned yet), and a queue that
-//!   was idle (a wait of [`IDLE`] or more) goes back to that; six caught waits
-//!   in a row turn spinning on again.
+//!   was idle (a wait of [`IDLE`] or more) goes back to that; nine caught
+//!   waits in a row turn spinning on again.
 //!
 //! This is the idea of Linux's hybrid block polling and KVM's halt-polling (poll
 //! only when history says the wait will be short), reduced to what a ring
@@ -62,7 +64,7 @@ pub const IDLE: Duration = Duration::from_millis(10);
 /// Weights are in units of 1/1024.
 const ONE: u32 = 1024;
 /// Spin while the share of short waits is at least this.
-const SPIN_SHARE: u32 = ONE / 2;
+const SPIN_SHARE: u32 = ONE * 2 / 3;
 /// Each new wait weighs 1/2^SHIFT in the averages.
 const SHIFT: u32 = 3;
 
@@ -347,14 +349,14 @@ mod tests {
         let mut p = adaptive();
         assert_eq!(p.spin_budget(), Duration::ZERO, "nothing learned yet");
         let mut spins = Vec::new();
-        for _ in 0..8 {
+        for _ in 0..10 {
             p.record(20 * US);
             spins.push(!p.spin_budget().is_zero());
         }
         assert_eq!(
             spins,
-            [false, false, false, false, false, true, true, true],
-            "six caught waits turn spinning on"
+            [[false; 8].as_slice(), &[true, true]].concat(),
+            "nine caught waits turn spinning on"
         );
         let b = p.spin_budget();
         assert!(
@@ -398,7 +400,7 @@ mod tests {
             p.record(400 * US);
             n += 1;
         }
-        assert_eq!(n, 6, "six long waits in a row stop the spinning");
+        assert_eq!(n, 3, "three long waits in a row stop the spinning");
         // Idle for a second: what was learned about spinning starts over.
         p.record(Duration::from_secs(1));
         assert_eq!(p.caught_share(), 0.0);
@@ -408,23 +410,25 @@ mod tests {
             p.record(40 * US);
             m += 1;
         }
-        assert_eq!(m, 6, "six caught waits to resume");
+        assert_eq!(m, 9, "nine caught waits to resume");
         let b = p.spin_budget();
         assert!(b >= 45 * US && b < 60 * US, "{b:?}");
     }
 
     #[test]
     fn a_mix_spins_only_while_most_waits_would_be_caught() {
-        // Three short waits to one long one: spin.
+        // Three short waits to one long one: spin (even right after the long
+        // one).
         let mut p = adaptive();
         for i in 0..200 {
             p.record(if i % 4 == 3 { MS } else { 20 * US });
         }
         assert!(!p.spin_budget().is_zero(), "{}", p.caught_share());
-        // One short wait to three long ones: sleep.
+        // One short wait to one long one (a burst completed in pieces):
+        // sleep.
         let mut q = adaptive();
         for i in 0..200 {
-            q.record(if i % 4 == 3 { 20 * US } else { MS });
+            q.record(if i % 2 == 0 { 20 * US } else { 400 * US });
         }
         assert_eq!(q.spin_budget(), Duration::ZERO, "{}", q.caught_share());
         // Short waits spread out: the budget the 10 us ones taught (about 20
@@ -565,11 +569,11 @@ mod tests {
     #[test]
     fn ended_waits_teach_an_adaptive_policy() {
         let mut p = adaptive();
-        for _ in 0..10 {
+        for _ in 0..9 {
             // Nothing learned: no spin, one look; the "sleep" ends at once.
             assert_eq!(p.spin(|| Ok::<_, ()>(false)), Ok(false));
             p.ended();
         }
-        assert!(!p.spin_budget().is_zero(), "ten short waits: spin");
+        assert!(!p.spin_budget().is_zero(), "nine short waits: spin");
     }
 }
