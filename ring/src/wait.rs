@@ -299,9 +299,16 @@ impl WaitPolicy {
     /// (it was long, whatever comes next), forgotten otherwise (a short
     /// deadline says nothing about the wait).
     pub fn gave_up(&mut self) {
-        match self.began {
-            Some(b) if b.elapsed() > SPIN_LIMIT => self.ended(),
-            _ => self.abandon(),
+        if let Some(b) = self.began {
+            self.gave_up_after(b.elapsed());
+        }
+    }
+
+    /// [`gave_up`](Self::gave_up) after waiting `waited`.
+    fn gave_up_after(&mut self, waited: Duration) {
+        if self.began.take().is_some() && waited > SPIN_LIMIT && !self.counted {
+            self.stats.ended += 1;
+            self.record(waited);
         }
     }
 
@@ -516,7 +523,6 @@ mod tests {
         // ... and resuming it (after a sleep that found nothing) does not spin
         // again, but still looks once.
         let mut looks = 0;
-        let t = Instant::now();
         assert_eq!(
             p.spin(|| {
                 looks += 1;
@@ -525,7 +531,6 @@ mod tests {
             Ok(false)
         );
         assert_eq!(looks, 1);
-        assert!(t.elapsed() < Duration::from_millis(20));
         p.ended();
         assert!(!p.waiting());
         assert_eq!(
@@ -537,15 +542,16 @@ mod tests {
         assert_eq!(p.spin(|| Err::<bool, _>("broken ring")), Err("broken ring"));
         p.abandon();
         assert!(!p.waiting());
-        // A caller's deadline caps the spin.
+        // A caller's deadline caps the spin (a budget of 100 s).
+        let mut q = WaitPolicy::new(Wait::Fixed(Duration::from_secs(100)));
         let t = Instant::now();
         assert_eq!(
-            p.spin_at_most(Duration::from_millis(2), || Ok::<_, ()>(false)),
+            q.spin_at_most(Duration::from_millis(2), || Ok::<_, ()>(false)),
             Ok(false)
         );
-        assert!(t.elapsed() < Duration::from_millis(20));
-        p.gave_up();
-        assert!(!p.waiting());
+        assert!(t.elapsed() < Duration::from_secs(50));
+        q.gave_up();
+        assert!(!q.waiting());
     }
 
     #[test]
@@ -557,23 +563,26 @@ mod tests {
         let share = p.caught_share();
         // A short deadline: forgotten.
         assert_eq!(p.spin_at_most(US, || Ok::<_, ()>(false)), Ok(false));
-        p.gave_up();
+        p.gave_up_after(20 * US);
+        assert!(!p.waiting());
         assert_eq!(p.caught_share(), share);
         // A deadline past the limit: a long wait.
-        assert_eq!(p.spin(|| Ok::<_, ()>(false)), Ok(false));
-        std::thread::sleep(SPIN_LIMIT * 2);
-        p.gave_up();
+        assert_eq!(p.spin_at_most(US, || Ok::<_, ()>(false)), Ok(false));
+        p.gave_up_after(SPIN_LIMIT * 2);
+        assert!(!p.waiting());
         assert!(p.caught_share() < share);
     }
 
     #[test]
-    fn ended_waits_teach_an_adaptive_policy() {
+    fn ended_waits_are_recorded() {
         let mut p = adaptive();
         for _ in 0..9 {
             // Nothing learned: no spin, one look; the "sleep" ends at once.
             assert_eq!(p.spin(|| Ok::<_, ()>(false)), Ok(false));
             p.ended();
         }
-        assert!(!p.spin_budget().is_zero(), "nine short waits: spin");
+        let s = p.stats();
+        assert_eq!((s.ended, s.spun), (9, 0));
+        assert_eq!(s.histogram.iter().sum::<u64>(), 9, "every wait recorded");
     }
 }
