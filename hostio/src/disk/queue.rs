@@ -194,10 +194,36 @@ struct Uring {
     ext_arg: bool,
     /// `IORING_OP_FALLOCATE` (Linux 5.6).
     fallocate: bool,
+    /// The file is registered (index 0), so that operations name it without
+    /// the kernel looking the descriptor up and counting a reference each time.
+    fixed_file: bool,
+}
+
+/// How an operation names the file: by descriptor, or by its registered
+/// index.
+#[derive(Clone, Copy)]
+enum FileRef {
+    Fd(types::Fd),
+    Fixed(types::Fixed),
+}
+
+/// `$e` with `$fd` bound to the file as `f` names it (either kind: the opcode
+/// builders take both).
+macro_rules! with_file {
+    ($f:expr, $fd:ident => $e:expr) => {
+        match $f {
+            FileRef::Fd($fd) => $e,
+            FileRef::Fixed($fd) => $e,
+        }
+    };
 }
 
 impl Uring {
-    fn setup(depth: u32, eventfd: Option<&EventFd>) -> std::result::Result<Uring, String> {
+    fn setup(
+        depth: u32,
+        eventfd: Option<&EventFd>,
+        file: BorrowedFd<'_>,
+    ) -> std::result::Result<Uring, String> {
         // Cooperative task running (Linux 5.19): a completion does not interrupt
         // the thread with an inter-processor interrupt (a VM exit on a guest); it
         // is run at the thread's next system call, and the ring's TASKRUN flag
@@ -239,10 +265,13 @@ impl Uring {
                 })?;
         }
         let ext_arg = ring.params().is_feature_ext_arg();
+        // Registered files (Linux 5.1); without them, descriptors as before.
+        let fixed_file = ring.submitter().register_files(&[file.as_raw_fd()]).is_ok();
         Ok(Uring {
             ring,
             ext_arg,
             fallocate,
+            fixed_file,
         })
     }
 
@@ -313,8 +342,8 @@ impl Uring {
 }
 
 /// The io_uring entry of (the rest of) `slot` without registered buffers.
-fn sqe_vectored(fd: types::Fd, slot: &Slot, iov: &[libc::iovec]) -> squeue::Entry {
-    match slot.kind {
+fn sqe_vectored(file: FileRef, slot: &Slot, iov: &[libc::iovec]) -> squeue::Entry {
+    with_file!(file, fd => match slot.kind {
         // At most MAX_SEGS (1024) iovecs: the cast is lossless.
         Kind::Read => opcode::Readv::new(fd, iov.as_ptr(), iov.len() as u32)
             .offset(slot.offset)
@@ -329,7 +358,7 @@ fn sqe_vectored(fd: types::Fd, slot: &Slot, iov: &[libc::iovec]) -> squeue::Entr
             .offset(slot.offset)
             .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
             .build(),
-    }
+    })
 }
 
 /// Empty registered-buffer slot `slot` (an empty iovec clears it).
@@ -477,7 +506,7 @@ impl DiskQueue {
             let reason = "synchronous I/O requested (DiskQueueOptions::force_sync)".to_string();
             (None, IoMode::Sync { reason })
         } else {
-            match Uring::setup(opts.depth, eventfd.as_ref()) {
+            match Uring::setup(opts.depth, eventfd.as_ref(), file.as_fd()) {
                 Ok(u) => (Some(u), IoMode::Uring),
                 Err(reason) => {
                     tracing::warn!("{}: {reason}", file.path().display());
@@ -1075,23 +1104,26 @@ impl DiskQueue {
 
     /// The io_uring entry for (the rest of) slot `idx`.
     fn sqe(&self, idx: usize) -> squeue::Entry {
-        let fd = types::Fd(self.file.as_fd().as_raw_fd());
+        let file = match &self.uring {
+            Some(u) if u.fixed_file => FileRef::Fixed(types::Fixed(0)),
+            _ => FileRef::Fd(types::Fd(self.file.as_fd().as_raw_fd())),
+        };
         let slot = &self.slots[idx];
         let iov = slot.remaining_iov();
         let entry = match (slot.kind, slot.fixed, iov) {
             // The rest of a one-segment operation in a registered buffer (one
             // segment: at most a region's length, far below 4 GiB).
-            (Kind::Read, Some(bi), [v]) => {
+            (Kind::Read, Some(bi), [v]) => with_file!(file, fd => {
                 opcode::ReadFixed::new(fd, v.iov_base.cast(), v.iov_len as u32, bi)
                     .offset(slot.offset)
                     .build()
-            }
-            (Kind::Write, Some(bi), [v]) => {
+            }),
+            (Kind::Write, Some(bi), [v]) => with_file!(file, fd => {
                 opcode::WriteFixed::new(fd, v.iov_base.cast(), v.iov_len as u32, bi)
                     .offset(slot.offset)
                     .build()
-            }
-            _ => sqe_vectored(fd, slot, iov),
+            }),
+            _ => sqe_vectored(file, slot, iov),
         };
         entry.user_data(idx as u64)
     }
@@ -1476,6 +1508,25 @@ mod tests {
         // Read-only memory is never registered.
         let ro = IoMem::ReadOnly(Arc::new(Region::anonymous(4096).unwrap().into_read_only()));
         assert!(!e.register_fixed(&ro));
+    }
+
+    #[test]
+    fn the_file_is_registered_and_used_by_index() {
+        let (dir, mut e) = queue(4);
+        assert!(e.uring.as_ref().is_some_and(|u| u.fixed_file));
+        let region = Arc::new(Region::anonymous(4096).unwrap());
+        region.fill(0, 4096, 0x5a).unwrap();
+        let mem = IoMem::ReadWrite(region.clone());
+        run(
+            &mut e,
+            Io::Write {
+                offset: 4096,
+                segs: vec![IoSeg::new(mem.clone(), 0, 4096)],
+            },
+        );
+        run(&mut e, Io::Flush);
+        let file = std::fs::read(dir.path().join("unit.img")).unwrap();
+        assert!(file[4096..8192].iter().all(|&b| b == 0x5a));
     }
 
     #[test]
