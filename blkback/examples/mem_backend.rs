@@ -5,111 +5,50 @@
 //! and this backend as threads of one process):
 //!
 //!     cargo run -p xenio-blkback --example mem_backend
+use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use xenio_blkback::storage::{Completion, DiskInfo, Io, IoMem, IoSeg, Storage, StorageQueue};
+use xenio_blkback::storage::{DiskInfo, SyncStorage, Synchronous};
 
 /// A disk of `size` bytes in memory.
 pub struct MemStorage {
-    data: Arc<Mutex<Vec<u8>>>,
+    data: Mutex<Vec<u8>>,
 }
 
 impl MemStorage {
     /// A zeroed disk of `size` bytes (a multiple of 512).
     pub fn new(size: usize) -> Self {
         MemStorage {
-            data: Arc::new(Mutex::new(vec![0; size])),
+            data: Mutex::new(vec![0; size]),
         }
     }
 }
 
-impl Storage for MemStorage {
-    type Queue = MemQueue;
-
+/// The framework hands over whole sectors inside the disk: no checks needed.
+impl SyncStorage for MemStorage {
     fn info(&self) -> DiskInfo {
         let len = self.data.lock().unwrap().len() as u64;
         DiskInfo {
             sectors: len / 512,
-            sector_size: 512,
-            physical_sector_size: 512,
-            readonly: false,
             flush: true,
-            discard: None,
             description: format!("{len} bytes of memory"),
+            ..Default::default()
         }
     }
 
-    fn queue(&self, _depth: u32) -> xenio_xenbus::Result<MemQueue> {
-        Ok(MemQueue {
-            data: self.data.clone(),
-            done: Vec::new(),
-        })
-    }
-}
-
-/// One queue: I/O happens at submission; completions wait in `done`.
-pub struct MemQueue {
-    data: Arc<Mutex<Vec<u8>>>,
-    done: Vec<Completion>,
-}
-
-fn copy(
-    data: &mut [u8],
-    offset: u64,
-    segs: &[IoSeg],
-    into_segs: bool,
-) -> xenio_xenbus::Result<usize> {
-    let mut at = offset as usize;
-    for s in segs {
-        let disk = data
-            .get_mut(at..at + s.len)
-            .ok_or_else(|| xenio_xenbus::Error::Limit("past the end".into()))?;
-        match (&s.mem, into_segs) {
-            (IoMem::ReadWrite(r), true) => r.write(s.offset, disk)?,
-            (IoMem::ReadWrite(r), false) => r.read(s.offset, disk)?,
-            (IoMem::ReadOnly(r), false) => r.read(s.offset, disk)?,
-            (IoMem::ReadOnly(_), true) => {
-                return Err(xenio_xenbus::Error::Limit(
-                    "read into read-only memory".into(),
-                ));
-            }
-        }
-        at += s.len;
-    }
-    Ok(at - offset as usize)
-}
-
-impl StorageQueue for MemQueue {
-    fn submit(&mut self, tag: u64, io: Io) -> xenio_xenbus::Result<()> {
-        let mut data = self.data.lock().unwrap();
-        let result = match io {
-            Io::Read { offset, segs } => copy(&mut data, offset, &segs, true),
-            Io::Write { offset, segs } => copy(&mut data, offset, &segs, false),
-            Io::Flush => Ok(0),
-            Io::Discard { offset, len } => {
-                data[offset as usize..(offset + len) as usize].fill(0);
-                Ok(len as usize)
-            }
-        };
-        self.done.push(Completion {
-            tag,
-            result: result.map_err(std::io::Error::other),
-        });
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let data = self.data.lock().unwrap();
+        buf.copy_from_slice(&data[offset as usize..][..buf.len()]);
         Ok(())
     }
 
-    fn flush_submissions(&mut self) -> xenio_xenbus::Result<()> {
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut disk = self.data.lock().unwrap();
+        disk[offset as usize..][..data.len()].copy_from_slice(data);
         Ok(())
     }
 
-    fn complete(
-        &mut self,
-        out: &mut Vec<Completion>,
-        _wait_for: usize,
-        _timeout: Option<Duration>,
-    ) -> xenio_xenbus::Result<()> {
-        out.append(&mut self.done);
-        Ok(())
+    fn flush(&self) -> io::Result<()> {
+        Ok(()) // memory is as durable as it gets
     }
 }
 
@@ -126,7 +65,7 @@ pub fn demo() -> Result<(), Box<dyn std::error::Error>> {
     let (dom0, guest) = (world.domain(DomId(0))?, Arc::new(world.domain(DomId(1))?));
     let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, 51712);
     create_device(dom0.store(), &paths, &[])?;
-    let storage = MemStorage::new(4 << 20);
+    let storage = Synchronous::new(MemStorage::new(4 << 20));
     let config = BackendConfig {
         once: true,
         ..Default::default()
@@ -149,7 +88,7 @@ pub fn demo() -> Result<(), Box<dyn std::error::Error>> {
         backend.join().map_err(|_| "backend panicked")??;
         Ok(())
     })?;
-    let data = storage.data.lock().unwrap();
+    let data = storage.disk().data.lock().unwrap();
     assert_eq!(
         &data[4096..4096 + 38],
         b"hello from a memory-backed xenio disk!"

@@ -18,6 +18,9 @@ use xenio_xenbus::handshake::{Endpoint, frontend_ready, peer_leaving};
 use xenio_xenbus::platform::Platform;
 use xenio_xenbus::{EventChannels, GrantMapper, Store};
 
+const EINVAL: i32 = 22;
+const EIO: i32 = 5;
+
 /// What the backend offers.
 #[derive(Clone, Debug)]
 pub struct BackendConfig {
@@ -39,6 +42,10 @@ pub struct BackendConfig {
     /// CPUs for the queue threads: queue `i` runs on `cpus[i % cpus.len()]`.
     /// Empty (the default): wherever the scheduler puts them.
     pub cpus: Vec<usize>,
+    /// On `shutdown`: how long to wait, after saying `Closing`, for the
+    /// frontend to close (or go back to `Initialising`) before saying
+    /// `Closed` anyway.
+    pub close_timeout: Duration,
 }
 
 impl Default for BackendConfig {
@@ -54,6 +61,7 @@ impl Default for BackendConfig {
             timeout: Duration::from_secs(30),
             once: false,
             cpus: Vec::new(),
+            close_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -65,7 +73,9 @@ pub enum Outcome {
     Closed,
     /// The device's directories were removed (the toolstack detached it).
     Removed,
-    /// `shutdown` was set.
+    /// `shutdown` was set: the backend said `Closing`, waited (at most
+    /// [`BackendConfig::close_timeout`]) for the frontend to close, and said
+    /// `Closed`.
     Shutdown,
 }
 
@@ -76,7 +86,10 @@ struct QueueKeys {
 }
 
 /// Serve the disk behind `backend_dir` (`/local/domain/<be>/backend/vbd/<fe>/<devid>`)
-/// until the frontend goes away for good, the device is removed, or `shutdown`.
+/// until the frontend goes away for good, the device is removed, or `shutdown`
+/// (then the backend closes cleanly: `Closing`, a bounded wait for the
+/// frontend, `Closed`). [`crate::Server`] is the same with the device's store
+/// nodes, the counters, the stop flag and signals taken care of.
 /// A frontend that resets to `Initialising` is served again; a frontend that
 /// breaks its ring is disconnected (never a crash). Each queue is served by a
 /// [`QueueWorker`] on its own thread; `counters` are shared by all of them.
@@ -160,6 +173,7 @@ pub fn serve<P: Platform, S: Storage>(
         // Wait for the frontend's rings (or for it to vanish).
         let s = loop {
             if shutdown.load(Ordering::Relaxed) {
+                close(&mut ep, config.close_timeout)?;
                 return Ok(Outcome::Shutdown);
             }
             match ep.wait_peer(Duration::from_millis(500), |s| {
@@ -196,12 +210,17 @@ pub fn serve<P: Platform, S: Storage>(
                 Ok(()) => {}
                 Err(e) => {
                     tracing::warn!("{backend_dir}: disconnecting: {e}");
-                    ep.switch(XenbusState::Closing, &[])?;
+                    // The reason where toolstacks look (Linux: xenbus_dev_fatal).
+                    let errno = match e {
+                        Error::Storage(_) | Error::Config(_) => EIO,
+                        _ => EINVAL,
+                    };
+                    ep.fatal(errno, &e.to_string())?;
                 }
             }
         }
         if shutdown.load(Ordering::Relaxed) {
-            ep.switch(XenbusState::Closing, &[])?;
+            close(&mut ep, config.close_timeout)?;
             return Ok(Outcome::Shutdown);
         }
         // Teardown: Closing until the frontend is Closed (or gone), then Closed.
@@ -238,6 +257,25 @@ pub fn serve<P: Platform, S: Storage>(
         }
         tracing::info!("{backend_dir}: frontend reinitialising, serving it again");
     }
+}
+
+/// Close cleanly: `Closing`, wait (at most `timeout`) for the frontend to be
+/// `Closed`, gone, or back at `Initialising`, then `Closed`.
+fn close<S: Store>(ep: &mut Endpoint<'_, S>, timeout: Duration) -> Result<()> {
+    ep.switch(XenbusState::Closing, &[])?;
+    if let Err(e) = ep.wait_peer(timeout, |s| {
+        matches!(
+            s,
+            XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising
+        )
+    }) {
+        tracing::info!(
+            "{}: the frontend did not close ({e}): closing anyway",
+            ep.dir()
+        );
+    }
+    ep.switch(XenbusState::Closed, &[])?;
+    Ok(())
 }
 
 /// Map the rings, bind the channels, say Connected, serve until the frontend leaves.

@@ -15,6 +15,11 @@ pub enum Error {
     /// The storage failed in a way that is not one request's error.
     #[error("storage: {0}")]
     Storage(String),
+    /// A storage queue failed (`flush_submissions`, `complete` or `reap`
+    /// returned an error, or `Storage::queue` could not make one): not one
+    /// request's error, the whole queue's.
+    #[error("the storage queue failed: {0}")]
+    StorageQueue(#[from] std::io::Error),
     /// A setting this machine cannot honour (a CPU it does not have, say).
     #[error("configuration: {0}")]
     Config(String),

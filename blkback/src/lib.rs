@@ -1,11 +1,17 @@
 //! The blkif backend framework: serve a disk to any blkif frontend (xenio's, a C
 //! program using Xen's headers, Linux's xen-blkfront) over any platform.
 //!
-//! The framework ([`serve`], and a [`queue::QueueWorker`] per ring) owns the
-//! rings, the handshake, validation and the event loop;
-//! a [`storage::Storage`] says how to do I/O. [`storage::FileStorage`] serves raw
-//! image files and block devices through io_uring with O_DIRECT;
-//! `examples/mem_backend.rs` shows a custom storage.
+//! The framework ([`Server`], or [`serve`], and a [`queue::QueueWorker`] per
+//! ring) owns the rings, the handshake, validation and the event loop; a
+//! storage says how to do I/O, in std types: a [`SyncStorage`] (`read_at`,
+//! `write_at`, `flush`, `discard`, served through [`Synchronous`]) or an
+//! asynchronous [`Storage`]. The [`storage`] module's table says what each of
+//! its errors tells the frontend; a failed merged operation is retried request
+//! by request, so errors stay with their requests. [`storage::FileStorage`]
+//! serves raw image files and block devices through io_uring with O_DIRECT;
+//! `examples/checksum_backend.rs` is a custom backend as a program,
+//! `examples/mem_backend.rs` a custom storage in one process, and
+//! `docs/backend-guide.md` walks through writing one.
 //!
 //! Every request is copied out of the ring once, then validated
 //! ([`request::parse`]): a bad request gets `BLKIF_RSP_ERROR` (or `EOPNOTSUPP`) and
@@ -20,12 +26,16 @@ mod error;
 mod poll;
 pub mod queue;
 pub mod reorder;
+pub mod report;
 pub mod request;
+pub mod server;
 pub mod storage;
 
 pub use backend::{BackendConfig, Outcome, serve};
 pub use config::DiskSpec;
 pub use error::{Error, Result};
 pub use queue::{Counters, GrantMode, QueueConfig};
-pub use storage::{DiskInfo, FileStorage, Storage, StorageQueue};
+pub use report::{IoErrorHook, IoFailure};
+pub use server::Server;
+pub use storage::{DiskInfo, FileStorage, Storage, StorageQueue, SyncStorage, Synchronous};
 pub use xenio_ring::wait::{Wait, WaitStats};

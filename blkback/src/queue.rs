@@ -6,18 +6,24 @@
 
 use crate::error::{Error, Result};
 use crate::poll::Waits;
-use crate::reorder::{IoKind, Planner, ReorderMode};
+use crate::reorder::{IoKind, Piece, Planner, ReorderMode};
+use crate::report::{IoErrorHook, IoFailure};
 use crate::request::{self, Limits, Op, Parsed, Request};
-use crate::storage::{Completion, Io, IoMem, IoSeg, StorageQueue};
+use crate::storage::seam::StorageQueue;
+use crate::storage::status::blkif_status;
 use rustc_hash::FxHashMap as HashMap;
-use std::sync::Arc;
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use xenio_hostio::disk::{Busy, Completion, Io, IoMem, IoSeg};
 use xenio_ring::BackRing;
 use xenio_ring::wait::{Wait, WaitPolicy, WaitStats};
 use xenio_xen_sys::blkif::*;
 use xenio_xen_sys::{DomId, GrantRef};
-use xenio_xenbus::{CopyBuf, EventChannel, GrantCopy, GrantMapper, GrantWindow, Region};
+use xenio_xenbus::{
+    CopyBuf, EventChannel, GrantCopy, GrantMapper, GrantWindow, Region, SpuriousEvents,
+};
 
 const PAGE: usize = 4096;
 
@@ -75,6 +81,9 @@ pub struct QueueConfig {
     /// submitting costs several microseconds per operation in the kernel, and a
     /// large batch submitted at once lets the disk's queue run dry meanwhile.
     pub submit_chunk: usize,
+    /// Called for every failed storage operation that fails requests (besides
+    /// [`Counters::io_errors`] and [`Counters::last_io_error`]).
+    pub on_io_error: Option<IoErrorHook>,
 }
 
 impl Default for QueueConfig {
@@ -89,6 +98,7 @@ impl Default for QueueConfig {
             wait: Wait::Adaptive,
             io_depth: 128,
             submit_chunk: 4,
+            on_io_error: None,
         }
     }
 }
@@ -100,6 +110,16 @@ pub struct Counters {
     pub requests: AtomicU64,
     /// Requests answered with an error (including rejected ones).
     pub errors: AtomicU64,
+    /// Storage operations that failed requests (each also in
+    /// [`last_io_error`](Self::last_io_error) and the
+    /// [`QueueConfig::on_io_error`] hook). A merged operation that failed and
+    /// was retried request by request counts only for the retries that failed.
+    pub io_errors: AtomicU64,
+    /// Merged storage operations that failed and were retried request by
+    /// request (see [`crate::storage`]: errors stay with their requests).
+    pub split_retries: AtomicU64,
+    /// The last storage failure, if any.
+    pub last_io_error: Mutex<Option<IoFailure>>,
     /// Requests rejected at validation.
     pub rejected: AtomicU64,
     /// Batches.
@@ -118,6 +138,9 @@ pub struct Counters {
     pub spun: AtomicU64,
     /// Spins that found nothing (the queue went on to sleep).
     pub spin_misses: AtomicU64,
+    /// Pauses after events that brought no work (an event storm, XSA-332:
+    /// see [`SpuriousEvents`]).
+    pub storm_pauses: AtomicU64,
     /// Persistent grant cache hits and misses.
     pub pgrant_hits: AtomicU64,
     /// Persistent grant cache misses (mappings made).
@@ -130,6 +153,42 @@ pub struct Counters {
 impl Counters {
     fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The last storage failure, if any (a copy of
+    /// [`last_io_error`](Self::last_io_error)).
+    pub fn last_io_error(&self) -> Option<IoFailure> {
+        self.last_io_error.lock().ok().and_then(|l| l.clone())
+    }
+}
+
+/// One line: `12 requests in 3 batches, 0 errors (0 rejected, 0 failed
+/// I/Os), ...`, what `xenio blkback` prints when it stops.
+impl std::fmt::Display for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        write!(
+            f,
+            "{} requests in {} batches, {} errors ({} rejected, {} failed I/Os, {} merged I/Os retried alone), {} I/Os, {} merged, {} reordered, {} notifications, {} sleeps, {} waits ended spinning, {} spins missed, {} I/Os into registered memory",
+            n(&self.requests),
+            n(&self.batches),
+            n(&self.errors),
+            n(&self.rejected),
+            n(&self.io_errors),
+            n(&self.split_retries),
+            n(&self.ios),
+            n(&self.merged),
+            n(&self.reordered),
+            n(&self.notifications),
+            n(&self.sleeps),
+            n(&self.spun),
+            n(&self.spin_misses),
+            n(&self.registered_ios)
+        )?;
+        if let Some(last) = self.last_io_error() {
+            write!(f, "; last failed I/O: {last}")?;
+        }
+        Ok(())
     }
 }
 
@@ -307,10 +366,12 @@ struct InFlight {
 /// One planned I/O in flight (possibly several storage operations).
 struct IoRec {
     reqs: Vec<u64>,
+    kind: IoKind,
     parts: u32,
     /// Still being submitted: not finished even when `parts` drops to 0.
     open: bool,
-    failed: Option<i16>,
+    /// The first error of one of its operations.
+    failed: Option<io::Error>,
     /// Sectors and whether it modifies the disk, to keep later batches off it.
     range: (u64, u64, bool),
 }
@@ -377,6 +438,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         let mut last_registered = self.storage.registered_ios();
         let depth = self.config.io_depth.max(1) as usize;
         let mut waits = Waits::new(self.config.wait);
+        let mut storm = SpuriousEvents::new();
         while !self.stop.load(Ordering::Relaxed) {
             let mut progress = false;
             if pipe.tags.len() < depth {
@@ -462,11 +524,12 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
             self.publish()?;
             if progress {
                 waits.ended();
+                storm.work();
                 continue;
             }
             let wait = waits.begin(pipe.reqs.len());
             if pipe.tags.is_empty() {
-                self.idle(wait)?;
+                self.idle(wait, &mut storm)?;
             } else if self.storage.completion_fd().is_some() {
                 // I/O in flight and the ring empty: spin if the policy says a
                 // completion or request is due soon, else sleep until either
@@ -576,8 +639,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         self.publish()
     }
 
-    /// Submit every I/O of a stage (long reads and writes in chunks of at most
-    /// 1024 segments, the most readv/writev take).
+    /// Submit every I/O of a stage.
     fn submit_stage(
         &mut self,
         stage: &crate::reorder::Stage,
@@ -585,96 +647,15 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         pipe: &mut Pipeline,
         completions: &mut Vec<Completion>,
     ) -> Result<()> {
-        const MAX_IOVECS: usize = 1024;
         let chunk = self.config.submit_chunk;
         let mut unflushed = 0usize;
         for io in &stage.ios {
-            let id = pipe.next;
-            pipe.next += 1;
             let reqs: Vec<u64> = io.reqs.iter().map(|&r| keys[r]).collect();
-            let mut ops = Vec::new();
-            match io.kind {
-                IoKind::Read | IoKind::Write => {
-                    let mut offset = io.sector * 512;
-                    for chunk in io.pieces.chunks(MAX_IOVECS) {
-                        let segs: Vec<IoSeg> = chunk
-                            .iter()
-                            .map(|p| {
-                                let f = &pipe.reqs[&keys[p.req]];
-                                let (mem, off) = f.mem.segs[p.seg].clone();
-                                IoSeg::new(mem, off, f.req.segments[p.seg].byte_len())
-                            })
-                            .collect();
-                        let len: u64 = segs.iter().map(|s| s.len as u64).sum();
-                        ops.push(if io.kind == IoKind::Read {
-                            Io::Read { offset, segs }
-                        } else {
-                            Io::Write { offset, segs }
-                        });
-                        offset += len;
-                    }
-                }
-                IoKind::Flush => ops.push(Io::Flush),
-                IoKind::Discard { .. } if io.nr_sectors == 0 => {}
-                IoKind::Discard { .. } => ops.push(Io::Discard {
-                    offset: io.sector * 512,
-                    len: io.nr_sectors * 512,
-                }),
-            }
-            let write = !matches!(io.kind, IoKind::Read);
-            // Registered before its operations are submitted, so a completion
-            // reaped while the storage queue is full finds it; `open` keeps it
-            // from finishing before every operation is in.
-            pipe.ios.insert(
-                id,
-                IoRec {
-                    reqs,
-                    parts: 0,
-                    open: true,
-                    failed: None,
-                    range: (io.sector, io.nr_sectors, write),
-                },
-            );
-            let nops = ops.len();
-            for op in ops {
-                let tag = pipe.next;
-                pipe.next += 1;
-                loop {
-                    match self.storage.submit(tag, op.clone()) {
-                        Ok(()) => {
-                            pipe.tags.insert(tag, id);
-                            if let Some(rec) = pipe.ios.get_mut(&id) {
-                                rec.parts += 1;
-                            }
-                        }
-                        // The storage queue is full: finish something, then retry.
-                        Err(xenio_xenbus::Error::Limit(_)) if !pipe.tags.is_empty() => {
-                            self.storage.flush_submissions()?;
-                            let mut done = Vec::new();
-                            self.storage
-                                .complete(&mut done, 1, Some(Duration::from_secs(60)))?;
-                            self.retire(pipe, &mut done)?;
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::warn!("submitting an I/O: {e}");
-                            if let Some(rec) = pipe.ios.get_mut(&id) {
-                                rec.failed = Some(BLKIF_RSP_ERROR);
-                            }
-                        }
-                    }
-                    break;
-                }
-            }
-            let finished = pipe.ios.get_mut(&id).is_some_and(|rec| {
-                rec.open = false;
-                rec.parts == 0
-            });
-            if finished {
-                let rec = pipe.ios.remove(&id).expect("present");
-                self.finish_io(pipe, rec)?;
-            }
-            unflushed += nops;
+            let pieces = Pieces::Planned {
+                pieces: &io.pieces,
+                keys,
+            };
+            unflushed += self.submit_io(pipe, reqs, io.kind, io.sector, io.nr_sectors, pieces)?;
             if chunk > 0 && unflushed >= chunk {
                 // Start these, and answer what already finished so the frontend
                 // can queue more while the rest of the stage is submitted.
@@ -687,6 +668,127 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         }
         self.storage.flush_submissions()?;
         Ok(())
+    }
+
+    /// Register one I/O for `reqs` and submit its storage operations (long
+    /// reads and writes in chunks of at most 1024 segments, the most
+    /// readv/writev take). Returns how many operations it submitted.
+    fn submit_io(
+        &mut self,
+        pipe: &mut Pipeline,
+        reqs: Vec<u64>,
+        kind: IoKind,
+        sector: u64,
+        nr_sectors: u64,
+        pieces: Pieces<'_>,
+    ) -> Result<usize> {
+        const MAX_IOVECS: usize = 1024;
+        let id = pipe.next;
+        pipe.next += 1;
+        // Registered before its operations are submitted, so a completion
+        // reaped while the storage queue is full finds it; `open` keeps it
+        // from finishing before every operation is in.
+        pipe.ios.insert(
+            id,
+            IoRec {
+                reqs,
+                kind,
+                parts: 0,
+                open: true,
+                failed: None,
+                range: (sector, nr_sectors, kind != IoKind::Read),
+            },
+        );
+        let mut nops = 0;
+        match kind {
+            IoKind::Read | IoKind::Write => {
+                let mut offset = sector * 512;
+                let n = pieces.len(pipe);
+                for start in (0..n).step_by(MAX_IOVECS) {
+                    let end = (start + MAX_IOVECS).min(n);
+                    let make = |pipe: &Pipeline| {
+                        let segs = (start..end).map(|i| pieces.seg(pipe, i)).collect();
+                        if kind == IoKind::Read {
+                            Io::Read { offset, segs }
+                        } else {
+                            Io::Write { offset, segs }
+                        }
+                    };
+                    self.submit_op(pipe, id, make)?;
+                    nops += 1;
+                    if end < n {
+                        // Only an I/O of more than 1024 segments gets here.
+                        offset += (start..end)
+                            .map(|i| pieces.seg_len(pipe, i) as u64)
+                            .sum::<u64>();
+                    }
+                }
+            }
+            IoKind::Flush => {
+                self.submit_op(pipe, id, |_| Io::Flush)?;
+                nops += 1;
+            }
+            IoKind::Discard { .. } if nr_sectors == 0 => {}
+            IoKind::Discard { .. } => {
+                let (offset, len) = (sector * 512, nr_sectors * 512);
+                self.submit_op(pipe, id, |_| Io::Discard { offset, len })?;
+                nops += 1;
+            }
+        }
+        let finished = pipe.ios.get_mut(&id).is_some_and(|rec| {
+            rec.open = false;
+            rec.parts == 0
+        });
+        if finished {
+            let rec = pipe.ios.remove(&id).expect("present");
+            self.finish_io(pipe, rec)?;
+        }
+        Ok(nops)
+    }
+
+    /// Submit one storage operation of I/O `id`; `make` builds it (again, if
+    /// the storage was busy and the operation has to be submitted once more).
+    fn submit_op(
+        &mut self,
+        pipe: &mut Pipeline,
+        id: u64,
+        make: impl Fn(&Pipeline) -> Io,
+    ) -> Result<()> {
+        let tag = pipe.next;
+        pipe.next += 1;
+        let mut busy_since: Option<Instant> = None;
+        loop {
+            match self.storage.submit(tag, make(pipe)) {
+                Ok(()) => {
+                    pipe.tags.insert(tag, id);
+                    if let Some(rec) = pipe.ios.get_mut(&id) {
+                        rec.parts += 1;
+                    }
+                    return Ok(());
+                }
+                // The storage queue is full: finish something, then retry.
+                Err(e) if Busy::is(&e) && !pipe.tags.is_empty() => {
+                    self.storage.flush_submissions()?;
+                    let mut done = Vec::new();
+                    self.storage
+                        .complete(&mut done, 1, Some(Duration::from_secs(60)))?;
+                    self.retire(pipe, &mut done)?;
+                }
+                // Busy with nothing of ours in flight (a queue shared with
+                // others, say): try again shortly, for a minute at most.
+                Err(e) if Busy::is(&e) && busy_since.is_none_or(|t| t.elapsed() < BUSY_FOR) => {
+                    busy_since.get_or_insert_with(Instant::now);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => {
+                    tracing::debug!("submitting an I/O: {e}");
+                    if let Some(rec) = pipe.ios.get_mut(&id) {
+                        rec.failed.get_or_insert(e);
+                    }
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Take what the storage already finished (no waiting) and answer the
@@ -714,17 +816,8 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
             let Some(rec) = pipe.ios.get_mut(&id) else {
                 continue;
             };
-            if let Err(e) = &c.result {
-                tracing::warn!("storage I/O failed: {e}");
-                let discard = matches!(rec.range, (_, _, true))
-                    && rec.reqs.iter().all(|k| {
-                        matches!(pipe.reqs.get(k).map(|f| f.req.op), Some(Op::Discard { .. }))
-                    });
-                rec.failed = Some(if discard && c.errno() == Some(libc_eopnotsupp()) {
-                    BLKIF_RSP_EOPNOTSUPP
-                } else {
-                    BLKIF_RSP_ERROR
-                });
+            if let Err(e) = c.result {
+                rec.failed.get_or_insert(e);
             }
             rec.parts -= 1;
             if rec.parts == 0 && !rec.open {
@@ -735,13 +828,42 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         Ok(())
     }
 
-    fn finish_io(&mut self, pipe: &mut Pipeline, rec: IoRec) -> Result<()> {
+    /// An I/O is done: count it against its requests and answer those it
+    /// completes. A failed I/O of several requests is submitted again request
+    /// by request, so that each is answered by its own result.
+    fn finish_io(&mut self, pipe: &mut Pipeline, mut rec: IoRec) -> Result<()> {
+        let mut status = BLKIF_RSP_OKAY;
+        if let Some(e) = rec.failed.take() {
+            let splittable = !matches!(rec.kind, IoKind::Flush);
+            if rec.reqs.len() > 1 && splittable {
+                tracing::debug!(
+                    "a merged {:?} of {} requests failed ({e}): retrying each alone",
+                    rec.kind,
+                    rec.reqs.len()
+                );
+                Counters::add(&self.counters.split_retries, 1);
+                for k in rec.reqs {
+                    let Some(f) = pipe.reqs.get(&k) else {
+                        continue;
+                    };
+                    let (sector, nr) = (f.req.sector, f.req.nr_sectors);
+                    self.submit_io(pipe, vec![k], rec.kind, sector, nr, Pieces::Request(k))?;
+                }
+                return Ok(());
+            }
+            let result = Err(e);
+            status = blkif_status(rec.kind, &result);
+            if let Err(e) = &result {
+                self.report(&rec, status, e);
+            }
+        }
         for k in rec.reqs {
             let Some(f) = pipe.reqs.get_mut(&k) else {
                 continue;
             };
-            if let Some(st) = rec.failed {
-                f.status = st;
+            // The first failure of a request's I/Os is its answer.
+            if f.status == BLKIF_RSP_OKAY {
+                f.status = status;
             }
             f.remaining = f.remaining.saturating_sub(1);
             if f.remaining == 0 {
@@ -762,6 +884,27 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         Ok(())
     }
 
+    /// A storage failure that fails requests: logged, counted, kept, handed
+    /// to the hook.
+    fn report(&self, rec: &IoRec, status: i16, e: &io::Error) {
+        let (sector, nr, _) = rec.range;
+        let op = match rec.kind {
+            IoKind::Read => "read",
+            IoKind::Write => "write",
+            IoKind::Flush => "flush",
+            IoKind::Discard { .. } => "discard",
+        };
+        let failure = IoFailure::new(op, (sector * 512, nr * 512), rec.reqs.len(), status, e);
+        tracing::warn!("storage I/O failed: {failure}");
+        Counters::add(&self.counters.io_errors, 1);
+        if let Some(hook) = &self.config.on_io_error {
+            (hook.0)(&failure);
+        }
+        if let Ok(mut last) = self.counters.last_io_error.lock() {
+            *last = Some(failure);
+        }
+    }
+
     fn answer(&mut self, rsp: BlkifResponse) -> Result<()> {
         Counters::add(&self.counters.errors, 1);
         self.ring.push_response(&rsp)?;
@@ -770,8 +913,14 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
 
     /// Nothing on the ring and nothing in flight: spin as long as the policy
     /// says, then sleep on the channel. The wait ends (and is recorded) when
-    /// the loop finds work.
-    fn idle(&mut self, wait: &mut WaitPolicy) -> Result<()> {
+    /// the loop finds work. After events that brought no work, pause first
+    /// (`storm`).
+    fn idle(&mut self, wait: &mut WaitPolicy, storm: &mut SpuriousEvents) -> Result<()> {
+        let pause = storm.before_wait();
+        if !pause.is_zero() {
+            Counters::add(&self.counters.storm_pauses, 1);
+            std::thread::sleep(pause);
+        }
         let before = wait.stats();
         let found = wait.spin(|| Ok::<_, Error>(self.ring.unconsumed_requests()? > 0))?;
         self.count_spin(before, wait.stats());
@@ -783,7 +932,9 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         }
         Counters::add(&self.counters.sleeps, 1);
         // Bounded so that `stop` is noticed.
-        self.channel.wait(Some(Duration::from_millis(100)))?;
+        if self.channel.wait(Some(Duration::from_millis(100)))? {
+            storm.woken();
+        }
         Ok(())
     }
 
@@ -981,6 +1132,48 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
     }
 }
 
-fn libc_eopnotsupp() -> i32 {
-    95 // EOPNOTSUPP on Linux
+/// How long a storage may say "busy" with nothing of this queue in flight
+/// before the operation fails.
+const BUSY_FOR: Duration = Duration::from_secs(60);
+
+/// The segments of one I/O: a planned I/O's pieces, or (retrying it alone) all
+/// of one request's segments.
+#[derive(Clone, Copy)]
+enum Pieces<'p> {
+    /// Pieces of the batch's requests, `keys` mapping batch index to pipeline key.
+    Planned {
+        pieces: &'p [Piece],
+        keys: &'p [u64],
+    },
+    /// Every segment of the request with this pipeline key.
+    Request(u64),
+}
+
+impl Pieces<'_> {
+    /// (pipeline key, segment index) of piece `i`.
+    fn at(&self, i: usize) -> (u64, usize) {
+        match *self {
+            Pieces::Planned { pieces, keys } => (keys[pieces[i].req], pieces[i].seg),
+            Pieces::Request(k) => (k, i),
+        }
+    }
+
+    fn len(&self, pipe: &Pipeline) -> usize {
+        match *self {
+            Pieces::Planned { pieces, .. } => pieces.len(),
+            Pieces::Request(k) => pipe.reqs.get(&k).map_or(0, |f| f.req.segments.len()),
+        }
+    }
+
+    fn seg_len(&self, pipe: &Pipeline, i: usize) -> usize {
+        let (k, seg) = self.at(i);
+        pipe.reqs[&k].req.segments[seg].byte_len()
+    }
+
+    fn seg(&self, pipe: &Pipeline, i: usize) -> IoSeg {
+        let (k, seg) = self.at(i);
+        let f = &pipe.reqs[&k];
+        let (mem, off) = f.mem.segs[seg].clone();
+        IoSeg::new(mem, off, f.req.segments[seg].byte_len())
+    }
 }

@@ -42,6 +42,19 @@ pub enum Error {
     /// Waited too long.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The device is not there (yet): [`BlkFront::connect`](crate::BlkFront::connect)
+    /// waited [`Options::device_timeout`](crate::Options::device_timeout) for it.
+    #[error("{path}: {missing}")]
+    NotReady {
+        /// The store path that was missing or not ready.
+        path: String,
+        /// What is missing, and what usually creates it.
+        missing: String,
+    },
+    /// The device went away for good: its store directories were removed (the
+    /// backend stopped and detached it, or the toolstack did).
+    #[error("the device was closed: {0}")]
+    Closed(String),
 }
 
 /// A key the platform found missing or malformed

@@ -13,7 +13,11 @@
 //! a response with the wrong operation, is an error, never a panic. When the
 //! backend goes away and a new one comes (its `state` leaves `Connected`), the
 //! frontend reconnects and re-issues every request that had no response, so no
-//! acknowledged write is lost.
+//! acknowledged write is lost. When the device itself goes away (its store
+//! directories removed: the backend stopped and detached it, or the toolstack
+//! did), the next operation fails at once with [`Error::Closed`].
+//! [`BlkFront::connect`] waits, up to [`Options::device_timeout`], for a device
+//! that is not there yet, and says what is missing ([`Error::NotReady`]).
 //!
 //! [`BlkFront::connect`] starts; every entry point's documentation has a
 //! runnable example against xenio's own backend, in one process.

@@ -15,12 +15,20 @@ pub struct Options {
     /// Segments per indirect request (0: never use indirect requests); the
     /// backend's `feature-max-indirect-segments` caps it.
     pub indirect_segments: u32,
-    /// Advertise `feature-persistent` (the data pool is granted once either way).
+    /// Advertise `feature-persistent` (the data pool is granted once either
+    /// way); never to a backend the toolstack does not trust (see
+    /// [`BlkFront::backend_trusted`](crate::BlkFront::backend_trusted)).
     pub persistent: bool,
     /// Pages in the data pool granted to the backend (buffers come from here).
     pub pool_pages: usize,
     /// How long to wait for the backend at each step before giving up.
     pub timeout: Duration,
+    /// How long [`BlkFront::connect`](crate::BlkFront::connect) waits for the
+    /// device to appear (its `backend` key, written by the toolstack or
+    /// `xenio blkback --create-device`) and its backend to start (its `state`
+    /// past `Initialising`), before failing with
+    /// [`Error::NotReady`](crate::Error::NotReady). Zero: do not wait.
+    pub device_timeout: Duration,
     /// How [`BlkFront::poll`](crate::BlkFront::poll) waits for responses. A
     /// sleep and its wake-up cost 13-36 us on small VMs, about a fast disk's
     /// latency, so spinning cuts the latency of shallow queues; but a spin that
@@ -43,6 +51,7 @@ impl Default for Options {
             persistent: true,
             pool_pages: 4096,
             timeout: Duration::from_secs(30),
+            device_timeout: Duration::from_secs(30),
             wait: Wait::Adaptive,
         }
     }

@@ -1,7 +1,9 @@
 //! The data pool: pages granted to the backend once, at connect time, from
 //! which every I/O buffer ([`Buf`]) is cut, so the data path never grants or
 //! revokes (persistent grants) and never copies between the caller's buffer
-//! and a granted page behind its back.
+//! and a granted page behind its back. For a backend the toolstack says not
+//! to trust, freed buffers are zeroed, so the backend never reads what a
+//! buffer held once it is given back (XSA-403).
 
 use crate::error::{Error, Result};
 use std::ops::Range;
@@ -32,6 +34,8 @@ impl Buf {
 pub(crate) struct Pool<G: Granted> {
     granted: G,
     free: Vec<u32>,
+    /// Zero a buffer's pages when it is freed (an untrusted backend).
+    zero_on_free: bool,
 }
 
 impl<G: Granted> Pool<G> {
@@ -43,6 +47,25 @@ impl<G: Granted> Pool<G> {
             // Ascending, so that the top of the stack is a run of ascending
             // pages (and grant references): see `alloc`.
             free: (0..pages).collect(),
+            zero_on_free: false,
+        }
+    }
+
+    /// Zero buffers as they are freed (`on`), and zero every free page now,
+    /// so that from here on no free page holds data.
+    pub(crate) fn set_zero_on_free(&mut self, on: bool) {
+        if on && !self.zero_on_free {
+            for &p in &self.free {
+                self.zero_page(p);
+            }
+        }
+        self.zero_on_free = on;
+    }
+
+    fn zero_page(&self, page: u32) {
+        if let Err(e) = self.granted.region().fill(page as usize * PAGE, PAGE, 0) {
+            // In range by construction; say so loudly if it ever is not.
+            tracing::error!("zeroing pool page {page}: {e}");
         }
     }
 
@@ -61,8 +84,13 @@ impl<G: Granted> Pool<G> {
         Ok(Buf { pages, len })
     }
 
-    /// Give a buffer's pages back.
+    /// Give a buffer's pages back (zeroed first for an untrusted backend).
     pub(crate) fn free(&mut self, buf: Buf) {
+        if self.zero_on_free {
+            for &p in &buf.pages {
+                self.zero_page(p);
+            }
+        }
         self.free.extend(buf.pages);
     }
 

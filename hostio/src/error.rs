@@ -48,6 +48,36 @@ impl From<nix::Error> for Error {
     }
 }
 
+/// For the std-typed traits backends implement (blkback's storage queue): a
+/// full queue ([`Error::Limit`]) is [`Busy`](crate::disk::Busy) ("try again
+/// later"), a system call's error keeps its kind and OS error number (and
+/// says what was being done), a bad value is
+/// [`InvalidInput`](io::ErrorKind::InvalidInput), something not done is
+/// [`Unsupported`](io::ErrorKind::Unsupported) (`EOPNOTSUPP` to a frontend
+/// for a flush or discard).
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        match e {
+            Error::Limit(why) => io::Error::new(io::ErrorKind::WouldBlock, LimitBusy(why)),
+            Error::Io { context, source } => crate::disk::io::OpError::into_io(context, source),
+            e @ Error::BadValue { .. } => io::Error::new(io::ErrorKind::InvalidInput, e),
+            e @ Error::Unsupported(_) => io::Error::new(io::ErrorKind::Unsupported, e),
+        }
+    }
+}
+
+/// [`crate::disk::Busy`] with the queue's own words.
+#[derive(Debug)]
+struct LimitBusy(String);
+
+impl std::fmt::Display for LimitBusy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "busy: {}", self.0)
+    }
+}
+
+impl std::error::Error for LimitBusy {}
+
 /// Results of host I/O.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -15,6 +15,9 @@ use xenio_xenbus::handshake::{Endpoint, frontend_ready, peer_leaving};
 use xenio_xenbus::platform::Platform;
 use xenio_xenbus::{EventChannels, GrantMapper, Store, Tx};
 
+const EINVAL: i32 = 22;
+const EIO: i32 = 5;
+
 /// What the backend offers.
 #[derive(Clone, Debug)]
 pub struct BackendConfig {
@@ -175,7 +178,12 @@ pub fn serve<P: Platform, N: Network>(
         if frontend_ready(s) {
             if let Err(e) = connect(platform, &mut ep, network, config, counters, shutdown) {
                 tracing::warn!("{backend_dir}: disconnecting: {e}");
-                ep.switch(XenbusState::Closing, &[])?;
+                // The reason where toolstacks look (Linux: xenbus_dev_fatal).
+                let errno = match e {
+                    Error::Network(_) | Error::Host(_) | Error::Config(_) => EIO,
+                    _ => EINVAL,
+                };
+                ep.fatal(errno, &e.to_string())?;
             }
         }
         if shutdown.load(Ordering::Relaxed) {

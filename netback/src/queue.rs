@@ -19,7 +19,9 @@ use std::time::Duration;
 use xenio_ring::BackRing;
 use xenio_xen_sys::DomId;
 use xenio_xen_sys::netif::*;
-use xenio_xenbus::{CopyBuf, EventChannel, GrantCopy, GrantMapper, GrantRef, Region};
+use xenio_xenbus::{
+    CopyBuf, EventChannel, GrantCopy, GrantMapper, GrantRef, Region, SpuriousEvents,
+};
 
 use tx::PAGE;
 
@@ -84,6 +86,9 @@ pub struct Counters {
     pub rx_notifications: AtomicU64,
     /// Times a queue slept.
     pub sleeps: AtomicU64,
+    /// Pauses after events that brought no work (an event storm, XSA-332:
+    /// see [`SpuriousEvents`]).
+    pub storm_pauses: AtomicU64,
 }
 
 impl Counters {
@@ -174,11 +179,21 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
     /// As [`QueueWorker::step`].
     pub fn run(mut self) -> Result<()> {
         let mut st = QueueState::default();
+        let mut storm = SpuriousEvents::new();
         while !self.stop.load(Ordering::Relaxed) {
             if self.step(&mut st)? {
+                storm.work();
                 continue;
             }
-            self.idle(&st)?;
+            // Events that brought no work: pause before looking again.
+            let pause = storm.before_wait();
+            if !pause.is_zero() {
+                Counters::add(&self.counters.storm_pauses, 1);
+                std::thread::sleep(pause);
+            }
+            if self.idle(&st)? {
+                storm.woken();
+            }
         }
         Ok(())
     }
@@ -460,7 +475,9 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
 
     // ------------------------------------------------------------------ idle
 
-    fn idle(&mut self, st: &QueueState) -> Result<()> {
+    /// Sleep until a ring or the network has something; whether an event
+    /// channel fired.
+    fn idle(&mut self, st: &QueueState) -> Result<bool> {
         if !self.config.poll.is_zero()
             && xenio_ring::spin::spin_for(self.config.poll, || {
                 Ok::<_, Error>(
@@ -469,14 +486,14 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
                 )
             })?
         {
-            return Ok(());
+            return Ok(false);
         }
         // Ask to be told of new tx requests, and of rx buffers if frames wait.
         if self.rings.tx.final_check_for_requests()? {
-            return Ok(());
+            return Ok(false);
         }
         if !st.rx_queue.is_empty() && self.rings.rx.final_check_for_requests()? {
-            return Ok(());
+            return Ok(false);
         }
         Counters::add(&self.counters.sleeps, 1);
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -514,14 +531,15 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect();
         drop(fds);
+        let mut event = false;
         if fired[0] {
-            self.rings.tx_channel.take_pending()?;
+            event |= self.rings.tx_channel.take_pending()?;
         }
         if let Some(c) = &self.rings.rx_channel {
             if fired[1] {
-                c.take_pending()?;
+                event |= c.take_pending()?;
             }
         }
-        Ok(())
+        Ok(event)
     }
 }

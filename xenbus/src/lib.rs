@@ -31,6 +31,7 @@ mod inprocess;
 pub mod local;
 pub mod platform;
 pub mod region;
+mod storm;
 pub mod window;
 pub mod xen;
 
@@ -41,6 +42,7 @@ pub use grant::{Access, CopyBuf, GrantCopy, GrantMapper, GrantTable, Granted};
 pub use platform::{InProcDomain, InProcess};
 pub use platform::{LocalPlatform, Platform, XenPlatform};
 pub use region::{ReadOnlyRegion, Region};
+pub use storm::{MAX_DELAY as MAX_STORM_DELAY, SpuriousEvents};
 pub use window::GrantWindow;
 pub use xenio_xen_sys::{DomId, GrantRef, Port};
 pub use xenio_xenstore::{

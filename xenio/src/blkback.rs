@@ -3,24 +3,13 @@
 use crate::error::{Context, Error, Result};
 use clap::Args;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use xenio_blkback::reorder::ReorderMode;
-use xenio_blkback::{
-    BackendConfig, Counters, DiskSpec, FileStorage, GrantMode, QueueConfig, Wait, serve,
-};
+use xenio_blkback::{BackendConfig, DiskSpec, FileStorage, GrantMode, QueueConfig, Server, Wait};
 use xenio_hostio::disk::Direct;
-use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xenbus::DomId;
-use xenio_xenbus::Store;
-use xenio_xenbus::handshake::keys::{self, blkif};
-use xenio_xenbus::handshake::{
-    DeviceKind, DevicePaths, Endpoint, create_device_with, destroy_device, vbd_frontend_keys,
-};
-use xenio_xenbus::platform::{
-    LocalPlatform, Platform, PlatformChoice, PlatformKind, XenPlatform, resolve,
-};
+use xenio_xenbus::handshake::keys::blkif;
+use xenio_xenbus::platform::PlatformChoice;
 
 /// Options of `xenio blkback`.
 #[derive(Args, Debug)]
@@ -189,26 +178,8 @@ fn parse_cpu_list(s: &str) -> Result<CpuList> {
     Ok(CpuList(cpus))
 }
 
-fn stop_on_signals() -> Result<Arc<AtomicBool>> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    set.thread_block().context("blocking signals")?;
-    let flag = Arc::new(AtomicBool::new(false));
-    let f = flag.clone();
-    std::thread::spawn(move || {
-        if let Ok(sig) = set.wait() {
-            tracing::info!("{sig:?}: stopping");
-            f.store(true, Ordering::Relaxed);
-        }
-    });
-    Ok(flag)
-}
-
 /// Run `xenio blkback`.
 pub fn run(a: BlkbackArgs) -> Result<()> {
-    let shutdown = stop_on_signals()?;
     let direct = match a.direct.as_str() {
         "auto" => Direct::Auto,
         "on" => Direct::On,
@@ -240,6 +211,7 @@ pub fn run(a: BlkbackArgs) -> Result<()> {
                 .map_or(Wait::Adaptive, |us| Wait::Fixed(Duration::from_micros(us))),
             io_depth: a.io_depth.max(1),
             submit_chunk: a.submit_chunk,
+            on_io_error: None,
         },
         cpus: a.cpus.as_ref().map(|c| c.0.clone()).unwrap_or_default(),
         ..Default::default()
@@ -247,123 +219,29 @@ pub fn run(a: BlkbackArgs) -> Result<()> {
     // Before the device is created: a frontend should never see a disk whose
     // backend is about to give up.
     xenio_blkback::backend::check_cpus(&config.cpus).context("--cpus")?;
-    let paths = DevicePaths::new(
-        DomId(a.backend),
-        DomId(a.frontend),
-        DeviceKind::Vbd,
-        a.disk.devid,
-    )
-    .with_backend_type(&a.backend_type)
-    .context("--backend-type")?;
-    let counters = Counters::default();
-    let kind = resolve(a.platform)?;
-    let outcome = match kind {
-        PlatformKind::Local => {
-            let run_dir = a
-                .run_dir
-                .clone()
-                .unwrap_or_else(xenio_xenbus::local::default_run_dir);
-            let p = LocalPlatform::connect(&run_dir, DomId(a.backend))?;
-            go(&p, &paths, &a, &storage, &config, &counters, &shutdown)?
-        }
-        PlatformKind::Xen => {
-            let p = XenPlatform::open()?;
-            let paths =
-                DevicePaths::new(p.domid(), DomId(a.frontend), DeviceKind::Vbd, a.disk.devid)
-                    .with_backend_type(&a.backend_type)
-                    .context("--backend-type")?;
-            go(&p, &paths, &a, &storage, &config, &counters, &shutdown)?
-        }
-    };
-    let c = &counters;
-    let n = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
-    eprintln!(
-        "blkback: {outcome:?}: {} requests in {} batches, {} errors ({} rejected), {} I/Os, {} merged, {} reordered, {} notifications, {} sleeps, {} waits ended spinning, {} spins missed, {} I/Os into registered memory",
-        n(&c.requests),
-        n(&c.batches),
-        n(&c.errors),
-        n(&c.rejected),
-        n(&c.ios),
-        n(&c.merged),
-        n(&c.reordered),
-        n(&c.notifications),
-        n(&c.sleeps),
-        n(&c.spun),
-        n(&c.spin_misses),
-        n(&c.registered_ios)
-    );
-    Ok(())
-}
-
-fn go<P: Platform>(
-    p: &P,
-    paths: &DevicePaths,
-    a: &BlkbackArgs,
-    storage: &FileStorage,
-    config: &BackendConfig,
-    counters: &Counters,
-    shutdown: &AtomicBool,
-) -> Result<xenio_blkback::Outcome> {
-    if a.create_device {
-        let mode = if a.disk.readonly { "r" } else { "w" };
-        create_device_with(
-            p.store(),
-            paths,
-            &[
-                (blkif::PARAMS, a.disk.target.display().to_string()),
-                (blkif::MODE, mode.to_string()),
-                (blkif::TYPE, "xenio".to_string()),
-                (blkif::DEV, a.disk.vdev.clone()),
-                (
-                    blkif::DEVICE_TYPE,
-                    if a.disk.cdrom { "cdrom" } else { "disk" }.to_string(),
-                ),
-                (blkif::REMOVABLE, keys::flag(false)),
-                (blkif::BOOTABLE, keys::flag(true)),
-            ],
-            &vbd_frontend_keys(a.disk.devid, a.disk.cdrom),
-        )
-        .context("creating the device in the store")?;
+    let mut server = Server::new()
+        .platform(a.platform)
+        .backend_domid(DomId(a.backend))
+        .frontend(DomId(a.frontend))
+        .vdev(a.disk.vdev.clone())
+        .backend_type(a.backend_type.clone())
+        .create_device(a.create_device)
+        .cdrom(a.disk.cdrom)
+        .device_key(blkif::PARAMS, a.disk.target.display().to_string())
+        .config(config)
+        .handle_signals(true);
+    if let Some(dir) = &a.run_dir {
+        server = server.run_dir(dir);
     }
+    server.paths(DomId(a.backend)).context("--backend-type")?;
     println!(
-        "serving {} as {} to domain {} ({})",
+        "serving {} as {} to domain {}",
         a.disk.target.display(),
         a.disk.vdev,
         a.frontend,
-        paths.backend
     );
-    let served = serve(p, &paths.backend, storage, config, counters, shutdown);
-    if a.create_device {
-        if let Err(e) = detach(p, paths) {
-            eprintln!("blkback: removing the device from the store: {e}");
-        }
-    }
-    Ok(served?)
-}
-
-/// Undo `--create-device` as `xl block-detach` does: Closing, wait (bounded) for
-/// the frontend to close, Closed, then delete both directories (which makes a
-/// Linux frontend remove its disk).
-fn detach<P: Platform>(p: &P, paths: &DevicePaths) -> xenio_xenbus::Result<()> {
-    let store = p.store();
-    if store
-        .read_opt(
-            xenio_xenbus::Tx::NONE,
-            &format!("{}/{}", paths.backend, keys::STATE),
-        )?
-        .is_some()
-    {
-        let mut ep = Endpoint::backend(store, &paths.backend)?;
-        ep.switch(XenbusState::Closing, &[])?;
-        if let Err(e) = ep.wait_peer(Duration::from_secs(10), |s| {
-            matches!(s, XenbusState::Closed | XenbusState::Unknown)
-        }) {
-            eprintln!("blkback: the frontend did not close ({e}); removing the device anyway");
-        }
-        ep.switch(XenbusState::Closed, &[])?;
-    }
-    destroy_device(store, paths)?;
-    println!("removed {} and {}", paths.backend, paths.frontend);
+    let outcome = server.serve(&storage)?;
+    eprintln!("blkback: {outcome:?}: {}", server.counters());
     Ok(())
 }
 

@@ -139,6 +139,7 @@ fn go<P: Platform>(p: Arc<P>, a: &BlkfrontArgs) -> Result<()> {
         persistent: !a.no_persistent,
         pool_pages: a.pool_pages,
         timeout: Duration::from_secs(a.timeout),
+        device_timeout: Duration::from_secs(a.timeout),
         ..Options::default()
     };
     let t0 = Instant::now();

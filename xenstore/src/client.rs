@@ -46,8 +46,10 @@ pub const XENSTORED_SOCKET: &str = "/run/xenstored/socket";
 pub const XENBUS_DEVICE: &str = "/dev/xen/xenbus";
 /// How long a request waits for its reply unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Watch events a [`ClientWatch`] holds before further ones are dropped (with
-/// a warning) until the owner reads.
+/// Watch events a [`ClientWatch`] holds. An event that finds the queue full
+/// replaces the whole backlog with one event for the watched path itself (see
+/// [`ClientWatch`]), so a watch nobody reads holds at most this many events
+/// (XSA-349: unbounded watch queues let a guest run its backend out of memory).
 pub const WATCH_QUEUE: usize = 8192;
 
 /// The byte stream to the store.
@@ -108,7 +110,13 @@ struct Pending {
 
 struct WatchSlot {
     tx: Sender<WatchEvent>,
+    /// The queue's other end, to empty it when it overflows.
+    rx: Receiver<WatchEvent>,
+    /// The watched path, as given (what the overflow event names).
+    path: String,
     token: String,
+    /// Events the owner will not see one by one (shared with the [`ClientWatch`]).
+    dropped: Arc<AtomicU64>,
 }
 
 struct Shared {
@@ -512,10 +520,23 @@ fn route_event(shared: &Shared, msg: &Message) {
         token: slot.token.clone(),
     };
     if let Err(TrySendError::Full(ev)) = slot.tx.try_send(ev) {
+        // Full: the owner has not read for WATCH_QUEUE events. Replace the
+        // backlog with one event for the watched path itself, as on
+        // registration: "something under here changed, read it again".
+        let mut lost = 1u64;
+        while slot.rx.try_recv().is_ok() {
+            lost += 1;
+        }
+        slot.dropped.fetch_add(lost, Ordering::Relaxed);
+        let _ = slot.tx.try_send(WatchEvent {
+            path: slot.path.clone(),
+            token: ev.token,
+        });
         tracing::warn!(
-            path = ev.path,
-            token = ev.token,
-            "watch event dropped: the watch is not being read"
+            path = slot.path,
+            token = slot.token,
+            lost,
+            "watch queue full ({WATCH_QUEUE} events not read): replaced by one event for the watched path"
         );
     }
 }
@@ -533,11 +554,19 @@ impl Drop for Client {
 
 /// A registered watch of a [`Client`]: events arrive on a channel, the initial
 /// one first. Dropping it unregisters the watch (UNWATCH).
+///
+/// At most [`WATCH_QUEUE`] events wait. When one more arrives, the waiting
+/// events are thrown away and one event for the watched path itself takes
+/// their place (the path registration fires), so an owner that re-reads what
+/// it watches on every event, as xenio's drivers do, misses nothing, and one
+/// that follows event paths learns that it must read everything again;
+/// [`ClientWatch::dropped`] counts the events it did not get.
 pub struct ClientWatch {
     rx: Receiver<WatchEvent>,
     shared: Arc<Shared>,
     path: String,
     wire_token: Vec<u8>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ClientWatch {
@@ -558,6 +587,17 @@ impl ClientWatch {
     /// disconnected when the connection closes.
     pub fn receiver(&self) -> &Receiver<WatchEvent> {
         &self.rx
+    }
+
+    /// Events waiting to be read (at most [`WATCH_QUEUE`]).
+    pub fn pending(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Events thrown away because the queue was full (each time replaced by
+    /// one event for the watched path), since the watch was made.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -677,11 +717,15 @@ impl Store for Client {
         let n = self.shared.next_watch.fetch_add(1, Ordering::Relaxed);
         let wire_token = format!("{n:x}:{token}").into_bytes();
         let (tx, rx) = crossbeam_channel::bounded(WATCH_QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
         lock(&self.shared.watches).insert(
             wire_token.clone(),
             WatchSlot {
                 tx,
+                rx: rx.clone(),
+                path: path.to_string(),
                 token: token.to_string(),
+                dropped: dropped.clone(),
             },
         );
         let p = join_strings(&[path.as_bytes(), &wire_token]);
@@ -691,6 +735,7 @@ impl Store for Client {
                 shared: self.shared.clone(),
                 path: path.to_string(),
                 wire_token,
+                dropped,
             }),
             Err(e) => {
                 lock(&self.shared.watches).remove(&wire_token);

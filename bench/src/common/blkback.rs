@@ -293,6 +293,7 @@ impl XenioWorld {
             persistent: k.persistent,
             pool_pages,
             timeout: BACKEND_TIMEOUT,
+            device_timeout: BACKEND_TIMEOUT,
             wait: self.front_wait,
         };
         let dom1 = LocalPlatform::connect(&self.run_dir, DomId(1))

@@ -30,10 +30,10 @@ use xenio_ring::wait::{WaitPolicy, WaitStats};
 use xenio_xen_sys::blkif::BLKIF_MAX_SEGMENTS_PER_REQUEST;
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{DomId, GrantRef, Port};
-use xenio_xenbus::handshake::keys::{self, parse_key};
+use xenio_xenbus::handshake::keys;
 use xenio_xenbus::handshake::{Endpoint, read_state};
 use xenio_xenbus::platform::Platform;
-use xenio_xenbus::{Access, EventChannel, GrantTable, Store, Tx, Watch};
+use xenio_xenbus::{Access, EventChannel, GrantTable, Store, Watch};
 
 /// A connected blkif frontend over platform `P`.
 pub struct BlkFront<P: Platform> {
@@ -55,6 +55,8 @@ pub struct BlkFront<P: Platform> {
     notifications: u64,
     /// How `poll` waits for responses (learned across calls).
     waiting: WaitPolicy,
+    /// The toolstack's `trusted` key for this device (absent: trusted).
+    trusted: bool,
 }
 
 impl<P: Platform> BlkFront<P> {
@@ -63,10 +65,18 @@ impl<P: Platform> BlkFront<P> {
     /// grant the data pool, run the handshake (`xen/io/blkif.h`), and return
     /// once the backend and the frontend are both `Connected`.
     ///
+    /// The device need not exist yet: `connect` waits up to
+    /// [`Options::device_timeout`] (30 s) for it to appear (its `backend` key)
+    /// and for its backend to start (its `state` past `Initialising`), as a
+    /// frontend started beside its backend must.
+    ///
     /// # Errors
     ///
-    /// [`Error::Platform`] when the store has no `backend`/`backend-id` in
-    /// `dir`, when the backend does not reach `InitWait` and then `Connected`
+    /// [`Error::NotReady`], naming the missing key or the backend's state,
+    /// when the device or its backend is not there within
+    /// [`Options::device_timeout`]; [`Error::Closed`] when the device is
+    /// removed while connecting; [`Error::Platform`] when the backend does not
+    /// reach `InitWait` and then `Connected`
     /// within [`Options::timeout`] (`Platform(Timeout)`), or when the pool, the
     /// rings or the event channels cannot be granted or allocated;
     /// [`Error::BadKey`] when a key the backend wrote is malformed or
@@ -113,12 +123,8 @@ impl<P: Platform> BlkFront<P> {
     /// ```
     pub fn connect(platform: Arc<P>, dir: &str, options: Options) -> Result<Self> {
         let store = platform.store();
-        let backend_dir = store.read_string(Tx::NONE, &format!("{dir}/{}", keys::BACKEND))?;
-        let backend_id_path = format!("{dir}/{}", keys::BACKEND_ID);
-        let backend_id = DomId(parse_key::<u16>(
-            &backend_id_path,
-            &store.read_string(Tx::NONE, &backend_id_path)?,
-        )?);
+        let (backend_dir, backend_id) =
+            handshake::await_device(store, dir, options.device_timeout)?;
         let watch = store.watch(
             &format!("{backend_dir}/{}", keys::STATE),
             "blkfront-backend-state",
@@ -156,6 +162,7 @@ impl<P: Platform> BlkFront<P> {
             reconnects: 0,
             notifications: 0,
             waiting: WaitPolicy::new(options.wait),
+            trusted: true,
             options,
             platform,
         };
@@ -190,10 +197,27 @@ impl<P: Platform> BlkFront<P> {
         self.notifications
     }
 
+    /// Whether the toolstack trusts the backend: the frontend directory's
+    /// `trusted` key, written by the toolstack, as Linux's xen-blkfront reads
+    /// it (absent or non-zero: trusted; `0`: not). For an untrusted backend
+    /// `feature-persistent` is not offered whatever [`Options::persistent`]
+    /// says, and buffers are zeroed when freed, so the backend never reads what
+    /// a buffer held once it is back in the pool. Buffers in use are the
+    /// backend's to read either way (the pool is granted for the connection),
+    /// so keep in a [`Buf`] only what the backend may see.
+    pub fn backend_trusted(&self) -> bool {
+        self.trusted
+    }
+
     /// The handshake, for the first connection and every reconnection; then
     /// every request that had no response is issued again.
     fn handshake(&mut self) -> Result<()> {
         let platform = self.platform.clone();
+        self.trusted = handshake::backend_trusted(platform.store(), &self.dir)?;
+        // An untrusted backend gets no persistent grants and never sees what a
+        // freed buffer held (Linux's xen-blkfront bounces through pages of its
+        // own for it; xenio's pool pages are such pages).
+        self.pool.set_zero_on_free(!self.trusted);
         let geometry = handshake::negotiate(platform.store(), &self.dir, &self.options)?;
         self.set_up_queues(geometry)?;
         let rings: Vec<(&[GrantRef], Port)> = self
@@ -201,7 +225,7 @@ impl<P: Platform> BlkFront<P> {
             .iter()
             .map(|q| (q.ring_refs(), q.port()))
             .collect();
-        let keys = handshake::ring_keys(geometry, &rings, self.options.persistent);
+        let keys = handshake::ring_keys(geometry, &rings, self.options.persistent && self.trusted);
         self.info = handshake::connect(
             platform.store(),
             &self.dir,
@@ -421,7 +445,9 @@ impl<P: Platform> BlkFront<P> {
     /// # Errors
     ///
     /// [`Error::Backend`] when the backend answers a request that is not in
-    /// flight or with the wrong operation, [`Error::Ring`] when it broke the ring,
+    /// flight or with the wrong operation (the response is skipped; good
+    /// responses that came with it still complete, and come out of the next
+    /// call), [`Error::Ring`] when it broke the ring,
     /// [`Error::Platform`] when an event channel or the store fails; and, when the
     /// backend went away and the frontend reconnects, the errors of
     /// [`BlkFront::connect`]. An op that failed at the backend
@@ -596,21 +622,30 @@ impl<P: Platform> BlkFront<P> {
         self.handshake()
     }
 
-    /// Take every response from every queue and complete ops.
+    /// Take every response from every queue and complete ops. A response the
+    /// backend should not have sent is skipped and reported (the first such
+    /// error is returned) after the others taken with it are completed: they
+    /// are off the ring, and would otherwise never complete.
     fn reap(&mut self) -> Result<()> {
         let mut rsps = Vec::new();
+        let mut bad = None;
         for qi in 0..self.queues.len() {
             rsps.clear();
             self.queues[qi].take_responses(&mut rsps)?;
             for r in &rsps {
-                let op = self.queues[qi].complete(qi, r, self.backend_id)?;
-                self.ops.answered(op, r.status);
+                match self.queues[qi].complete(qi, r, self.backend_id) {
+                    Ok(op) => self.ops.answered(op, r.status),
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        bad.get_or_insert(e);
+                    }
+                }
             }
         }
         if !self.backlog.is_empty() {
             self.issue_backlog()?;
         }
-        Ok(())
+        bad.map_or(Ok(()), Err)
     }
 
     /// Hand a completion taken out of [`BlkFront::poll`] back, to come out of

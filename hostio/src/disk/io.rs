@@ -33,6 +33,39 @@ impl IoMem {
         matches!(self, IoMem::ReadWrite(_))
     }
 
+    /// Copy `buf.len()` bytes at `offset` of the region into `buf` (read-write
+    /// and read-only memory alike).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] when the bytes are not all inside the region.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
+        match self {
+            IoMem::ReadWrite(r) => r.read(offset, buf),
+            IoMem::ReadOnly(r) => r.read(offset, buf),
+        }
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
+    }
+
+    /// Copy `data` into the region at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::PermissionDenied`] for read-only memory (a read-only
+    /// grant: the destination of a read must be writable),
+    /// [`io::ErrorKind::InvalidInput`] when the bytes are not all inside the region.
+    pub fn write(&self, offset: usize, data: &[u8]) -> io::Result<()> {
+        match self {
+            IoMem::ReadWrite(r) => r
+                .write(offset, data)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string())),
+            IoMem::ReadOnly(_) => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "a read into read-only memory",
+            )),
+        }
+    }
+
     pub(crate) fn base(&self) -> *mut u8 {
         match self {
             IoMem::ReadWrite(r) => r.as_ptr(),
@@ -74,6 +107,90 @@ impl IoSeg {
             len,
         }
     }
+}
+
+impl IoSeg {
+    /// Copy the segment's bytes into `buf` (the source of a write: `buf` must be
+    /// exactly [`len`](Self::len) bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] when `buf` is not the segment's length or
+    /// the segment lies outside its memory.
+    pub fn read_into(&self, buf: &mut [u8]) -> io::Result<()> {
+        self.check_len(buf.len())?;
+        self.mem.read(self.offset, buf)
+    }
+
+    /// Fill the segment with `data` (the destination of a read: `data` must be
+    /// exactly [`len`](Self::len) bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::PermissionDenied`] when the segment is read-only memory,
+    /// [`io::ErrorKind::InvalidInput`] when `data` is not the segment's length or
+    /// the segment lies outside its memory.
+    pub fn write_from(&self, data: &[u8]) -> io::Result<()> {
+        self.check_len(data.len())?;
+        self.mem.write(self.offset, data)
+    }
+
+    /// Gather `segs`, in order, into `out` (their total length): the bytes a
+    /// write puts on the disk.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_into`](Self::read_into); `out` must be exactly as long as the
+    /// segments together.
+    pub fn gather(segs: &[IoSeg], out: &mut [u8]) -> io::Result<()> {
+        let (mut at, total) = (0, out.len());
+        for s in segs {
+            let dst = out.get_mut(at..at + s.len).ok_or_else(|| short(total))?;
+            s.read_into(dst)?;
+            at += s.len;
+        }
+        if at != total {
+            return Err(short(total));
+        }
+        Ok(())
+    }
+
+    /// Scatter `data` over `segs`, in order (their total length): what a read
+    /// brings back from the disk.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_from`](Self::write_from); `data` must be exactly as long as the
+    /// segments together.
+    pub fn scatter(segs: &[IoSeg], data: &[u8]) -> io::Result<()> {
+        let mut at = 0;
+        for s in segs {
+            let src = data.get(at..at + s.len).ok_or_else(|| short(data.len()))?;
+            s.write_from(src)?;
+            at += s.len;
+        }
+        if at != data.len() {
+            return Err(short(data.len()));
+        }
+        Ok(())
+    }
+
+    fn check_len(&self, len: usize) -> io::Result<()> {
+        if len != self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a buffer of {len} bytes for a segment of {}", self.len),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn short(len: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("a buffer of {len} bytes is not the segments' total length"),
+    )
 }
 
 /// One storage operation.
@@ -119,6 +236,85 @@ pub struct Completion {
     /// by the queue), the length discarded, or 0 for a flush. An error names the
     /// file, the operation and the OS error (see [`Completion::errno`]).
     pub result: Result<usize, io::Error>,
+}
+
+impl Io {
+    /// Byte offset on the disk (0 for a flush).
+    pub fn offset(&self) -> u64 {
+        match self {
+            Io::Read { offset, .. } | Io::Write { offset, .. } | Io::Discard { offset, .. } => {
+                *offset
+            }
+            Io::Flush => 0,
+        }
+    }
+
+    /// Bytes on the disk it covers: the segments' total for a read or a write,
+    /// the discarded length, 0 for a flush.
+    pub fn len(&self) -> u64 {
+        match self {
+            Io::Read { segs, .. } | Io::Write { segs, .. } => {
+                segs.iter().map(|s| s.len as u64).sum()
+            }
+            Io::Discard { len, .. } => *len,
+            Io::Flush => 0,
+        }
+    }
+
+    /// Whether it covers no bytes (a flush).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `"read"`, `"write"`, `"flush"` or `"discard"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Io::Read { .. } => "read",
+            Io::Write { .. } => "write",
+            Io::Flush => "flush",
+            Io::Discard { .. } => "discard",
+        }
+    }
+}
+
+/// "Busy, try again later": what a storage queue's `submit` returns (as an
+/// [`io::Error`] of kind [`io::ErrorKind::WouldBlock`] carrying this type) when
+/// it cannot take an operation now, though it could once some in flight
+/// complete. Not a failure: the caller completes something and submits the
+/// same operation again. Any other error fails the operation.
+///
+/// ```
+/// use std::io;
+/// use xenio_hostio::disk::Busy;
+///
+/// let e: io::Error = Busy.into();
+/// assert!(Busy::is(&e));
+/// assert!(Busy::is(&io::ErrorKind::WouldBlock.into()));
+/// assert!(!Busy::is(&io::Error::other("disk on fire")));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Busy;
+
+impl Busy {
+    /// Whether `e` says "busy, try again later": this type, or any error of kind
+    /// [`io::ErrorKind::WouldBlock`] (a non-blocking socket's, say).
+    pub fn is(e: &io::Error) -> bool {
+        e.kind() == io::ErrorKind::WouldBlock
+    }
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the storage queue is full: try again once something completes")
+    }
+}
+
+impl std::error::Error for Busy {}
+
+impl From<Busy> for io::Error {
+    fn from(b: Busy) -> io::Error {
+        io::Error::new(io::ErrorKind::WouldBlock, b)
+    }
 }
 
 impl Completion {

@@ -44,10 +44,10 @@
 //! ```
 
 mod file;
-mod io;
+pub(crate) mod io;
 mod queue;
 pub(crate) mod sys;
 
 pub use file::{BlockFile, Direct, DiscardInfo, DiskOpen};
-pub use io::{Completion, Io, IoMem, IoSeg, OpError};
+pub use io::{Busy, Completion, Io, IoMem, IoSeg, OpError};
 pub use queue::{DiskQueue, DiskQueueOptions, FIXED_SLOTS, IoMode};

@@ -142,6 +142,27 @@ impl<'s, S: Store> Endpoint<'s, S> {
         })?)
     }
 
+    /// Give up on the device as Linux's `xenbus_dev_fatal` does: write
+    /// `"<errno> <message>"` to the node `error/<dir>/error` below this end's
+    /// domain home, where toolstacks look for the reason (for the backend
+    /// directory `/local/domain/0/backend/vbd/1/51712`:
+    /// `/local/domain/0/error/backend/vbd/1/51712/error`), then say Closing.
+    /// A directory outside `/local/domain/<id>/` gets no error node; one that
+    /// cannot be written is logged, and the state is switched all the same.
+    ///
+    /// # Errors
+    ///
+    /// The store's error when the state cannot be switched.
+    pub fn fatal(&self, errno: i32, message: &str) -> Result<()> {
+        if let Some(node) = error_node(&self.own) {
+            let value = format!("{errno} {message}");
+            if let Err(e) = self.store.write(Tx::NONE, &node, value.as_bytes()) {
+                tracing::warn!("{node}: {e}");
+            }
+        }
+        self.switch(XenbusState::Closing, &[])
+    }
+
     /// The store path of the other end's `key`.
     pub fn peer_path(&self, key: &str) -> String {
         format!("{}/{key}", self.peer)
@@ -217,6 +238,14 @@ impl<'s, S: Store> Endpoint<'s, S> {
             let _ = self.watch.next_event(Some(left))?;
         }
     }
+}
+
+/// Where [`Endpoint::fatal`] reports on the device whose directory is `dir`.
+fn error_node(dir: &str) -> Option<String> {
+    let rest = dir.strip_prefix("/local/domain/")?;
+    let (domid, node) = rest.split_once('/')?;
+    domid.parse::<u16>().ok()?;
+    Some(format!("/local/domain/{domid}/error/{node}/error"))
 }
 
 /// States in which a frontend has published its rings.

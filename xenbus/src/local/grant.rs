@@ -180,6 +180,33 @@ struct Pool {
 struct GranterShared {
     tables: Tables,
     pool: Mutex<Pool>,
+    /// The files this incarnation created, with their (device, inode).
+    files: Vec<(PathBuf, (u64, u64))>,
+}
+
+/// When the grant table and every grant made from it are gone, so are its
+/// files (a backend that still maps pages keeps them through its own
+/// descriptors and mappings): a run leaves nothing behind in the run directory.
+/// Files a later incarnation put in their place are left alone.
+impl Drop for GranterShared {
+    fn drop(&mut self) {
+        for (path, id) in &self.files {
+            let ours = std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == *id);
+            if ours {
+                if let Err(e) = std::fs::remove_file(path) {
+                    tracing::debug!("removing {}: {e}", path.display());
+                }
+            }
+        }
+    }
+}
+
+/// A file's (device, inode), to know it again.
+fn file_id(f: &File, path: &Path) -> Result<(u64, u64)> {
+    let m = f
+        .metadata()
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    Ok((m.dev(), m.ino()))
 }
 
 /// Frontend side of local grants: this domain's grant table and pool.
@@ -200,6 +227,14 @@ impl LocalGrantTable {
             u64::from(NR_GRANT_ENTRIES) * 8 * MAPTRACK_SLOTS as u64,
         )?;
         let pool = create_fresh(&dir.join("pool"), 0)?;
+        let files = vec![
+            (dir.join("gnttab"), file_id(&gnttab, &dir.join("gnttab"))?),
+            (
+                dir.join("maptrack"),
+                file_id(&maptrack, &dir.join("maptrack"))?,
+            ),
+            (dir.join("pool"), file_id(&pool, &dir.join("pool"))?),
+        ];
         let tables = Tables {
             gnttab: AtomicFile::new(&gnttab, "gnttab")?,
             maptrack: AtomicFile::new(&maptrack, "maptrack")?,
@@ -216,6 +251,7 @@ impl LocalGrantTable {
                     next_ref: NR_RESERVED_ENTRIES,
                     free_refs: Vec::new(),
                 }),
+                files,
             }),
         })
     }
