@@ -95,10 +95,12 @@ pub struct BlkbackArgs {
     /// (the default) waiting adapts: a queue spins only while something is
     /// outstanding and its recent waits say the next event is due soon (it
     /// learns, separately for "waiting for requests" and "waiting for I/O",
-    /// the share of waits that end within 150 us and their mean length; it
-    /// spins while at least half do, for twice that mean plus 5 us, and sleeps
-    /// on the event channel otherwise, or when the CPU turns out to be shared
-    /// and a spin is kept off it). An idle device sleeps. With N: always spin N
+    /// the share of waits that a spin of at most 150 us would have caught and
+    /// the mean and deviation of those short waits; it spins while at least
+    /// two thirds would have been caught, for the mean plus three deviations
+    /// plus 5 us, and sleeps on the event channel otherwise, or when the CPU
+    /// turns out to be shared and a spin is kept off it). An idle device
+    /// sleeps. With N: always spin N
     /// microseconds (looking for requests when idle, for requests and I/O
     /// completions while I/O is in flight) before sleeping; 0 is purely
     /// event-driven. Spins yield the CPU every 10 us, so a frontend that shares
