@@ -39,6 +39,8 @@ pub struct Spinner {
     /// A yield kept this thread off the CPU for longer than
     /// [`CONTENDED`](CONTENDED).
     contended: bool,
+    /// The last yield ran another thread (it took longer than [`SHARED`]).
+    shared: bool,
 }
 
 impl Default for Spinner {
@@ -54,6 +56,7 @@ impl Spinner {
             last_yield: Instant::now(),
             every: YIELD_EVERY,
             contended: false,
+            shared: false,
         }
     }
 
@@ -62,6 +65,12 @@ impl Spinner {
     /// this CPU (the peer, perhaps, or unrelated work).
     pub fn contended(&self) -> bool {
         self.contended
+    }
+
+    /// Whether the last yield ran another thread (it kept this one off the
+    /// CPU for longer than [`SHARED`]): the CPU is shared right now.
+    pub fn shared(&self) -> bool {
+        self.shared
     }
 
     /// End one turn of a spin loop at `now` (the loop's own clock reading, so
@@ -79,7 +88,8 @@ impl Spinner {
             if off > CONTENDED {
                 self.contended = true;
             }
-            self.every = if off > SHARED {
+            self.shared = off > SHARED;
+            self.every = if self.shared {
                 Duration::ZERO
             } else {
                 YIELD_EVERY
@@ -110,8 +120,27 @@ pub struct Spun {
 
 /// [`spin_for`] until `deadline`, also telling whether the CPU was contended.
 /// `found` runs at least once, even for a deadline in the past.
-pub fn spin_until<E>(
+pub fn spin_until<E>(deadline: Instant, found: impl FnMut() -> Result<bool, E>) -> Result<Spun, E> {
+    spin_loop(deadline, false, found)
+}
+
+/// [`spin_until`], but give up as soon as a yield ran another thread and
+/// `found` still says no: the CPU is shared (with the peer, or with unrelated
+/// work), and a thread that goes on spinning there gets the CPU back only when
+/// the others' time slices end (milliseconds on a loaded machine), while one
+/// that sleeps on its event channel is woken, and usually run at once, when
+/// the event comes. This is the adaptive policy's spin
+/// ([`WaitPolicy`](crate::wait::WaitPolicy)); fixed windows spin on.
+pub fn spin_until_alone<E>(
     deadline: Instant,
+    found: impl FnMut() -> Result<bool, E>,
+) -> Result<Spun, E> {
+    spin_loop(deadline, true, found)
+}
+
+fn spin_loop<E>(
+    deadline: Instant,
+    alone: bool,
     mut found: impl FnMut() -> Result<bool, E>,
 ) -> Result<Spun, E> {
     let mut spin = Spinner::new();
@@ -123,7 +152,7 @@ pub fn spin_until<E>(
             });
         }
         let now = Instant::now();
-        if now >= deadline {
+        if now >= deadline || (alone && spin.shared()) {
             return Ok(Spun {
                 found: false,
                 contended: spin.contended(),
@@ -246,5 +275,46 @@ mod tests {
         // reading is ahead of it): back to the interval.
         s.relax(Instant::now() + Duration::from_secs(1));
         assert_eq!(s.every, YIELD_EVERY);
+    }
+
+    /// A spin that must share its CPU with a busy thread gives up long before
+    /// its deadline ([`spin_until_alone`]): both pinned to one CPU, the busy
+    /// thread runs until the spin has returned.
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri emulates threads and their scheduling")]
+    fn a_spin_alone_gives_up_on_a_shared_cpu() {
+        let pid = nix::unistd::Pid::from_raw(0);
+        let Some(cpu) = nix::sched::sched_getaffinity(pid).ok().and_then(|cpus| {
+            (0..nix::sched::CpuSet::count()).find(|&c| cpus.is_set(c).unwrap_or(false))
+        }) else {
+            eprintln!("SKIPPED: no CPU affinity here");
+            return;
+        };
+        let pin = move || {
+            let mut one = nix::sched::CpuSet::new();
+            one.set(cpu).unwrap();
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one).unwrap();
+        };
+        let done = Arc::new(AtomicU32::new(0));
+        let busy = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                pin();
+                while done.load(Ordering::Relaxed) == 0 {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        pin();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let spun = spin_until_alone(deadline, || Ok::<_, ()>(false)).unwrap();
+        let ended = Instant::now();
+        done.store(1, Ordering::Relaxed);
+        busy.join().unwrap();
+        assert!(!spun.found);
+        assert!(
+            ended < deadline,
+            "the spin ran to its deadline on a CPU it shared with a busy thread"
+        );
     }
 }

@@ -31,6 +31,10 @@
 //!   perhaps) counts as a long wait: spinning there buys nothing but the
 //!   scheduler's round trips, and it steals the CPU from whoever shares it.
 //!   Enough of those and the policy sleeps at once, as with a slow disk.
+//!   And a spin ends (the side sleeps) as soon as one of its yields ran
+//!   another thread: on a shared CPU a spinner that yielded gets the CPU back
+//!   only when the others' time slices end, while a sleeper is woken by the
+//!   event itself ([`spin_until_alone`](crate::spin::spin_until_alone)).
 //! - It starts out sleeping at once (nothing learned yet), and a queue that
 //!   was idle (a wait of [`IDLE`] or more) goes back to that; nine caught
 //!   waits in a row turn spinning on again.
@@ -44,7 +48,7 @@
 //! [`Wait::Fixed`] replaces the learning with a constant spin, the old poll
 //! windows (`--poll-us`); `Fixed(Duration::ZERO)` is pure event-driven waiting.
 
-use crate::spin::{Spun, spin_until};
+use crate::spin::{Spun, spin_until, spin_until_alone};
 use std::time::{Duration, Instant};
 
 /// Waits expected to end within this are spun; longer ones slept. Set between
@@ -261,7 +265,10 @@ impl WaitPolicy {
         let Spun {
             found: hit,
             contended,
-        } = spin_until(now + left, found)?;
+        } = match self.mode {
+            Wait::Adaptive => spin_until_alone(now + left, found)?,
+            Wait::Fixed(_) => spin_until(now + left, found)?,
+        };
         if contended && !self.counted {
             // Counted as a long wait, however it ends.
             self.record_contended();
