@@ -7,7 +7,8 @@
 #
 #   bash lab/run.sh                 everything (about 13-18 min on a busy host with a cached image)
 #   CHECKS="bb-fs compare" bash lab/run.sh    only some checks (names: see checks.sh)
-#   LAB=/some/dir  TIMEOUT=720  DOM0_EXTRA=labdebug=1  XENIO_BIN=/path/xenio   knobs
+#   LAB=/some/dir  TIMEOUT=720  DOM0_EXTRA=labdebug=1  XENIO_BIN=/path/xenio
+#   EXAMPLE_BIN=/path/checksum_backend   knobs
 #   CMP_ROUNDS=2 CMP_SECS=3 CMP_VARIANT="--sync-io" CMP_MEDIA="disk tmpfs"   the block
 #                                   comparison: rounds, seconds per fio job, a second xenio
 #                                   blkback configuration, the media (default: the virtio disk)
@@ -48,12 +49,28 @@ if [ -z "${XENIO_BIN:-}" ]; then
   XENIO_BIN="$ROOT/target/release/xenio"
 fi
 [ -x "$XENIO_BIN" ] || fail_early "no xenio binary at $XENIO_BIN"
+# The vendor example that check example-blk runs as its own program
+if [ -z "${EXAMPLE_BIN:-}" ]; then
+  (cd "$ROOT" && cargo build --release -p xenio-blkback --example checksum_backend --locked 2>&1 | tail -n 3) \
+    || fail_early "cargo build --example checksum_backend"
+  EXAMPLE_BIN="$ROOT/target/release/examples/checksum_backend"
+fi
 
 stamp "payload (xenio, checks)"
 P="$LAB/payload"; rm -rf "$P"; mkdir -p "$P/lab/bin"
 cp "$XENIO_BIN" "$P/lab/bin/xenio"; strip "$P/lab/bin/xenio" 2>/dev/null || true
+if [ -x "$EXAMPLE_BIN" ]; then cp "$EXAMPLE_BIN" "$P/lab/bin/checksum_backend"; strip "$P/lab/bin/checksum_backend" 2>/dev/null || true; fi
 cp "$HERE/dom0-init.sh" "$HERE/checks.sh" "$P/lab/"; chmod +x "$P/lab/"*.sh
 echo "${CHECKS:-}" > "$P/lab/checks.only"
+# Check qcow2-fs's images, made here: dom0's image has no qemu-utils. A 128 MiB qcow2 base whose
+# first MiB is 0x5a (qemu-io) and an empty overlay over it (its backing file named relative).
+if command -v qemu-img >/dev/null && command -v qemu-io >/dev/null; then
+  mkdir -p "$P/lab/qcow2"
+  (cd "$P/lab/qcow2" && qemu-img create -q -f qcow2 base.qcow2 128M && qemu-io -f qcow2 -c "write -P 0x5a 0 1M" base.qcow2 >/dev/null \
+    && qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2) || echo "qcow2-fs: making its images failed (the check will say so)"
+else
+  echo "qcow2-fs: no qemu-img/qemu-io on this host (Debian package qemu-utils): the check will fail"
+fi
 # Knobs of checks.sh that travel into dom0
 for v in CMP_ROUNDS CMP_SECS CMP_VARIANT CMP_MEDIA NET_ROUNDS NET_SECS; do [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"; done > "$P/lab/env"
 (cd "$P" && find . | cpio -o -H newc -R 0:0 --quiet) > "$LAB/payload.cpio"
@@ -85,6 +102,17 @@ echo "---- results"
 plan=$(grep -a '^PLAN ' "$LAB/serial.txt" | tail -1 | cut -d' ' -f2-)
 pass=0; failn=0
 grep -a '^RESULT ' "$LAB/serial.txt" > "$LAB/results.txt" || true
+# qcow2-fs left the overlay it wrote in the outbox when dom0 had no qemu-img: check it here,
+# over the base it was made on; a dirty image fails the check.
+if [ -s "$LAB/outbox/qcow2-fs/overlay.qcow2" ]; then
+  cp "$P/lab/qcow2/base.qcow2" "$LAB/outbox/qcow2-fs/"
+  if out=$(qemu-img check "$LAB/outbox/qcow2-fs/overlay.qcow2" 2>&1); then
+    echo "INFO qcow2-fs: qemu-img check on the host: $(echo "$out" | grep -m1 -E 'No errors|clusters')"
+  else
+    echo "$out" | tail -n 8
+    echo "RESULT qcow2-fs: FAILED (qemu-img check on the host of the overlay dom0 wrote)" >> "$LAB/results.txt"
+  fi
+fi
 while read -r line; do
   echo "$line"
   case "$line" in *": OK"*) pass=$((pass+1));; *) failn=$((failn+1));; esac

@@ -27,7 +27,7 @@ fn net_tiny_run_reports_every_workload_with_ratios() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    for w in ["tcp-tx", "tcp-rx", "pps-tx", "pps-rx"] {
+    for w in ["tcp-tx", "tcp-rx", "gso-tx", "gso-rx", "pps-tx", "pps-rx"] {
         let line = stdout
             .lines()
             .find(|l| l.starts_with(w))
@@ -38,10 +38,19 @@ fn net_tiny_run_reports_every_workload_with_ratios() {
         stdout.contains("netback notifications per packet"),
         "{stdout}"
     );
+    // The frame engine moved large segments both ways through netback.
+    let gso = stdout
+        .lines()
+        .find(|l| l.starts_with("frame engine path:"))
+        .unwrap_or_else(|| panic!("no frame engine line:\n{stdout}"));
+    assert!(!gso.contains("gso tx 0 "), "{gso}");
+    assert!(!gso.contains(" rx 0 ("), "{gso}");
+    assert!(stdout.contains("CPU seconds per GB"), "{stdout}");
     // No namespace is left behind.
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(
-        !String::from_utf8_lossy(&ns.stdout).contains("xbn-x-"),
+        !String::from_utf8_lossy(&ns.stdout).contains("xbn-x-")
+            && !String::from_utf8_lossy(&ns.stdout).contains("xbn-g-"),
         "namespaces left: {}",
         String::from_utf8_lossy(&ns.stdout)
     );
@@ -60,6 +69,9 @@ fn net_help_explains_every_knob() {
         "--tcp-mb",
         "--xenio",
         "--poll-us",
+        "--mtu",
+        "gso-tx",
+        "offloads off",
         "veth",
         "pps-rx",
     ] {

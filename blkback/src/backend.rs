@@ -2,15 +2,16 @@
 //! teardown and reconnection, over any [`Platform`] and any [`Storage`].
 
 use crate::error::{Error, Result};
+use crate::inflight::{self, Inflight};
 use crate::queue::{Counters, QueueConfig, QueueWorker};
 use crate::request::Limits;
+use crate::ring::{BlkRing, Protocol};
 use crate::storage::Storage;
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use xenio_ring::BackRing;
-use xenio_xen_sys::blkif::VDISK_READONLY;
+use xenio_xen_sys::blkif::{VDISK_CDROM, VDISK_READONLY, VDISK_REMOVABLE};
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{GrantRef, Port};
 use xenio_xenbus::handshake::keys::{self, blkif};
@@ -42,6 +43,30 @@ pub struct BackendConfig {
     /// CPUs for the queue threads: queue `i` runs on `cpus[i % cpus.len()]`.
     /// Empty (the default): wherever the scheduler puts them.
     pub cpus: Vec<usize>,
+    /// Offer discard (`feature-discard`) when the storage can discard (the
+    /// default). `false` for xl's `no-discard` and libxl's `discard-enable = 0`.
+    pub discard: bool,
+    /// A CD-ROM (`device-type = cdrom`): `VDISK_CDROM` in `info`, and served
+    /// read-only whatever the storage allows.
+    pub cdrom: bool,
+    /// Removable media (libxl's `removable = 1`): `VDISK_REMOVABLE` in `info`.
+    pub removable: bool,
+    /// Keep a record of each queue's requests in flight in this directory (a
+    /// tmpfs, such as `/run`: one small mapped file per queue,
+    /// [`crate::inflight`]), so that a backend started after this one died
+    /// (SIGKILL, a crash, an upgrade) resumes the connection in place: it
+    /// finds the device `Connected`, maps the same rings, serves again what
+    /// was taken and not answered, and the frontend sees nothing but a pause.
+    /// Linux's xen-blkfront needs this to survive a backend restart (asked to
+    /// reconnect, it drops its disk). `None` (the default): no record; a
+    /// restarted backend asks the frontend to reconnect, which xenio's blkfront
+    /// does. The files go when the connection ends.
+    pub inflight_dir: Option<std::path::PathBuf>,
+    /// What `shutdown` does to the device: `true` (the default) says `Closing`
+    /// (the frontend lets go of the disk); `false` leaves the store as it is
+    /// (still `Connected`) and, with [`inflight_dir`](Self::inflight_dir),
+    /// the records too, for a successor to resume (an upgrade).
+    pub close_on_shutdown: bool,
     /// On `shutdown`: how long to wait, after saying `Closing`, for the
     /// frontend to close (or go back to `Initialising`) before saying
     /// `Closed` anyway.
@@ -61,6 +86,11 @@ impl Default for BackendConfig {
             timeout: Duration::from_secs(30),
             once: false,
             cpus: Vec::new(),
+            discard: true,
+            cdrom: false,
+            removable: false,
+            inflight_dir: None,
+            close_on_shutdown: true,
             close_timeout: Duration::from_secs(10),
         }
     }
@@ -152,92 +182,63 @@ pub fn serve<P: Platform, S: Storage>(
     let mut ep = Endpoint::backend(store, backend_dir)?;
     let info = storage.info();
     tracing::info!("{backend_dir}: serving {}", info.description);
+    // A backend that died may have left the device Connected, with a record of
+    // what was in flight: resume that connection (see `inflight_dir`).
+    let mut try_resume = config.inflight_dir.is_some()
+        && ep.state()? == XenbusState::Connected
+        && frontend_ready(ep.peer_state()?);
     loop {
-        ep.switch(
-            XenbusState::InitWait,
-            &[
-                (
-                    blkif::MAX_RING_PAGE_ORDER,
-                    config.max_ring_page_order.to_string(),
-                ),
-                (
-                    blkif::MULTI_QUEUE_MAX_QUEUES,
-                    config.max_queues.max(1).to_string(),
-                ),
-                (
-                    blkif::FEATURE_MAX_INDIRECT_SEGMENTS,
-                    config.max_indirect_segments.to_string(),
-                ),
-            ],
-        )?;
-        // Wait for the frontend's rings (or for it to vanish).
-        let s = loop {
-            if shutdown.load(Ordering::Relaxed) {
-                close(&mut ep, config.close_timeout)?;
-                return Ok(Outcome::Shutdown);
-            }
-            match ep.wait_peer(Duration::from_millis(500), |s| {
-                frontend_ready(s) || s == XenbusState::Closing || s == XenbusState::Closed
-            }) {
-                Ok(s) => break s,
-                Err(xenio_xenbus::Error::Timeout(..)) => {
-                    if store
-                        .read_opt(
-                            xenio_xenbus::Tx::NONE,
-                            &format!("{backend_dir}/{}", keys::STATE),
-                        )?
-                        .is_none()
-                    {
-                        return Ok(Outcome::Removed);
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        // A frontend already Connected while this backend is in InitWait is
-        // connected to an earlier backend (one that was killed, say): its ring
-        // holds that backend's requests and is about to be reset. Attaching to it
-        // would replay stale requests into a ring the frontend is reinitialising,
-        // so ask it to reconnect instead (Closing, then InitWait again): Linux's
-        // xen-blkfront does so from Closed, xenio's from any state.
-        let stale = s == XenbusState::Connected;
-        if stale {
-            tracing::info!(
-                "{backend_dir}: the frontend is still Connected to an earlier backend: asking it to reconnect"
-            );
-        } else if frontend_ready(s) {
-            match connect(platform, &mut ep, storage, config, counters, shutdown) {
-                Ok(()) => {}
+        let resumed = std::mem::take(&mut try_resume)
+            && match connect(platform, &mut ep, storage, config, counters, shutdown, true) {
+                Ok(served) => served,
                 Err(e) => {
-                    tracing::warn!("{backend_dir}: disconnecting: {e}");
-                    // The reason where toolstacks look (Linux: xenbus_dev_fatal).
-                    let errno = match e {
-                        Error::Storage(_) | Error::Config(_) => EIO,
-                        _ => EINVAL,
-                    };
-                    ep.fatal(errno, &e.to_string())?;
+                    tracing::warn!("{backend_dir}: resuming failed, disconnecting: {e}");
+                    fatal_unless_gone(&ep, &e)?;
+                    true
                 }
-            }
-        }
+            };
+        let stale = match resumed {
+            true => false,
+            false => match offer_and_serve(platform, &mut ep, storage, config, counters, shutdown)?
+            {
+                Offered::Served => false,
+                Offered::Stale => true,
+                Offered::Ended(outcome) => return Ok(outcome),
+            },
+        };
         if shutdown.load(Ordering::Relaxed) {
-            close(&mut ep, config.close_timeout)?;
+            if config.close_on_shutdown {
+                close(&mut ep, config.close_timeout)?;
+            }
             return Ok(Outcome::Shutdown);
+        }
+        if gone(store, backend_dir)? {
+            return Ok(Outcome::Removed);
         }
         // Teardown: Closing until the frontend is Closed (or gone), then Closed.
         let now = ep.peer_state()?;
         if now == XenbusState::Unknown {
+            // The frontend's directory is gone (`xl destroy` removes it first,
+            // then waits for the backend's Closed): say Closed.
+            switch_unless_gone(&ep, XenbusState::Closed)?;
             return Ok(Outcome::Removed);
         }
-        if now != XenbusState::Initialising {
-            ep.switch(XenbusState::Closing, &[])?;
+        // The toolstack detaching (`online = 0`, as `xl block-detach` and `xl
+        // destroy` write it): close and do not offer the device again, as
+        // Linux's blkback unregisters an offline device once it is Closed.
+        let detaching = offline(store, backend_dir)?;
+        if now != XenbusState::Initialising || detaching {
+            switch_unless_gone(&ep, XenbusState::Closing)?;
             let _ = ep.wait_peer(config.timeout, |s| {
                 matches!(
                     s,
                     XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising
                 )
             });
-            ep.switch(XenbusState::Closed, &[])?;
-            if config.once && !stale {
+            if !switch_unless_gone(&ep, XenbusState::Closed)? {
+                return Ok(Outcome::Removed);
+            }
+            if detaching || (config.once && !stale) {
                 return Ok(Outcome::Closed);
             }
             // A frontend that comes back to Initialising asks to reconnect.
@@ -250,7 +251,17 @@ pub fn serve<P: Platform, S: Storage>(
                 }) {
                     Ok(XenbusState::Unknown) => return Ok(Outcome::Removed),
                     Ok(_) => break,
-                    Err(xenio_xenbus::Error::Timeout(..)) => continue,
+                    Err(xenio_xenbus::Error::Timeout(..)) => {
+                        if gone(store, backend_dir)? {
+                            return Ok(Outcome::Removed);
+                        }
+                        // Detached while closed: the toolstack wrote
+                        // `Closing` and waits for `Closed` again.
+                        if offline(store, backend_dir)? {
+                            switch_unless_gone(&ep, XenbusState::Closed)?;
+                            return Ok(Outcome::Closed);
+                        }
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -259,10 +270,151 @@ pub fn serve<P: Platform, S: Storage>(
     }
 }
 
+/// What [`offer_and_serve`] came to.
+enum Offered {
+    /// A connection was served (or refused) and is over.
+    Served,
+    /// The frontend was still connected to an earlier backend: asked to reconnect.
+    Stale,
+    /// Serving ends here.
+    Ended(Outcome),
+}
+
+/// Offer the device (`InitWait`), wait for the frontend's rings and serve them
+/// until the frontend leaves.
+fn offer_and_serve<P: Platform, S: Storage>(
+    platform: &P,
+    ep: &mut Endpoint<'_, P::Store>,
+    storage: &S,
+    config: &BackendConfig,
+    counters: &Counters,
+    shutdown: &AtomicBool,
+) -> Result<Offered> {
+    let backend_dir = ep.dir().to_string();
+    let store = ep.store();
+    ep.switch(
+        XenbusState::InitWait,
+        &[
+            (
+                blkif::MAX_RING_PAGE_ORDER,
+                config.max_ring_page_order.to_string(),
+            ),
+            (
+                blkif::MULTI_QUEUE_MAX_QUEUES,
+                offered_queues(config, storage).to_string(),
+            ),
+            (
+                blkif::FEATURE_MAX_INDIRECT_SEGMENTS,
+                config.max_indirect_segments.to_string(),
+            ),
+        ],
+    )?;
+    // Wait for the frontend's rings (or for it to vanish).
+    let s = loop {
+        if shutdown.load(Ordering::Relaxed) {
+            if config.close_on_shutdown {
+                close(ep, config.close_timeout)?;
+            }
+            return Ok(Offered::Ended(Outcome::Shutdown));
+        }
+        match ep.wait_peer(Duration::from_millis(500), |s| {
+            frontend_ready(s) || s == XenbusState::Closing || s == XenbusState::Closed
+        }) {
+            Ok(s) => break s,
+            Err(xenio_xenbus::Error::Timeout(..)) => {
+                if gone(store, &backend_dir)? {
+                    return Ok(Offered::Ended(Outcome::Removed));
+                }
+                // Detached before a frontend came (`online = 0`, and libxl
+                // waiting for `Closed`).
+                if offline(store, &backend_dir)? {
+                    switch_unless_gone(ep, XenbusState::Closed)?;
+                    return Ok(Offered::Ended(Outcome::Closed));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    // A frontend already Connected while this backend is in InitWait is
+    // connected to an earlier backend (one that was killed, say): its ring
+    // holds that backend's requests and is about to be reset. Attaching to it
+    // would replay stale requests into a ring the frontend is reinitialising,
+    // so ask it to reconnect instead (Closing, then InitWait again): Linux's
+    // xen-blkfront does so from Closed, xenio's from any state.
+    let stale = s == XenbusState::Connected;
+    if stale {
+        tracing::info!(
+            "{backend_dir}: the frontend is still Connected to an earlier backend: asking it to reconnect"
+        );
+    } else if frontend_ready(s) {
+        match connect(platform, ep, storage, config, counters, shutdown, false) {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("{backend_dir}: disconnecting: {e}");
+                fatal_unless_gone(ep, &e)?;
+            }
+        }
+    }
+    Ok(if stale {
+        Offered::Stale
+    } else {
+        Offered::Served
+    })
+}
+
+/// Whether the device's backend directory is gone (its `state` with it).
+fn gone<S: Store>(store: &S, backend_dir: &str) -> Result<bool> {
+    Ok(store
+        .read_opt(
+            xenio_xenbus::Tx::NONE,
+            &format!("{backend_dir}/{}", keys::STATE),
+        )?
+        .is_none())
+}
+
+/// Whether the toolstack took the device offline (`online = 0`: detaching).
+/// A device without the node (one made by hand) is online.
+fn offline<S: Store>(store: &S, backend_dir: &str) -> Result<bool> {
+    Ok(store
+        .read_opt(
+            xenio_xenbus::Tx::NONE,
+            &format!("{backend_dir}/{}", keys::ONLINE),
+        )?
+        .is_some_and(|v| v.trim() == "0"))
+}
+
+/// Give up on the connection with `e`'s reason where toolstacks look for it
+/// (Linux: `xenbus_dev_fatal`; [`Endpoint::fatal`]), then `Closing`, unless
+/// the device is gone (then nothing is written).
+fn fatal_unless_gone<S: Store>(ep: &Endpoint<'_, S>, e: &Error) -> Result<()> {
+    let errno = match e {
+        Error::Storage(_) | Error::Config(_) => EIO,
+        _ => EINVAL,
+    };
+    match ep.fatal(errno, &e.to_string()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_gone() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Switch to `state` unless the device is gone (then nothing is written);
+/// whether it switched.
+fn switch_unless_gone<S: Store>(ep: &Endpoint<'_, S>, state: XenbusState) -> Result<bool> {
+    match ep.switch(state, &[]) {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_gone() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Close cleanly: `Closing`, wait (at most `timeout`) for the frontend to be
-/// `Closed`, gone, or back at `Initialising`, then `Closed`.
+/// `Closed`, gone, or back at `Initialising`, then `Closed`. A device the
+/// toolstack removed meanwhile gets nothing written.
 fn close<S: Store>(ep: &mut Endpoint<'_, S>, timeout: Duration) -> Result<()> {
-    ep.switch(XenbusState::Closing, &[])?;
+    if !switch_unless_gone(ep, XenbusState::Closing)? {
+        return Ok(());
+    }
     if let Err(e) = ep.wait_peer(timeout, |s| {
         matches!(
             s,
@@ -274,11 +426,24 @@ fn close<S: Store>(ep: &mut Endpoint<'_, S>, timeout: Duration) -> Result<()> {
             ep.dir()
         );
     }
-    ep.switch(XenbusState::Closed, &[])?;
+    switch_unless_gone(ep, XenbusState::Closed)?;
     Ok(())
 }
 
+/// `multi-queue-max-queues`: the configuration's, capped by what the storage
+/// can have (an NBD export without multi-conn: 1).
+fn offered_queues<S: Storage>(config: &BackendConfig, storage: &S) -> u32 {
+    let n = config.max_queues.max(1);
+    storage.max_queues().map_or(n, |m| n.min(m.max(1)))
+}
+
 /// Map the rings, bind the channels, say Connected, serve until the frontend leaves.
+///
+/// With `resume`, take over the connection a dead backend left: the device
+/// is already `Connected`, the rings are the frontend's current ones, and each
+/// queue's record ([`crate::inflight`]) says what was in flight. Returns
+/// `Ok(false)` (having changed nothing) when it cannot be resumed: a record is
+/// missing, belongs to another connection, or does not add up.
 fn connect<P: Platform, S: Storage>(
     platform: &P,
     ep: &mut Endpoint<'_, P::Store>,
@@ -286,18 +451,13 @@ fn connect<P: Platform, S: Storage>(
     config: &BackendConfig,
     counters: &Counters,
     shutdown: &AtomicBool,
-) -> Result<()> {
+    resume: bool,
+) -> Result<bool> {
     let frontend = ep.peer_id();
     let missing = |ep: &Endpoint<'_, P::Store>, k: &str| -> Error {
         keys::bad_key(&ep.peer_path(k), "missing").into()
     };
-    if let Some(p) = ep.peer_key(blkif::PROTOCOL)? {
-        if p.trim() != blkif::PROTOCOL_X86_64_ABI && !p.trim().is_empty() {
-            return Err(Error::Frontend(format!(
-                "protocol {p:?} is not supported (only x86_64-abi)"
-            )));
-        }
-    }
+    let protocol = Protocol::from_key(ep.peer_key(blkif::PROTOCOL)?.as_deref())?;
     let order: u32 = ep.peer_parse(blkif::RING_PAGE_ORDER)?.unwrap_or(0);
     if order > config.max_ring_page_order {
         return Err(Error::Frontend(format!(
@@ -306,10 +466,10 @@ fn connect<P: Platform, S: Storage>(
         )));
     }
     let nqueues: u32 = ep.peer_parse(blkif::MULTI_QUEUE_NUM_QUEUES)?.unwrap_or(1);
-    if nqueues == 0 || nqueues > config.max_queues.max(1) {
+    let max_queues = offered_queues(config, storage);
+    if nqueues == 0 || nqueues > max_queues {
         return Err(Error::Frontend(format!(
-            "multi-queue-num-queues {nqueues} (we offer 1..={})",
-            config.max_queues
+            "multi-queue-num-queues {nqueues} (we offer 1..={max_queues})"
         )));
     }
     let persistent = config.persistent && ep.peer_flag(blkif::FEATURE_PERSISTENT)?;
@@ -337,24 +497,62 @@ fn connect<P: Platform, S: Storage>(
 
     let info = storage.info();
     let mapper = platform.mapper()?;
-    // A read-only disk offers no flush, barrier or discard (as Linux blkback).
-    let flush = info.flush && !info.readonly;
-    let discard = info.discard.filter(|_| !info.readonly);
+    // A read-only disk offers no flush, barrier or discard (as Linux blkback);
+    // a CD-ROM is read-only.
+    let readonly = info.readonly || config.cdrom;
+    let flush = info.flush && !readonly;
+    let discard = info.discard.filter(|_| !readonly && config.discard);
     let limits = Limits {
         sectors: info.sectors,
-        readonly: info.readonly,
+        readonly,
         max_indirect_segments: config.max_indirect_segments,
         flush,
         barrier: flush,
         discard: discard.is_some(),
     };
-    // Map every ring and bind every channel before saying Connected.
+    // Map every ring (with its record of requests in flight) and bind every
+    // channel before saying Connected.
     let mut rings = Vec::new();
-    for q in &queues {
+    for (i, q) in queues.iter().enumerate() {
         let region = mapper.map(frontend, &q.refs)?;
-        let ring = BackRing::attach(region)?;
+        let (ring, record) = match &config.inflight_dir {
+            None => (BlkRing::attach(region, protocol)?, None),
+            Some(dir) => {
+                let path = inflight::path(dir, ep.dir(), i as u32);
+                let refs: Vec<String> = q.refs.iter().map(|r| r.0.to_string()).collect();
+                let id = inflight::identity(&[
+                    &frontend.0.to_string(),
+                    protocol.as_str(),
+                    &order.to_string(),
+                    &nqueues.to_string(),
+                    &i.to_string(),
+                    &refs.join(","),
+                    &q.port.0.to_string(),
+                ]);
+                let size = protocol.ring_size(region.len());
+                if resume {
+                    let Some(left) = Inflight::read(&path, size, id)? else {
+                        tracing::info!(
+                            "{}: no record of queue {i}'s requests for this connection: not resuming",
+                            ep.dir()
+                        );
+                        return Ok(false);
+                    };
+                    let rsp_prod = crate::ring::published_responses(&region);
+                    let Some(rec) = Inflight::recover(&path, size, id, &left, rsp_prod)? else {
+                        return Ok(false);
+                    };
+                    let ring = BlkRing::attach_resumed(region, protocol, left.req_cons)?;
+                    (ring, Some(rec))
+                } else {
+                    let ring = BlkRing::attach(region, protocol)?;
+                    let rec = Inflight::create(&path, size, id, ring.req_cons())?;
+                    (ring, Some(rec))
+                }
+            }
+        };
         let channel = platform.events().bind_interdomain(frontend, q.port)?;
-        rings.push((ring, channel));
+        rings.push((ring, channel, record));
     }
     let mut disk_keys = vec![
         (blkif::SECTORS, info.sectors.to_string()),
@@ -363,10 +561,7 @@ fn connect<P: Platform, S: Storage>(
             blkif::PHYSICAL_SECTOR_SIZE,
             info.physical_sector_size.to_string(),
         ),
-        (
-            blkif::INFO,
-            if info.readonly { VDISK_READONLY } else { 0 }.to_string(),
-        ),
+        (blkif::INFO, vdisk_info(readonly, config).to_string()),
         (blkif::FEATURE_FLUSH_CACHE, keys::flag(flush)),
         (blkif::FEATURE_BARRIER, keys::flag(flush)),
         (blkif::FEATURE_PERSISTENT, keys::flag(config.persistent)),
@@ -381,14 +576,22 @@ fn connect<P: Platform, S: Storage>(
         None => disk_keys.push((blkif::FEATURE_DISCARD, keys::flag(false))),
     }
     let stop = AtomicBool::new(false);
+    // The size the queues check requests against: grown while connected when
+    // the storage grows (see the loop below).
+    // Resuming, the frontend knows the size the dead backend published.
+    let published_size = match resume {
+        true => ep.own_parse::<u64>(blkif::SECTORS)?,
+        false => None,
+    };
+    let size = AtomicU64::new(published_size.unwrap_or(info.sectors));
     let qconfig = QueueConfig {
         persistent,
         ..config.queue.clone()
     };
-    std::thread::scope(|scope| -> Result<()> {
+    std::thread::scope(|scope| -> Result<bool> {
         let mut handles = Vec::new();
-        for (i, (ring, channel)) in rings.into_iter().enumerate() {
-            let (stop, qconfig, limits) = (&stop, qconfig.clone(), limits);
+        for (i, (ring, channel, inflight)) in rings.into_iter().enumerate() {
+            let (stop, size, qconfig, limits) = (&stop, &size, qconfig.clone(), limits);
             let cpu = (!config.cpus.is_empty()).then(|| config.cpus[i % config.cpus.len()]);
             handles.push(
                 std::thread::Builder::new()
@@ -408,6 +611,8 @@ fn connect<P: Platform, S: Storage>(
                             frontend,
                             storage: storage.queue(qconfig.io_depth)?,
                             limits,
+                            size: Some(size),
+                            inflight,
                             persistent: qconfig.persistent
                                 && qconfig.grant_mode == crate::queue::GrantMode::Map,
                             config: qconfig,
@@ -424,16 +629,22 @@ fn connect<P: Platform, S: Storage>(
             );
         }
         let result = (|| -> Result<()> {
-            ep.switch(XenbusState::Connected, &disk_keys)?;
+            if !resume {
+                ep.switch(XenbusState::Connected, &disk_keys)?;
+            }
             tracing::info!(
-                "{}: connected: {nqueues} queue(s), ring order {order}, persistent grants {persistent}",
-                ep.dir()
+                "{}: {}: {nqueues} queue(s), ring order {order}, persistent grants {persistent}, protocol {}",
+                ep.dir(),
+                if resume { "resumed" } else { "connected" },
+                protocol.as_str()
             );
-            // Serve until the frontend leaves, a queue fails, or shutdown.
+            // Serve until the frontend leaves, a queue fails, or shutdown;
+            // meanwhile publish a size that grew.
             loop {
                 if stop.load(Ordering::Relaxed) || shutdown.load(Ordering::Relaxed) {
                     return Ok(());
                 }
+                resize(ep, storage, &size)?;
                 match ep.wait_peer(Duration::from_millis(200), peer_leaving) {
                     Ok(s) => {
                         tracing::info!("{}: frontend went to {s:?}", ep.dir());
@@ -457,11 +668,40 @@ fn connect<P: Platform, S: Storage>(
                 }
             }
         }
+        // The connection is over: its records go, unless this backend stops
+        // to let a successor resume it.
+        let leave = shutdown.load(Ordering::Relaxed) && !config.close_on_shutdown;
+        if let (Some(dir), false) = (&config.inflight_dir, leave) {
+            inflight::remove_all(dir, ep.dir());
+        }
         match first_err {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(true),
         }
     })
+}
+
+/// Online resize: if the storage's size changed, let the queues accept the new
+/// sectors and tell the frontend as Linux's blkback does (`xen_vbd_resize`):
+/// write `sectors` and the current state again in one transaction, so a
+/// frontend that is `Connected` sees its backend's `state` watch fire with
+/// `Connected` and reads the new size.
+fn resize<S: Store, T: Storage>(ep: &Endpoint<'_, S>, storage: &T, size: &AtomicU64) -> Result<()> {
+    let now = storage.sectors();
+    let before = size.swap(now, Ordering::Relaxed);
+    if now != before {
+        tracing::info!("{}: size {before} -> {now} sectors", ep.dir());
+        ep.switch(XenbusState::Connected, &[(blkif::SECTORS, now.to_string())])?;
+    }
+    Ok(())
+}
+
+/// The `info` key: `VDISK_*` bits of `xen/io/blkif.h`.
+fn vdisk_info(readonly: bool, config: &BackendConfig) -> u32 {
+    let bit = |on: bool, b: u32| if on { b } else { 0 };
+    bit(readonly, VDISK_READONLY)
+        | bit(config.cdrom, VDISK_CDROM)
+        | bit(config.removable, VDISK_REMOVABLE)
 }
 
 /// The CPUs this process may run on.

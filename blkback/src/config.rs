@@ -2,16 +2,23 @@
 //! (`docs/man/xl-disk-configuration.5` in Xen): comma-separated `key=value`
 //! pairs, e.g. `format=raw,vdev=xvda,access=rw,target=/path/disk.img`, where
 //! `target=` swallows the rest of the string (so paths may contain commas), or the
-//! positional form `<target>,<format>,<vdev>,<access>`.
+//! positional form `<target>,<format>,<vdev>,<access>`. `format=` and `target=`
+//! choose the storage ([`StorageTarget`]): `raw` files and block devices,
+//! `qcow2` images, `nbd://` / `nbd+unix://` URIs, `rbd:pool/image` specs.
 
-use std::fmt;
+pub use crate::storage::SpecError;
+use crate::storage::StorageTarget;
 use std::path::PathBuf;
 
 /// A parsed disk specification.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskSpec {
-    /// The image file or block device.
+    /// The target as written: an image file or block device, an NBD URI, an
+    /// `rbd:` spec.
     pub target: PathBuf,
+    /// What serves it ([`StorageTarget::parse`] of `format=` and `target=`);
+    /// [`StorageTarget::open`] opens it.
+    pub storage: StorageTarget,
     /// The virtual device name as given (`xvda`, `hdb`, `sdc1`, or a number).
     pub vdev: String,
     /// The Xen device number the vdev stands for (`docs/misc/vbd-interface.txt`).
@@ -23,18 +30,6 @@ pub struct DiskSpec {
     /// `discard` / `no-discard` (default: discard when the storage supports it).
     pub discard: bool,
 }
-
-/// Why a disk specification was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpecError(pub String);
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bad disk specification: {}", self.0)
-    }
-}
-
-impl std::error::Error for SpecError {}
 
 impl std::str::FromStr for DiskSpec {
     type Err = SpecError;
@@ -102,17 +97,10 @@ impl std::str::FromStr for DiskSpec {
         if let Some(extra) = pos.next() {
             return Err(err(format!("unexpected extra item {extra:?}")));
         }
-        let target = target
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| err("no target (the image file or block device)".into()))?;
-        match format.as_deref().unwrap_or("raw") {
-            "raw" => {}
-            f => {
-                return Err(err(format!(
-                    "format {f:?} is not supported: xenio serves raw images and block devices"
-                )));
-            }
-        }
+        let target = target.filter(|t| !t.is_empty()).ok_or_else(|| {
+            err("no target (the image file, block device, NBD URI or rbd:pool/image)".into())
+        })?;
+        let storage = StorageTarget::parse(format.as_deref(), &target)?;
         let vdev = vdev.ok_or_else(|| err("no vdev (e.g. vdev=xvda)".into()))?;
         let devid = vdev_to_devid(&vdev).ok_or_else(|| {
             err(format!(
@@ -131,6 +119,7 @@ impl std::str::FromStr for DiskSpec {
         };
         Ok(DiskSpec {
             target: PathBuf::from(target),
+            storage,
             vdev,
             devid,
             readonly: readonly || cdrom,
@@ -202,6 +191,24 @@ mod tests {
     }
 
     #[test]
+    fn format_and_target_choose_the_storage() {
+        let s = |spec: &str| spec.parse::<DiskSpec>().unwrap().storage;
+        assert_eq!(
+            s("format=qcow2,vdev=xvda,target=/a,b.qcow2"),
+            StorageTarget::Qcow2("/a,b.qcow2".into())
+        );
+        assert_eq!(
+            s("vdev=xvda,target=nbd+unix:///d?socket=/r/s"),
+            StorageTarget::Nbd("nbd+unix:///d?socket=/r/s".into())
+        );
+        assert_eq!(
+            s("format=raw,vdev=xvda,target=rbd:p/i:conf=/c:id=a"),
+            StorageTarget::Rbd("rbd:p/i:conf=/c:id=a".into())
+        );
+        assert_eq!(s("/x.q,qcow2,xvdb,rw"), StorageTarget::Qcow2("/x.q".into()));
+    }
+
+    #[test]
     fn parses_the_positional_form() {
         let d: DiskSpec = "/srv/disk.img,raw,xvdc,ro".parse().unwrap();
         assert_eq!(d.target, PathBuf::from("/srv/disk.img"));
@@ -213,7 +220,8 @@ mod tests {
     fn refuses_what_it_cannot_serve_with_a_reason() {
         for (spec, why) in [
             ("vdev=xvda", "no target"),
-            ("format=qcow2,vdev=xvda,target=/x", "qcow2"),
+            ("format=vhd,vdev=xvda,target=/x", "qemu-img convert"),
+            ("format=qcow2,vdev=xvda,target=nbd://h/e", "qemu-nbd"),
             ("format=raw,target=/x", "no vdev"),
             ("vdev=xvd,target=/x", "not a Xen virtual disk"),
             ("vdev=xvda,access=rx,target=/x", "rw or ro"),

@@ -8,7 +8,10 @@
 //! asynchronous [`Storage`]. The [`storage`] module's table says what each of
 //! its errors tells the frontend; a failed merged operation is retried request
 //! by request, so errors stay with their requests. [`storage::FileStorage`]
-//! serves raw image files and block devices through io_uring with O_DIRECT;
+//! serves raw image files and block devices through io_uring with O_DIRECT,
+//! [`storage::Qcow2Storage`] qcow2 images, [`storage::NbdStorage`] NBD exports,
+//! `storage::RbdStorage` Ceph RBD images (feature `rbd`), and
+//! [`StorageTarget::open`] picks one from an `xl` disk spec;
 //! `examples/checksum_backend.rs` is a custom backend as a program,
 //! `examples/mem_backend.rs` a custom storage in one process, and
 //! `docs/backend-guide.md` walks through writing one.
@@ -23,11 +26,13 @@
 pub mod backend;
 pub mod config;
 mod error;
+pub mod inflight;
 mod poll;
 pub mod queue;
 pub mod reorder;
 pub mod report;
 pub mod request;
+pub mod ring;
 pub mod server;
 pub mod storage;
 
@@ -37,5 +42,8 @@ pub use error::{Error, Result};
 pub use queue::{Counters, GrantMode, QueueConfig};
 pub use report::{IoErrorHook, IoFailure};
 pub use server::Server;
-pub use storage::{DiskInfo, FileStorage, Storage, StorageQueue, SyncStorage, Synchronous};
+pub use storage::{
+    AnyStorage, DiskInfo, FileStorage, OpenOptions, Storage, StorageQueue, StorageTarget,
+    SyncStorage, Synchronous,
+};
 pub use xenio_ring::wait::{Wait, WaitStats};

@@ -5,10 +5,12 @@
 //! this path.
 
 use crate::error::{Error, Result};
+use crate::inflight::Inflight;
 use crate::poll::Waits;
 use crate::reorder::{IoKind, Piece, Planner, ReorderMode};
 use crate::report::{IoErrorHook, IoFailure};
 use crate::request::{self, Limits, Op, Parsed, Request};
+use crate::ring::BlkRing;
 use crate::storage::seam::StorageQueue;
 use crate::storage::status::blkif_status;
 use rustc_hash::FxHashMap as HashMap;
@@ -17,7 +19,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xenio_hostio::disk::{Busy, Completion, Io, IoMem, IoSeg};
-use xenio_ring::BackRing;
 use xenio_ring::wait::{Wait, WaitPolicy, WaitStats};
 use xenio_xen_sys::blkif::*;
 use xenio_xen_sys::{DomId, GrantRef};
@@ -333,8 +334,8 @@ struct ReqMem {
 /// Public so that custom set-ups (and the fuzz targets) can drive a ring
 /// directly.
 pub struct QueueWorker<'a, M: GrantMapper, C: EventChannel, Q: StorageQueue> {
-    /// The mapped ring.
-    pub ring: BackRing<BlkifRequest, BlkifResponse, Region>,
+    /// The mapped ring, in the frontend's layout (`protocol`).
+    pub ring: BlkRing,
     /// Its event channel.
     pub channel: C,
     /// How to reach the frontend's grants.
@@ -345,6 +346,15 @@ pub struct QueueWorker<'a, M: GrantMapper, C: EventChannel, Q: StorageQueue> {
     pub storage: Q,
     /// What requests may ask for.
     pub limits: Limits,
+    /// The disk's size now, in sectors, if it can change while connected
+    /// (online resize): read before each batch into `limits.sectors`.
+    /// `None`: `limits.sectors` stays as given.
+    pub size: Option<&'a AtomicU64>,
+    /// The record of requests in flight, kept so that a backend started after
+    /// this one died can resume the connection ([`crate::inflight`]); its
+    /// replay, if it was recovered from a dead backend's, is served first.
+    /// `None`: no record.
+    pub inflight: Option<Inflight>,
     /// Knobs.
     pub config: QueueConfig,
     /// Cache the frontend's grants (`feature-persistent` negotiated, map mode).
@@ -358,6 +368,8 @@ pub struct QueueWorker<'a, M: GrantMapper, C: EventChannel, Q: StorageQueue> {
 /// A request whose I/Os are in flight.
 struct InFlight {
     req: Request,
+    /// Its entry in the record of requests in flight.
+    slot: Option<u32>,
     mem: ReqMem,
     remaining: u32,
     status: i16,
@@ -431,6 +443,20 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         // 2% of the queue thread's time at 4 KiB QD32.
         let mut reqs = Vec::with_capacity(raw.capacity());
         let mut mems = Vec::with_capacity(raw.capacity());
+        // Each request's entry in the record (taken) and each prepared one's.
+        let mut slots: Vec<Option<u32>> = Vec::with_capacity(raw.capacity());
+        let mut rslots: Vec<Option<u32>> = Vec::with_capacity(raw.capacity());
+        let mut replay = self
+            .inflight
+            .as_mut()
+            .map(Inflight::take_replay)
+            .unwrap_or_default();
+        if !replay.is_empty() {
+            tracing::info!(
+                "serving again {} request(s) a dead backend had taken",
+                replay.len()
+            );
+        }
         let mut keys: Vec<u64> = Vec::with_capacity(raw.capacity());
         let mut completions = Vec::new();
         let mut pipe = Pipeline::default();
@@ -442,22 +468,46 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         while !self.stop.load(Ordering::Relaxed) {
             let mut progress = false;
             if pipe.tags.len() < depth {
+                if let Some(size) = self.size {
+                    self.limits.sectors = size.load(Ordering::Relaxed);
+                }
                 raw.clear();
-                self.ring
-                    .take_requests_up_to(&mut raw, self.config.max_batch)?;
+                slots.clear();
+                if !replay.is_empty() {
+                    for (slot, r) in replay.drain(..) {
+                        raw.push(r);
+                        slots.push(Some(slot));
+                    }
+                } else {
+                    let first = self.ring.req_cons();
+                    self.ring
+                        .take_requests_up_to(&mut raw, self.config.max_batch)?;
+                    match self.inflight.as_mut() {
+                        // Recorded before any of them is answered (see `inflight`).
+                        Some(rec) if !raw.is_empty() => {
+                            for (i, r) in raw.iter().enumerate() {
+                                slots.push(Some(rec.take(first.wrapping_add(i as u32), r)));
+                            }
+                            rec.consumed(self.ring.req_cons());
+                        }
+                        _ => slots.resize(raw.len(), None),
+                    }
+                }
                 if !raw.is_empty() {
                     progress = true;
                     Counters::add(&self.counters.requests, raw.len() as u64);
                     Counters::add(&self.counters.batches, 1);
                     reqs.clear();
                     mems.clear();
-                    for r in &raw {
+                    rslots.clear();
+                    for (r, slot) in raw.iter().zip(&slots) {
                         match self.prepare(r, cache) {
                             Ok((req, mem)) => {
                                 reqs.push(req);
                                 mems.push(mem);
+                                rslots.push(*slot);
                             }
-                            Err(rsp) => self.answer(rsp)?,
+                            Err(rsp) => self.answer(rsp, *slot)?,
                         }
                     }
                     if !reqs.is_empty() {
@@ -484,14 +534,16 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
                         keys.extend(
                             reqs.drain(..)
                                 .zip(mems.drain(..))
+                                .zip(rslots.drain(..))
                                 .zip(&plan.ios_per_request)
-                                .map(|((req, mem), &n)| {
+                                .map(|(((req, mem), slot), &n)| {
                                     let k = pipe.next;
                                     pipe.next += 1;
                                     pipe.reqs.insert(
                                         k,
                                         InFlight {
                                             req,
+                                            slot,
                                             mem,
                                             remaining: n,
                                             status: BLKIF_RSP_OKAY,
@@ -615,10 +667,24 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
     }
 
     fn publish(&mut self) -> Result<()> {
-        if self.ring.push_responses_and_check_notify().is_required() {
+        let notify = self.ring.push_responses_and_check_notify();
+        if let Some(rec) = self.inflight.as_mut() {
+            rec.published();
+        }
+        if notify.is_required() {
             self.channel.notify()?;
             Counters::add(&self.counters.notifications, 1);
         }
+        Ok(())
+    }
+
+    /// Write a response into the ring, recording first that its request is
+    /// being answered at this response index.
+    fn respond(&mut self, rsp: &BlkifResponse, slot: Option<u32>) -> Result<()> {
+        if let (Some(rec), Some(slot)) = (self.inflight.as_mut(), slot) {
+            rec.answering(slot, self.ring.rsp_prod_pvt());
+        }
+        self.ring.push_response(rsp)?;
         Ok(())
     }
 
@@ -877,7 +943,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
                 if st != BLKIF_RSP_OKAY {
                     Counters::add(&self.counters.errors, 1);
                 }
-                self.ring.push_response(&f.req.response(st))?;
+                self.respond(&f.req.response(st), f.slot)?;
                 // Dropping `f` unmaps per-request mappings.
             }
         }
@@ -905,10 +971,9 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         }
     }
 
-    fn answer(&mut self, rsp: BlkifResponse) -> Result<()> {
+    fn answer(&mut self, rsp: BlkifResponse, slot: Option<u32>) -> Result<()> {
         Counters::add(&self.counters.errors, 1);
-        self.ring.push_response(&rsp)?;
-        Ok(())
+        self.respond(&rsp, slot)
     }
 
     /// Nothing on the ring and nothing in flight: spin as long as the policy

@@ -10,9 +10,9 @@
 //! [`disk::Completion`], so a block backend drives them alike.
 //!
 //! These are OS-device wrappers, so the `unsafe` they need (io_uring
-//! submissions that point the kernel at shared memory, the `TUNSETIFF` ioctl,
-//! the C APIs of libnbd and librbd)
-//! lives here, each block with its `// SAFETY:` argument, and the driver
+//! submissions that point the kernel at shared memory, the TAP ioctls
+//! `TUNSETIFF`, `TUNSETVNETHDRSZ` and `TUNSETOFFLOAD`, the C APIs of libnbd
+//! and librbd) lives here, each block with its `// SAFETY:` argument, and the driver
 //! crates stay free of it. Nothing here knows the blkif or netif protocols: a
 //! block backend hands [`disk::DiskQueue`] reads and writes into memory shared
 //! with a frontend (the platform's [`Region`](xenio_xenbus::Region)s), a network

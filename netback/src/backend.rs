@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::frames::Network;
+use crate::packet::Offloads;
 use crate::queue::{Counters, QueueConfig, QueueRings, QueueWorker};
 use crate::tx::{ETH_HLEN, TxLimits};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,9 @@ pub struct BackendConfig {
     pub timeout: Duration,
     /// Return after the first connection ends.
     pub once: bool,
+    /// On `shutdown`, how long to wait for a connected frontend to close
+    /// (after the backend's Closing) before saying Closed anyway.
+    pub close_timeout: Duration,
 }
 
 impl Default for BackendConfig {
@@ -47,6 +51,7 @@ impl Default for BackendConfig {
             queue: QueueConfig::default(),
             timeout: Duration::from_secs(30),
             once: false,
+            close_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -58,7 +63,10 @@ pub enum Outcome {
     Closed,
     /// The device's directories were removed.
     Removed,
-    /// `shutdown` was set.
+    /// `shutdown` was set: the backend said Closing (and `online` 0: the
+    /// device is going away, not to be reconnected), waited up to
+    /// [`BackendConfig::close_timeout`] for a connected frontend to close, and
+    /// said Closed.
     Shutdown,
 }
 
@@ -134,6 +142,10 @@ pub fn serve<P: Platform, N: Network>(
     let store = platform.store();
     let mut ep = Endpoint::backend(store, backend_dir)?;
     tracing::info!("{backend_dir}: serving {}", network.describe());
+    // GSO from the frontend only of the kinds the network takes (and only
+    // over several slots); checksums it leaves blank are finished here when
+    // the network cannot take them.
+    let takes = network.offloads().normalized();
     loop {
         ep.switch(
             XenbusState::InitWait,
@@ -149,15 +161,23 @@ pub fn serve<P: Platform, N: Network>(
                     netif::MULTI_QUEUE_MAX_QUEUES,
                     config.max_queues.max(1).to_string(),
                 ),
-                // The backend completes checksums the frontend leaves blank.
+                // The backend completes checksums the frontend leaves blank
+                // (or leaves them to a network that takes them).
                 (netif::FEATURE_NO_CSUM_OFFLOAD, keys::flag(false)),
                 (netif::FEATURE_IPV6_CSUM_OFFLOAD, keys::flag(true)),
-                (netif::FEATURE_GSO_TCPV4, keys::flag(false)),
-                (netif::FEATURE_GSO_TCPV6, keys::flag(false)),
+                (
+                    netif::FEATURE_GSO_TCPV4,
+                    keys::flag(config.sg && takes.tso4),
+                ),
+                (
+                    netif::FEATURE_GSO_TCPV6,
+                    keys::flag(config.sg && takes.tso6),
+                ),
             ],
         )?;
         let s = loop {
             if shutdown.load(Ordering::Relaxed) {
+                close_for_good(&mut ep, config)?;
                 return Ok(Outcome::Shutdown);
             }
             match ep.wait_peer(Duration::from_millis(500), |s| {
@@ -187,7 +207,7 @@ pub fn serve<P: Platform, N: Network>(
             }
         }
         if shutdown.load(Ordering::Relaxed) {
-            ep.switch(XenbusState::Closing, &[])?;
+            close_for_good(&mut ep, config)?;
             return Ok(Outcome::Shutdown);
         }
         let now = ep.peer_state()?;
@@ -208,6 +228,7 @@ pub fn serve<P: Platform, N: Network>(
             }
             loop {
                 if shutdown.load(Ordering::Relaxed) {
+                    close_for_good(&mut ep, config)?;
                     return Ok(Outcome::Shutdown);
                 }
                 match ep.wait_peer(Duration::from_millis(500), |s| {
@@ -222,6 +243,32 @@ pub fn serve<P: Platform, N: Network>(
         }
         tracing::info!("{backend_dir}: frontend reinitialising, serving it again");
     }
+}
+
+/// The backend goes away: Closing with `online` 0 (a frontend must not
+/// reconnect), a frontend that is connected gets up to `close_timeout` to
+/// close, then Closed. The frontend sees a clean close, not a timeout.
+fn close_for_good<S: Store>(ep: &mut Endpoint<'_, S>, config: &BackendConfig) -> Result<()> {
+    ep.switch(XenbusState::Closing, &[(keys::ONLINE, keys::flag(false))])?;
+    let peer = ep.peer_state()?;
+    if matches!(
+        peer,
+        XenbusState::Connected | XenbusState::Initialised | XenbusState::Closing
+    ) {
+        if let Err(e) = ep.wait_peer(config.close_timeout, |s| {
+            matches!(
+                s,
+                XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising
+            )
+        }) {
+            tracing::info!(
+                "{}: the frontend did not close ({e}); closing anyway",
+                ep.dir()
+            );
+        }
+    }
+    ep.switch(XenbusState::Closed, &[])?;
+    Ok(())
 }
 
 fn connect<P: Platform, N: Network>(
@@ -246,6 +293,7 @@ fn connect<P: Platform, N: Network>(
         );
     }
     let sg = config.sg && ep.peer_flag(netif::FEATURE_SG)?;
+    let rx_offloads = frontend_takes(ep, sg)?;
     let nqueues: u32 = ep.peer_parse(netif::MULTI_QUEUE_NUM_QUEUES)?.unwrap_or(1);
     if nqueues == 0 || nqueues > config.max_queues.max(1) {
         return Err(Error::Frontend(format!(
@@ -293,9 +341,19 @@ fn connect<P: Platform, N: Network>(
             .map_err(|e| Error::Config(e.to_string()))?,
         None => config.mtu,
     };
+    let takes = network.offloads().normalized();
     let limits = TxLimits {
         max_frame: mtu as usize + ETH_HLEN + 4,
         sg,
+        offloads: if sg {
+            takes
+        } else {
+            Offloads {
+                tso4: false,
+                tso6: false,
+                ..takes
+            }
+        },
     };
     let mapper = platform.mapper()?;
     let mut rings = Vec::new();
@@ -316,8 +374,15 @@ fn connect<P: Platform, N: Network>(
     }
     let mut frames = Vec::new();
     for q in 0..nqueues {
-        frames.push(network.queue(q, nqueues)?);
+        frames.push(
+            network
+                .queue(q, nqueues)
+                .map_err(|e| Error::Network(format!("opening queue {q}: {e}")))?,
+        );
     }
+    network
+        .set_rx_offloads(rx_offloads)
+        .map_err(|e| Error::Network(format!("setting offloads {rx_offloads:?}: {e}")))?;
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<()> {
         let mut handles = Vec::new();
@@ -335,6 +400,7 @@ fn connect<P: Platform, N: Network>(
                             frames,
                             limits,
                             rx_sg: sg,
+                            rx_offloads,
                             config: qconfig,
                             counters,
                             stop,
@@ -351,9 +417,11 @@ fn connect<P: Platform, N: Network>(
         let result = (|| -> Result<()> {
             ep.switch(XenbusState::Connected, &[])?;
             tracing::info!(
-                "{}: connected: {nqueues} queue(s), sg {sg}, split event channels {}, mtu {mtu}",
+                "{}: connected: {nqueues} queue(s), sg {sg}, split event channels {}, mtu {mtu}, \
+                 frontend takes {rx_offloads:?}, network takes {:?}",
                 ep.dir(),
-                queues[0].rx_port.is_some()
+                queues[0].rx_port.is_some(),
+                limits.offloads
             );
             loop {
                 if stop.load(Ordering::Relaxed) || shutdown.load(Ordering::Relaxed) {
@@ -371,6 +439,10 @@ fn connect<P: Platform, N: Network>(
         })();
         stop.store(true, Ordering::Relaxed);
         let mut first_err = result.err();
+        // No offload stays set for whoever reads the network next.
+        if let Err(e) = network.set_rx_offloads(Offloads::NONE) {
+            tracing::warn!("resetting the network's offloads: {e}");
+        }
         for h in handles {
             match h.join() {
                 Ok(Ok(())) => {}
@@ -387,4 +459,21 @@ fn connect<P: Platform, N: Network>(
             None => Ok(()),
         }
     })
+}
+
+/// What the frontend takes on rx, from its keys (`xen/io/netif.h`):
+/// IPv4 checksum offload unless `feature-no-csum-offload` is 1, IPv6 only
+/// with `feature-ipv6-csum-offload`, GSO of each kind with `feature-gso-tcpv4`
+/// / `-tcpv6`, over several slots (`sg`) and with the checksum offload of its
+/// IP version (as Linux's netback derives its vif's features).
+fn frontend_takes<S: Store>(ep: &Endpoint<'_, S>, sg: bool) -> Result<Offloads> {
+    let csum_ipv4 = !ep.peer_flag(netif::FEATURE_NO_CSUM_OFFLOAD)?;
+    let csum_ipv6 = ep.peer_flag(netif::FEATURE_IPV6_CSUM_OFFLOAD)?;
+    Ok(Offloads {
+        csum_ipv4,
+        csum_ipv6,
+        tso4: sg && ep.peer_flag(netif::FEATURE_GSO_TCPV4)?,
+        tso6: sg && ep.peer_flag(netif::FEATURE_GSO_TCPV6)?,
+    }
+    .normalized())
 }

@@ -1,10 +1,14 @@
-//! Completing the TCP/UDP checksum of a frame sent with `NETTXF_csum_blank`.
+//! Completing TCP/UDP checksums in software, for packets whose checksum was
+//! left to an offload that the other side does not take.
 //!
 //! A frontend that uses checksum offload (Linux netfront does unless the
 //! backend says `feature-no-csum-offload`) leaves the transport checksum
-//! unfinished. A TAP device opened without `IFF_VNET_HDR` has no way to carry
-//! "checksum pending" into the host's stack, so the backend computes it: the
+//! unfinished. When the network cannot carry "checksum pending" (a TAP device
+//! opened without `IFF_VNET_HDR`, a custom network that takes no
+//! [`Offloads`](crate::Offloads)), the backend computes it ([`complete`]): the
 //! pseudo-header sum plus the transport segment, whatever the field held.
+//! In the other direction, a packet from the network with a partial checksum
+//! for a frontend that takes none is finished with [`complete_partial`].
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -17,7 +21,7 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 }
 
 /// One's-complement sum of `data` (as big-endian 16-bit words) added to `sum`.
-fn add(mut sum: u32, data: &[u8]) -> u32 {
+pub(crate) fn add(mut sum: u32, data: &[u8]) -> u32 {
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
         sum = sum.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
@@ -30,7 +34,7 @@ fn add(mut sum: u32, data: &[u8]) -> u32 {
     sum
 }
 
-fn fold(mut sum: u32) -> u16 {
+pub(crate) fn fold(mut sum: u32) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -103,6 +107,41 @@ pub fn complete(frame: &mut [u8]) -> bool {
     }
     frame[field..field + 2].copy_from_slice(&c.to_be_bytes());
     true
+}
+
+/// Finish a partial checksum the way the kernel's `skb_checksum_help` does:
+/// the one's-complement sum of `frame[start..]` (whose field at `start +
+/// offset` holds the pseudo-header sum) goes into that field. `false`
+/// (the frame untouched) when the field lies outside the frame.
+pub fn complete_partial(frame: &mut [u8], start: usize, offset: usize) -> bool {
+    let field = start.saturating_add(offset);
+    if field.saturating_add(2) > frame.len() || start > frame.len() {
+        return false;
+    }
+    let mut c = fold(add(0, &frame[start..]));
+    // A UDP checksum of 0 means "none": send 0xffff instead (RFC 768). For
+    // TCP the two are the same number in one's complement.
+    if c == 0 {
+        c = 0xffff;
+    }
+    frame[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+/// The pseudo-header sum (folded, not complemented: what a partial checksum's
+/// field holds) of a transport segment of `l4_len` bytes and protocol
+/// `proto`, whose IP header starts at `l3` (`ipv6`: version 6).
+pub fn pseudo_header(frame: &[u8], l3: usize, ipv6: bool, proto: u8, l4_len: usize) -> u16 {
+    let s = if ipv6 {
+        let s = add(0, &frame[l3 + 8..l3 + 40]);
+        let s = add(s, &(l4_len as u32).to_be_bytes());
+        add(s, &[0, 0, 0, proto])
+    } else {
+        let s = add(0, &frame[l3 + 12..l3 + 20]);
+        let s = add(s, &[0, proto]);
+        add(s, &(l4_len as u16).to_be_bytes())
+    };
+    !fold(s)
 }
 
 #[cfg(test)]

@@ -1,141 +1,369 @@
-//! Where the backend's frames go and come from: the [`Network`] trait (one
-//! [`Frames`] per queue), a Linux TAP device ([`TapNetwork`]), and an in-memory
+//! Where the backend's packets go and come from: the [`Network`] trait a
+//! custom network backend implements (a userspace switch, a packet filter), one
+//! [`Frames`] per queue, a Linux TAP device ([`TapNetwork`]), and an in-memory
 //! network for tests and fuzzing ([`MemNetwork`]).
+//!
+//! Both traits speak `std::io`. What each outcome means to the frontend:
+//!
+//! | a [`Frames`] method returns | the frontend sees | counted in |
+//! | --- | --- | --- |
+//! | `send`: `Ok(Sent::Delivered)` | `NETIF_RSP_OKAY` | `tx_packets`, `tx_bytes` |
+//! | `send`: `Ok(Sent::Dropped)` | `NETIF_RSP_OKAY` (a wire that lost it) | `tx_network_drops` |
+//! | `send`: `Ok(Sent::Busy)`, or `Err` of kind `WouldBlock` | nothing yet: offered again (back-pressure) | `tx_busy` |
+//! | `send`: any other `Err` | `NETIF_RSP_ERROR` for that packet; the ring goes on | `tx_network_errors` |
+//! | `recv`: `Ok(Some(_))` | the packet, in its posted buffers | `rx_packets`, `rx_bytes` |
+//! | `recv`: `Ok(None)`, or `Err` of kind `WouldBlock` | nothing: the queue sleeps until `ready_fd` polls readable (or 1 ms) | |
+//! | `recv`: any other `Err` | the queue stops and the frontend is disconnected (served again if it comes back) | |
+//! | [`Network::queue`] or [`Network::set_rx_offloads`]: `Err` | disconnected at connection time | |
+//!
+//! Offloads are optional: a network that implements none of the offload
+//! methods gets whole frames with their checksums done (netback finishes
+//! checksums the frontend left blank, and offers no GSO), and its packets for
+//! the frontend are plain frames.
 
-use crate::error::{Error, Result};
+use crate::packet::{Checksum, GsoKind, Meta, Offloads, Received, Sent};
 use std::collections::VecDeque;
-use std::os::fd::BorrowedFd;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex};
-use xenio_hostio::tap::Tap;
+use xenio_hostio::tap::{
+    Tap, TapConfig, TapOffload, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6, VirtioNetHdr,
+};
 
-/// One queue's frame sink and source.
-pub trait Frames: Send + Sync {
-    /// Hand a frame (from the frontend) to the network. `Ok(false)`: the
-    /// network dropped it (full, down).
-    fn send(&self, frame: &[u8]) -> Result<bool>;
-    /// Take one frame for the frontend into `buf`, without blocking; `Ok(None)`
-    /// if none is waiting.
-    fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>>;
-    /// A descriptor that polls readable while [`Frames::recv`] has a frame, if
-    /// there is one (otherwise the queue worker looks every millisecond while idle).
-    fn fd(&self) -> Option<BorrowedFd<'_>>;
+/// One queue's packet sink and source; each queue's thread owns its own.
+pub trait Frames: Send {
+    /// Hand a packet from the frontend to the network. `meta` carries only
+    /// offloads the [`Network`] said it takes ([`Network::offloads`]); with
+    /// none it is always `Meta::default()`.
+    ///
+    /// # Errors
+    ///
+    /// See the module's table: `WouldBlock` is [`Sent::Busy`], any other error
+    /// fails this packet only.
+    fn send(&mut self, frame: &[u8], meta: &Meta) -> io::Result<Sent>;
+
+    /// Take one packet for the frontend into `buf` (65,550 bytes: the largest
+    /// GSO packet), without blocking; `Ok(None)` if none is waiting. Offload
+    /// metadata beyond what [`Network::set_rx_offloads`] last allowed is dealt
+    /// with by netback (checksums completed, large segments cut).
+    ///
+    /// # Errors
+    ///
+    /// See the module's table: `WouldBlock` is `Ok(None)`, any other error
+    /// disconnects the frontend.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<Received>>;
+
+    /// A descriptor that polls readable while [`Frames::recv`] has a packet
+    /// (and writable when a [`Sent::Busy`] network can take one again), if
+    /// there is one; otherwise the queue looks every millisecond while idle.
+    fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 }
 
 /// A network the backend attaches a device's queues to.
 pub trait Network: Send + Sync {
-    /// One queue's frames.
+    /// One queue's packets.
     type Queue: Frames;
-    /// The frames of queue `index` of `count` (called at every connection).
-    fn queue(&self, index: u32, count: u32) -> Result<Self::Queue>;
+
+    /// The packets of queue `index` of `count` (called at every connection).
+    ///
+    /// # Errors
+    ///
+    /// Any error disconnects the frontend (served again if it comes back).
+    fn queue(&self, index: u32, count: u32) -> io::Result<Self::Queue>;
+
     /// What to call it in messages.
-    fn describe(&self) -> String;
+    fn describe(&self) -> String {
+        "network".into()
+    }
+
+    /// The offloads [`Frames::send`] takes: netback offers the frontend GSO of
+    /// the kinds it takes (`feature-gso-tcpv4`, `-tcpv6`) and passes partial
+    /// checksums through; without them it finishes checksums itself. Default:
+    /// none.
+    fn offloads(&self) -> Offloads {
+        Offloads::NONE
+    }
+
+    /// At each connection (and with [`Offloads::NONE`] after it): the
+    /// offloads the frontend takes, so that a network that can leave work
+    /// undone (a TAP's `TUNSETOFFLOAD`) leaves only that. Default: nothing to
+    /// do (netback finishes anything the frontend cannot take).
+    ///
+    /// # Errors
+    ///
+    /// Any error disconnects the frontend.
+    fn set_rx_offloads(&self, frontend_takes: Offloads) -> io::Result<()> {
+        let _ = frontend_takes;
+        Ok(())
+    }
 }
 
-impl Frames for Arc<Tap> {
-    fn send(&self, frame: &[u8]) -> Result<bool> {
-        Ok(self.write(frame)?)
+/// The virtio-net header for a packet with `meta`.
+pub fn vnet_hdr(meta: &Meta) -> VirtioNetHdr {
+    let mut h = VirtioNetHdr::default();
+    match meta.checksum {
+        Checksum::Partial { start, offset } => {
+            h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+            h.csum_start = start;
+            h.csum_offset = offset;
+        }
+        Checksum::Validated => h.flags = VIRTIO_NET_HDR_F_DATA_VALID,
+        Checksum::None => {}
     }
-    fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>> {
-        Ok(self.read(buf)?)
+    if let Some(g) = meta.gso {
+        h.gso_type = match g.kind {
+            GsoKind::TcpV4 => VIRTIO_NET_HDR_GSO_TCPV4,
+            GsoKind::TcpV6 => VIRTIO_NET_HDR_GSO_TCPV6,
+        };
+        h.gso_size = g.size;
+        h.hdr_len = g.hdr_len;
     }
-    fn fd(&self) -> Option<BorrowedFd<'_>> {
-        use std::os::fd::AsFd;
-        Some(self.as_fd())
+    h
+}
+
+/// The metadata a virtio-net header gives; `None` for a GSO type netif cannot
+/// carry (UDP fragmentation: never asked for, so never given).
+pub fn meta_of(h: &VirtioNetHdr) -> Option<Meta> {
+    let checksum = if h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+        Checksum::Partial {
+            start: h.csum_start,
+            offset: h.csum_offset,
+        }
+    } else if h.flags & VIRTIO_NET_HDR_F_DATA_VALID != 0 {
+        Checksum::Validated
+    } else {
+        Checksum::None
+    };
+    let kind = match h.gso_type & !VIRTIO_NET_HDR_GSO_ECN {
+        VIRTIO_NET_HDR_GSO_NONE => None,
+        VIRTIO_NET_HDR_GSO_TCPV4 => Some(GsoKind::TcpV4),
+        VIRTIO_NET_HDR_GSO_TCPV6 => Some(GsoKind::TcpV6),
+        _ => return None,
+    };
+    Some(Meta {
+        checksum,
+        gso: kind.map(|kind| crate::packet::Gso {
+            kind,
+            size: h.gso_size,
+            hdr_len: h.hdr_len,
+        }),
+    })
+}
+
+/// One queue of a TAP device.
+#[derive(Debug, Clone)]
+pub struct TapQueue(Arc<Tap>);
+
+impl Frames for TapQueue {
+    fn send(&mut self, frame: &[u8], meta: &Meta) -> io::Result<Sent> {
+        let ok = if self.0.vnet_hdr() {
+            self.0.write_packet(&vnet_hdr(meta), frame)?
+        } else {
+            self.0.write(frame)?
+        };
+        Ok(if ok { Sent::Delivered } else { Sent::Dropped })
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        if !self.0.vnet_hdr() {
+            return Ok(self.0.read(buf)?.map(|len| Received {
+                len,
+                meta: Meta::default(),
+            }));
+        }
+        loop {
+            let Some((h, len)) = self.0.read_packet(buf)? else {
+                return Ok(None);
+            };
+            match meta_of(&h) {
+                Some(meta) => return Ok(Some(Received { len, meta })),
+                // A kind of packet never asked for: not for this frontend.
+                None => tracing::debug!("{}: dropping a packet with {h:?}", self.0.name()),
+            }
+        }
+    }
+
+    fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.0.as_fd())
     }
 }
 
-/// A Linux TAP device (`IFF_TAP | IFF_NO_PI`). Queue 0 is opened at once and
-/// kept for the backend's lifetime (so a device the backend created lives as
-/// long as it); further queues need a device created with `multi_queue` and are
-/// opened per connection.
+/// A Linux TAP device (`IFF_TAP | IFF_NO_PI`, and `IFF_VNET_HDR` unless asked
+/// not to). Queue 0 is opened at once and kept for the backend's lifetime (so
+/// a device the backend created lives as long as it); further queues need a
+/// device created with `multi_queue` and are opened per connection.
+///
+/// With the virtio-net header, frames go to the host with their offloads
+/// (checksums left to the host, TCP segments of up to 64 KiB), and the device
+/// is told at every connection which offloads the frontend takes
+/// (`TUNSETOFFLOAD`), and none between connections: a persistent TAP that
+/// another frontend used keeps none of its offloads.
 #[derive(Debug)]
 pub struct TapNetwork {
     first: Arc<Tap>,
-    multi_queue: bool,
+    config: TapConfig,
 }
 
 impl TapNetwork {
-    /// Attach to (or create) the TAP device `name`. `multi_queue` must match an
-    /// existing device's and is needed for more than one queue.
-    pub fn open(name: &str, multi_queue: bool) -> Result<Self> {
+    /// Attach to (or create) the TAP device `name`, with the virtio-net header.
+    /// `multi_queue` must match an existing device's and is needed for more
+    /// than one queue.
+    ///
+    /// # Errors
+    ///
+    /// As [`Tap::open_with`].
+    pub fn open(name: &str, multi_queue: bool) -> io::Result<Self> {
+        Self::open_with(
+            name,
+            TapConfig {
+                multi_queue,
+                vnet_hdr: true,
+            },
+        )
+    }
+
+    /// As [`TapNetwork::open`], with or without the virtio-net header (without
+    /// it, no offloads: whole frames both ways).
+    ///
+    /// # Errors
+    ///
+    /// As [`Tap::open_with`].
+    pub fn open_with(name: &str, config: TapConfig) -> io::Result<Self> {
         Ok(TapNetwork {
-            first: Arc::new(Tap::open(name, multi_queue)?),
-            multi_queue,
+            first: Arc::new(Tap::open_with(name, &config)?),
+            config,
         })
     }
 
     /// Whether more than one queue can be attached.
     pub fn multi_queue(&self) -> bool {
-        self.multi_queue
+        self.config.multi_queue
     }
 }
 
 impl Network for TapNetwork {
-    type Queue = Arc<Tap>;
-    fn queue(&self, index: u32, _count: u32) -> Result<Arc<Tap>> {
+    type Queue = TapQueue;
+
+    fn queue(&self, index: u32, _count: u32) -> io::Result<TapQueue> {
         if index == 0 {
-            return Ok(self.first.clone());
+            return Ok(TapQueue(self.first.clone()));
         }
-        if !self.multi_queue {
-            return Err(Error::Frontend(format!(
-                "queue {index}: TAP {} is single-queue",
-                self.first.name()
-            )));
+        if !self.config.multi_queue {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("queue {index}: TAP {} is single-queue", self.first.name()),
+            ));
         }
-        Ok(Arc::new(Tap::open(self.first.name(), true)?))
+        Ok(TapQueue(Arc::new(Tap::open_with(
+            self.first.name(),
+            &self.config,
+        )?)))
     }
+
     fn describe(&self) -> String {
-        format!("TAP {}", self.first.name())
+        format!(
+            "TAP {}{}",
+            self.first.name(),
+            if self.config.vnet_hdr {
+                " (virtio-net header: offloads)"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn offloads(&self) -> Offloads {
+        if self.config.vnet_hdr {
+            Offloads::ALL
+        } else {
+            Offloads::NONE
+        }
+    }
+
+    fn set_rx_offloads(&self, takes: Offloads) -> io::Result<()> {
+        if !self.config.vnet_hdr {
+            return Ok(());
+        }
+        let takes = takes.normalized();
+        // One checksum bit for both IP versions: netback finishes the version
+        // the frontend does not take.
+        Ok(self.first.set_offload(&TapOffload {
+            csum: takes.csum_ipv4 || takes.csum_ipv6,
+            tso4: takes.tso4,
+            tso6: takes.tso6,
+            tso_ecn: false,
+        })?)
     }
 }
 
-/// Frames in memory: what the frontend sent (`sent`), and frames to deliver to
-/// it (`incoming`). For tests and fuzzing.
+/// Packets in memory: what the frontend sent (`sent`, and their metadata in
+/// `sent_meta`), and packets to deliver to it (`incoming` as plain frames,
+/// `incoming_meta` with metadata, taken first). For tests and fuzzing.
 #[derive(Debug, Default)]
 pub struct MemFrames {
     /// Frames the backend handed to the network.
     pub sent: Mutex<Vec<Vec<u8>>>,
+    /// The metadata of each, in the same order.
+    pub sent_meta: Mutex<Vec<Meta>>,
     /// Frames waiting to go to the frontend.
     pub incoming: Mutex<VecDeque<Vec<u8>>>,
+    /// Packets with metadata waiting to go to the frontend (before `incoming`).
+    pub incoming_meta: Mutex<VecDeque<(Vec<u8>, Meta)>>,
+}
+
+fn poisoned<T>(_: T) -> io::Error {
+    io::Error::other("poisoned")
 }
 
 impl Frames for Arc<MemFrames> {
-    fn send(&self, frame: &[u8]) -> Result<bool> {
-        self.sent
-            .lock()
-            .map_err(|_| Error::Network("poisoned".into()))?
-            .push(frame.to_vec());
-        Ok(true)
+    fn send(&mut self, frame: &[u8], meta: &Meta) -> io::Result<Sent> {
+        self.sent.lock().map_err(poisoned)?.push(frame.to_vec());
+        self.sent_meta.lock().map_err(poisoned)?.push(*meta);
+        Ok(Sent::Delivered)
     }
-    fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>> {
-        let mut q = self
-            .incoming
-            .lock()
-            .map_err(|_| Error::Network("poisoned".into()))?;
-        Ok(q.pop_front().map(|f| {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        let copy = |f: &[u8], buf: &mut [u8]| {
             let n = f.len().min(buf.len());
             buf[..n].copy_from_slice(&f[..n]);
             n
+        };
+        if let Some((f, meta)) = self.incoming_meta.lock().map_err(poisoned)?.pop_front() {
+            return Ok(Some(Received {
+                len: copy(&f, buf),
+                meta,
+            }));
+        }
+        let mut q = self.incoming.lock().map_err(poisoned)?;
+        Ok(q.pop_front().map(|f| Received {
+            len: copy(&f, buf),
+            meta: Meta::default(),
         }))
-    }
-    fn fd(&self) -> Option<BorrowedFd<'_>> {
-        None
     }
 }
 
-/// An in-memory network: every queue shares one [`MemFrames`].
+/// An in-memory network: every queue shares one [`MemFrames`]; it takes the
+/// offloads in `offloads` (none by default).
 #[derive(Debug, Default, Clone)]
 pub struct MemNetwork {
-    /// The frames.
+    /// The packets.
     pub frames: Arc<MemFrames>,
+    /// What its queues' `send` takes.
+    pub offloads: Offloads,
 }
 
 impl Network for MemNetwork {
     type Queue = Arc<MemFrames>;
-    fn queue(&self, _index: u32, _count: u32) -> Result<Arc<MemFrames>> {
+    fn queue(&self, _index: u32, _count: u32) -> io::Result<Arc<MemFrames>> {
         Ok(self.frames.clone())
     }
     fn describe(&self) -> String {
         "memory".into()
+    }
+    fn offloads(&self) -> Offloads {
+        self.offloads
     }
 }

@@ -11,6 +11,20 @@
 //! (`feature-rx-copy`). Every tx request is copied out of the ring once, then
 //! validated ([`tx::parse`]): a bad packet is answered with errors and dropped,
 //! a protocol violation disconnects the frontend, never a crash.
+//!
+//! Offloads go end to end when both sides take them ([`packet`],
+//! [`offload`]): a frontend's TCP segments of up to 64 KiB (the GSO extra)
+//! and blank checksums reach a network that takes them whole, with their
+//! [`Meta`] (a TAP opened with the virtio-net header passes them to the host
+//! as they are), and the network's large segments reach a frontend that
+//! negotiated GSO with the GSO extra and `NETRXF_csum_blank`; whatever one
+//! side cannot take, netback finishes (checksums) or cuts (segments).
+//!
+//! For a custom backend (a switch, a filter): implement [`Network`] and
+//! [`Frames`] in `std::io` terms ([`frames`] has the table of what each
+//! outcome means to the frontend), and serve a vif with [`Vif`];
+//! `docs/network-backend-guide.md` walks through it, `examples/echo_backend.rs`
+//! is one.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -18,10 +32,20 @@ pub mod backend;
 pub mod csum;
 mod error;
 pub mod frames;
+pub mod inline;
+pub mod offload;
+pub mod packet;
 pub mod queue;
+mod report;
+mod signals;
 pub mod tx;
+mod vif;
 
 pub use backend::{BackendConfig, Outcome, serve};
 pub use error::{Error, Result};
-pub use frames::{Frames, MemFrames, MemNetwork, Network, TapNetwork};
+pub use frames::{Frames, MemFrames, MemNetwork, Network, TapNetwork, TapQueue};
+pub use packet::{Checksum, Gso, GsoKind, Meta, Offloads, Received, Sent};
 pub use queue::{Counters, QueueConfig, QueueRings, QueueState, QueueWorker};
+pub use report::{FrameErrorHook, FrameFailure};
+pub use signals::stop_on_signals;
+pub use vif::Vif;

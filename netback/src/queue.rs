@@ -2,16 +2,29 @@
 //! (network -> frontend) of one queue, on one thread.
 //!
 //! tx: take what the frontend published, assemble packets ([`crate::tx::parse`]
-//! on the copies), grant-copy every fragment of the batch in one call into a
-//! buffer per packet, finish checksums the frontend left blank, hand the frame
-//! to the network, answer every slot. rx: read frames from the network into a
-//! bounded queue, and copy each into as many posted rx buffers as it needs (one
-//! unless `feature-sg`), answering with the bytes per slot and
-//! `NETRXF_more_data` between them. A frame with no buffer to go to waits in the
-//! queue; when the queue is full, new frames are dropped and counted.
+//! on the copies), grant-copy every fragment of the batch in one call into one
+//! buffer kept across batches, check the offloads each packet asks for
+//! ([`crate::offload::tx_meta`]: checksums the network cannot leave undone are
+//! finished here), hand each packet and its [`Meta`] to the network, answer
+//! every slot, and notify once per batch. A network that says
+//! [`Sent::Busy`] keeps the rest of the batch waiting, in order, and no new
+//! requests are taken until it moves.
+//!
+//! rx: read packets from the network into pooled 64 KiB buffers, decide how
+//! the frontend gets each ([`crate::offload::rx_plan`]: whole with
+//! `NETRXF_csum_blank`/`data_validated` and a GSO extra when it takes them,
+//! else with the checksum finished or cut into frames here), queue them
+//! (bounded), and copy each into as many posted rx buffers as it needs (one
+//! unless `feature-sg`; one more for the GSO extra, in the slot after the
+//! first, as Linux's netback lays them), answering with the bytes per slot and
+//! `NETRXF_more_data` between them. A packet with no buffer to go to waits in
+//! the queue; when the queue is full, new ones are dropped and counted.
 
 use crate::error::{Error, Result};
 use crate::frames::Frames;
+use crate::offload::{self, RxPlan};
+use crate::packet::{Meta, Offloads, Sent};
+use crate::report::{FrameErrorHook, FrameFailure};
 use crate::tx::{self, Parsed, TxLimits, TxPacket};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +52,9 @@ pub struct QueueConfig {
     pub rx_drain: Duration,
     /// Spin this long looking at the rings before sleeping.
     pub poll: Duration,
+    /// Called for every failed [`Frames`] call (besides the counters and
+    /// `tracing`): see [`FrameFailure`].
+    pub on_network_error: Option<FrameErrorHook>,
 }
 
 impl Default for QueueConfig {
@@ -48,6 +64,7 @@ impl Default for QueueConfig {
             rx_queue: 256,
             rx_drain: Duration::from_millis(500),
             poll: Duration::ZERO,
+            on_network_error: None,
         }
     }
 }
@@ -65,7 +82,7 @@ pub struct Counters {
     pub tx_rejected: AtomicU64,
     /// Packets whose grants could not be copied (bad grant references).
     pub tx_grant_errors: AtomicU64,
-    /// Packets the network refused.
+    /// Packets the network dropped ([`Sent::Dropped`]).
     pub tx_network_drops: AtomicU64,
     /// Frames delivered to the frontend.
     pub rx_packets: AtomicU64,
@@ -86,6 +103,21 @@ pub struct Counters {
     pub rx_notifications: AtomicU64,
     /// Times a queue slept.
     pub sleeps: AtomicU64,
+    /// Large (GSO) packets from the frontend handed to the network (also in
+    /// `tx_packets`).
+    pub tx_gso_packets: AtomicU64,
+    /// Times the network said [`Sent::Busy`].
+    pub tx_busy: AtomicU64,
+    /// Packets the network failed (answered with errors).
+    pub tx_network_errors: AtomicU64,
+    /// Times reading from the network failed (each disconnected the frontend).
+    pub rx_network_errors: AtomicU64,
+    /// Large (GSO) packets given to the frontend whole, with a GSO extra (also
+    /// in `rx_packets`).
+    pub rx_gso_packets: AtomicU64,
+    /// Large packets cut into frames here because the frontend cannot take
+    /// them whole.
+    pub rx_segmented: AtomicU64,
     /// Pauses after events that brought no work (an event storm, XSA-332:
     /// see [`SpuriousEvents`]).
     pub storm_pauses: AtomicU64,
@@ -102,7 +134,7 @@ impl Counters {
         format!(
             "tx {} packets / {} bytes / {} slots ({} rejected, {} grant errors, {} network drops); \
              rx {} packets / {} bytes / {} slots ({} dropped without buffers, {} too big, {} grant errors); \
-             notifications tx {} rx {}; sleeps {}",
+             notifications tx {} rx {}; sleeps {}; gso tx {} rx {} ({} cut here); tx busy {}, network errors tx {} rx {}; storm pauses {}",
             n(&self.tx_packets),
             n(&self.tx_bytes),
             n(&self.tx_slots),
@@ -118,6 +150,13 @@ impl Counters {
             n(&self.tx_notifications),
             n(&self.rx_notifications),
             n(&self.sleeps),
+            n(&self.tx_gso_packets),
+            n(&self.rx_gso_packets),
+            n(&self.rx_segmented),
+            n(&self.tx_busy),
+            n(&self.tx_network_errors),
+            n(&self.rx_network_errors),
+            n(&self.storm_pauses),
         )
     }
 }
@@ -149,6 +188,9 @@ pub struct QueueWorker<'a, M: GrantMapper, C: EventChannel, F: Frames> {
     pub limits: TxLimits,
     /// Whether rx frames may span several buffers (`feature-sg`).
     pub rx_sg: bool,
+    /// The offloads the frontend takes on rx (its `feature-gso-*` and
+    /// checksum keys); the rest is done here.
+    pub rx_offloads: Offloads,
     /// Knobs.
     pub config: QueueConfig,
     /// Where to count.
@@ -157,17 +199,49 @@ pub struct QueueWorker<'a, M: GrantMapper, C: EventChannel, F: Frames> {
     pub stop: &'a AtomicBool,
 }
 
-/// State kept between steps.
+/// Bytes of one rx buffer: the largest packet a TAP gives (64 KiB of IP
+/// and an Ethernet header, with room to spare).
+const RX_BUF: usize = 65_550;
+
+/// A packet from the network waiting for rx buffers.
+struct RxItem {
+    /// Its bytes (the start of a pooled buffer).
+    buf: Vec<u8>,
+    len: usize,
+    /// `NETRXF_*` for its first slot.
+    flags: u16,
+    /// The GSO extra that follows the first slot.
+    gso: Option<NetifExtraGso>,
+}
+
+/// A packet the network said [`Sent::Busy`] to, kept in ring order.
+struct Held {
+    bytes: Vec<u8>,
+    meta: Meta,
+    packet: TxPacket,
+}
+
+/// State kept between steps. The buffers live across batches: no packet
+/// allocates on the way through.
 #[derive(Default)]
 pub struct QueueState {
     /// Tx slots taken from the ring that do not yet form a whole packet.
     partial: Vec<NetifTxRequest>,
-    /// Frames waiting for rx buffers.
-    rx_queue: VecDeque<Vec<u8>>,
+    /// The bytes of one tx batch, packet after packet.
+    tx_arena: Vec<u8>,
+    /// Tx packets waiting for a busy network, in ring order.
+    tx_held: VecDeque<Held>,
+    /// Packets waiting for rx buffers.
+    rx_queue: VecDeque<RxItem>,
+    /// Rx buffers not in use.
+    rx_spare: Vec<Vec<u8>>,
+    /// The packets of one rx delivery and their requests.
+    rx_batch: Vec<RxItem>,
+    rx_reqs: Vec<NetifRxRequest>,
+    /// Where software segmentation builds a segment.
+    seg: Vec<u8>,
     /// When the frontend last took a frame (or the queue was last empty).
     rx_progress: Option<std::time::Instant>,
-    /// Scratch for reading frames.
-    scratch: Vec<u8>,
 }
 
 impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
@@ -217,6 +291,18 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
     // ------------------------------------------------------------------ tx
 
     fn tx_round(&mut self, st: &mut QueueState) -> Result<bool> {
+        if !st.tx_held.is_empty() {
+            let before = st.tx_held.len();
+            self.flush_held(st)?;
+            let moved = st.tx_held.len() < before;
+            if moved {
+                self.publish_tx()?;
+            }
+            if !st.tx_held.is_empty() {
+                // Still busy: take nothing new (back-pressure).
+                return Ok(moved);
+            }
+        }
         let before = st.partial.len();
         let n = self
             .rings
@@ -241,7 +327,7 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
                     tracing::debug!("dropping a tx packet: {why}");
                     Counters::add(&self.counters.tx_rejected, 1);
                     // Answer in ring order: first the packets before this one.
-                    self.transmit(std::mem::take(&mut packets))?;
+                    self.transmit(std::mem::take(&mut packets), st)?;
                     for r in tx::responses(&slots, NETIF_RSP_ERROR) {
                         self.rings.tx.push_response(&r)?;
                     }
@@ -250,22 +336,28 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
             }
         }
         st.partial.drain(..at);
-        self.transmit(packets)?;
+        self.transmit(packets, st)?;
         self.publish_tx()?;
         Ok(true)
     }
 
-    /// Copy, send and answer `packets` (whole packets, in ring order).
-    fn transmit(&mut self, packets: Vec<TxPacket>) -> Result<()> {
+    /// Copy `packets` (whole packets, in ring order) out of the frontend's
+    /// pages in one grant-copy call, check their offloads, send and answer
+    /// them.
+    fn transmit(&mut self, packets: Vec<TxPacket>, st: &mut QueueState) -> Result<()> {
         if packets.is_empty() {
             return Ok(());
         }
-        let mut bufs: Vec<Vec<u8>> = packets.iter().map(|p| vec![0u8; p.len]).collect();
+        let total: usize = packets.iter().map(|p| p.len).sum();
+        let mut arena = std::mem::take(&mut st.tx_arena);
+        if arena.len() < total {
+            arena.resize(total, 0);
+        }
         let results = {
             let mut ops = Vec::new();
             let mut owners = Vec::new();
-            for (pi, (p, buf)) in packets.iter().zip(bufs.iter_mut()).enumerate() {
-                let mut rest: &mut [u8] = buf;
+            let mut rest: &mut [u8] = &mut arena[..total];
+            for (pi, p) in packets.iter().enumerate() {
                 for f in &p.frags {
                     let (head, tail) = rest.split_at_mut(usize::from(f.len));
                     rest = tail;
@@ -293,25 +385,106 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
             }
             ok
         };
-        for ((p, mut buf), ok) in packets.into_iter().zip(bufs.drain(..)).zip(results) {
-            let status = if ok {
-                if p.flags & NETTXF_CSUM_BLANK != 0 {
-                    crate::csum::complete(&mut buf);
+        let mut pos = 0;
+        for (p, ok) in packets.into_iter().zip(results) {
+            let bytes = &mut arena[pos..pos + p.len];
+            pos += p.len;
+            if !ok {
+                Counters::add(&self.counters.tx_grant_errors, 1);
+                self.answer(&p, NETIF_RSP_ERROR)?;
+                continue;
+            }
+            let meta = match offload::tx_meta(
+                bytes,
+                p.flags,
+                p.gso,
+                self.limits.offloads,
+                self.limits.max_frame,
+            ) {
+                Ok(m) => m,
+                Err(why) => {
+                    tracing::debug!("dropping a tx packet: {why}");
+                    Counters::add(&self.counters.tx_rejected, 1);
+                    self.answer(&p, NETIF_RSP_ERROR)?;
+                    continue;
                 }
-                if self.frames.send(&buf)? {
-                    Counters::add(&self.counters.tx_packets, 1);
-                    Counters::add(&self.counters.tx_bytes, buf.len() as u64);
-                } else {
-                    Counters::add(&self.counters.tx_network_drops, 1);
+            };
+            if !st.tx_held.is_empty() {
+                st.tx_held.push_back(Held {
+                    bytes: bytes.to_vec(),
+                    meta,
+                    packet: p,
+                });
+                continue;
+            }
+            if !self.send_one(bytes, &meta, &p)? {
+                st.tx_held.push_back(Held {
+                    bytes: bytes.to_vec(),
+                    meta,
+                    packet: p,
+                });
+            }
+        }
+        st.tx_arena = arena;
+        Ok(())
+    }
+
+    /// Offer one packet to the network and answer it; `false` if the network
+    /// is busy (nothing answered).
+    fn send_one(&mut self, bytes: &[u8], meta: &Meta, p: &TxPacket) -> Result<bool> {
+        let status = match self.frames.send(bytes, meta) {
+            Ok(Sent::Delivered) => {
+                Counters::add(&self.counters.tx_packets, 1);
+                Counters::add(&self.counters.tx_bytes, bytes.len() as u64);
+                if meta.gso.is_some() {
+                    Counters::add(&self.counters.tx_gso_packets, 1);
                 }
                 NETIF_RSP_OKAY
-            } else {
-                Counters::add(&self.counters.tx_grant_errors, 1);
-                NETIF_RSP_ERROR
-            };
-            for r in p.responses(status) {
-                self.rings.tx.push_response(&r)?;
             }
+            Ok(Sent::Dropped) => {
+                Counters::add(&self.counters.tx_network_drops, 1);
+                NETIF_RSP_OKAY
+            }
+            Ok(Sent::Busy) => {
+                Counters::add(&self.counters.tx_busy, 1);
+                return Ok(false);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                Counters::add(&self.counters.tx_busy, 1);
+                return Ok(false);
+            }
+            Err(e) => {
+                tracing::debug!("the network failed a tx packet: {e}");
+                Counters::add(&self.counters.tx_network_errors, 1);
+                self.report(FrameFailure::new("send", bytes.len(), &e));
+                NETIF_RSP_ERROR
+            }
+        };
+        self.answer(p, status)?;
+        Ok(true)
+    }
+
+    /// Hand a failure to the hook, if there is one.
+    fn report(&self, failure: FrameFailure) {
+        if let Some(hook) = &self.config.on_network_error {
+            (hook.0)(&failure);
+        }
+    }
+
+    /// Offer the held packets again, in order, until the network is busy.
+    fn flush_held(&mut self, st: &mut QueueState) -> Result<()> {
+        while let Some(h) = st.tx_held.pop_front() {
+            if !self.send_one(&h.bytes, &h.meta, &h.packet)? {
+                st.tx_held.push_front(h);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self, p: &TxPacket, status: i16) -> Result<()> {
+        for r in p.responses(status) {
+            self.rings.tx.push_response(&r)?;
         }
         Ok(())
     }
@@ -331,13 +504,14 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
 
     // ------------------------------------------------------------------ rx
 
-    /// Slots a frame of `len` bytes needs, or `None` if the frontend cannot take it.
-    fn slots_for(&self, len: usize) -> Option<usize> {
+    /// Slots a packet of `len` bytes needs (one more with a GSO extra), or
+    /// `None` if the frontend cannot take it.
+    fn slots_for(&self, len: usize, gso: bool) -> Option<usize> {
         let n = len.div_ceil(PAGE).max(1);
         if n > 1 && !self.rx_sg || n > XEN_NETIF_NR_SLOTS_MIN {
             None
         } else {
-            Some(n)
+            Some(n + usize::from(gso))
         }
     }
 
@@ -349,59 +523,120 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
                 .is_some_and(|t| t.elapsed() >= self.config.rx_drain)
     }
 
+    /// Queue a packet for the frontend (or count why not); its buffer goes
+    /// back to the spares when it is not kept.
+    fn queue_rx(&self, st: &mut QueueState, item: RxItem, cap: usize) {
+        if self.slots_for(item.len, item.gso.is_some()).is_none() {
+            Counters::add(&self.counters.rx_dropped_too_big, 1);
+            st.rx_spare.push(item.buf);
+        } else if st.rx_queue.len() >= cap {
+            Counters::add(&self.counters.rx_dropped_no_buffers, 1);
+            st.rx_spare.push(item.buf);
+        } else {
+            st.rx_queue.push_back(item);
+        }
+    }
+
     fn rx_round(&mut self, st: &mut QueueState) -> Result<bool> {
         let mut progress = false;
         if st.rx_queue.is_empty() || st.rx_progress.is_none() {
             st.rx_progress = Some(std::time::Instant::now());
         }
-        // Pull frames from the network while there is room to keep them, or
+        // Pull packets from the network while there is room to keep them, or
         // drop them while the frontend is stalled.
-        if st.scratch.len() < 65536 {
-            st.scratch.resize(65536, 0);
-        }
         let cap = self.config.rx_queue.max(1);
         let stalled = self.rx_stalled(st);
         for _ in 0..cap {
             if st.rx_queue.len() >= cap && !stalled {
                 break;
             }
-            let Some(n) = self.frames.recv(&mut st.scratch)? else {
+            let mut buf = st.rx_spare.pop().unwrap_or_default();
+            if buf.len() < RX_BUF {
+                buf.resize(RX_BUF, 0);
+            }
+            let got = match self.frames.recv(&mut buf) {
+                Ok(g) => g,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+                Err(e) => {
+                    st.rx_spare.push(buf);
+                    Counters::add(&self.counters.rx_network_errors, 1);
+                    self.report(FrameFailure::new("recv", 0, &e));
+                    return Err(Error::Network(format!("receiving: {e}")));
+                }
+            };
+            let Some(got) = got else {
+                st.rx_spare.push(buf);
                 break;
             };
             progress = true;
-            if self.slots_for(n).is_none() {
-                Counters::add(&self.counters.rx_dropped_too_big, 1);
-            } else if st.rx_queue.len() >= cap {
-                Counters::add(&self.counters.rx_dropped_no_buffers, 1);
-            } else {
-                st.rx_queue.push_back(st.scratch[..n].to_vec());
+            let len = got.len.min(buf.len());
+            match offload::rx_plan(&mut buf[..len], &got.meta, self.rx_offloads) {
+                RxPlan::Whole { flags, gso } => {
+                    let item = RxItem {
+                        buf,
+                        len,
+                        flags,
+                        gso,
+                    };
+                    self.queue_rx(st, item, cap);
+                }
+                RxPlan::Segment { headers, mss } => {
+                    Counters::add(&self.counters.rx_segmented, 1);
+                    let mut seg = std::mem::take(&mut st.seg);
+                    let mut segs = Vec::new();
+                    offload::segment(&buf[..len], &headers, mss, &mut seg, |s| {
+                        let mut b = st.rx_spare.pop().unwrap_or_default();
+                        if b.len() < RX_BUF {
+                            b.resize(RX_BUF, 0);
+                        }
+                        b[..s.len()].copy_from_slice(s);
+                        segs.push(RxItem {
+                            buf: b,
+                            len: s.len(),
+                            flags: NETRXF_DATA_VALIDATED,
+                            gso: None,
+                        });
+                    });
+                    st.seg = seg;
+                    st.rx_spare.push(buf);
+                    // The segments of one packet stay together (the queue
+                    // may run over its cap by one packet's worth).
+                    for item in segs {
+                        self.queue_rx(st, item, cap + RX_BUF / 64);
+                    }
+                }
             }
         }
         // Deliver what fits in the posted buffers, in batches of one grant-copy call.
         let mut delivered = false;
-        let mut batch: Vec<(Vec<u8>, Vec<NetifRxRequest>)> = Vec::new();
-        while let Some(frame) = st.rx_queue.front() {
-            let need = self.slots_for(frame.len()).unwrap_or(1);
+        let mut batch = std::mem::take(&mut st.rx_batch);
+        let mut reqs = std::mem::take(&mut st.rx_reqs);
+        while let Some(item) = st.rx_queue.front() {
+            let need = self.slots_for(item.len, item.gso.is_some()).unwrap_or(1);
             if (self.rings.rx.unconsumed_requests()? as usize) < need {
                 break;
             }
-            let frame = st.rx_queue.pop_front().expect("front exists");
-            let mut reqs = Vec::with_capacity(need);
+            let item = st.rx_queue.pop_front().expect("front exists");
             for _ in 0..need {
                 match self.rings.rx.take_request()? {
                     Some(r) => reqs.push(r),
                     None => return Err(Error::Frontend("rx ring shrank".into())),
                 }
             }
-            batch.push((frame, reqs));
+            batch.push(item);
             if batch.len() >= 64 {
-                self.deliver(&batch)?;
-                batch.clear();
+                self.deliver(&batch, &reqs)?;
+                st.rx_spare.extend(batch.drain(..).map(|i| i.buf));
+                reqs.clear();
             }
             delivered = true;
             st.rx_progress = Some(std::time::Instant::now());
         }
-        self.deliver(&batch)?;
+        self.deliver(&batch, &reqs)?;
+        st.rx_spare.extend(batch.drain(..).map(|i| i.buf));
+        reqs.clear();
+        st.rx_batch = batch;
+        st.rx_reqs = reqs;
         if delivered {
             progress = true;
             if self
@@ -420,16 +655,20 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
         Ok(progress)
     }
 
-    /// Copy frames into the buffers of their requests (one grant-copy call for
-    /// the batch) and answer every request, in order.
-    fn deliver(&mut self, batch: &[(Vec<u8>, Vec<NetifRxRequest>)]) -> Result<()> {
+    /// Copy packets into the buffers of their requests (`reqs`, packet after
+    /// packet: the first data slot, the GSO extra's slot if any, the other
+    /// data slots) in one grant-copy call, and answer every request, in order.
+    fn deliver(&mut self, batch: &[RxItem], reqs: &[NetifRxRequest]) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
         let mut ops: Vec<GrantCopy<'_>> = Vec::new();
         let mut owner = Vec::new();
-        for (fi, (frame, reqs)) in batch.iter().enumerate() {
-            for (chunk, r) in frame.chunks(PAGE).zip(reqs) {
+        let mut at = 0;
+        for (fi, item) in batch.iter().enumerate() {
+            let extra = usize::from(item.gso.is_some());
+            for (j, chunk) in item.buf[..item.len].chunks(PAGE).enumerate() {
+                let r = reqs[at + j + if j > 0 { extra } else { 0 }];
                 ops.push(GrantCopy {
                     domid: self.frontend,
                     gref: GrantRef(r.gref),
@@ -438,6 +677,7 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
                 });
                 owner.push(fi);
             }
+            at += item.len.div_ceil(PAGE).max(1) + extra;
         }
         let mut ok = vec![true; batch.len()];
         for (r, &fi) in self.mapper.copy(&mut ops)?.iter().zip(&owner) {
@@ -449,23 +689,49 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
             }
         }
         drop(ops);
-        for ((frame, reqs), ok) in batch.iter().zip(ok) {
-            let mut lens = frame.chunks(PAGE).map(<[u8]>::len);
-            for (i, r) in reqs.iter().enumerate() {
-                let last = i + 1 == reqs.len();
+        let mut at = 0;
+        for (item, ok) in batch.iter().zip(ok) {
+            let data = item.len.div_ceil(PAGE).max(1);
+            let n = data + usize::from(item.gso.is_some());
+            let mut lens = item.buf[..item.len].chunks(PAGE).map(<[u8]>::len);
+            let mut d = 0;
+            for (k, r) in reqs[at..at + n].iter().enumerate() {
+                if k == 1 {
+                    if let Some(g) = item.gso {
+                        let e = NetifExtraInfo {
+                            type_: XEN_NETIF_EXTRA_TYPE_GSO,
+                            flags: 0,
+                            u: NetifExtraInfoU { gso: g },
+                        };
+                        self.rings.rx.push_response(&NetifRxResponse::from(e))?;
+                        continue;
+                    }
+                }
+                d += 1;
                 let len = lens.next().unwrap_or(0);
+                let mut flags = if d < data { NETRXF_MORE_DATA } else { 0 };
+                if d == 1 {
+                    flags |= item.flags;
+                    if item.gso.is_some() {
+                        flags |= NETRXF_EXTRA_INFO;
+                    }
+                }
                 let rsp = NetifRxResponse {
                     id: r.id,
                     offset: 0,
-                    flags: if last { 0 } else { NETRXF_MORE_DATA },
+                    flags,
                     status: if ok { len as i16 } else { NETIF_RSP_ERROR },
                 };
                 self.rings.rx.push_response(&rsp)?;
             }
-            Counters::add(&self.counters.rx_slots, reqs.len() as u64);
+            at += n;
+            Counters::add(&self.counters.rx_slots, n as u64);
             if ok {
                 Counters::add(&self.counters.rx_packets, 1);
-                Counters::add(&self.counters.rx_bytes, frame.len() as u64);
+                Counters::add(&self.counters.rx_bytes, item.len as u64);
+                if item.gso.is_some() {
+                    Counters::add(&self.counters.rx_gso_packets, 1);
+                }
             } else {
                 Counters::add(&self.counters.rx_grant_errors, 1);
             }
@@ -506,12 +772,12 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
         }
         // Look at the network only when its frames can be taken (or dropped).
         let full = st.rx_queue.len() >= self.config.rx_queue.max(1);
-        let frames_fd = self.frames.fd();
+        let frames_fd = self.frames.ready_fd();
         let has_frames_fd = frames_fd.is_some();
         if let Some(fd) = frames_fd.filter(|_| !full || self.rx_stalled(st)) {
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
-        let timeout = if !has_frames_fd {
+        let timeout = if !has_frames_fd || !st.tx_held.is_empty() {
             PollTimeout::from(1u8)
         } else if full {
             // Wake up when the stall timeout would start dropping.

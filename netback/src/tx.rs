@@ -21,6 +21,8 @@
 //! fragment may be short or empty (XSA-423, 432): the backend gathers the whole
 //! frame into one buffer, so no later code ever sees headers split across pieces.
 
+use crate::inline::Inline;
+use crate::packet::Offloads;
 use xenio_xen_sys::GrantRef;
 use xenio_xen_sys::netif::*;
 
@@ -41,6 +43,10 @@ pub struct TxLimits {
     pub max_frame: usize,
     /// Whether packets may span several slots (`feature-sg` negotiated).
     pub sg: bool,
+    /// What the network takes: GSO packets of a kind it does not take are
+    /// dropped (that kind was not offered); GSO packets may be longer than
+    /// `max_frame` (up to 64 KiB), their segments may not.
+    pub offloads: Offloads,
 }
 
 impl Default for TxLimits {
@@ -48,12 +54,13 @@ impl Default for TxLimits {
         TxLimits {
             max_frame: 1500 + ETH_HLEN + 4,
             sg: true,
+            offloads: Offloads::NONE,
         }
     }
 }
 
 /// Where one fragment's bytes are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Frag {
     /// The frontend's grant.
     pub gref: GrantRef,
@@ -64,7 +71,7 @@ pub struct Frag {
 }
 
 /// One slot's response to send, in slot order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlotId {
     /// The request's id.
     pub id: u16,
@@ -76,9 +83,9 @@ pub struct SlotId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxPacket {
     /// Every slot of the packet, in ring order.
-    pub slots: Vec<SlotId>,
+    pub slots: Inline<SlotId>,
     /// The data fragments, in order.
-    pub frags: Vec<Frag>,
+    pub frags: Inline<Frag>,
     /// Total length.
     pub len: usize,
     /// The first request's flags (`NETTXF_csum_blank`, `NETTXF_data_validated`).
@@ -122,6 +129,18 @@ pub enum Drop {
     /// Several slots without `feature-sg`.
     #[error("packet spans {0} slots but feature-sg was not negotiated")]
     NoSg(usize),
+    /// A GSO extra of a kind the backend did not offer.
+    #[error("a GSO packet of a kind that was not offered")]
+    GsoNotOffered,
+    /// A GSO packet that cannot be cut as it says (not TCP of its kind, an MSS
+    /// below the minimum, above the packet's length, or making segments longer
+    /// than the MTU).
+    #[error("GSO packet: {0}")]
+    Gso(String),
+    /// Headers that claim more than the packet carries, or are malformed (for
+    /// a packet whose checksum or segmentation depends on them).
+    #[error("headers: {0}")]
+    Headers(String),
 }
 
 /// A protocol violation: the frontend is disconnected.
@@ -153,6 +172,9 @@ pub enum Fatal {
 
 /// What [`parse`] found at the head of the slots.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// A packet is a few hundred bytes inline, against a drop's hundred: boxing
+// it would put back the allocation per packet that `Inline` takes away.
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed {
     /// The packet continues in slots not published yet.
     NeedMore,
@@ -168,7 +190,7 @@ pub enum Parsed {
         /// Slots consumed.
         used: usize,
         /// Its slots, to answer.
-        slots: Vec<SlotId>,
+        slots: Inline<SlotId>,
         /// Why.
         why: Drop,
     },
@@ -179,10 +201,11 @@ pub fn parse(slots: &[NetifTxRequest], limits: &TxLimits) -> Result<Parsed, Fata
     let Some(first) = slots.first() else {
         return Ok(Parsed::NeedMore);
     };
-    let mut ids = vec![SlotId {
+    let mut ids = Inline::default();
+    ids.push(SlotId {
         id: first.id,
         extra: false,
-    }];
+    });
     let mut i = 1;
     let mut gso = None;
     // Extra-info slots follow the first request.
@@ -228,7 +251,7 @@ pub fn parse(slots: &[NetifTxRequest], limits: &TxLimits) -> Result<Parsed, Fata
     }
     // Data slots after the first, while the previous one says more_data.
     let total = usize::from(first.size);
-    let mut frags = Vec::new();
+    let mut frags = Inline::default();
     let mut left = total;
     let mut more = first.flags & NETTXF_MORE_DATA != 0;
     while more {
@@ -271,19 +294,25 @@ pub fn parse(slots: &[NetifTxRequest], limits: &TxLimits) -> Result<Parsed, Fata
             size: left,
         });
     }
-    frags.insert(
-        0,
-        Frag {
-            gref: GrantRef(first.gref),
-            offset: first.offset,
-            len: left as u16,
-        },
-    );
+    frags.push_front(Frag {
+        gref: GrantRef(first.gref),
+        offset: first.offset,
+        len: left as u16,
+    });
     let used = i;
     let data_slots = frags.len();
+    let gso_offered = gso.is_none_or(|g: NetifExtraGso| {
+        if g.type_ == XEN_NETIF_GSO_TYPE_TCPV6 {
+            limits.offloads.tso6
+        } else {
+            limits.offloads.tso4
+        }
+    });
     let why = if total < ETH_HLEN {
         Some(Drop::TooShort(total))
-    } else if total > limits.max_frame {
+    } else if !gso_offered {
+        Some(Drop::GsoNotOffered)
+    } else if total > limits.max_frame && gso.is_none() {
         Some(Drop::TooLong {
             len: total,
             max: limits.max_frame,
@@ -506,7 +535,12 @@ mod tests {
             mcast.into(),
             req(2, 0, 0, 8, 40),
         ];
-        let (used, p) = packet(parse(&slots, &TxLimits::default()).unwrap());
+        // The network takes GSO (else the packet is dropped: not offered).
+        let limits = TxLimits {
+            offloads: Offloads::ALL,
+            ..TxLimits::default()
+        };
+        let (used, p) = packet(parse(&slots, &limits).unwrap());
         assert_eq!(used, 4);
         assert!(p.gso.is_some());
         let rsps: Vec<_> = p.responses(NETIF_RSP_OKAY).collect();

@@ -5,12 +5,17 @@
 //! references) are answered with errors while the ring keeps serving; protocol
 //! violations (a fragment past its page or bigger than the packet, an endless
 //! chain, a bad extra info, a producer index far ahead) disconnect the
-//! frontend without harming the backend.
+//! frontend without harming the backend. With a network that takes offloads,
+//! the GSO extra and `NETTXF_csum_blank` get the same treatment: an MSS of 0
+//! disconnects (as in Linux), an MSS below the minimum, above the packet or
+//! making segments longer than the MTU, a GSO packet that is not TCP, headers
+//! that claim more than the slots carry and a checksum field past the end are
+//! answered with errors, and good large segments reach the network whole.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use xenio_netback::{BackendConfig, Counters, MemNetwork, Outcome, serve};
+use xenio_netback::{BackendConfig, Checksum, Counters, MemNetwork, Offloads, Outcome, serve};
 use xenio_ring::FrontRing;
 use xenio_xen_sys::netif::*;
 use xenio_xen_sys::xenbus::XenbusState;
@@ -87,12 +92,23 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
 
 /// Run `body` against a connected backend; returns what `serve` returned.
 fn scenario(body: impl FnOnce(&mut Front, &MemNetwork, &Counters, &dyn Fn() -> XenbusState)) {
+    scenario_with(Offloads::NONE, body)
+}
+
+/// [`scenario`] with a network that takes `offloads`.
+fn scenario_with(
+    offloads: Offloads,
+    body: impl FnOnce(&mut Front, &MemNetwork, &Counters, &dyn Fn() -> XenbusState),
+) {
     let world = InProcess::new().unwrap();
     let dom0 = world.domain(DomId(0)).unwrap();
     let guest = world.domain(DomId(1)).unwrap();
     let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vif, 0);
     create_device(dom0.store(), &paths, &[]).unwrap();
-    let net = MemNetwork::default();
+    let net = MemNetwork {
+        offloads,
+        ..Default::default()
+    };
     let counters = Counters::default();
     let shutdown = AtomicBool::new(false);
     let config = BackendConfig {
@@ -356,5 +372,252 @@ fn rx_producer_far_ahead_disconnects() {
         f.ch.notify().unwrap();
         wait_disconnect(state);
         assert!(f.rx.take_response().map_or(true, |r| r.is_none()));
+    });
+}
+
+/// An Ethernet + IPv4 + TCP packet with `payload` bytes; the IPv4 total
+/// length says `claim` more bytes than there are, the TCP data offset is
+/// `doff` words, the protocol `proto`.
+fn tcp4(payload: usize, claim: usize, doff: u8, proto: u8) -> Vec<u8> {
+    let mut f = pattern(14 + 20 + 20 + payload, 0x5a);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[15] = 0;
+    let total = (20 + 20 + payload + claim) as u16;
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f[20..22].copy_from_slice(&[0x40, 0]);
+    f[22] = 64;
+    f[23] = proto;
+    f[26..30].copy_from_slice(&[192, 0, 2, 2]);
+    f[30..34].copy_from_slice(&[192, 0, 2, 1]);
+    f[46] = doff << 4;
+    f
+}
+
+fn gso_extra(size: u16, type_: u8) -> NetifTxRequest {
+    NetifExtraInfo {
+        type_: XEN_NETIF_EXTRA_TYPE_GSO,
+        flags: 0,
+        u: NetifExtraInfoU {
+            gso: NetifExtraGso {
+                size,
+                type_,
+                pad: 0,
+                features: 0,
+            },
+        },
+    }
+    .into()
+}
+
+/// Put `pkt` into pages `first..` (4096 bytes each) and describe it as one
+/// packet with id base `id`, a GSO extra of `mss` (if any) and `flags`.
+fn gso_packet(
+    f: &Front,
+    first: usize,
+    id: u16,
+    pkt: &[u8],
+    flags: u16,
+    extra: Option<NetifTxRequest>,
+) -> Vec<NetifTxRequest> {
+    let chunks: Vec<&[u8]> = pkt.chunks(4096).collect();
+    let mut v = Vec::new();
+    for (k, c) in chunks.iter().enumerate() {
+        f.put(first + k, 0, c);
+        let more = if k + 1 < chunks.len() {
+            NETTXF_MORE_DATA
+        } else {
+            0
+        };
+        if k == 0 {
+            let x = if extra.is_some() {
+                NETTXF_EXTRA_INFO
+            } else {
+                0
+            };
+            v.push(req(
+                f.data_ref(first),
+                0,
+                flags | more | x,
+                id,
+                pkt.len() as u16,
+            ));
+            v.extend(extra);
+        } else {
+            v.push(req(
+                f.data_ref(first + k),
+                0,
+                more,
+                id + k as u16,
+                c.len() as u16,
+            ));
+        }
+    }
+    v
+}
+
+#[test]
+fn gso_and_checksum_offload_shapes_get_errors_and_good_ones_pass_whole() {
+    let blank = NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED;
+    scenario_with(Offloads::ALL, |f, net, c, state| {
+        let good = tcp4(10_000, 0, 5, 6);
+        let cases: Vec<(Vec<u8>, Option<NetifTxRequest>, u16, &str)> = vec![
+            // Good: a 10,054-byte TCP segment to cut at 1448.
+            (
+                good.clone(),
+                Some(gso_extra(1448, XEN_NETIF_GSO_TYPE_TCPV4)),
+                blank,
+                "good",
+            ),
+            // An MSS above the packet's length.
+            (
+                good.clone(),
+                Some(gso_extra(60_000, XEN_NETIF_GSO_TYPE_TCPV4)),
+                blank,
+                "mss > packet",
+            ),
+            // An MSS below the minimum: thousands of segments.
+            (
+                good.clone(),
+                Some(gso_extra(40, XEN_NETIF_GSO_TYPE_TCPV4)),
+                blank,
+                "mss 40",
+            ),
+            // Segments longer than the MTU allows (54 + 2000 > 1518).
+            (
+                good.clone(),
+                Some(gso_extra(2000, XEN_NETIF_GSO_TYPE_TCPV4)),
+                blank,
+                "mss over mtu",
+            ),
+            // IPv6 GSO for an IPv4 packet.
+            (
+                good.clone(),
+                Some(gso_extra(1448, XEN_NETIF_GSO_TYPE_TCPV6)),
+                blank,
+                "wrong kind",
+            ),
+            // GSO for UDP.
+            (
+                tcp4(10_000, 0, 5, 17),
+                Some(gso_extra(1448, XEN_NETIF_GSO_TYPE_TCPV4)),
+                blank,
+                "udp",
+            ),
+            // The IPv4 header claims 20,000 more bytes than the slots carry.
+            (
+                tcp4(10_000, 20_000, 5, 6),
+                Some(gso_extra(1448, XEN_NETIF_GSO_TYPE_TCPV4)),
+                blank,
+                "ip claims more",
+            ),
+            // csum_blank: a TCP header (data offset 15 words) past the end, so
+            // the checksum field is outside the packet.
+            (tcp4(4, 0, 15, 6), None, blank, "tcp header past the end"),
+            // csum_blank with an IPv4 total length past the end.
+            (tcp4(100, 3000, 5, 6), None, blank, "csum, ip claims more"),
+            // Good: csum_blank on a small TCP segment.
+            (tcp4(100, 0, 5, 6), None, blank, "good csum"),
+        ];
+        let mut reqs = Vec::new();
+        let mut page = 0;
+        let mut id = 100;
+        for (pkt, extra, flags, _) in &cases {
+            reqs.extend(gso_packet(f, page, id, pkt, *flags, *extra));
+            page += pkt.len().div_ceil(4096);
+            id += 10;
+        }
+        assert!(page <= 32);
+        f.send(&reqs);
+        let rsps = f.responses(reqs.len());
+        for (k, (_, extra, _, what)) in cases.iter().enumerate() {
+            let first = 100 + 10 * k as u16;
+            let r = rsps
+                .iter()
+                .find(|r| r.id == first && r.status != NETIF_RSP_NULL)
+                .unwrap();
+            let want = if what.starts_with("good") {
+                NETIF_RSP_OKAY
+            } else {
+                NETIF_RSP_ERROR
+            };
+            assert_eq!(r.status, want, "{what}");
+            if extra.is_some() {
+                assert!(rsps.iter().any(|r| r.status == NETIF_RSP_NULL));
+            }
+        }
+        let out = sent(net);
+        let meta = std::mem::take(&mut *net.frames.sent_meta.lock().unwrap());
+        assert_eq!(out.len(), 2, "only the two good packets reach the network");
+        assert_eq!(out[0].len(), good.len(), "the large segment goes whole");
+        let g = meta[0].gso.expect("with its GSO metadata");
+        assert_eq!((g.size, g.hdr_len), (1448, 54));
+        assert_eq!(
+            meta[0].checksum,
+            Checksum::Partial {
+                start: 34,
+                offset: 16
+            }
+        );
+        assert_eq!(
+            meta[1].checksum,
+            Checksum::Partial {
+                start: 34,
+                offset: 16
+            }
+        );
+        // Everything but the checksum field is the frontend's bytes; the field
+        // holds the pseudo-header sum.
+        assert_eq!(out[0][..50], good[..50]);
+        assert_eq!(out[0][52..], good[52..]);
+        let mut s: u32 = [0xc000u32, 0x0202, 0xc000, 0x0201, 6, 10_020].iter().sum();
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        assert_eq!(u16::from_be_bytes([out[0][50], out[0][51]]), s as u16);
+        assert_eq!(c.tx_rejected.load(Ordering::Relaxed), 8);
+        assert_eq!(c.tx_gso_packets.load(Ordering::Relaxed), 1);
+        assert_eq!(state(), XenbusState::Connected);
+    });
+}
+
+#[test]
+fn gso_of_a_kind_not_offered_gets_an_error() {
+    // A network that takes no offloads: no GSO is offered, and a frontend
+    // that sends some anyway gets an error, the ring going on.
+    scenario(|f, net, c, state| {
+        let pkt = tcp4(10_000, 0, 5, 6);
+        let reqs = gso_packet(
+            f,
+            0,
+            1,
+            &pkt,
+            NETTXF_CSUM_BLANK,
+            Some(gso_extra(1448, XEN_NETIF_GSO_TYPE_TCPV4)),
+        );
+        f.send(&reqs);
+        let rsps = f.responses(reqs.len());
+        assert!(rsps.iter().all(|r| r.status != NETIF_RSP_OKAY), "{rsps:?}");
+        assert!(sent(net).is_empty());
+        assert_eq!(c.tx_rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(state(), XenbusState::Connected);
+    });
+}
+
+#[test]
+fn gso_size_zero_disconnects() {
+    scenario_with(Offloads::ALL, |f, net, _, state| {
+        let pkt = tcp4(10_000, 0, 5, 6);
+        let reqs = gso_packet(
+            f,
+            0,
+            1,
+            &pkt,
+            NETTXF_CSUM_BLANK,
+            Some(gso_extra(0, XEN_NETIF_GSO_TYPE_TCPV4)),
+        );
+        f.send(&reqs);
+        wait_disconnect(state);
+        assert!(sent(net).is_empty());
     });
 }

@@ -27,6 +27,8 @@
 //! - `options`: [`Options`] (what is asked for), [`Info`] (what was
 //!   negotiated), [`MAX_FRAME`], [`parse_mac`];
 //! - `counters`: [`Counters`];
+//! - `packet`: [`PacketMeta`] (checksum offload and large TCP segments for
+//!   [`NetFront::send_packet`] and [`NetFront::recv_packet`]);
 //! - `front`: [`NetFront`], which drives its parts: `front::handshake` (the
 //!   XenbusState handshake), `front::queue` (one queue, its two rings and
 //!   event channel(s)), `front::tx` (a tx ring, its pages, a frame's layout in
@@ -37,10 +39,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "test-utils")]
+pub mod bulk_tcp;
 mod counters;
 mod error;
 mod front;
 mod options;
+mod packet;
 mod phy;
 pub mod stack;
 
@@ -48,4 +53,5 @@ pub use counters::Counters;
 pub use error::{Error, Result};
 pub use front::NetFront;
 pub use options::{Info, MAX_FRAME, Options, parse_mac};
+pub use packet::{Gso, GsoKind, PacketMeta};
 pub use phy::{RxToken, TxToken};

@@ -27,6 +27,16 @@ pub struct Options {
     pub mac: Option<[u8; 6]>,
     /// How long to wait for the backend at each handshake step.
     pub timeout: Duration,
+    /// Take and send checksums left blank: advertise checksum offload
+    /// (`feature-no-csum-offload` 0, `feature-ipv6-csum-offload` 1), so that
+    /// received packets may come with `csum_blank` (the receiver finishes or
+    /// trusts the checksum: [`NetFront::recv_packet`](crate::NetFront::recv_packet)).
+    /// Off by default: smoltcp checks every checksum itself.
+    pub csum_offload: bool,
+    /// Take and send TCP segments of up to 64 KiB (`feature-gso-tcpv4`,
+    /// `-tcpv6`; needs `sg` and `csum_offload`). Received packets may then be
+    /// large segments, which smoltcp cannot take: for the raw-packet API.
+    pub gso: bool,
 }
 
 impl Default for Options {
@@ -39,6 +49,8 @@ impl Default for Options {
             tx_offset: 0,
             mac: None,
             timeout: Duration::from_secs(30),
+            csum_offload: false,
+            gso: false,
         }
     }
 }
@@ -56,6 +68,14 @@ pub struct Info {
     pub mtu: usize,
     /// The MAC address.
     pub mac: [u8; 6],
+    /// Checksum offload both ways (asked for, and the backend takes IPv4
+    /// checksums left blank: it did not say `feature-no-csum-offload`).
+    pub csum_offload: bool,
+    /// Large IPv4 TCP segments may be sent (asked for, and the backend offers
+    /// `feature-gso-tcpv4`) and may be received.
+    pub gso_tcpv4: bool,
+    /// The same for IPv6 (`feature-gso-tcpv6`).
+    pub gso_tcpv6: bool,
 }
 
 /// The MAC address a frontend uses when neither the options nor the

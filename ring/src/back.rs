@@ -92,6 +92,39 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
         Ok(Self::with(sring, rsp_prod))
     }
 
+    /// Attach to a ring another backend served until it stopped (a backend
+    /// process that was killed, say), given that backend's request consumer
+    /// index `req_cons` (which it recorded somewhere that outlived it): the
+    /// requests before `req_cons` were taken by it, those from `req_cons` on are
+    /// still to be read. Responses go on from the shared `rsp_prod`: whatever the
+    /// old backend wrote into slots beyond it was never published. Requests it
+    /// took and never answered are the caller's to serve again.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::RegionTooSmall`] as for [`BackRing::attach`];
+    /// [`RingError::RequestProdOverflow`] if `req_prod` is more than a ring ahead
+    /// of `rsp_prod`, or `req_cons` is not between `rsp_prod` and `req_prod`.
+    pub fn attach_resumed(mem: M, req_cons: RingIdx) -> Result<Self, RingError> {
+        let sring = Sring::new(mem)?;
+        // Acquire: pairs with the frontend's Release stores of req_prod.
+        let req_prod = sring.load(REQ_PROD, Ordering::Acquire);
+        // Relaxed: only this side writes rsp_prod, and no one is writing it now.
+        let rsp_prod = sring.load(RSP_PROD, Ordering::Relaxed);
+        let published = req_prod.wrapping_sub(rsp_prod);
+        if published > sring.size() || req_cons.wrapping_sub(rsp_prod) > published {
+            return Err(RingError::RequestProdOverflow {
+                req_prod,
+                req_cons,
+                rsp_prod_pvt: rsp_prod,
+                size: sring.size(),
+            });
+        }
+        let mut ring = Self::with(sring, rsp_prod);
+        ring.req_cons = req_cons;
+        Ok(ring)
+    }
+
     /// Attach with both private indices at `idx` (`BACK_RING_ATTACH`;
     /// `BACK_RING_INIT` is `idx = 0`). The shared memory is not touched.
     ///

@@ -37,7 +37,7 @@ pub struct Spinner {
     /// How long to spin until the next yield.
     every: Duration,
     /// A yield kept this thread off the CPU for longer than
-    /// [`CONTENDED`](CONTENDED).
+    /// [`CONTENDED`].
     contended: bool,
     /// The last yield ran another thread (it took longer than [`SHARED`]).
     shared: bool,
@@ -61,7 +61,7 @@ impl Spinner {
     }
 
     /// Whether one of this spinner's yields kept the thread off the CPU for
-    /// longer than [`CONTENDED`](CONTENDED): other threads wanted
+    /// longer than [`CONTENDED`]: other threads wanted
     /// this CPU (the peer, perhaps, or unrelated work).
     pub fn contended(&self) -> bool {
         self.contended
@@ -114,7 +114,7 @@ pub struct Spun {
     /// `found` said yes (else the deadline passed).
     pub found: bool,
     /// A yield kept the thread off the CPU for longer than
-    /// [`CONTENDED`](CONTENDED) (see [`Spinner::contended`]).
+    /// [`CONTENDED`] (see [`Spinner::contended`]).
     pub contended: bool,
 }
 

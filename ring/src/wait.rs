@@ -34,7 +34,7 @@
 //!   And a spin ends (the side sleeps) as soon as one of its yields ran
 //!   another thread: on a shared CPU a spinner that yielded gets the CPU back
 //!   only when the others' time slices end, while a sleeper is woken by the
-//!   event itself ([`spin_until_alone`](crate::spin::spin_until_alone)).
+//!   event itself ([`spin_until_alone`]).
 //! - It starts out sleeping at once (nothing learned yet), and a queue that
 //!   was idle (a wait of [`IDLE`] or more) goes back to that; nine caught
 //!   waits in a row turn spinning on again.

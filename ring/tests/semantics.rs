@@ -231,6 +231,56 @@ fn backend_attach_resumes_unanswered_requests_and_rejects_overflow() {
     );
 }
 
+/// A backend that died after taking requests 0..4 and answering 0 and 2 (the
+/// response for 2 written but not published): its successor, told where the
+/// old one's consumer stood, reads only what was never taken and answers from
+/// the published `rsp_prod` on, over the unpublished response.
+#[test]
+fn attach_resumed_continues_after_a_dead_backend() {
+    let (mut f, mut b) = pair(0, u32::MAX - 2);
+    for i in 0..6 {
+        f.push_request(&req(i)).unwrap();
+    }
+    let _ = f.push_requests_and_check_notify();
+    let mut v = Vec::new();
+    b.take_requests_up_to(&mut v, 4).unwrap();
+    b.push_response(&BlkifResponse::new(0, 1, 0)).unwrap();
+    b.push_responses();
+    b.push_response(&BlkifResponse::new(2, 1, 0)).unwrap(); // never published
+    let req_cons = b.req_cons();
+    drop(b);
+    let mut b2 = BlkifBackRing::attach_resumed(f.memory().clone(), req_cons).unwrap();
+    assert_eq!(b2.req_cons(), req_cons);
+    assert_eq!(b2.rsp_prod_pvt(), (u32::MAX - 2).wrapping_add(1));
+    assert_eq!(
+        b2.pending(),
+        3,
+        "1, 2 and 3 are the new backend's to answer"
+    );
+    v.clear();
+    b2.take_requests(&mut v).unwrap();
+    assert_eq!(v.iter().map(|r| r.id).collect::<Vec<_>>(), vec![4, 5]);
+    for id in [3, 1, 2, 5, 4] {
+        b2.push_response(&BlkifResponse::new(id, 1, 0)).unwrap();
+    }
+    let _ = b2.push_responses_and_check_notify();
+    let mut got = Vec::new();
+    f.take_responses(&mut got).unwrap();
+    assert_eq!(
+        got.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![0, 3, 1, 2, 5, 4]
+    );
+    // A consumer index outside rsp_prod..=req_prod is refused.
+    let rsp_prod = f.memory().words()[2].load(Relaxed);
+    for bad in [rsp_prod.wrapping_sub(1), rsp_prod.wrapping_add(1)] {
+        assert!(
+            BlkifBackRing::attach_resumed(f.memory().clone(), bad)
+                .unwrap_err()
+                .is_broken()
+        );
+    }
+}
+
 #[test]
 fn entries_are_copied_once_and_later_scribbles_do_not_change_them() {
     let (mut f, mut b) = pair(0, 0);

@@ -14,7 +14,7 @@
 //! | --- | --- | --- |
 //! | `blkback` (default) | `blkback`, `hostio` | the block backend framework: `SyncStorage` / `Storage`, `Server`, `FileStorage` |
 //! | `blkfront` (default) | `blkfront` | the block frontend: `BlkFront`, `Options` |
-//! | `netback` | `netback`, `hostio` | the network backend framework: `Network`, `serve`, TAP devices |
+//! | `netback` | `netback`, `hostio` | the network backend framework: `Network` / `Frames`, the `Vif` builder (`Vif::args`, `handle_signals`, `on_network_error`), TAP devices |
 //! | `netfront` | `netfront` | the network frontend (smoltcp's `phy::Device`, `Stack`) |
 //! | `store` | `store` | the local platform's store daemon, to start one in a program or a test |
 //! | `inprocess` | `platform::InProcess` | several domains as threads of one process |
@@ -45,7 +45,8 @@
 //!
 //! `blkback/examples/` has whole programs (a checksumming backend and a
 //! frontend that uses it), and `docs/backend-guide.md` walks through writing
-//! one.
+//! one; for a network backend, `netback/examples/` (an echo host and its
+//! client) and `docs/network-backend-guide.md`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -13,9 +13,11 @@
 #![deny(missing_docs)]
 
 pub mod blkif;
+pub mod blkif_x86_32;
 pub mod grant_table;
 pub mod ioctl;
 pub mod netif;
+pub mod protocols;
 pub mod ring;
 pub mod types;
 pub mod xenbus;

@@ -9,12 +9,14 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use xenio_xen_sys::blkif::*;
+use xenio_xen_sys::blkif_x86_32::*;
 use xenio_xen_sys::grant_table::*;
 use xenio_xen_sys::ioctl::evtchn::*;
 use xenio_xen_sys::ioctl::gntalloc::*;
 use xenio_xen_sys::ioctl::gntdev::*;
 use xenio_xen_sys::ioctl::*;
 use xenio_xen_sys::netif::*;
+use xenio_xen_sys::protocols::*;
 use xenio_xen_sys::ring::*;
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::xs_wire::*;
@@ -234,6 +236,15 @@ fn rust_rows() -> Rows {
     for (i, (errno, name)) in XSD_ERRORS.iter().enumerate() {
         r.put(format!("xsderror {i}"), format!("{name} {errno}"));
     }
+    r.put(
+        "str XEN_IO_PROTO_ABI_X86_32".into(),
+        XEN_IO_PROTO_ABI_X86_32,
+    );
+    r.put(
+        "str XEN_IO_PROTO_ABI_X86_64".into(),
+        XEN_IO_PROTO_ABI_X86_64,
+    );
+    r.put("str XEN_IO_PROTO_ABI_ARM".into(), XEN_IO_PROTO_ABI_ARM);
     r.put("str XS_WRITE_NONE".into(), XS_WRITE_NONE);
     r.put("str XS_WRITE_CREATE".into(), XS_WRITE_CREATE);
     r.put("str XS_WRITE_CREATE_EXCL".into(), XS_WRITE_CREATE_EXCL);
@@ -437,6 +448,117 @@ fn c_rows() -> BTreeMap<String, String> {
         );
     }
     m
+}
+
+/// The x86_32 blkif layout in Rust, keyed as `tests/c/layout_x86_32.c` names it.
+fn rust_rows_x86_32() -> Rows {
+    let mut r = Rows::default();
+    ty!(r, "struct blkif_request", BlkifX86_32Request);
+    fields!(r, "struct blkif_request", BlkifX86_32Request {
+        "operation" => operation, "nr_segments" => nr_segments, "handle" => handle, "id" => id,
+        "sector_number" => sector_number, "seg" => seg,
+    });
+    ty!(r, "struct blkif_request_discard", BlkifX86_32RequestDiscard);
+    fields!(r, "struct blkif_request_discard", BlkifX86_32RequestDiscard {
+        "operation" => operation, "flag" => flag, "handle" => handle, "id" => id,
+        "sector_number" => sector_number, "nr_sectors" => nr_sectors,
+    });
+    ty!(
+        r,
+        "struct blkif_request_indirect",
+        BlkifX86_32RequestIndirect
+    );
+    fields!(r, "struct blkif_request_indirect", BlkifX86_32RequestIndirect {
+        "operation" => operation, "indirect_op" => indirect_op, "nr_segments" => nr_segments,
+        "id" => id, "sector_number" => sector_number, "handle" => handle,
+        "indirect_grefs" => indirect_grefs, "pad" => pad,
+    });
+    ty!(r, "struct blkif_response", BlkifX86_32Response);
+    fields!(r, "struct blkif_response", BlkifX86_32Response {
+        "id" => id, "operation" => operation, "status" => status,
+    });
+    let entry = entry_size::<BlkifX86_32Request, BlkifX86_32Response>();
+    r.put("size union blkif_sring_entry".into(), entry);
+    r.put(
+        "align union blkif_sring_entry".into(),
+        align_of::<BlkifX86_32Request>().max(align_of::<BlkifX86_32Response>()),
+    );
+    r.put("size struct blkif_sring".into(), SRING_HEADER_SIZE + entry);
+    r.put("align struct blkif_sring".into(), align_of::<SringHeader>());
+    r.put("offset struct blkif_sring.ring".into(), SRING_HEADER_SIZE);
+    r.put(
+        "const BLKIF_RING_SIZE_ONE_PAGE".into(),
+        const_ring_size(XEN_PAGE_SIZE, entry),
+    );
+    r
+}
+
+/// Compile `tests/c/layout_x86_32.c` for i386 into assembly (`-m32 -S`: nothing
+/// is linked, so no 32-bit C library is needed) and read its rows.
+fn c_rows_x86_32() -> BTreeMap<String, String> {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c/layout_x86_32.c");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args([
+            "-m32",
+            "-ffreestanding",
+            "-std=gnu11",
+            "-Wall",
+            "-Werror",
+            "-S",
+            "-o",
+            "-",
+        ])
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?} ({e}); install gcc"));
+    assert!(
+        out.status.success(),
+        "compiling {} for i386 failed (gcc with -m32 and libxen-dev are needed):\n{}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut m = BTreeMap::new();
+    for line in String::from_utf8(out.stdout)
+        .expect("utf-8 assembly")
+        .lines()
+    {
+        let Some(row) = line.trim().strip_prefix(".ascii \"ROW ") else {
+            continue;
+        };
+        let row = row.strip_suffix("\\n\"").expect("a ROW ends with \\n\"");
+        let (key, value) = row.rsplit_once(' ').expect("ROW <key> <value>");
+        assert!(
+            m.insert(key.to_string(), value.to_string()).is_none(),
+            "the i386 program has {key} twice"
+        );
+    }
+    m
+}
+
+/// The 32-bit x86 ("x86_32-abi") blkif layout against the real header compiled
+/// for i386: 108-byte requests with `id` at 4, 12-byte responses, 32 slots a page.
+#[test]
+fn x86_32_layouts_match_the_c_headers_compiled_for_i386() {
+    let c = c_rows_x86_32();
+    let rust = rust_rows_x86_32().0;
+    assert_eq!(
+        c.keys().collect::<Vec<_>>(),
+        rust.keys().collect::<Vec<_>>(),
+        "the i386 program and the Rust table list different rows"
+    );
+    let problems: Vec<String> = c
+        .iter()
+        .filter(|(k, v)| rust[*k] != **v)
+        .map(|(k, v)| format!("{k}: i386 C says {v}, Rust says {}", rust[k]))
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(c["size struct blkif_request"], "108");
+    assert_eq!(c["size struct blkif_response"], "12");
+    eprintln!(
+        "{} x86_32 sizes and offsets agree with the header compiled for i386",
+        c.len()
+    );
 }
 
 #[test]

@@ -74,6 +74,13 @@ impl Error {
         }
     }
 
+    /// Whether the store said `ENOENT`: the node (or the device's directory)
+    /// is gone, e.g. from an [`Endpoint::switch`](crate::handshake::Endpoint::switch)
+    /// on a device the toolstack removed.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Error::Store(e) if e.is_not_found())
+    }
+
     /// The error the store answered with, if this is one.
     pub fn store_errno(&self) -> Option<xenio_xenstore::XsError> {
         match self {

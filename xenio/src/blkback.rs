@@ -5,7 +5,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 use xenio_blkback::reorder::ReorderMode;
-use xenio_blkback::{BackendConfig, DiskSpec, FileStorage, GrantMode, QueueConfig, Server, Wait};
+use xenio_blkback::{BackendConfig, DiskSpec, GrantMode, OpenOptions, QueueConfig, Server, Wait};
 use xenio_hostio::disk::Direct;
 use xenio_xenbus::DomId;
 use xenio_xenbus::handshake::keys::blkif;
@@ -14,8 +14,41 @@ use xenio_xenbus::platform::PlatformChoice;
 /// Options of `xenio blkback`.
 #[derive(Args, Debug)]
 pub struct BlkbackArgs {
-    /// The disk, in xl syntax: format=raw,vdev=xvda,access=rw,target=PATH.
-    #[arg(long, value_name = "SPEC")]
+    /// The disk, in xl's disk syntax: comma-separated key=value items with
+    /// `target=` last (it takes the rest of the line, commas included), or the
+    /// positional form TARGET,FORMAT,VDEV,ACCESS. Keys: vdev= (xvda, hdb, sdc,
+    /// or a device number; required), access=rw|ro, devtype=disk|cdrom,
+    /// discard|no-discard, format=, target=. What format= and target= serve:
+    ///
+    ///   format=raw (default), target=/path/disk.img or /dev/...: a raw image
+    ///     file or block device, through io_uring with O_DIRECT (--direct, --sync-io);
+    ///
+    ///   format=qcow2, target=/path/disk.qcow2: a qcow2 image and its backing
+    ///     chain (as qemu-img create -f qcow2 [-b BASE -F FMT] makes them; backing
+    ///     files opened read-only, relative names from the image's directory);
+    ///     discarded ranges read as zeros; stays clean for qemu-img check
+    ///     (--qcow2-threads, --direct);
+    ///
+    ///   format=raw, target=`nbd://HOST[:PORT]/EXPORT` (port 10809 by default),
+    ///     target=nbd+unix:///EXPORT?socket=PATH, and nbds:// / nbds+unix:// with
+    ///     TLS: an NBD export through libnbd, pipelined, one connection per queue
+    ///     when the server offers multi-conn (else one queue); a server that
+    ///     goes away is reconnected to and unanswered requests re-issued
+    ///     (--nbd-connect-timeout, --nbd-reconnect-timeout, --nbd-io-timeout);
+    ///
+    ///   format=raw,
+    ///     target=`rbd:POOL[/NAMESPACE]/IMAGE[@SNAP][:conf=CEPH.CONF][:id=CLIENT][:keyring=PATH][:OPTION=VALUE...]`:
+    ///     a Ceph RBD image through librbd, as QEMU spells it (conf= the
+    ///     cluster's ceph.conf, default /etc/ceph/ceph.conf; id= the client name
+    ///     without "client.", default admin; keyring= its key; any other Ceph
+    ///     option, e.g. rados_osd_op_timeout=30 so that I/O fails rather than
+    ///     waits for an OSD that stays down; a backslash escapes ':'). Only in
+    ///     builds with the cargo feature rbd (librbd-dev).
+    ///
+    /// Refused with the way out: format=vhd/vpc/vhdx (convert with qemu-img
+    /// convert -O qcow2), qcow, qed, vmdk, empty, and qcow2 over NBD or RBD
+    /// (export the image with qemu-nbd, which serves it as raw).
+    #[arg(long, value_name = "SPEC", verbatim_doc_comment)]
     disk: DiskSpec,
 
     /// The frontend's domain id.
@@ -124,13 +157,39 @@ pub struct BlkbackArgs {
     #[arg(long, value_name = "N", default_value_t = 4)]
     submit_chunk: usize,
 
-    /// O_DIRECT: auto (fall back to the page cache, and say so, where refused), on, off.
+    /// O_DIRECT for raw and qcow2 images: auto (fall back to the page cache,
+    /// and say so, where refused), on, off.
     #[arg(long, value_name = "MODE", default_value = "auto")]
     direct: String,
 
-    /// Use synchronous system calls instead of io_uring.
+    /// Raw images: synchronous system calls instead of io_uring.
     #[arg(long)]
     sync_io: bool,
+
+    /// qcow2: worker threads per queue for what cannot go straight to the file
+    /// (allocating writes, compressed clusters, flush, discard; 0: min(--io-depth, 32)).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    qcow2_threads: usize,
+
+    /// NBD and RBD: seconds connecting may take before the disk is refused.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    nbd_connect_timeout: u64,
+
+    /// NBD: seconds a server may stay away (reconnecting every 200 ms) before
+    /// the requests waiting for it fail with an I/O error; new requests then
+    /// fail at once until it is back. The device and other devices keep serving.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    nbd_reconnect_timeout: u64,
+
+    /// NBD: seconds without a reply before a connection counts as hung (it is
+    /// closed, reconnected, and its requests re-issued; 0: wait forever).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    nbd_io_timeout: u64,
+
+    /// NBD and RBD: discard by writing zeros (NBD_CMD_WRITE_ZEROES,
+    /// rbd_aio_write_zeroes), so that discarded ranges read back as zeros.
+    #[arg(long)]
+    discard_zeroes: bool,
 
     /// Exit when the frontend closes the device instead of waiting for it to return.
     #[arg(long)]
@@ -192,9 +251,18 @@ pub fn run(a: BlkbackArgs) -> Result<()> {
             )));
         }
     };
-    let storage = FileStorage::open(&a.disk.target, a.disk.readonly, direct)
-        .context("opening the disk")?
-        .force_sync(a.sync_io);
+    let open = OpenOptions {
+        readonly: a.disk.readonly,
+        direct,
+        force_sync: a.sync_io,
+        depth: a.io_depth.max(1),
+        qcow2_threads: a.qcow2_threads,
+        connect_timeout: Duration::from_secs(a.nbd_connect_timeout.max(1)),
+        reconnect_timeout: Duration::from_secs(a.nbd_reconnect_timeout),
+        io_timeout: (a.nbd_io_timeout > 0).then(|| Duration::from_secs(a.nbd_io_timeout)),
+        discard_zeroes: a.discard_zeroes,
+    };
+    let storage = a.disk.storage.open(&open).context("opening the disk")?;
     let config = BackendConfig {
         max_ring_page_order: a.max_ring_page_order,
         max_queues: a.max_queues.max(1),
@@ -216,6 +284,8 @@ pub fn run(a: BlkbackArgs) -> Result<()> {
             on_io_error: None,
         },
         cpus: a.cpus.as_ref().map(|c| c.0.clone()).unwrap_or_default(),
+        discard: a.disk.discard,
+        cdrom: a.disk.cdrom,
         ..Default::default()
     };
     // Before the device is created: a frontend should never see a disk whose
@@ -238,9 +308,7 @@ pub fn run(a: BlkbackArgs) -> Result<()> {
     server.paths(DomId(a.backend)).context("--backend-type")?;
     println!(
         "serving {} as {} to domain {}",
-        a.disk.target.display(),
-        a.disk.vdev,
-        a.frontend,
+        a.disk.storage, a.disk.vdev, a.frontend,
     );
     let outcome = server.serve(&storage)?;
     eprintln!("blkback: {outcome:?}: {}", server.counters());

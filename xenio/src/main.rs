@@ -42,11 +42,17 @@ enum Command {
     /// going, debug each failed request).
     #[command(verbatim_doc_comment)]
     Store(StoreArgs),
-    /// Serve a disk image or block device to a blkif frontend (blkback).
+    /// Serve a disk to a blkif frontend (blkback): a raw image or block device,
+    /// a qcow2 image, an NBD export or a Ceph RBD image.
     ///
     /// The disk is given in xl's disk specification syntax, e.g.
     ///   --disk format=raw,vdev=xvda,access=rw,target=/srv/disk.img
-    /// (access=ro makes a read-only disk whose writes get an error response).
+    ///   --disk format=qcow2,vdev=xvda,target=/srv/overlay.qcow2
+    ///   --disk vdev=xvda,target=nbd+unix:///disk?socket=/run/nbd.sock
+    ///   --disk vdev=xvda,target=nbd://192.0.2.7:10809/disk
+    ///   --disk vdev=xvda,target=rbd:rbd/vm1:conf=/etc/ceph/ceph.conf:id=xen
+    /// (access=ro makes a read-only disk whose writes get an error response;
+    /// --disk below lists every form).
     ///
     /// On the local platform (the default without Xen) the store daemon must run
     /// (`xenio store --run-dir RUN --domains <frontend>`); --create-device then
@@ -56,6 +62,39 @@ enum Command {
     /// --once is given; a frontend that reinitialises is served again.
     #[command(verbatim_doc_comment)]
     Blkback(blkback::BlkbackArgs),
+    /// Serve every disk the toolstack creates: a backend daemon for a Xen
+    /// host's (or a local platform's) backend class.
+    ///
+    /// It watches /local/domain/<self>/backend/<CLASS>/ and serves each device
+    /// directory that appears there (libxl writes one per disk: `xl create`,
+    /// `xl block-attach`), each with its own queues and threads, in this one
+    /// process. From each device's nodes it honours:
+    ///   params          a plain absolute path (an image file or a block
+    ///                   device) or format:target as libxl writes it for
+    ///                   qdisk: raw:, aio:, qcow2: images, nbd:// URIs,
+    ///                   rbd:pool/image (as blkback --disk); vhd, vmdk and
+    ///                   the like are refused on that device, named
+    ///   mode            w (read-write) or r (read-only)
+    ///   device-type     disk, or cdrom (VDISK_CDROM, served read-only)
+    ///   removable       1: VDISK_REMOVABLE in info
+    ///   discard-enable  0: no feature-discard
+    /// and the frontend's protocol (native, x86_32-abi, x86_64-abi). A device
+    /// whose nodes make no sense or whose storage cannot be opened gets the
+    /// reason in /local/domain/<self>/error/backend/<CLASS>/<fe>/<devid>/error
+    /// and state Closing; the other devices are not disturbed. A device ends
+    /// when the toolstack takes it offline (online = 0: it says Closed once
+    /// the frontend closed, as `xl block-detach` waits for), when its directory
+    /// is removed, or when its frontend's domain is gone (@releaseDomain).
+    ///
+    /// On a Xen host, with Linux's xen-blkback not loaded (it claims every
+    /// backend/vbd device), install the hotplug script and start the daemon:
+    ///   install -m 755 tools/hotplug/block-xenio /etc/xen/scripts/
+    ///   rmmod xen-blkback; xenio backendd --platform xen &
+    ///   xl block-attach <dom> 'vdev=xvdb,access=rw,backendtype=phy,script=block-xenio,target=/srv/b.img'
+    /// SIGINT/SIGTERM close every device (or, with --keep-on-exit, leave them
+    /// for the next daemon). Log: RUST_LOG (info shows devices coming and going).
+    #[command(verbatim_doc_comment)]
+    Backendd(backendd::BackenddArgs),
     /// Serve a virtual network interface to a netif frontend (netback), with the
     /// frames going to and coming from a Linux TAP device.
     ///
@@ -95,6 +134,7 @@ enum Command {
     Netfront(netfront::NetfrontArgs),
 }
 
+mod backendd;
 mod blkback;
 mod blkfront;
 mod error;
@@ -182,6 +222,7 @@ fn main() -> ExitCode {
     let r = match cli.command {
         Command::Store(a) => store(a),
         Command::Blkback(a) => blkback::run(a),
+        Command::Backendd(a) => backendd::run(a),
         Command::Netback(a) => netback::run(a),
         Command::Blkfront(a) => blkfront::run(a),
         Command::Netfront(a) => netfront::run(a),

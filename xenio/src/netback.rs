@@ -4,16 +4,16 @@ use crate::error::{Context, Error, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-use xenio_netback::{BackendConfig, Counters, QueueConfig, TapNetwork, serve};
+use xenio_hostio::tap::TapConfig;
+use xenio_netback::{BackendConfig, Counters, QueueConfig, TapNetwork, Vif};
 use xenio_xenbus::DomId;
 use xenio_xenbus::handshake::keys::netif;
-use xenio_xenbus::handshake::{DeviceKind, DevicePaths, create_device};
+
 use xenio_xenbus::platform::{
     LocalPlatform, Platform, PlatformChoice, PlatformKind, XenPlatform, resolve,
 };
-use xenio_xenbus::{Store, Tx};
 
 /// Options of `xenio netback`.
 #[derive(Args, Debug)]
@@ -45,7 +45,9 @@ pub struct NetbackArgs {
     run_dir: Option<PathBuf>,
 
     /// Write the backend and frontend directories first (with mac and mtu), as a
-    /// toolstack does.
+    /// toolstack does, and remove them when the backend exits. On SIGTERM or
+    /// SIGINT the backend says Closing (online 0), gives a connected frontend 5 s
+    /// to close, says Closed, and removes what it created.
     #[arg(long)]
     create_device: bool,
 
@@ -70,6 +72,15 @@ pub struct NetbackArgs {
     /// Do not offer feature-split-event-channels.
     #[arg(long)]
     no_split_event_channels: bool,
+
+    /// Open the TAP without the virtio-net header (IFF_VNET_HDR): no offloads
+    /// either way. By default the frontend may send TCP segments of up to 64 KiB
+    /// (feature-gso-tcpv4/-tcpv6) with checksums left blank, which go to the
+    /// host as they are, and the host's large segments and blank checksums go
+    /// to the frontend when its keys say it takes them (TUNSETOFFLOAD is set to
+    /// what it takes at every connection, and to none after).
+    #[arg(long)]
+    no_offloads: bool,
 
     /// Most tx slots taken from a ring in one batch.
     #[arg(long, value_name = "N", default_value_t = 256)]
@@ -97,26 +108,9 @@ pub struct NetbackArgs {
     once: bool,
 }
 
-fn stop_on_signals() -> Result<Arc<AtomicBool>> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    set.thread_block().context("blocking signals")?;
-    let flag = Arc::new(AtomicBool::new(false));
-    let f = flag.clone();
-    std::thread::spawn(move || {
-        if let Ok(sig) = set.wait() {
-            tracing::info!("{sig:?}: stopping");
-            f.store(true, Ordering::Relaxed);
-        }
-    });
-    Ok(flag)
-}
-
 /// Run `xenio netback`.
 pub fn run(a: NetbackArgs) -> Result<()> {
-    let shutdown = stop_on_signals()?;
+    let shutdown = xenio_netback::stop_on_signals().context("handling SIGTERM")?;
     if xenio_netfront::parse_mac(&a.mac).is_none() {
         return Err(Error::Usage(format!(
             "--mac {:?}: expected aa:bb:cc:dd:ee:ff",
@@ -129,7 +123,14 @@ pub fn run(a: NetbackArgs) -> Result<()> {
             a.mtu
         )));
     }
-    let network = TapNetwork::open(&a.tap, a.max_queues > 1)?;
+    let network = TapNetwork::open_with(
+        &a.tap,
+        TapConfig {
+            multi_queue: a.max_queues > 1,
+            vnet_hdr: !a.no_offloads,
+        },
+    )
+    .with_context(|| format!("opening TAP device {}", a.tap))?;
     let config = BackendConfig {
         max_queues: a.max_queues.max(1),
         sg: !a.no_sg,
@@ -141,10 +142,11 @@ pub fn run(a: NetbackArgs) -> Result<()> {
             rx_queue: a.rx_queue.max(1),
             rx_drain: Duration::from_millis(a.rx_drain_ms),
             poll: Duration::from_micros(a.poll_us),
+            ..Default::default()
         },
         ..Default::default()
     };
-    let counters = Counters::default();
+    let mut counters = Arc::new(Counters::default());
     let kind = resolve(a.platform)?;
     let outcome = match kind {
         PlatformKind::Local => {
@@ -153,11 +155,11 @@ pub fn run(a: NetbackArgs) -> Result<()> {
                 .clone()
                 .unwrap_or_else(xenio_xenbus::local::default_run_dir);
             let p = LocalPlatform::connect(&run_dir, DomId(a.backend))?;
-            go(&p, &a, &network, &config, &counters, &shutdown)?
+            go(&p, &a, &network, &config, &mut counters, &shutdown)?
         }
         PlatformKind::Xen => {
             let p = XenPlatform::open()?;
-            go(&p, &a, &network, &config, &counters, &shutdown)?
+            go(&p, &a, &network, &config, &mut counters, &shutdown)?
         }
     };
     eprintln!("netback: {outcome:?}: {}", counters.summary());
@@ -169,43 +171,26 @@ fn go<P: Platform>(
     a: &NetbackArgs,
     network: &TapNetwork,
     config: &BackendConfig,
-    counters: &Counters,
-    shutdown: &AtomicBool,
+    counters: &mut Arc<Counters>,
+    shutdown: &Arc<AtomicBool>,
 ) -> Result<xenio_netback::Outcome> {
-    let paths = DevicePaths::new(p.domid(), DomId(a.frontend), DeviceKind::Vif, a.devid);
+    let mut vif = Vif::new()
+        .frontend(DomId(a.frontend))
+        .devid(a.devid)
+        .config(config.clone())
+        .stop_flag(shutdown.clone());
     if a.create_device {
-        create_device(
-            p.store(),
-            &paths,
-            &[
-                (netif::MAC, a.mac.clone()),
-                (netif::MTU, a.mtu.to_string()),
-                (netif::BRIDGE, a.tap.clone()),
-                (netif::TYPE, "vif".to_string()),
-                (netif::HANDLE, a.devid.to_string()),
-            ],
-        )
-        .context("creating the device in the store")?;
-        for (k, v) in [
-            (netif::MAC, a.mac.clone()),
-            (netif::MTU, a.mtu.to_string()),
-            (netif::HANDLE, a.devid.to_string()),
-        ] {
-            p.store()
-                .write(Tx::NONE, &format!("{}/{k}", paths.frontend), v.as_bytes())
-                .with_context(|| format!("writing the frontend's {k}"))?;
-        }
+        let mac = xenio_netfront::parse_mac(&a.mac).expect("checked");
+        vif = vif
+            .create_device(mac)
+            .device_key(netif::BRIDGE, a.tap.clone());
     }
+    *counters = vif.counters();
     println!(
         "serving TAP {} to domain {} ({})",
-        a.tap, a.frontend, paths.backend
+        a.tap,
+        a.frontend,
+        vif.paths(p.domid())?.backend
     );
-    Ok(serve(
-        p,
-        &paths.backend,
-        network,
-        config,
-        counters,
-        shutdown,
-    )?)
+    Ok(vif.serve_on(p, network)?)
 }

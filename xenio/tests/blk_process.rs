@@ -342,6 +342,53 @@ fn readonly_disk_rejects_writes_and_is_never_written() {
     );
 }
 
+/// `no-discard` in the disk specification takes discard away from the frontend,
+/// and `devtype=cdrom` (or `cdrom`) makes a read-only CD-ROM whose `info` key has
+/// `VDISK_CDROM`, as xl's disk syntax says (`xl-disk-configuration(5)`).
+#[test]
+fn no_discard_and_cdrom_reach_the_frontend() {
+    use xenio_xen_sys::blkif::{VDISK_CDROM, VDISK_READONLY};
+    use xenio_xenbus::{Store, Tx};
+    let w = world("flags");
+    let back_key = |k: &str| format!("/local/domain/0/backend/vbd/1/51712/{k}");
+    for (spec, discard, info) in [
+        ("vdev=xvda,access=rw", true, 0),
+        ("vdev=xvda,access=rw,no-discard", false, 0),
+        (
+            "vdev=xvda,devtype=cdrom",
+            false,
+            VDISK_CDROM | VDISK_READONLY,
+        ),
+        ("vdev=xvda,cdrom", false, VDISK_CDROM | VDISK_READONLY),
+    ] {
+        let child = Command::new(env!("CARGO_BIN_EXE_xenio"))
+            .arg("blkback")
+            .args(["--platform", "local", "--frontend", "1", "--once"])
+            .arg("--create-device")
+            .arg("--run-dir")
+            .arg(w.run_dir())
+            .arg("--disk")
+            .arg(format!("{spec},target={}", w.image.display()))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let f = w.frontend(Options::default());
+        let p = LocalPlatform::connect(w.run_dir(), DomId(0)).unwrap();
+        let store = xenio_xenbus::platform::Platform::store(&p);
+        let read = |k: &str| store.read_string(Tx::NONE, &back_key(k)).unwrap();
+        assert_eq!(f.info().discard.is_some(), discard, "{spec}: discard");
+        assert_eq!(
+            read("feature-discard"),
+            if discard { "1" } else { "0" },
+            "{spec}"
+        );
+        assert_eq!(read("info").parse::<u32>().unwrap(), info, "{spec}: info");
+        assert_eq!(f.info().readonly, info & VDISK_READONLY != 0, "{spec}");
+        f.close().unwrap();
+        finish(child);
+    }
+}
+
 /// Kill the backend with SIGKILL many times while a stream of writes runs; restart
 /// it each time. Every write the frontend saw acknowledged (then flushed) must be
 /// in the file afterwards.

@@ -131,8 +131,11 @@ impl Drop for Proc {
 }
 
 /// Run the C frontend against `xenio blkback <backend_args>`; it must choose
-/// ring order `order`.
-fn interop(tag: &str, backend_args: &[&str], order: u32) {
+/// ring order `order`. With `qcow2`, the disk is a qcow2 overlay (made by
+/// qemu-img) over a qcow2 base holding the initial pattern, and what the C
+/// program wrote is checked in the overlay (converted to raw by qemu-img),
+/// which `qemu-img check` must find clean.
+fn interop(tag: &str, backend_args: &[&str], order: u32, qcow2: bool) {
     let t0 = Instant::now();
     let bin = compiled();
     let dir = tempfile::Builder::new()
@@ -148,6 +151,41 @@ fn interop(tag: &str, backend_args: &[&str], order: u32) {
     let image = dir.path().join("disk.img");
     let initial: Vec<u8> = (0..DISK).map(|o| pat(o, 0)).collect();
     std::fs::write(&image, &initial).unwrap();
+    let overlay = dir.path().join("overlay.qcow2");
+    let qemu_img = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("qemu-img").args(args).output().unwrap();
+        assert!(out.status.success(), "qemu-img {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let disk = if qcow2 {
+        let base = dir.path().join("base.qcow2");
+        qemu_img(&[
+            os("convert"),
+            os("-f"),
+            os("raw"),
+            os("-O"),
+            os("qcow2"),
+            image.as_os_str(),
+            base.as_os_str(),
+        ]);
+        qemu_img(&[
+            os("create"),
+            os("-f"),
+            os("qcow2"),
+            os("-b"),
+            os("base.qcow2"),
+            os("-F"),
+            os("qcow2"),
+            overlay.as_os_str(),
+        ]);
+        format!(
+            "format=qcow2,vdev=xvda,access=rw,target={}",
+            overlay.display()
+        )
+    } else {
+        format!("format=raw,vdev=xvda,access=rw,target={}", image.display())
+    };
 
     // The frontend starts first: it must find the device by watching for it.
     let mut front = Proc::spawn(
@@ -180,10 +218,7 @@ fn interop(tag: &str, backend_args: &[&str], order: u32) {
             .arg("--run-dir")
             .arg(&run)
             .arg("--disk")
-            .arg(format!(
-                "format=raw,vdev=xvda,access=rw,target={}",
-                image.display()
-            )),
+            .arg(&disk),
         dir.path(),
     );
 
@@ -236,6 +271,22 @@ fn interop(tag: &str, backend_args: &[&str], order: u32) {
         writes += 1;
     }
     assert!(writes >= 17, "only {writes} writes reported:\n{out}");
+    if qcow2 {
+        let check = qemu_img(&[os("check"), overlay.as_os_str()]);
+        assert!(
+            check.contains("No errors were found"),
+            "qemu-img check: {check}"
+        );
+        qemu_img(&[
+            os("convert"),
+            os("-f"),
+            os("qcow2"),
+            os("-O"),
+            os("raw"),
+            overlay.as_os_str(),
+            image.as_os_str(),
+        ]);
+    }
     let file = std::fs::read(&image).unwrap();
     assert_eq!(file.len(), expected.len(), "the image changed size");
     if let Some(o) = file.iter().zip(&expected).position(|(a, b)| a != b) {
@@ -264,7 +315,13 @@ fn interop(tag: &str, backend_args: &[&str], order: u32) {
 /// two-page ring (`ring-page-order` 1, `ring-ref0`/`ring-ref1`).
 #[test]
 fn c_frontend_drives_blkback_two_page_ring_grant_map() {
-    interop("map", &[], 1);
+    interop("map", &[], 1, false);
+}
+
+/// The same over a qcow2 overlay and its base (format=qcow2).
+#[test]
+fn c_frontend_drives_blkback_over_a_qcow2_chain() {
+    interop("qcow2", &[], 1, true);
 }
 
 /// A one-page ring (`ring-ref`), grant copy, no reordering, one queue.
@@ -283,5 +340,6 @@ fn c_frontend_drives_blkback_one_page_ring_grant_copy() {
             "1",
         ],
         0,
+        false,
     );
 }

@@ -9,7 +9,9 @@
 //! single- and multi-slot tx packets; checksums left blank by the frontend are
 //! completed (the kernel drops the same frame without the flag); the backend
 //! is killed and restarted and traffic resumes; jumbo frames span several rx
-//! buffers (feature-sg). Needs root (network namespaces, TAP): without it the
+//! buffers (feature-sg); 64 KiB GSO segments go both ways through the
+//! raw-packet API, and a frontend without offloads follows on the same TAP.
+//! Needs root (network namespaces, TAP): without it the
 //! tests say why and pass vacuously.
 
 use smoltcp::socket::{tcp, udp};
@@ -519,6 +521,156 @@ fn raw_udp_checksum(w: &World, stack: &mut Stack<LocalPlatform>) {
         vec![vec![1u8; 32]],
         "only the csum_blank frame (checksum completed by netback) reaches the socket"
     );
+}
+
+/// Large TCP segments both ways (GSO): the frontend negotiates checksum
+/// offload and GSO with `xenio netback` (a TAP with the virtio-net header),
+/// sends a stream in 64 KiB segments through the raw-packet API to a Linux
+/// socket, which checks every byte, and the socket sends one back, which
+/// arrives in segments of up to 64 KiB (TSO on the TAP, the GSO extra on the
+/// rx ring) and is checked byte for byte by the frontend. Then a frontend
+/// that takes no offloads (smoltcp) connects to the same persistent TAP and
+/// its traffic works: the TAP kept none of the first frontend's offloads.
+#[test]
+fn gso_segments_of_64_kib_both_ways_every_byte_compared() {
+    use xenio_netfront::bulk_tcp::{BulkTcp, Endpoint};
+    let Some(w) = world("gso", 1500) else {
+        return;
+    };
+    let _backend = w.backend();
+    let mut nic = w.frontend(Options {
+        csum_offload: true,
+        gso: true,
+        ..Default::default()
+    });
+    let info = nic.info().clone();
+    assert!(
+        info.csum_offload && info.gso_tcpv4,
+        "netback offers checksum offload and GSO: {info:?}"
+    );
+    let mac = |m: [u8; 6]| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    // The raw mover answers no ARP: a static neighbour entry.
+    w.ns.ip(&[
+        "neigh",
+        "replace",
+        &SMOL_IP.to_string(),
+        "lladdr",
+        &mac(info.mac),
+        "dev",
+        "xtap0",
+    ]);
+    let tap_mac = w.ns.tap_mac("xtap0");
+    let bytes: u64 = 32 << 20;
+    let server = w.ns.thread(move || {
+        let l = TcpListener::bind((LINUX_IP, 7900)).unwrap();
+        let (mut c, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut want = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        while got < bytes {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "closed after {got} bytes");
+            fill(&mut want[..n], got, 1);
+            assert!(
+                buf[..n] == want[..n],
+                "frontend -> Linux: bytes differ near {got}"
+            );
+            got += n as u64;
+        }
+        let mut sent = 0u64;
+        while sent < bytes {
+            let n = buf.len().min((bytes - sent) as usize);
+            fill(&mut buf[..n], sent, 2);
+            c.write_all(&buf[..n]).unwrap();
+            sent += n as u64;
+        }
+        // Until the frontend's reset.
+        let _ = c.read(&mut buf);
+        got
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let me = Endpoint {
+        mac: info.mac,
+        ip: SMOL_IP.octets(),
+        port: 47900,
+    };
+    let peer = Endpoint {
+        mac: tap_mac,
+        ip: LINUX.octets(),
+        port: 7900,
+    };
+    let t = Instant::now();
+    let mut tcp = BulkTcp::connect(&mut nic, me, peer, true, Duration::from_secs(10)).unwrap();
+    tcp.send(bytes, |off, b| fill(b, off, 1), Duration::from_secs(20))
+        .unwrap();
+    let tx_secs = t.elapsed().as_secs_f64();
+    let mut want = Vec::new();
+    tcp.receive(
+        bytes,
+        |off, b| {
+            want.resize(b.len(), 0);
+            fill(&mut want, off, 2);
+            if b == &want[..] {
+                Ok(())
+            } else {
+                Err(format!("Linux -> frontend: bytes differ near {off}"))
+            }
+        },
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let stats = tcp.stats;
+    tcp.abort().unwrap();
+    assert_eq!(server.join().unwrap(), bytes);
+    eprintln!(
+        "GSO: {} MiB each way in {:.2} s; {stats:?}",
+        bytes >> 20,
+        t.elapsed().as_secs_f64()
+    );
+    let _ = tx_secs;
+    // Every data segment sent was a large one (the stream is cut at 64 KiB
+    // minus headers, rounded to the MSS)...
+    assert!(
+        stats.gso_sent >= bytes / 65536,
+        "{} large segments sent for {bytes} bytes",
+        stats.gso_sent
+    );
+    // ...and the host's came as large segments too.
+    assert!(
+        stats.gso_received > 0,
+        "no large segment received: {stats:?}"
+    );
+    assert!(
+        stats.largest_received > 32 << 10,
+        "largest received packet {} bytes",
+        stats.largest_received
+    );
+
+    // The TAP outlives this frontend (it is persistent): the next frontend
+    // takes no offloads (smoltcp), and the TAP keeps none of the first one's.
+    nic.close().unwrap();
+    // The kernel asks again (smoltcp learns the kernel's address from that).
+    w.ns.ip(&["neigh", "del", &SMOL_IP.to_string(), "dev", "xtap0"]);
+    let mut st = stack(w.frontend(Options::default()));
+    assert!(!st.dev.info().gso_tcpv4 && !st.dev.info().csum_offload);
+    ping(&w, &mut st, 2);
+    let rate = tcp_both_ways(&w, &mut st, 4 << 20, 7910);
+    eprintln!("after the GSO frontend, smoltcp: TCP {rate:.1} MB/s");
+    if let Ok(out) = w.ns.exec().args(["ethtool", "-k", "xtap0"]).output() {
+        let k = String::from_utf8_lossy(&out.stdout);
+        if let Some(l) = k
+            .lines()
+            .find(|l| l.starts_with("tcp-segmentation-offload:"))
+        {
+            assert!(l.contains(": off"), "the TAP kept TSO: {l}");
+        }
+    }
 }
 
 fn stack(front: NetFront<LocalPlatform>) -> Stack<LocalPlatform> {

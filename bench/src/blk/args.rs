@@ -29,6 +29,16 @@ Engines (--engines picks a subset; default: all):
   xenio-shm, fio-shm, qemu-nbd-shm
                 the same on a copy of the file in /dev/shm (memory-backed: what is
                 left is the software path).
+  Storage beyond a raw file (not in the default set; name them in --engines):
+  xenio-qcow2   xenio with --disk format=qcow2 on a qcow2 copy of the file
+                (qemu-img convert -O qcow2 next to it: every cluster allocated).
+  qemu-nbd-qcow2
+                fio's nbd engine -> qemu-nbd -f qcow2 (flags as for qemu-nbd) on
+                the same qcow2 copy.
+  xenio-nbd     xenio with --disk target=nbd+unix:///?socket=... -> qemu-nbd (the
+                qemu-nbd engine's server and flags) -> the file: the rings in
+                front of an NBD export, against fio's nbd engine on the same
+                server (the qemu-nbd engine).
 
 Workloads: sequential 1 MiB read and write at QD 1, 8 and 32; random 4 KiB read
 and write at QD 1 and 32; random 64 KiB read at QD 8 (--quick: the six that
@@ -47,7 +57,9 @@ prints when it exits (whole connection, warm-up included).
 Targets (PASS/MISS on the median of the per-repetition ratios; a MISS does not
 fail the run): sequential 1 MiB QD8 >= 0.95x fio; random 4 KiB QD32 >= 0.90x fio
 IOPS; random 4 KiB QD1 p50 latency <= 1.3x fio's; random 4 KiB QD32 >= 4x
-qemu-nbd; notifications per request <= 0.1 at QD32. Context ratios (xenio
+qemu-nbd; notifications per request <= 0.1 at QD32; when the storage engines
+ran, random 4 KiB QD32 xenio-qcow2 >= 2x qemu-nbd-qcow2 and >= 0.8x xenio (raw),
+xenio-nbd >= 0.9x qemu-nbd. Context ratios (xenio
 against fio on the file and on /dev/shm for every workload) follow.
 
 The backend knobs (--ring-order ... --backend-arg) are passed to `xenio

@@ -192,13 +192,25 @@ impl NbdServer {
         aio: NbdAio,
         label: &str,
     ) -> Result<NbdServer> {
+        Self::start_format(qemu_nbd, image, "raw", scratch, aio, label)
+    }
+
+    /// [`start`](Self::start) for an image of `format` (`raw`, `qcow2`).
+    pub fn start_format(
+        qemu_nbd: &Path,
+        image: &Path,
+        format: &str,
+        scratch: &Path,
+        aio: NbdAio,
+        label: &str,
+    ) -> Result<NbdServer> {
         let socket = ScratchPath::new(scratch.join("nbd.sock"));
         let log = scratch.join("qemu-nbd.log");
         let _ = std::fs::remove_file(socket.path());
         let stderr = std::fs::File::create(&log)
             .map_err(|e| BenchError::io(format!("creating {}", log.display()), e))?;
         let mut cmd = proc::command(qemu_nbd);
-        cmd.args(["-f", "raw", "--cache=none"])
+        cmd.args(["-f", format, "--cache=none"])
             .arg(match aio {
                 NbdAio::IoUring => "--aio=io_uring",
                 NbdAio::Native => "--aio=native",

@@ -95,6 +95,8 @@ pub fn run(a: &BlkArgs) -> Result<()> {
     let image = ScratchPath::new(a.dir.join(format!("xenio-bench-blk-{pid}.img")));
     let shm_image =
         uses(Engine::shm).then(|| ScratchPath::new(format!("/dev/shm/xenio-bench-blk-{pid}.img")));
+    let qcow2_image = uses(Engine::is_qcow2)
+        .then(|| ScratchPath::new(a.dir.join(format!("xenio-bench-blk-{pid}.qcow2"))));
 
     let per = r.timing.warmup + r.timing.runtime + Duration::from_millis(400);
     let total = r.reps as usize * r.workloads.len() * r.engines.len();
@@ -130,6 +132,27 @@ pub fn run(a: &BlkArgs) -> Result<()> {
         }
         None => true,
     };
+    if let Some(q) = &qcow2_image {
+        // Every cluster allocated (the file is random data): a used disk.
+        eprintln!(
+            "xenio-bench blk: converting to {} (qemu-img convert -O qcow2)",
+            q.path().display()
+        );
+        let qemu_img = need("qemu-img", "qemu-utils")?;
+        let out = std::process::Command::new(&qemu_img)
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(image.path())
+            .arg(q.path())
+            .output()
+            .map_err(|e| BenchError::io("running qemu-img convert", e))?;
+        if !out.status.success() {
+            return Err(BenchError::Tool {
+                tool: "qemu-img",
+                what: "convert -O qcow2 failed".into(),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+    }
     eprintln!(
         "xenio-bench blk: preconditioned in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -178,10 +201,24 @@ pub fn run(a: &BlkArgs) -> Result<()> {
                 n += 1;
                 let file = if e.shm() {
                     shm_image.as_ref().map_or(image.path(), |s| s.path())
+                } else if e.is_qcow2() {
+                    qcow2_image.as_ref().map_or(image.path(), |s| s.path())
                 } else {
                     image.path()
                 };
                 let label = format!("{} on {}", w.name, e.name());
+                let run_fio = |target: FioTarget<'_>| {
+                    fio::run(&fio::FioRun {
+                        fio: fio.as_deref().expect("checked above"),
+                        workload: w,
+                        target,
+                        size: r.size,
+                        timing: r.timing,
+                        seed: a.seed,
+                        label: &label,
+                        out: &fio_out,
+                    })
+                };
                 let direct = !e.shm() || shm_direct;
                 let s = match e {
                     Engine::Xenio | Engine::XenioShm => {
@@ -193,17 +230,16 @@ pub fn run(a: &BlkArgs) -> Result<()> {
                         }
                         s
                     }
-                    Engine::Fio | Engine::FioShm => fio::run(&fio::FioRun {
-                        fio: fio.as_deref().expect("checked above"),
-                        workload: w,
-                        target: FioTarget::File { path: file, direct },
-                        size: r.size,
-                        timing: r.timing,
-                        seed: a.seed,
-                        label: &label,
-                        out: &fio_out,
-                    })?,
-                    Engine::QemuNbd | Engine::QemuNbdShm => {
+                    Engine::Fio | Engine::FioShm => {
+                        run_fio(FioTarget::File { path: file, direct })?
+                    }
+                    Engine::XenioQcow2 => {
+                        let world = world.as_ref().expect("started when a xenio engine is");
+                        let disk = format!("format=qcow2,target={}", file.display());
+                        xenio::measure_disk(world, w, &disk, r.timing, a.seed, &label)?.0
+                    }
+                    Engine::XenioNbd => {
+                        let world = world.as_ref().expect("started when a xenio engine is");
                         let server = NbdServer::start(
                             qemu_nbd.as_deref().expect("checked above"),
                             file,
@@ -211,16 +247,21 @@ pub fn run(a: &BlkArgs) -> Result<()> {
                             a.nbd_aio,
                             &label,
                         )?;
-                        let mut s = fio::run(&fio::FioRun {
-                            fio: fio.as_deref().expect("checked above"),
-                            workload: w,
-                            target: FioTarget::Nbd { uri: server.uri() },
-                            size: r.size,
-                            timing: r.timing,
-                            seed: a.seed,
-                            label: &label,
-                            out: &fio_out,
-                        })?;
+                        let disk = format!("target={}", server.uri());
+                        let s = xenio::measure_disk(world, w, &disk, r.timing, a.seed, &label);
+                        server.stop();
+                        s?.0
+                    }
+                    Engine::QemuNbd | Engine::QemuNbdShm | Engine::QemuNbdQcow2 => {
+                        let server = NbdServer::start_format(
+                            qemu_nbd.as_deref().expect("checked above"),
+                            file,
+                            if e.is_qcow2() { "qcow2" } else { "raw" },
+                            scratch.path(),
+                            a.nbd_aio,
+                            &label,
+                        )?;
+                        let mut s = run_fio(FioTarget::Nbd { uri: server.uri() })?;
                         server.stop();
                         // fio's CPU alone: qemu-nbd's is not counted, so none.
                         s.cpu_us_per_op = None;

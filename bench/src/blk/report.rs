@@ -114,6 +114,39 @@ pub fn targets(r: &BlkResults) -> Vec<Ratio> {
             Some(Target::AtLeast(4.0)),
         ));
     }
+    // Storage beyond a raw file (issue 16), when those engines ran.
+    let ran = |e: Engine| r.engines.contains(&e);
+    for w in ["rand read 4K QD32", "rand write 4K QD32"] {
+        use Engine::{QemuNbdQcow2, XenioNbd, XenioQcow2};
+        if ran(XenioQcow2) || ran(QemuNbdQcow2) {
+            out.push(ratio(
+                r,
+                format!("{w}: xenio-qcow2 / qemu-nbd-qcow2 IOPS"),
+                w,
+                (XenioQcow2, QemuNbdQcow2),
+                iops,
+                Some(Target::AtLeast(2.0)),
+            ));
+            out.push(ratio(
+                r,
+                format!("{w}: xenio-qcow2 / xenio (raw) IOPS"),
+                w,
+                (XenioQcow2, Xenio),
+                iops,
+                Some(Target::AtLeast(0.8)),
+            ));
+        }
+        if ran(XenioNbd) {
+            out.push(ratio(
+                r,
+                format!("{w}: xenio-nbd / qemu-nbd (fio nbd, same server) IOPS"),
+                w,
+                (XenioNbd, QemuNbd),
+                iops,
+                Some(Target::AtLeast(0.9)),
+            ));
+        }
+    }
     let qd32: Vec<&Workload> = r.workloads.iter().filter(|w| w.qd == 32).collect();
     let notif = |w: &str| Ratio {
         name: format!("notifications per request, xenio {w}"),

@@ -25,6 +25,18 @@ pub enum Engine {
     /// qemu-nbd on the copy in /dev/shm.
     #[value(name = "qemu-nbd-shm")]
     QemuNbdShm,
+    /// blkfront -> rings -> `xenio blkback` with `format=qcow2` -> a qcow2
+    /// copy of the file (imago).
+    #[value(name = "xenio-qcow2")]
+    XenioQcow2,
+    /// fio's nbd engine -> `qemu-nbd -f qcow2` -> the same qcow2 copy.
+    #[value(name = "qemu-nbd-qcow2")]
+    QemuNbdQcow2,
+    /// blkfront -> rings -> `xenio blkback` with `target=nbd+unix://...` ->
+    /// qemu-nbd (as for the qemu-nbd engine) -> the file: xenio over an NBD
+    /// export, against fio's nbd engine on the same server (`qemu-nbd`).
+    #[value(name = "xenio-nbd")]
+    XenioNbd,
 }
 
 impl Engine {
@@ -37,6 +49,9 @@ impl Engine {
             Engine::XenioShm => "xenio-shm",
             Engine::FioShm => "fio-shm",
             Engine::QemuNbdShm => "qemu-nbd-shm",
+            Engine::XenioQcow2 => "xenio-qcow2",
+            Engine::QemuNbdQcow2 => "qemu-nbd-qcow2",
+            Engine::XenioNbd => "xenio-nbd",
         }
     }
 
@@ -47,12 +62,23 @@ impl Engine {
 
     /// Whether it is xenio (on the file or on the copy).
     pub fn is_xenio(self) -> bool {
-        matches!(self, Engine::Xenio | Engine::XenioShm)
+        matches!(
+            self,
+            Engine::Xenio | Engine::XenioShm | Engine::XenioQcow2 | Engine::XenioNbd
+        )
     }
 
-    /// Whether it is qemu-nbd (on the file or on the copy).
+    /// Whether it runs on the qcow2 copy of the file.
+    pub fn is_qcow2(self) -> bool {
+        matches!(self, Engine::XenioQcow2 | Engine::QemuNbdQcow2)
+    }
+
+    /// Whether it needs qemu-nbd (fio's nbd engine against it, or xenio-nbd).
     pub fn is_nbd(self) -> bool {
-        matches!(self, Engine::QemuNbd | Engine::QemuNbdShm)
+        matches!(
+            self,
+            Engine::QemuNbd | Engine::QemuNbdShm | Engine::QemuNbdQcow2 | Engine::XenioNbd
+        )
     }
 }
 

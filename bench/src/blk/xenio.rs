@@ -30,8 +30,28 @@ pub fn measure(
     seed: u64,
     label: &str,
 ) -> Result<(Sample, String)> {
+    measure_disk(
+        world,
+        w,
+        &format!("format=raw,target={}", image.display()),
+        timing,
+        seed,
+        label,
+    )
+}
+
+/// [`measure`] on any disk `xenio blkback --disk` serves (`disk`: its
+/// `format=...,target=...` part).
+pub fn measure_disk(
+    world: &XenioWorld,
+    w: &Workload,
+    disk: &str,
+    timing: Timing,
+    seed: u64,
+    label: &str,
+) -> Result<(Sample, String)> {
     let pool_pages = w.bs.div_ceil(4096) * w.qd + 16;
-    let mut session = world.open(image, pool_pages, label)?;
+    let mut session = world.open_disk(disk, pool_pages, label)?;
     let clocks = CpuClocks::new(session.backend_pid());
     let result = drive(&mut session.front, w, timing, seed, label, &clocks);
     let (counters, storage) = session.close_after(result.as_ref().err())?;

@@ -228,6 +228,17 @@ impl XenioWorld {
     /// frontend with a grant pool of `pool_pages` pages. [`Session::close`]
     /// ends both and collects the backend's counters.
     pub fn open(&self, image: &Path, pool_pages: usize, label: &str) -> Result<Session<'_>> {
+        self.open_disk(
+            &format!("format=raw,target={}", image.display()),
+            pool_pages,
+            label,
+        )
+    }
+
+    /// [`open`](Self::open) on any disk `xenio blkback --disk` takes: `disk` is
+    /// its `format=...,target=...` part (`format=qcow2,target=PATH`,
+    /// `target=nbd+unix:///?socket=PATH`, `target=rbd:pool/image`, ...).
+    pub fn open_disk(&self, disk: &str, pool_pages: usize, label: &str) -> Result<Session<'_>> {
         let store = self.dom0.store();
         destroy_device(store, &self.paths).map_err(platform("removing the old device"))?;
         let log = std::fs::File::create(&self.log)
@@ -239,10 +250,7 @@ impl XenioWorld {
             .arg("--run-dir")
             .arg(&self.run_dir)
             .arg("--disk")
-            .arg(format!(
-                "format=raw,vdev=xvda,access=rw,target={}",
-                image.display()
-            ))
+            .arg(format!("vdev=xvda,access=rw,{disk}"))
             .args(self.knobs.args())
             .env(
                 "RUST_LOG",

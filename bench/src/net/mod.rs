@@ -9,6 +9,7 @@
 //! namespaces; [`args`] and [`types`] are shared.
 
 pub mod args;
+pub mod cpu;
 pub mod netns;
 pub mod traffic;
 pub mod types;
@@ -26,8 +27,17 @@ use xenio::XenioPath;
 struct Samples {
     xenio: Vec<f64>,
     veth: Vec<f64>,
+    /// veth with its offloads off (TCP workloads).
+    veth_off: Vec<f64>,
+    /// CPU seconds per GB: xenio, veth, veth without offloads.
+    cpu: [Vec<f64>; 3],
     /// (notifications, sleeps, packets) deltas on the xenio path.
     notes: Vec<(u64, u64, u64)>,
+}
+
+/// CPU seconds per GB for `cpu` seconds spent moving `bytes`.
+fn per_gb(cpu: f64, bytes: u64) -> f64 {
+    cpu / (bytes as f64 / 1e9)
 }
 
 /// Run the benchmark.
@@ -40,37 +50,82 @@ pub fn run(a: &NetArgs) -> R<()> {
             .filter(|p| p.is_file())
             .ok_or("no xenio binary next to xenio-bench: build it (cargo build --release -p xenio) or pass --xenio PATH")?,
     };
-    eprintln!("net: starting the xenio path (netback in a namespace) and the veth baseline");
-    let mut x = XenioPath::start(a, &xenio)?;
-    let v = VethPath::start()?;
-    let names = ["tcp-tx", "tcp-rx", "pps-tx", "pps-rx"];
+    eprintln!(
+        "net: starting the xenio paths (netback in namespaces: smoltcp, and the frame engine with GSO) and the veth baseline, MTU {}",
+        a.mtu
+    );
+    let mut x = XenioPath::start(a, &xenio, false)?;
+    let mut g = XenioPath::start(a, &xenio, true)?;
+    let v = VethPath::start(a.mtu)?;
+    let veth_off = match v.set_offloads(false).and_then(|()| v.set_offloads(true)) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!(
+                "net: veth offloads cannot be turned off ({e}): the offloads-off column is left out"
+            );
+            false
+        }
+    };
+    let names = ["tcp-tx", "tcp-rx", "gso-tx", "gso-rx", "pps-tx", "pps-rx"];
+    if let Some(w) = a.workloads.iter().find(|w| !names.contains(&w.as_str())) {
+        return Err(format!(
+            "--workloads: no workload {w:?} (there are {names:?})"
+        ));
+    }
+    let chosen = |w: usize| a.workloads.is_empty() || a.workloads.iter().any(|n| n == names[w]);
     let mut s: Vec<Samples> = names.iter().map(|_| Samples::default()).collect();
     let bytes = a.tcp_mb << 20;
     let mut port = 10000u16;
     for rep in 0..a.reps.max(1) {
         for (w, name) in names.iter().enumerate() {
+            if !chosen(w) {
+                continue;
+            }
             port += 1;
-            let before = x.counters();
-            let xv = match w {
-                0 => x.tcp(true, bytes, port)?,
-                1 => x.tcp(false, bytes, port)?,
-                2 => x.pps_tx(a.seconds)?,
-                _ => x.pps_rx(a.seconds)?,
+            let path = if w == 2 || w == 3 { &mut g } else { &mut x };
+            let before = path.counters();
+            let (xv, xcpu) = match w {
+                0 => path.tcp(true, bytes, port)?,
+                1 => path.tcp(false, bytes, port)?,
+                2 => path.bulk(true, bytes, port)?,
+                3 => path.bulk(false, bytes, port)?,
+                4 => (path.pps_tx(a.seconds)?, f64::NAN),
+                _ => (path.pps_rx(a.seconds)?, f64::NAN),
             };
-            let after = x.counters();
+            let after = path.counters();
             port += 1;
-            let vv = match w {
-                0 | 1 => v.tcp(bytes, port)?,
-                _ => v.pps(a.seconds)?,
+            let tcp = w < 4;
+            let (vv, vcpu) = if tcp {
+                v.tcp(bytes, port)?
+            } else {
+                (v.pps(a.seconds)?, f64::NAN)
+            };
+            let off = if tcp && veth_off {
+                port += 1;
+                v.set_offloads(false)?;
+                let r = v.tcp(bytes, port);
+                v.set_offloads(true)?;
+                Some(r?)
+            } else {
+                None
             };
             eprintln!(
-                "net: rep {}/{}: {name}: xenio {xv:.1}, veth {vv:.1} ({})",
+                "net: rep {}/{}: {name}: xenio {xv:.1}, veth {vv:.1}{} ({})",
                 rep + 1,
                 a.reps.max(1),
-                if w < 2 { "MB/s" } else { "packets/s" }
+                off.map_or(String::new(), |o| format!(", veth offloads off {:.1}", o.0)),
+                if tcp { "MB/s" } else { "packets/s" }
             );
             s[w].xenio.push(xv);
             s[w].veth.push(vv);
+            if tcp {
+                s[w].cpu[0].push(per_gb(xcpu, bytes));
+                s[w].cpu[1].push(per_gb(vcpu, bytes));
+            }
+            if let Some((ov, ocpu)) = off {
+                s[w].veth_off.push(ov);
+                s[w].cpu[2].push(per_gb(ocpu, bytes));
+            }
             s[w].notes.push((
                 after.0 - before.0,
                 after.1 - before.1,
@@ -79,53 +134,86 @@ pub fn run(a: &NetArgs) -> R<()> {
         }
     }
     let backend_line = x.finish();
+    let gso_line = g.finish();
     println!(
-        "xenio-bench net: {} rep(s), TCP {} MB per run, {} s per pps run, netback --poll-us {}",
+        "xenio-bench net: {} rep(s), TCP {} MB per run, {} s per pps run, MTU {}, netback --poll-us {}",
         a.reps.max(1),
         a.tcp_mb,
         a.seconds,
+        a.mtu,
         a.poll_us
     );
     println!(
-        "{:<8} {:>28} {:>28} {:>22} {:>12} {:>12}",
+        "{:<8} {:>28} {:>28} {:>22} {:>28} {:>22} {:>12} {:>12}",
         "workload",
         "xenio median [min..max]",
         "veth median [min..max]",
         "ratio x/veth [spread]",
+        "veth offloads off",
+        "ratio x/veth-off",
         "fe notif/pkt",
         "fe sleep/pkt"
     );
+    let med = |v: &[f64], unit: &str| -> String {
+        match summarize(v) {
+            Some(m) => format!("{:.1} [{:.1}..{:.1}] {unit}", m.median, m.min, m.max),
+            None => "-".into(),
+        }
+    };
+    let ratio = |x: &[f64], b: &[f64]| -> String {
+        let r: Vec<f64> = x.iter().zip(b).map(|(x, v)| x / v).collect();
+        match summarize(&r) {
+            Some(m) => format!("{:.3} [{:.3}..{:.3}]", m.median, m.min, m.max),
+            None => "-".into(),
+        }
+    };
     for (w, name) in names.iter().enumerate() {
-        let xs = summarize(&s[w].xenio).ok_or("no samples")?;
-        let vs = summarize(&s[w].veth).ok_or("no samples")?;
-        let ratios: Vec<f64> = s[w]
-            .xenio
-            .iter()
-            .zip(&s[w].veth)
-            .map(|(x, v)| x / v)
-            .collect();
-        let rs = summarize(&ratios).ok_or("no samples")?;
+        let unit = if w < 4 { "MB/s" } else { "pps" };
+        if s[w].xenio.is_empty() {
+            continue;
+        }
         let (n, sl, p) = s[w]
             .notes
             .iter()
             .fold((0, 0, 0), |(a, b, c), t| (a + t.0, b + t.1, c + t.2));
-        let unit = if w < 2 { "MB/s" } else { "pps" };
         println!(
-            "{:<8} {:>28} {:>28} {:>22} {:>12.3} {:>12.3}",
+            "{:<8} {:>28} {:>28} {:>22} {:>28} {:>22} {:>12.3} {:>12.3}",
             name,
-            format!("{:.1} [{:.1}..{:.1}] {unit}", xs.median, xs.min, xs.max),
-            format!("{:.1} [{:.1}..{:.1}] {unit}", vs.median, vs.min, vs.max),
-            format!("{:.3} [{:.3}..{:.3}]", rs.median, rs.min, rs.max),
+            med(&s[w].xenio, unit),
+            med(&s[w].veth, unit),
+            ratio(&s[w].xenio, &s[w].veth),
+            med(&s[w].veth_off, unit),
+            ratio(&s[w].xenio, &s[w].veth_off),
             n as f64 / p as f64,
             sl as f64 / p as f64,
         );
     }
-    if !backend_line.is_empty() {
-        let c = parse_backend(&backend_line);
-        println!("{backend_line}");
-        if let Some((pk, tx_n, rx_n)) = c {
+    println!(
+        "CPU seconds per GB (median [min..max]; xenio: frontend thread + netback + Linux socket thread; veth: both socket threads):"
+    );
+    for (w, name) in names.iter().enumerate().take(4) {
+        if s[w].xenio.is_empty() {
+            continue;
+        }
+        println!(
+            "{:<8} xenio {:>24}   veth {:>24}   veth offloads off {:>24}",
+            name,
+            med(&s[w].cpu[0], "s/GB"),
+            med(&s[w].cpu[1], "s/GB"),
+            med(&s[w].cpu[2], "s/GB"),
+        );
+    }
+    for (line, what) in [
+        (backend_line, "smoltcp path"),
+        (gso_line, "frame engine path"),
+    ] {
+        if line.is_empty() {
+            continue;
+        }
+        println!("{what}: {line}");
+        if let Some((pk, tx_n, rx_n)) = parse_backend(&line) {
             println!(
-                "netback notifications per packet (whole run): {:.3} ({} tx + {} rx notifications, {} packets)",
+                "netback notifications per packet (whole run, {what}): {:.3} ({} tx + {} rx notifications, {} packets)",
                 (tx_n + rx_n) as f64 / pk.max(1) as f64,
                 tx_n,
                 rx_n,

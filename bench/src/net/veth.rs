@@ -1,6 +1,7 @@
 //! The baseline of `xenio-bench net`: the kernel's own path between two
 //! namespaces over a veth pair.
 
+use crate::net::cpu::thread_cpu;
 use crate::net::netns::{Netns, join};
 use crate::net::traffic::{read_check, udp_blast, udp_count, write_stream};
 use crate::net::types::R;
@@ -17,8 +18,8 @@ pub struct VethPath {
 }
 
 impl VethPath {
-    /// Create both namespaces and the veth pair.
-    pub fn start() -> R<VethPath> {
+    /// Create both namespaces and the veth pair (`mtu` on both ends).
+    pub fn start(mtu: u32) -> R<VethPath> {
         let pid = std::process::id();
         let a = Netns::new(format!("xbn-a-{pid}"))?;
         let b = Netns::new(format!("xbn-b-{pid}"))?;
@@ -36,28 +37,51 @@ impl VethPath {
         ])?;
         a.ip(&["addr", "add", "198.51.100.1/24", "dev", "veth0"])?;
         b.ip(&["addr", "add", "198.51.100.2/24", "dev", "veth1"])?;
+        a.ip(&["link", "set", "veth0", "mtu", &mtu.to_string()])?;
+        b.ip(&["link", "set", "veth1", "mtu", &mtu.to_string()])?;
         a.ip(&["link", "set", "veth0", "up"])?;
         b.ip(&["link", "set", "veth1", "up"])?;
-        // Ask for no offloads beyond what a 1500-byte path gives the xenio side.
         Ok(VethPath { a, b })
     }
 
-    /// One TCP stream of `bytes` from a to b; MB/s received.
-    pub fn tcp(&self, bytes: u64, port: u16) -> R<f64> {
-        let server = self.b.thread(move || -> R<f64> {
+    /// Turn the veth pair's offloads (TSO, GSO, GRO, scatter-gather and
+    /// checksums) on or off, with ethtool.
+    pub fn set_offloads(&self, on: bool) -> R<()> {
+        let v = if on { "on" } else { "off" };
+        for (ns, dev) in [(&self.a, "veth0"), (&self.b, "veth1")] {
+            crate::net::netns::sh(
+                ns.exec()
+                    .args(["ethtool", "-K", dev])
+                    .args(["tso", v, "gso", v, "gro", v, "sg", v, "tx", v, "rx", v]),
+            )
+            .map_err(|e| format!("{e} (veth offloads need ethtool)"))?;
+        }
+        Ok(())
+    }
+
+    /// One TCP stream of `bytes` from a to b: MB/s received, and the CPU
+    /// seconds both threads used.
+    pub fn tcp(&self, bytes: u64, port: u16) -> R<(f64, f64)> {
+        let server = self.b.thread(move || -> R<(f64, f64)> {
             let l = TcpListener::bind(("198.51.100.2", port)).map_err(|e| e.to_string())?;
             let (mut c, _) = l.accept().map_err(|e| e.to_string())?;
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), thread_cpu());
             read_check(&mut c, bytes)?;
-            Ok(bytes as f64 / t.elapsed().as_secs_f64() / 1e6)
+            Ok((
+                bytes as f64 / t.elapsed().as_secs_f64() / 1e6,
+                thread_cpu() - cpu,
+            ))
         });
         std::thread::sleep(Duration::from_millis(100));
-        let client = self.a.thread(move || -> R<()> {
+        let client = self.a.thread(move || -> R<f64> {
             let mut c = TcpStream::connect(("198.51.100.2", port)).map_err(|e| e.to_string())?;
-            write_stream(&mut c, bytes)
+            let cpu = thread_cpu();
+            write_stream(&mut c, bytes)?;
+            Ok(thread_cpu() - cpu)
         });
-        join(client)??;
-        join(server)?
+        let client_cpu = join(client)??;
+        let (mbs, server_cpu) = join(server)??;
+        Ok((mbs, client_cpu + server_cpu))
     }
 
     /// Datagrams per second from a socket in a to a socket in b.

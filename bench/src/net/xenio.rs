@@ -3,6 +3,7 @@
 //! (domain 0) inside a namespace, attached to a TAP device.
 
 use crate::net::args::NetArgs;
+use crate::net::cpu::{process_cpu, thread_cpu};
 use crate::net::netns::{Netns, join};
 use crate::net::traffic::{fill, read_check, udp_blast, udp_count, udp_frame, write_stream};
 use crate::net::types::R;
@@ -30,20 +31,42 @@ pub struct XenioPath {
     backend: Option<Child>,
     stack: Stack<LocalPlatform>,
     tap_mac: [u8; 6],
+    linux: Ipv4Address,
+    front: Ipv4Address,
+    backend_pid: u32,
 }
 
 const FRONT_DIR: &str = "/local/domain/1/device/vif/0";
 const X_LINUX: Ipv4Address = Ipv4Address::new(192, 0, 2, 1);
 const X_FRONT: Ipv4Address = Ipv4Address::new(192, 0, 2, 2);
+const G_LINUX: Ipv4Address = Ipv4Address::new(192, 0, 3, 1);
+const G_FRONT: Ipv4Address = Ipv4Address::new(192, 0, 3, 2);
+
+/// The Linux end's address as a `&'static str` for sockets.
+fn linux_str(ip: Ipv4Address) -> &'static str {
+    if ip == G_LINUX {
+        "192.0.3.1"
+    } else {
+        "192.0.2.1"
+    }
+}
 
 impl XenioPath {
     /// Set up the namespace and TAP, start the store daemon and netback, and
-    /// connect the frontend.
-    pub fn start(a: &NetArgs, xenio: &PathBuf) -> R<XenioPath> {
-        let ns = Netns::new(format!("xbn-x-{}", std::process::id()))?;
-        ns.ip(&["tuntap", "add", "dev", "xtap0", "mode", "tap"])?;
-        ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "xtap0"])?;
-        ns.ip(&["link", "set", "xtap0", "up"])?;
+    /// connect the frontend: for smoltcp (no offloads), or with `gso` for the
+    /// frame engine (checksum offload and GSO negotiated) in a namespace,
+    /// TAP and subnet of its own.
+    pub fn start(a: &NetArgs, xenio: &PathBuf, gso: bool) -> R<XenioPath> {
+        let (tag, tap, linux, front_ip) = if gso {
+            ("g", "xgtap0", G_LINUX, G_FRONT)
+        } else {
+            ("x", "xtap0", X_LINUX, X_FRONT)
+        };
+        let ns = Netns::new(format!("xbn-{tag}-{}", std::process::id()))?;
+        ns.ip(&["tuntap", "add", "dev", tap, "mode", "tap"])?;
+        ns.ip(&["link", "set", tap, "mtu", &a.mtu.to_string()])?;
+        ns.ip(&["addr", "add", &format!("{linux}/24"), "dev", tap])?;
+        ns.ip(&["link", "set", tap, "up"])?;
         let dir = tempfile::Builder::new()
             .prefix("xenio-bench-net-")
             .tempdir()
@@ -58,7 +81,8 @@ impl XenioPath {
             .exec()
             .arg(xenio)
             .args(["netback", "--platform", "local", "--frontend", "1"])
-            .args(["--tap", "xtap0", "--create-device"])
+            .args(["--tap", tap, "--create-device"])
+            .args(["--mtu", &a.mtu.to_string()])
             .args(["--poll-us", &a.poll_us.to_string()])
             .arg("--run-dir")
             .arg(&run)
@@ -71,7 +95,12 @@ impl XenioPath {
             let p = Arc::new(
                 LocalPlatform::connect(&run, DomId(1)).map_err(|e| format!("platform: {e}"))?,
             );
-            match NetFront::connect(p, FRONT_DIR, Options::default()) {
+            let options = Options {
+                csum_offload: gso,
+                gso,
+                ..Options::default()
+            };
+            match NetFront::connect(p, FRONT_DIR, options) {
                 Ok(f) => break f,
                 Err(e) if t.elapsed() > Duration::from_secs(20) => {
                     return Err(format!("netfront: {e}"));
@@ -81,7 +110,7 @@ impl XenioPath {
         };
         let out = ns
             .exec()
-            .args(["cat", "/sys/class/net/xtap0/address"])
+            .args(["cat", &format!("/sys/class/net/{tap}/address")])
             .output()
             .map_err(|e| e.to_string())?;
         let tap_mac = xenio_netfront::parse_mac(&String::from_utf8_lossy(&out.stdout))
@@ -91,16 +120,17 @@ impl XenioPath {
         ns.ip(&[
             "neigh",
             "replace",
-            "192.0.2.2",
+            &front_ip.to_string(),
             "lladdr",
             &mac.iter()
                 .map(|b| format!("{b:02x}"))
                 .collect::<Vec<_>>()
                 .join(":"),
             "dev",
-            "xtap0",
+            tap,
         ])?;
-        let stack = Stack::new(front, X_FRONT, 24);
+        let backend_pid = backend.id();
+        let stack = Stack::new(front, front_ip, 24);
         Ok(XenioPath {
             ns,
             _dir: dir,
@@ -108,7 +138,80 @@ impl XenioPath {
             backend: Some(backend),
             stack,
             tap_mac,
+            linux,
+            front: front_ip,
+            backend_pid,
         })
+    }
+
+    /// CPU seconds netback (its `ip netns exec` child, whose image it is)
+    /// has used so far.
+    fn backend_cpu(&self) -> f64 {
+        process_cpu(self.backend_pid)
+    }
+
+    /// The frame engine: one TCP connection of `bytes` from the frontend
+    /// (`tx`) or to it, in 64 KiB segments when GSO was negotiated; MB/s and
+    /// the CPU seconds of the frontend thread, netback and the Linux socket's
+    /// thread.
+    pub fn bulk(&mut self, tx: bool, bytes: u64, port: u16) -> R<(f64, f64)> {
+        use xenio_netfront::bulk_tcp::{BulkTcp, Endpoint};
+        let host = linux_str(self.linux);
+        let linux = self.ns.thread(move || -> R<f64> {
+            let l = TcpListener::bind((host, port)).map_err(|e| e.to_string())?;
+            let (mut c, _) = l.accept().map_err(|e| e.to_string())?;
+            c.set_read_timeout(Some(Duration::from_secs(30)))
+                .map_err(|e| e.to_string())?;
+            let cpu = thread_cpu();
+            if tx {
+                read_check(&mut c, bytes)?;
+            } else {
+                write_stream(&mut c, bytes)?;
+            }
+            // Until the frontend's reset.
+            let mut b = [0u8; 1];
+            let _ = c.read(&mut b);
+            Ok(thread_cpu() - cpu)
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let me = Endpoint {
+            mac: self.stack.dev.info().mac,
+            ip: self.front.octets(),
+            port: 40000 + port,
+        };
+        let peer = Endpoint {
+            mac: self.tap_mac,
+            ip: self.linux.octets(),
+            port,
+        };
+        let (cpu0, be0) = (thread_cpu(), self.backend_cpu());
+        let mut tcp =
+            BulkTcp::connect(&mut self.stack.dev, me, peer, true, Duration::from_secs(10))?;
+        let t = Instant::now();
+        let limit = Duration::from_secs(30);
+        if tx {
+            tcp.send(bytes, |off, b| fill(b, off), limit)?;
+        } else {
+            let mut want = vec![0u8; 1 << 16];
+            tcp.receive(
+                bytes,
+                |off, b| {
+                    want.resize(b.len(), 0);
+                    fill(&mut want, off);
+                    if b == &want[..] {
+                        Ok(())
+                    } else {
+                        Err(format!("frame engine: stream differs near byte {off}"))
+                    }
+                },
+                limit,
+            )?;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        tcp.abort()?;
+        let cpu = thread_cpu() - cpu0 + self.backend_cpu() - be0;
+        let linux_cpu = join(linux)??;
+        Ok((bytes as f64 / secs / 1e6, cpu + linux_cpu))
     }
 
     /// The frontend's (notifications, sleeps, packets) so far.
@@ -121,23 +224,28 @@ impl XenioPath {
         )
     }
 
-    /// smoltcp -> Linux (`tx`) or Linux -> smoltcp, `bytes`; MB/s.
-    pub fn tcp(&mut self, tx: bool, bytes: u64, port: u16) -> R<f64> {
-        let linux = self.ns.thread(move || -> R<u64> {
-            let l = TcpListener::bind(("192.0.2.1", port)).map_err(|e| e.to_string())?;
+    /// smoltcp -> Linux (`tx`) or Linux -> smoltcp, `bytes`: MB/s, and the
+    /// CPU seconds of the frontend thread, netback and the Linux socket's
+    /// thread.
+    pub fn tcp(&mut self, tx: bool, bytes: u64, port: u16) -> R<(f64, f64)> {
+        let host = linux_str(self.linux);
+        let linux = self.ns.thread(move || -> R<f64> {
+            let l = TcpListener::bind((host, port)).map_err(|e| e.to_string())?;
             let (mut c, _) = l.accept().map_err(|e| e.to_string())?;
             c.set_read_timeout(Some(Duration::from_secs(30)))
                 .map_err(|e| e.to_string())?;
+            let cpu = thread_cpu();
             if tx {
-                read_check(&mut c, bytes)
+                read_check(&mut c, bytes)?;
             } else {
                 write_stream(&mut c, bytes)?;
                 // Wait for the peer to close so that every byte was taken.
                 let mut b = [0u8; 1];
                 let _ = c.read(&mut b);
-                Ok(bytes)
             }
+            Ok(thread_cpu() - cpu)
         });
+        let (cpu0, be0) = (thread_cpu(), self.backend_cpu());
         let st = &mut self.stack;
         let h = st.sockets.add(tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; 4 << 20]),
@@ -148,7 +256,7 @@ impl XenioPath {
             let (iface, sockets) = (&mut st.iface, &mut st.sockets);
             sockets
                 .get_mut::<tcp::Socket>(h)
-                .connect(iface.context(), (X_LINUX, port), 40000 + port)
+                .connect(iface.context(), (self.linux, port), 40000 + port)
                 .map_err(|e| format!("connect: {e}"))?;
         }
         let mut chunk = vec![0u8; 256 * 1024];
@@ -199,11 +307,12 @@ impl XenioPath {
             }
         }
         let secs = t0.map_or(1e-9, |t| t.elapsed().as_secs_f64());
-        join(linux)??;
+        let linux_cpu = join(linux)??;
         st.sockets.get_mut::<tcp::Socket>(h).abort();
         let _ = st.poll(Duration::from_millis(1));
         st.sockets.remove(h);
-        Ok(bytes as f64 / secs / 1e6)
+        let cpu = thread_cpu() - cpu0 + process_cpu(self.backend_pid) - be0;
+        Ok((bytes as f64 / secs / 1e6, cpu + linux_cpu))
     }
 
     /// Raw 60-byte frames from the frontend to a Linux socket; datagrams/s received.
@@ -284,6 +393,16 @@ impl XenioPath {
             nix::unistd::Pid::from_raw(b.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
+        // The backend closes cleanly: the frontend answers its Closing.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = b.try_wait() {
+                break;
+            }
+            if self.stack.dev.wait(Duration::from_millis(10)).is_err() {
+                break;
+            }
+        }
         let mut err = String::new();
         if let Some(mut e) = b.stderr.take() {
             let _ = e.read_to_string(&mut err);

@@ -20,6 +20,8 @@ Two paths, on the same file, in the same run:
 Both open the file with O_DIRECT (unless --buffered), so the page cache does
 not hide the disk: the paper chose file sizes larger than memory for the same
 reason; here the sizes matter only for the disk's own caches and layout.
+With --target qcow2 or nbd the xenio path serves a qcow2 copy of the file or
+a qemu-nbd export of it instead (the native path stays the file).
 
 Workloads (--phases picks a subset; all by default):
   Bonnie, in Bonnie's order, over the whole file (Bonnie's chunk: --chunk-kib):
@@ -81,6 +83,22 @@ pub enum NativeIo {
     IoUring,
     /// Synchronous preadv/pwritev.
     Psync,
+}
+
+/// `--target`: what the xenio configurations serve (the native path is always
+/// the raw test file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum StudyTarget {
+    /// The test file itself (`--disk format=raw,target=FILE`).
+    #[default]
+    File,
+    /// A qcow2 copy of the test file, made once per size by `qemu-img convert
+    /// -O qcow2` (every cluster allocated): `--disk format=qcow2,target=COPY`.
+    Qcow2,
+    /// The test file exported by qemu-nbd (`-f raw --cache=none
+    /// --aio=io_uring --persistent`) on a Unix socket in the scratch
+    /// directory: `--disk target=nbd+unix:///?socket=SOCKET`.
+    Nbd,
 }
 
 /// Options of `xenio-bench study`.
@@ -157,6 +175,15 @@ pub struct StudyArgs {
     /// Native path: io_uring or psync (preadv/pwritev).
     #[arg(long = "native-engine", value_enum, value_name = "ENGINE", default_value_t = NativeIo::IoUring)]
     pub native_io: NativeIo,
+
+    /// What the xenio configurations serve: file (the test file, raw), qcow2 (a
+    /// qcow2 copy of it, served with format=qcow2) or nbd (the test file
+    /// exported by qemu-nbd, served with target=nbd+unix://), so that the ring
+    /// knobs are swept over those storages too. The native path stays the raw
+    /// test file, so xenio/native then also counts the storage's own cost.
+    /// qcow2 and nbd need qemu-utils.
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = StudyTarget::File)]
+    pub target: StudyTarget,
 
     /// Use the page cache on both paths instead of O_DIRECT (the native file and
     /// the backend's --direct=off). Not the study's setting: caches then hide the

@@ -66,6 +66,7 @@ pub fn fingerprint(r: &Resolved, a: &StudyArgs) -> Value {
         "seed": r.params.seed,
         "buffered": a.buffered,
         "native_engine": format!("{:?}", a.native_io),
+        "target": format!("{:?}", a.target),
         "sweep_size": r.sweep_size,
         "configs": r.configs.iter().map(Config::to_json).collect::<Vec<_>>(),
     })

@@ -26,7 +26,7 @@ use crate::common::blkback::{XenioWorld, find_xenio};
 use crate::common::error::{BenchError, Result};
 use crate::common::image::precondition;
 use crate::common::proc::{self, ScratchPath};
-use args::{NativeIo, StudyArgs};
+use args::{NativeIo, StudyArgs, StudyTarget};
 use checkpoint::{Checkpoint, Entry, add_machine, load_entries, record};
 use dev::{NativeDev, XenioDev};
 use resolve::resolve;
@@ -181,6 +181,15 @@ fn open_sitting(a: &StudyArgs, study: &mut Study) -> Result<Sitting> {
     } = study;
     proc::install_signal_cleanup()?;
     let xenio_bin = find_xenio(a.xenio.as_deref())?;
+    match a.target {
+        StudyTarget::File => {}
+        StudyTarget::Qcow2 => {
+            need("qemu-img")?;
+        }
+        StudyTarget::Nbd => {
+            need("qemu-nbd")?;
+        }
+    }
     for p in proc::remove_stale(
         &[&a.dir, &a.scratch, Path::new("/dev/shm")],
         "xenio-bench-study-",
@@ -246,6 +255,7 @@ fn measure_loop(a: &StudyArgs, study: &mut Study, sitting: &mut Sitting) -> Resu
         elapsed_before,
         image,
         world,
+        scratch,
         ..
     } = sitting;
     let (loaded, sitting, elapsed_before) = (*loaded, *sitting, *elapsed_before);
@@ -282,6 +292,8 @@ fn measure_loop(a: &StudyArgs, study: &mut Study, sitting: &mut Sitting) -> Resu
                 a.dir.display()
             )));
         }
+        // What the xenio configurations serve at this size (kept until the next).
+        let served = Served::start(a.target, image.path(), scratch.path())?;
         for run in 0..r.runs as usize {
             let mut order = cs.clone();
             let n = order.len();
@@ -301,13 +313,18 @@ fn measure_loop(a: &StudyArgs, study: &mut Study, sitting: &mut Sitting) -> Resu
                     c.name
                 ));
                 let label = format!("{} on {} MiB, run {}", c.name, size >> 20, run + 1);
-                let (values, counters, storage) =
-                    measure(c, image.path(), &r.params, a, Some(&mut *world)).inspect_err(
-                        |_| {
-                            pb.abandon();
-                            eprintln!("xenio-bench study: failed during `{label}`");
-                        },
-                    )?;
+                let (values, counters, storage) = measure(
+                    c,
+                    image.path(),
+                    &served.disk,
+                    &r.params,
+                    a,
+                    Some(&mut *world),
+                )
+                .inspect_err(|_| {
+                    pb.abandon();
+                    eprintln!("xenio-bench study: failed during `{label}`");
+                })?;
                 let e = Entry {
                     si,
                     ci,
@@ -532,10 +549,79 @@ fn run_phases(dev: &mut dyn Dev, c: &Config, p: &Params) -> Result<Vec<(Phase, f
 /// Each phase's (metric, seconds), xenio's counters, how the file was opened.
 type Measured = (Vec<(Phase, f64, f64)>, Option<Counters>, String);
 
-/// One measurement of configuration `c` on `file`.
+/// What `--target` makes the xenio configurations serve at one file size:
+/// `disk` is the `format=...,target=...` part of `xenio blkback --disk`; the
+/// qcow2 copy or the qemu-nbd server lives as long as this.
+struct Served {
+    disk: String,
+    _qcow2: Option<ScratchPath>,
+    _nbd: Option<crate::blk::fio::NbdServer>,
+}
+
+impl Served {
+    /// Make the qcow2 copy of `image` or start qemu-nbd on it (in `scratch`).
+    fn start(target: StudyTarget, image: &Path, scratch: &Path) -> Result<Served> {
+        let mut served = Served {
+            disk: format!("format=raw,target={}", image.display()),
+            _qcow2: None,
+            _nbd: None,
+        };
+        match target {
+            StudyTarget::File => {}
+            StudyTarget::Qcow2 => {
+                let copy = ScratchPath::new(image.with_extension("qcow2"));
+                let qemu_img = need("qemu-img")?;
+                eprintln!(
+                    "xenio-bench study: converting to {} (qemu-img convert -O qcow2)",
+                    copy.path().display()
+                );
+                let out = std::process::Command::new(&qemu_img)
+                    .args(["convert", "-f", "raw", "-O", "qcow2"])
+                    .arg(image)
+                    .arg(copy.path())
+                    .output()
+                    .map_err(|e| BenchError::io("running qemu-img convert", e))?;
+                if !out.status.success() {
+                    return Err(BenchError::Tool {
+                        tool: "qemu-img",
+                        what: "convert -O qcow2 failed".into(),
+                        detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+                    });
+                }
+                served.disk = format!("format=qcow2,target={}", copy.path().display());
+                served._qcow2 = Some(copy);
+            }
+            StudyTarget::Nbd => {
+                let nbd = crate::blk::fio::NbdServer::start(
+                    &need("qemu-nbd")?,
+                    image,
+                    scratch,
+                    crate::blk::types::NbdAio::IoUring,
+                    "study --target nbd",
+                )?;
+                served.disk = format!("target={}", nbd.uri());
+                served._nbd = Some(nbd);
+            }
+        }
+        Ok(served)
+    }
+}
+
+/// `program` of qemu-utils, or the error naming the package.
+fn need(program: &str) -> Result<std::path::PathBuf> {
+    proc::find_program(program).ok_or_else(|| BenchError::Tool {
+        tool: "xenio-bench study",
+        what: format!("`{program}` is not installed"),
+        detail: " (apt-get install qemu-utils; or use --target file)".into(),
+    })
+}
+
+/// One measurement of configuration `c`: the native path on `file`, the xenio
+/// path on `disk` (an `xenio blkback --disk` spec without vdev and access).
 fn measure(
     c: &Config,
     file: &Path,
+    disk: &str,
     p: &Params,
     a: &StudyArgs,
     world: Option<&mut XenioWorld>,
@@ -549,7 +635,7 @@ fn measure(
         (Some((knobs, wait)), Some(world)) => {
             world.set_knobs(knobs.clone());
             world.set_front_wait(*wait);
-            let mut session = world.open(file, pool_pages(c, p), &c.name)?;
+            let mut session = world.open_disk(disk, pool_pages(c, p), &c.name)?;
             let r = {
                 let mut dev = XenioDev::new(&mut session.front, &c.name);
                 run_phases(&mut dev, c, p)

@@ -242,7 +242,7 @@ fn serve(knobs: u8, req_prod: u32, entries: &[u8], bad: Option<u64>) -> Run {
     let (reader, _writer) = std::io::pipe().unwrap();
     let counters = Counters::default();
     let worker = QueueWorker {
-        ring,
+        ring: ring.into(),
         channel: Channel {
             stop: &stop,
             fd: reader,
@@ -255,6 +255,8 @@ fn serve(knobs: u8, req_prod: u32, entries: &[u8], bad: Option<u64>) -> Run {
             done: Vec::new(),
             bad,
         },
+        size: None,
+        inflight: None,
         limits: limits(knobs),
         config: QueueConfig {
             grant_mode: if knobs & 16 != 0 {

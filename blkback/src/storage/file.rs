@@ -73,6 +73,18 @@ impl Storage for FileStorage {
         }
     }
 
+    /// The file's or device's size now (`fstat` / `BLKGETSIZE64`,
+    /// [`BlockFile::refresh_size`]); the size known before if that fails.
+    fn sectors(&self) -> u64 {
+        match self.file.refresh_size() {
+            Ok(bytes) => bytes / 512,
+            Err(e) => {
+                tracing::debug!("{e}");
+                self.file.sectors()
+            }
+        }
+    }
+
     fn queue(&self, depth: u32) -> io::Result<DiskQueue> {
         let e = DiskQueue::with_options(
             self.file.clone(),

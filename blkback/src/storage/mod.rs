@@ -60,17 +60,45 @@
 //! [`QueueConfig::on_io_error`](crate::QueueConfig::on_io_error) (the
 //! [`Server`](crate::Server) builder's `on_io_error`).
 //!
+//! # The storages xenio ships
+//!
+//! [`StorageTarget`] is what an `xl` disk spec (`format=`, `target=`) or a
+//! toolstack's `params` node (`format:target`) names, and
+//! [`StorageTarget::open`] the one function that turns it into an
+//! [`AnyStorage`]: a raw file or block device ([`FileStorage`], io_uring), a
+//! qcow2 image with its backing chain ([`Qcow2Storage`], imago), an NBD export
+//! ([`NbdStorage`], libnbd: pipelined, multi-conn, reconnecting), or a Ceph RBD
+//! image (`RbdStorage`, librbd, behind the cargo feature `rbd`). VHD and VHDX
+//! are refused with the `qemu-img convert` command that makes a qcow2 of them.
+//!
 //! The files: `seam` (the asynchronous traits and [`DiskInfo`]), `status`
 //! (the table above, as code), `sync` ([`SyncStorage`] and its adapter),
-//! `file` ([`FileStorage`] and io_uring's [`DiskQueue`](xenio_hostio::disk::DiskQueue)).
+//! `file` ([`FileStorage`] and io_uring's [`DiskQueue`](xenio_hostio::disk::DiskQueue)),
+//! `qcow2`, `nbd`, `rbd` (the other engines of `xenio_hostio` as storages),
+//! `any` ([`AnyStorage`]), `options` ([`OpenOptions`]), `target`
+//! ([`StorageTarget`], the dispatch).
 
+pub(crate) mod any;
 pub(crate) mod file;
+pub(crate) mod nbd;
+pub(crate) mod options;
+pub(crate) mod qcow2;
+#[cfg(feature = "rbd")]
+pub(crate) mod rbd;
 pub(crate) mod seam;
 pub(crate) mod status;
 pub(crate) mod sync;
+pub(crate) mod target;
 
+pub use any::{AnyQueue, AnyStorage};
 pub use file::FileStorage;
+pub use nbd::NbdStorage;
+pub use options::OpenOptions;
+pub use qcow2::Qcow2Storage;
+#[cfg(feature = "rbd")]
+pub use rbd::RbdStorage;
 pub use seam::{DiskInfo, Storage, StorageQueue};
 pub use status::blkif_status;
 pub use sync::{SyncQueue, SyncStorage, Synchronous};
+pub use target::{SpecError, StorageTarget};
 pub use xenio_hostio::disk::{Busy, Completion, DiscardInfo, Io, IoMem, IoSeg};

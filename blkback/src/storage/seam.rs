@@ -69,6 +69,21 @@ pub trait Storage: Send + Sync {
     /// Any: the frontend's connection fails (it is disconnected and may try
     /// again), see the [table](super#what-the-frontend-sees).
     fn queue(&self, depth: u32) -> io::Result<Self::Queue>;
+    /// The disk's size in 512-byte sectors now. [`crate::serve`] asks every
+    /// 200 ms while a frontend is connected: a storage that can grow (an image
+    /// file extended with `truncate -s`, a resized block device) returns its new
+    /// size, and the frontend is told as Linux's blkback tells it (online
+    /// resize). The default is [`Storage::info`]'s, which never changes.
+    fn sectors(&self) -> u64 {
+        self.info().sectors
+    }
+
+    /// Most queues this storage can have at once (an NBD export without
+    /// multi-conn: one); the backend offers no more than this
+    /// (`multi-queue-max-queues`). `None`, the default: no limit of its own.
+    fn max_queues(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// One queue's asynchronous I/O. The queue worker submits operations,

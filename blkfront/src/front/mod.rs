@@ -30,10 +30,10 @@ use xenio_ring::wait::{WaitPolicy, WaitStats};
 use xenio_xen_sys::blkif::BLKIF_MAX_SEGMENTS_PER_REQUEST;
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{DomId, GrantRef, Port};
-use xenio_xenbus::handshake::keys;
+use xenio_xenbus::handshake::keys::{self, blkif, parse_key};
 use xenio_xenbus::handshake::{Endpoint, read_state};
 use xenio_xenbus::platform::Platform;
-use xenio_xenbus::{Access, EventChannel, GrantTable, Store, Watch};
+use xenio_xenbus::{Access, EventChannel, GrantTable, Store, Tx, Watch};
 
 /// A connected blkif frontend over platform `P`.
 pub struct BlkFront<P: Platform> {
@@ -520,6 +520,10 @@ impl<P: Platform> BlkFront<P> {
                 self.waiting.abandon();
                 return Ok(0);
             }
+            // Every round, not only when a sleep times out: under steady I/O
+            // the channel always fires, and a backend closing (`xl
+            // block-detach`) or restarting would go unnoticed.
+            self.check_backend()?;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 self.waiting.gave_up();
@@ -612,7 +616,9 @@ impl<P: Platform> BlkFront<P> {
             &format!("{}/{}", self.backend_dir, keys::STATE),
         )?;
         if state == XenbusState::Connected {
-            return Ok(());
+            // A backend writes `Connected` again to announce a new size
+            // (online resize, as Linux's blkback does it).
+            return self.read_size().map(|_| ());
         }
         tracing::info!(
             "backend {} went to {state:?}: reconnecting",
@@ -620,6 +626,41 @@ impl<P: Platform> BlkFront<P> {
         );
         self.reconnects += 1;
         self.handshake()
+    }
+
+    /// Look at what the backend announced since the last look: a new size
+    /// (online resize: the disk grew while connected) or a restart (then
+    /// reconnect and re-issue what was in flight, as [`poll`](Self::poll) does
+    /// when it waits). Returns whether the size changed; [`size`](Self::size)
+    /// and [`info`](Self::info) say the new one.
+    ///
+    /// # Errors
+    ///
+    /// As [`poll`](Self::poll) when it reconnects; [`Error::BadKey`] when the
+    /// backend's `sectors` is malformed.
+    pub fn refresh(&mut self) -> Result<bool> {
+        let before = self.info.sectors;
+        self.check_backend()?;
+        Ok(self.info.sectors != before)
+    }
+
+    /// Read the backend's `sectors` again; whether it changed.
+    fn read_size(&mut self) -> Result<bool> {
+        let path = format!("{}/{}", self.backend_dir, blkif::SECTORS);
+        let Some(v) = self.platform.store().read_opt(Tx::NONE, &path)? else {
+            return Ok(false);
+        };
+        let sectors: u64 = parse_key(&path, &v)?;
+        if sectors == self.info.sectors {
+            return Ok(false);
+        }
+        tracing::info!(
+            "{}: the disk is now {sectors} sectors (was {})",
+            self.backend_dir,
+            self.info.sectors
+        );
+        self.info.sectors = sectors;
+        Ok(true)
     }
 
     /// Take every response from every queue and complete ops. A response the

@@ -8,6 +8,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Whether to bypass the page cache (`O_DIRECT`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -53,7 +54,8 @@ pub struct BlockFile {
     block: bool,
     direct: bool,
     fallback: Option<String>,
-    pub(super) size: u64,
+    /// Bytes at open, or at the last [`BlockFile::refresh_size`].
+    size: AtomicU64,
     logical: u32,
     physical: u32,
     mem_align: u32,
@@ -315,7 +317,7 @@ impl BlockFile {
             block,
             direct,
             fallback,
-            size,
+            size: AtomicU64::new(size),
             logical,
             physical,
             mem_align,
@@ -358,15 +360,40 @@ impl BlockFile {
         &self.path
     }
 
-    /// Size in bytes (for a file, its length at open).
+    /// Size in bytes (for a file, its length at open or at the last
+    /// [`refresh_size`](Self::refresh_size)).
     pub fn size_bytes(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// Read the size again (`fstat`, or `BLKGETSIZE64` for a block device) and
+    /// make it the size I/O is checked against: a file may have grown
+    /// (`truncate -s`) or a device been resized (`lvextend`) since it was
+    /// opened. Returns the new size in bytes. Queues already made see it at
+    /// once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when `fstat` or the ioctl fails (the size stays as it was).
+    pub fn refresh_size(&self) -> Result<u64> {
+        let fd = self.file.as_fd();
+        let shown = self.path.display();
+        let now = if self.block {
+            sys::blkgetsize64(fd)
+                .map_err(|e| Error::io(format!("{shown}: ioctl(BLKGETSIZE64)"), e))?
+        } else {
+            let st = nix::sys::stat::fstat(fd)
+                .map_err(|e| Error::io(format!("{shown}: fstat"), e.into()))?;
+            st.st_size as u64
+        };
+        self.size.store(now, Ordering::Relaxed);
+        Ok(now)
     }
 
     /// Size in 512-byte sectors (blkif's `sectors` unit), rounded down. I/O is
     /// allowed up to `sectors() * 512` bytes.
     pub fn sectors(&self) -> u64 {
-        self.size / 512
+        self.size_bytes() / 512
     }
 
     /// The smallest unit of I/O: offsets and lengths (and, with O_DIRECT, memory

@@ -3,6 +3,14 @@
 //! grant table and network. The worker must answer or disconnect: never panic,
 //! never hang, never answer more than was asked, never send a frame it should
 //! have refused.
+//!
+//! Knob bit 4 gives a network and a frontend that take every offload, so the
+//! GSO extra and `NETTXF_csum_blank` of the slots are honoured: the granted
+//! pages start with a TCP/IPv4 header (from the input) so that the header
+//! checks are reached, and what the network gets must be a frame of at most
+//! the MTU, or a large TCP segment whose MSS is at least 88 and whose segments
+//! fit the MTU, with a partial checksum inside the packet. Packets for the
+//! frontend come with offload metadata from the input, too.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -12,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use xenio_netback::queue::{Counters, QueueConfig, QueueWorker, QueueRings, QueueState};
 use xenio_netback::tx::TxLimits;
-use xenio_netback::{Error as NbError, MemFrames};
+use xenio_netback::{Checksum, Error as NbError, Gso, GsoKind, MemFrames, Meta, Offloads};
 use xenio_ring::BackRing;
 use xenio_xen_sys::{DomId, GrantRef, Port};
 use xenio_xenbus::{
@@ -119,22 +127,52 @@ fuzz_target!(|data: &[u8]| {
         rx_mem.write(64 + i * 8, e).unwrap();
     }
     rx_mem.write(0, &(nrx as u32).to_ne_bytes()).unwrap();
+    let offloads = if knobs & 16 != 0 {
+        Offloads::ALL
+    } else {
+        Offloads::NONE
+    };
+    // A TCP/IPv4 header template from the last 40 bytes of the input (or
+    // zeros): version, lengths and offsets as the input says.
+    let mut hdr = [0u8; 54];
+    hdr[12..14].copy_from_slice(&[0x08, 0x00]);
+    let tail = &data[data.len().saturating_sub(40)..];
+    hdr[14..14 + tail.len()].copy_from_slice(tail);
     let frames = Arc::new(MemFrames::default());
     for k in 0..(knobs >> 5) as usize {
-        frames
-            .incoming
-            .lock()
-            .unwrap()
-            .push_back(vec![k as u8; 60 + k * 2000]);
+        let mut f = vec![k as u8; 60 + k * 9000];
+        f[..54].copy_from_slice(&hdr);
+        let b = |i: usize| u16::from(*tail.get(i).unwrap_or(&0));
+        let meta = Meta {
+            checksum: match k % 3 {
+                0 => Checksum::None,
+                1 => Checksum::Validated,
+                _ => Checksum::Partial {
+                    start: b(0) * 7,
+                    offset: b(1),
+                },
+            },
+            gso: (k % 2 == 0).then_some(Gso {
+                kind: if k % 4 == 0 { GsoKind::TcpV4 } else { GsoKind::TcpV6 },
+                size: b(2) << 4 | b(3),
+                hdr_len: b(4),
+            }),
+        };
+        frames.incoming_meta.lock().unwrap().push_back((f, meta));
     }
     let grants = Grants {
         pages: (0..PAGES)
-            .map(|p| Mutex::new(vec![p as u8; 4096]))
+            .map(|p| {
+                let mut page = vec![p as u8; 4096];
+                page[..54].copy_from_slice(&hdr);
+                Mutex::new(page)
+            })
             .collect(),
     };
     let limits = TxLimits {
         max_frame: if knobs & 2 != 0 { 9018 } else { 1518 },
         sg: knobs & 1 != 0,
+        offloads,
     };
     let (r1, _w1) = std::io::pipe().unwrap();
     let counters = Counters::default();
@@ -151,6 +189,7 @@ fuzz_target!(|data: &[u8]| {
         frames: frames.clone(),
         limits,
         rx_sg: knobs & 4 != 0,
+        rx_offloads: offloads,
         config: QueueConfig {
             max_batch: if knobs & 8 != 0 { 7 } else { 256 },
             rx_queue: 4,
@@ -178,11 +217,34 @@ fuzz_target!(|data: &[u8]| {
         rsp_prod <= req_prod.min(256),
         "{rsp_prod} responses to {req_prod} requests"
     );
-    for f in frames.sent.lock().unwrap().iter() {
-        assert!(
-            f.len() >= 14 && f.len() <= limits.max_frame,
-            "sent a {}-byte frame",
-            f.len()
-        );
+    let sent = frames.sent.lock().unwrap();
+    let metas = frames.sent_meta.lock().unwrap();
+    assert_eq!(sent.len(), metas.len());
+    for (f, m) in sent.iter().zip(metas.iter()) {
+        if offloads == Offloads::NONE {
+            assert_eq!(*m, Meta::default(), "metadata for a network that takes none");
+        }
+        match m.gso {
+            None => assert!(
+                f.len() >= 14 && f.len() <= limits.max_frame,
+                "sent a {}-byte frame",
+                f.len()
+            ),
+            Some(g) => {
+                assert!(f.len() <= 65535 && g.size >= 88, "{g:?} for {} bytes", f.len());
+                assert!(
+                    usize::from(g.hdr_len) + usize::from(g.size) <= limits.max_frame,
+                    "{g:?}: segments over the MTU"
+                );
+                assert!(matches!(m.checksum, Checksum::Partial { .. }), "{m:?}");
+            }
+        }
+        if let Checksum::Partial { start, offset } = m.checksum {
+            assert!(
+                usize::from(start) + usize::from(offset) + 2 <= f.len(),
+                "checksum field of {m:?} past the {}-byte packet",
+                f.len()
+            );
+        }
     }
 });

@@ -31,6 +31,14 @@ pub(crate) fn negotiate<S: Store>(store: &S, dir: &str, options: &Options) -> Re
     let split_event_channels =
         options.split_event_channels && ep.peer_flag(netif::FEATURE_SPLIT_EVENT_CHANNELS)?;
     let sg = options.sg && ep.peer_flag(netif::FEATURE_SG)?;
+    // The backend takes IPv4 checksums left blank unless it says otherwise
+    // (netif.h: "If it is missing then the feature is assumed to be on").
+    let csum_offload = options.csum_offload && !ep.peer_flag(netif::FEATURE_NO_CSUM_OFFLOAD)?;
+    let gso = options.gso && csum_offload && sg;
+    let gso_tcpv4 = gso && ep.peer_flag(netif::FEATURE_GSO_TCPV4)?;
+    let gso_tcpv6 = gso
+        && ep.peer_flag(netif::FEATURE_GSO_TCPV6)?
+        && ep.peer_flag(netif::FEATURE_IPV6_CSUM_OFFLOAD)?;
     let mtu: usize = ep.own_parse(netif::MTU)?.unwrap_or(1500);
     let mac = match (options.mac, ep.own_key(netif::MAC)?) {
         (Some(m), _) => m,
@@ -48,6 +56,9 @@ pub(crate) fn negotiate<S: Store>(store: &S, dir: &str, options: &Options) -> Re
         split_event_channels,
         mtu,
         mac,
+        csum_offload,
+        gso_tcpv4,
+        gso_tcpv6,
     })
 }
 
@@ -64,9 +75,15 @@ pub(crate) struct QueueRefs {
 }
 
 /// The keys that publish the rings of `queues` (in queue order) and the
-/// frontend's features (`sg`: whether it takes multi-slot packets), in the
-/// order they are written.
-pub(crate) fn ring_keys(queues: &[QueueRefs], sg: bool) -> Vec<(String, String)> {
+/// frontend's features (`sg`: whether it takes multi-slot packets; `csum`:
+/// checksums left blank; `gso`: large TCP segments), in the order they are
+/// written.
+pub(crate) fn ring_keys(
+    queues: &[QueueRefs],
+    sg: bool,
+    csum: bool,
+    gso: bool,
+) -> Vec<(String, String)> {
     let n = queues.len() as u32;
     let mut keys: Vec<(String, String)> = Vec::new();
     if n > 1 {
@@ -87,9 +104,11 @@ pub(crate) fn ring_keys(queues: &[QueueRefs], sg: bool) -> Vec<(String, String)>
     keys.push((netif::REQUEST_RX_COPY.into(), keys::flag(true)));
     keys.push((netif::FEATURE_RX_NOTIFY.into(), keys::flag(true)));
     keys.push((netif::FEATURE_SG.into(), keys::flag(sg)));
-    keys.push((netif::FEATURE_GSO_TCPV4.into(), keys::flag(false)));
-    keys.push((netif::FEATURE_GSO_TCPV6.into(), keys::flag(false)));
-    keys.push((netif::FEATURE_NO_CSUM_OFFLOAD.into(), keys::flag(true)));
+    let gso = gso && sg && csum;
+    keys.push((netif::FEATURE_GSO_TCPV4.into(), keys::flag(gso)));
+    keys.push((netif::FEATURE_GSO_TCPV6.into(), keys::flag(gso)));
+    keys.push((netif::FEATURE_NO_CSUM_OFFLOAD.into(), keys::flag(!csum)));
+    keys.push((netif::FEATURE_IPV6_CSUM_OFFLOAD.into(), keys::flag(csum)));
     keys
 }
 

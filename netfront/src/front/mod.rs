@@ -16,13 +16,17 @@ mod tx;
 use crate::counters::{Counters, add};
 use crate::error::{Error, Result};
 use crate::options::{DEFAULT_MAC, Info, Options};
+use crate::packet::{GsoKind, PacketMeta};
 use handshake::QueueRefs;
 use queue::{PlatformQueue, Queue};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tx::{check_frame, layout};
-use xenio_xen_sys::netif::{NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED};
+use tx::{check_frame, layout_into};
+use xenio_xen_sys::netif::{
+    NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NetifExtraGso, XEN_NETIF_GSO_TYPE_TCPV4,
+    XEN_NETIF_GSO_TYPE_TCPV6,
+};
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{DomId, GrantRef};
 use xenio_xenbus::handshake::keys::{self, parse_key};
@@ -46,10 +50,14 @@ pub struct NetFront<P: Platform> {
     tx_flags: u16,
     /// A frame buffer kept between sends through smoltcp.
     scratch: Vec<u8>,
+    /// A frame's slots, kept between sends.
+    layout: Vec<(u16, usize)>,
     /// When the backend's state was last looked at.
     last_check: Instant,
     /// Calls of `recv` that found nothing.
     idle_recvs: u32,
+    /// `close` ran (nothing to say when dropped).
+    closed: bool,
 }
 
 impl<P: Platform> NetFront<P> {
@@ -121,6 +129,9 @@ impl<P: Platform> NetFront<P> {
                 split_event_channels: false,
                 mtu: 1500,
                 mac: DEFAULT_MAC,
+                csum_offload: false,
+                gso_tcpv4: false,
+                gso_tcpv6: false,
             },
             queues: Vec::new(),
             watch,
@@ -128,8 +139,10 @@ impl<P: Platform> NetFront<P> {
             next_rx_queue: 0,
             tx_flags: 0,
             scratch: Vec::new(),
+            layout: Vec::new(),
             last_check: Instant::now(),
             idle_recvs: 0,
+            closed: false,
             options,
             platform,
         };
@@ -185,7 +198,8 @@ impl<P: Platform> NetFront<P> {
                 rx_port: q.rx_channel().map(|c| c.port()),
             })
             .collect();
-        let keys = handshake::ring_keys(&refs, self.options.sg);
+        let keys =
+            handshake::ring_keys(&refs, info.sg, self.options.csum_offload, self.options.gso);
         handshake::connect(platform.store(), &self.dir, &keys, self.options.timeout)?;
         self.info = info;
         // Tell the backend the rx buffers are there.
@@ -290,24 +304,148 @@ impl<P: Platform> NetFront<P> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send(&mut self, frame: &[u8]) -> Result<bool> {
+        self.send_with(frame, self.tx_flags, None)
+    }
+
+    /// Send one packet with its offload metadata: a checksum left blank
+    /// (`NETTXF_csum_blank`), or a TCP segment of up to 64 KiB
+    /// ([`PacketMeta::gso`]: one GSO extra info slot after the first, the
+    /// segment's bytes in as many slots as they need) for the backend, or the
+    /// host behind it, to cut into `mss`-sized segments. What the backend does
+    /// with the checksum field of a large segment: xenio's writes the
+    /// pseudo-header sum into it, Linux's expects it there.
+    /// `Ok(false)`: the ring is full right now.
+    ///
+    /// # Errors
+    ///
+    /// As [`NetFront::send`]; and [`Error::Invalid`] for a large segment of a
+    /// kind that was not negotiated ([`Info::gso_tcpv4`], [`Info::gso_tcpv6`]),
+    /// an MSS of 0, or a checksum left blank without
+    /// [`Info::csum_offload`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use xenio_netfront::{Gso, GsoKind, NetFront, Options, PacketMeta};
+    /// use xenio_xenbus::DomId;
+    /// use xenio_xenbus::handshake::{DeviceKind, DevicePaths};
+    /// use xenio_xenbus::platform::{InProcess, Platform};
+    ///
+    /// // xenio's netback in this process, over a network that takes GSO.
+    /// let world = InProcess::new()?;
+    /// let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vif, 0);
+    /// # let dom0 = world.domain(DomId(0))?;
+    /// # xenio_xenbus::handshake::create_device(dom0.store(), &paths, &[])?;
+    /// # let network = xenio_netback::MemNetwork { offloads: xenio_netback::Offloads::ALL, ..Default::default() };
+    /// # let frames = network.frames.clone();
+    /// # let backend_dir = paths.backend.clone();
+    /// # let backend = std::thread::spawn(move || {
+    /// #     let config = xenio_netback::BackendConfig { once: true, ..Default::default() };
+    /// #     let (counters, stop) = (Default::default(), Default::default());
+    /// #     xenio_netback::serve(&dom0, &backend_dir, &network, &config, &counters, &stop)
+    /// # });
+    /// let guest = Arc::new(world.domain(DomId(1))?);
+    /// let options = Options { csum_offload: true, gso: true, ..Options::default() };
+    /// let mut nic = NetFront::connect(guest, &paths.frontend, options)?;
+    /// assert!(nic.info().gso_tcpv4);
+    /// // Ethernet, IPv4 (total length 40 + 30000), TCP (data offset 5), 30000 bytes.
+    /// let mut packet = vec![0u8; 14 + 40 + 30_000];
+    /// packet[12..14].copy_from_slice(&[0x08, 0x00]);
+    /// packet[14] = 0x45;
+    /// packet[16..18].copy_from_slice(&(40u16 + 30_000).to_be_bytes());
+    /// packet[22] = 64;
+    /// packet[23] = 6;
+    /// packet[46] = 5 << 4;
+    /// let meta = PacketMeta {
+    ///     csum_blank: true,
+    ///     gso: Some(Gso { kind: GsoKind::TcpV4, mss: 1460 }),
+    ///     ..PacketMeta::default()
+    /// };
+    /// while !nic.send_packet(&packet, &meta)? {
+    ///     nic.wait(Duration::from_millis(10))?;
+    /// }
+    /// # while frames.sent.lock().unwrap().is_empty() {
+    /// #     std::thread::sleep(Duration::from_millis(1));
+    /// # }
+    /// # assert_eq!(frames.sent.lock().unwrap()[0].len(), packet.len());
+    /// nic.close()?;
+    /// # backend.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_packet(&mut self, frame: &[u8], meta: &PacketMeta) -> Result<bool> {
+        let mut flags = 0;
+        if meta.csum_blank || meta.gso.is_some() {
+            if !self.info.csum_offload {
+                return Err(Error::Invalid(
+                    "a checksum left blank, but checksum offload was not negotiated".into(),
+                ));
+            }
+            flags |= NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED;
+        }
+        if meta.data_validated {
+            flags |= NETTXF_DATA_VALIDATED;
+        }
+        let gso = match meta.gso {
+            None => None,
+            Some(g) => {
+                let (ok, type_) = match g.kind {
+                    GsoKind::TcpV4 => (self.info.gso_tcpv4, XEN_NETIF_GSO_TYPE_TCPV4),
+                    GsoKind::TcpV6 => (self.info.gso_tcpv6, XEN_NETIF_GSO_TYPE_TCPV6),
+                };
+                if !ok || g.mss == 0 {
+                    return Err(Error::Invalid(format!(
+                        "{:?} GSO with MSS {} (negotiated: tcpv4 {}, tcpv6 {})",
+                        g.kind, g.mss, self.info.gso_tcpv4, self.info.gso_tcpv6
+                    )));
+                }
+                Some(NetifExtraGso {
+                    size: g.mss,
+                    type_,
+                    pad: 0,
+                    features: 0,
+                })
+            }
+        };
+        self.send_with(frame, flags, gso)
+    }
+
+    fn send_with(&mut self, frame: &[u8], flags: u16, gso: Option<NetifExtraGso>) -> Result<bool> {
         self.check_frame(frame.len())?;
         let qi = self.pick_queue(frame);
-        let layout = layout(
+        let mut layout = std::mem::take(&mut self.layout);
+        layout_into(
+            &mut layout,
             frame.len(),
             self.options.max_slot_bytes,
             self.options.tx_offset,
         );
+        let r = self.send_laid_out(frame, &layout, flags, gso, qi);
+        self.layout = layout;
+        r
+    }
+
+    fn send_laid_out(
+        &mut self,
+        frame: &[u8],
+        layout: &[(u16, usize)],
+        flags: u16,
+        gso: Option<NetifExtraGso>,
+        qi: usize,
+    ) -> Result<bool> {
+        let need = layout.len() + usize::from(gso.is_some());
         let q = &mut self.queues[qi];
-        if q.tx.free_slots() < layout.len() {
+        if q.tx.free_slots() < need {
             q.tx.reap(self.backend_id, &self.counters)?;
-            if q.tx.free_slots() < layout.len() {
+            if q.tx.free_slots() < need {
                 return Ok(false);
             }
         }
-        q.send(frame, &layout, self.tx_flags, &self.counters)?;
+        q.send(frame, layout, flags, gso, &self.counters)?;
         add(&self.counters.tx_packets, 1);
         add(&self.counters.tx_bytes, frame.len() as u64);
-        add(&self.counters.tx_slots, layout.len() as u64);
+        add(&self.counters.tx_slots, need as u64);
         Ok(true)
     }
 
@@ -363,12 +501,25 @@ impl<P: Platform> NetFront<P> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn recv(&mut self, out: &mut Vec<u8>) -> Result<bool> {
+        Ok(self.recv_packet(out)?.is_some())
+    }
+
+    /// As [`NetFront::recv`], with the packet's offload metadata: with
+    /// [`Options::csum_offload`] a packet may come with its checksum blank
+    /// (`csum_blank`: the host left it; trust it or finish it), and with
+    /// [`Options::gso`] as one TCP segment of up to 64 KiB (`gso`).
+    /// `Ok(None)`: nothing has arrived.
+    ///
+    /// # Errors
+    ///
+    /// As [`NetFront::recv`].
+    pub fn recv_packet(&mut self, out: &mut Vec<u8>) -> Result<Option<PacketMeta>> {
         let n = self.queues.len();
         for k in 0..n {
             let qi = (self.next_rx_queue + k) % n;
-            if self.queues[qi].recv(out, &self.counters)? {
+            if let Some(meta) = self.queues[qi].recv(out, &self.counters)? {
                 self.next_rx_queue = (qi + 1) % n;
-                return Ok(true);
+                return Ok(Some(meta));
             }
         }
         // Nothing came: every 16th time, see whether the backend is still there
@@ -378,7 +529,7 @@ impl<P: Platform> NetFront<P> {
             self.last_check = Instant::now();
             self.check_backend()?;
         }
-        Ok(false)
+        Ok(None)
     }
 
     // ------------------------------------------------------------ waiting
@@ -399,7 +550,7 @@ impl<P: Platform> NetFront<P> {
             }
         }
         for q in &mut self.queues {
-            if q.final_check()? {
+            if q.final_check(self.backend_id, &self.counters)? {
                 return Ok(());
             }
         }
@@ -438,12 +589,16 @@ impl<P: Platform> NetFront<P> {
     }
 
     /// If the backend left `Connected`, reconnect (the handshake again, fresh
-    /// rings; frames in flight are lost, as on a real link).
+    /// rings; frames in flight are lost, as on a real link). A backend that
+    /// closes the device for good (Closing or Closed with `online` 0, or its
+    /// directory removed) is answered as Linux's netfront does (Closing, then
+    /// Closed) and is an error: the frontend does not wait for it.
     ///
     /// # Errors
     ///
-    /// [`Error::Platform`] when the store fails; and, when the backend went away and the frontend reconnects, the errors
-    /// of [`NetFront::connect`].
+    /// [`Error::Platform`] when the store fails; [`Error::Backend`] when the
+    /// backend closed the device for good; and, when the backend went away
+    /// and the frontend reconnects, the errors of [`NetFront::connect`].
     pub fn check_backend(&mut self) -> Result<()> {
         let mut changed = false;
         while self.watch.next_event(Some(Duration::ZERO))?.is_some() {
@@ -459,6 +614,35 @@ impl<P: Platform> NetFront<P> {
         if state == XenbusState::Connected {
             return Ok(());
         }
+        if matches!(
+            state,
+            XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown
+        ) {
+            // A backend whose directory is gone (Unknown: the toolstack, or
+            // a backend that created the device, removed it) is gone; its
+            // `online` can no longer be read (xenstored says EACCES under a
+            // removed directory), nor this device's directory.
+            let gone = state == XenbusState::Unknown
+                || self
+                    .platform
+                    .store()
+                    .read_opt(Tx::NONE, &format!("{}/{}", self.backend_dir, keys::ONLINE))?
+                    .is_some_and(|v| v.trim() == "0");
+            if state != XenbusState::Unknown {
+                let ep = Endpoint::frontend(self.platform.store(), &self.dir)?;
+                ep.switch(XenbusState::Closing, &[])?;
+                ep.switch(XenbusState::Closed, &[])?;
+            }
+            if gone {
+                // Said Closed already: nothing more to say when dropped.
+                self.closed = true;
+                tracing::info!("backend {} closed the device", self.backend_dir);
+                return Err(Error::Backend {
+                    backend: self.backend_id,
+                    what: format!("closed the device ({state:?})"),
+                });
+            }
+        }
         tracing::info!(
             "backend {} went to {state:?}: reconnecting",
             self.backend_dir
@@ -473,7 +657,8 @@ impl<P: Platform> NetFront<P> {
     ///
     /// [`Error::Platform`] when the store fails or the backend does not go to
     /// `Closing` or `Closed` within [`Options::timeout`].
-    pub fn close(self) -> Result<()> {
+    pub fn close(mut self) -> Result<()> {
+        self.closed = true;
         let mut ep = Endpoint::frontend(self.platform.store(), &self.dir)?;
         ep.switch(XenbusState::Closing, &[])?;
         ep.wait_peer(self.options.timeout, |s| {
@@ -502,5 +687,27 @@ impl<P: Platform> NetFront<P> {
     /// The buffer smoltcp's frames are built in, kept between sends.
     pub(crate) fn scratch(&mut self) -> &mut Vec<u8> {
         &mut self.scratch
+    }
+}
+
+/// A frontend dropped without [`NetFront::close`] says Closed (best effort,
+/// without waiting, and only while its directory is there), so that its
+/// backend does not wait for it.
+impl<P: Platform> Drop for NetFront<P> {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        // Not into a directory the toolstack (or the backend) removed.
+        let state = format!("{}/{}", self.dir, keys::STATE);
+        if !matches!(
+            self.platform.store().read_opt(Tx::NONE, &state),
+            Ok(Some(_))
+        ) {
+            return;
+        }
+        if let Ok(ep) = Endpoint::frontend(self.platform.store(), &self.dir) {
+            let _ = ep.switch(XenbusState::Closed, &[]);
+        }
     }
 }

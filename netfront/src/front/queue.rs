@@ -5,8 +5,10 @@ use crate::counters::{Counters, add};
 use crate::error::Result;
 use crate::front::rx::{RxRing, Taken};
 use crate::front::tx::TxRing;
+use crate::packet::PacketMeta;
 use xenio_ring::FrontRing;
 use xenio_xen_sys::DomId;
+use xenio_xen_sys::netif::NetifExtraGso;
 use xenio_xenbus::platform::Platform;
 use xenio_xenbus::{Access, EventChannel, EventChannels, GrantTable, Granted};
 
@@ -106,9 +108,10 @@ impl<G: Granted, C: EventChannel> Queue<G, C> {
         frame: &[u8],
         layout: &[(u16, usize)],
         flags0: u16,
+        gso: Option<NetifExtraGso>,
         counters: &Counters,
     ) -> Result<()> {
-        if self.tx.push(frame, layout, flags0)? {
+        if self.tx.push(frame, layout, flags0, gso)? {
             self.tx_channel.notify()?;
             add(&counters.notifications, 1);
         }
@@ -118,12 +121,20 @@ impl<G: Granted, C: EventChannel> Queue<G, C> {
 
     /// Take one received frame, if any, into `out` ([`RxRing::take`]),
     /// publishing the buffers posted again when it is time.
-    pub(crate) fn recv(&mut self, out: &mut Vec<u8>, counters: &Counters) -> Result<bool> {
-        let Taken { frame, publish } = self.rx.take(out, counters)?;
+    pub(crate) fn recv(
+        &mut self,
+        out: &mut Vec<u8>,
+        counters: &Counters,
+    ) -> Result<Option<PacketMeta>> {
+        let Taken {
+            frame,
+            publish,
+            meta,
+        } = self.rx.take(out, counters)?;
         if publish {
             self.publish_rx(counters)?;
         }
-        Ok(frame)
+        Ok(frame.then_some(meta))
     }
 
     /// Publish the rx buffers posted again, notifying if the backend asked.
@@ -135,11 +146,25 @@ impl<G: Granted, C: EventChannel> Queue<G, C> {
     }
 
     /// Arm both rings' events before sleeping (the tx ring only with frames in
-    /// flight): whether responses came meanwhile.
-    pub(crate) fn final_check(&mut self) -> Result<bool> {
+    /// flight): whether something came meanwhile. Tx responses are taken here
+    /// (their slots freed): one that is only looked at would make every
+    /// later check say "something came", and a caller that waits would spin.
+    pub(crate) fn final_check(&mut self, backend: DomId, counters: &Counters) -> Result<bool> {
         if self.rx.final_check()? {
             return Ok(true);
         }
-        Ok(self.tx.in_flight() && self.tx.final_check()?)
+        if !self.tx.in_flight() {
+            return Ok(false);
+        }
+        let free = self.tx.free_slots();
+        self.tx.reap(backend, counters)?;
+        if self.tx.free_slots() > free {
+            return Ok(true);
+        }
+        if self.tx.in_flight() && self.tx.final_check()? {
+            self.tx.reap(backend, counters)?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 }

@@ -7,6 +7,7 @@
 use crate::counters::{Counters, add};
 use crate::error::Result;
 use crate::options::MAX_FRAME;
+use crate::packet::{Gso, GsoKind, PacketMeta};
 use std::sync::Arc;
 use xenio_ring::FrontRing;
 use xenio_xen_sys::GrantRef;
@@ -25,6 +26,10 @@ struct RxPartial {
     /// The last data slot said `NETRXF_more_data`.
     more: bool,
     started: bool,
+    /// The first slot's flags.
+    flags0: u16,
+    /// The GSO extra info, if one came.
+    gso: Option<NetifExtraGso>,
 }
 
 /// What [`RxRing::take`] did.
@@ -33,6 +38,8 @@ pub(crate) struct Taken {
     pub(crate) frame: bool,
     /// Buffers were posted again and should be published now.
     pub(crate) publish: bool,
+    /// The frame's offload metadata.
+    pub(crate) meta: PacketMeta,
 }
 
 /// A queue's rx ring and the pages its buffers are.
@@ -128,6 +135,7 @@ impl<G: Granted> RxRing<G> {
         let size = self.ring.size();
         let mut reposted = false;
         let mut frame = false;
+        let mut meta = PacketMeta::default();
         loop {
             let idx = self.ring.rsp_cons();
             let Some(r) = self.ring.take_response()? else {
@@ -142,7 +150,15 @@ impl<G: Granted> RxRing<G> {
             if !first && p.extras {
                 let e = r.as_extra_info();
                 p.extras = e.flags & XEN_NETIF_EXTRA_FLAG_MORE != 0;
+                if e.type_ == XEN_NETIF_EXTRA_TYPE_GSO {
+                    // The union is plain data: read its 6 bytes as the GSO view.
+                    let g: NetifExtraGso = bytemuck::cast(e.u);
+                    p.gso = Some(g);
+                }
             } else {
+                if first {
+                    p.flags0 = r.flags;
+                }
                 p.more = r.flags & NETRXF_MORE_DATA != 0;
                 if first && r.flags & NETRXF_EXTRA_INFO != 0 {
                     p.extras = true;
@@ -182,17 +198,24 @@ impl<G: Granted> RxRing<G> {
             reposted = true;
             self.unpublished += 1;
             if !more {
-                let done = std::mem::take(&mut self.partial);
+                let mut done = std::mem::take(&mut self.partial);
+                // The packet's buffer and the caller's trade places: the next
+                // packet is gathered in the caller's old buffer, so that no
+                // packet allocates once both have grown.
+                std::mem::swap(out, &mut done.data);
+                let mut spare = std::mem::take(&mut done.data);
+                spare.clear();
+                self.partial.data = spare;
                 match done.bad {
                     Some(why) => {
                         tracing::debug!("dropping a received packet: {why}");
                         add(&counters.rx_errors, 1);
                     }
                     None => {
+                        meta = rx_meta(done.flags0, done.gso);
                         self.frames += 1;
                         add(&counters.rx_packets, 1);
-                        add(&counters.rx_bytes, done.data.len() as u64);
-                        *out = done.data;
+                        add(&counters.rx_bytes, out.len() as u64);
                         frame = true;
                         break;
                     }
@@ -203,6 +226,27 @@ impl<G: Granted> RxRing<G> {
         // more for us (it may be waiting for them).
         let publish =
             reposted && (self.unpublished >= 32 || self.ring.unconsumed_responses()? == 0);
-        Ok(Taken { frame, publish })
+        Ok(Taken {
+            frame,
+            publish,
+            meta,
+        })
+    }
+}
+
+/// The metadata of a received packet: its first slot's flags and its GSO
+/// extra (an MSS of 0 or an unknown type is no GSO).
+fn rx_meta(flags0: u16, gso: Option<NetifExtraGso>) -> PacketMeta {
+    PacketMeta {
+        csum_blank: flags0 & NETRXF_CSUM_BLANK != 0,
+        data_validated: flags0 & NETRXF_DATA_VALIDATED != 0,
+        gso: gso.and_then(|g| {
+            let kind = match g.type_ {
+                XEN_NETIF_GSO_TYPE_TCPV4 => GsoKind::TcpV4,
+                XEN_NETIF_GSO_TYPE_TCPV6 => GsoKind::TcpV6,
+                _ => return None,
+            };
+            (g.size > 0).then_some(Gso { kind, mss: g.size })
+        }),
     }
 }

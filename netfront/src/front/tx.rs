@@ -56,9 +56,10 @@ impl<G: Granted> TxRing<G> {
         self.ring_grant.refs()[0].0
     }
 
-    /// Free slots.
+    /// Free slots: pages, and ring slots (an extra info takes a ring slot
+    /// but no page).
     pub(crate) fn free_slots(&self) -> usize {
-        self.free.len()
+        self.free.len().min(self.ring.free_requests() as usize)
     }
 
     /// Whether some slot waits for the backend's answer.
@@ -96,13 +97,15 @@ impl<G: Granted> TxRing<G> {
     }
 
     /// Copy `frame` into free slots as `layout` says ([`layout`]; there must
-    /// be as many free slots), `flags0` on the first, and publish. Returns
-    /// whether the backend must be notified.
+    /// be as many free slots, one more with `gso`), `flags0` on the first, a
+    /// GSO extra info after it if `gso`, and publish. Returns whether the
+    /// backend must be notified.
     pub(crate) fn push(
         &mut self,
         frame: &[u8],
         layout: &[(u16, usize)],
         flags0: u16,
+        gso: Option<NetifExtraGso>,
     ) -> Result<bool> {
         let mut pos = 0;
         let last = layout.len() - 1;
@@ -117,6 +120,9 @@ impl<G: Granted> TxRing<G> {
             let mut flags = if k < last { NETTXF_MORE_DATA } else { 0 };
             if k == 0 {
                 flags |= flags0;
+                if gso.is_some() {
+                    flags |= NETTXF_EXTRA_INFO;
+                }
             }
             self.ring.push_request(&NetifTxRequest {
                 gref: self.pages.refs()[usize::from(id)].0,
@@ -125,6 +131,16 @@ impl<G: Granted> TxRing<G> {
                 id,
                 size: if k == 0 { frame.len() as u16 } else { n as u16 },
             })?;
+            if let (0, Some(g)) = (k, gso) {
+                // The extra info fills the next slot; the backend answers it
+                // with NETIF_RSP_NULL.
+                self.ring
+                    .push_request(&NetifTxRequest::from(NetifExtraInfo {
+                        type_: XEN_NETIF_EXTRA_TYPE_GSO,
+                        flags: 0,
+                        u: NetifExtraInfoU { gso: g },
+                    }))?;
+            }
         }
         Ok(self.ring.push_requests_and_check_notify().is_required())
     }
@@ -155,10 +171,18 @@ pub(crate) fn check_frame(len: usize, max_slot: usize, offset: u16, sg: bool) ->
 
 /// The tx fragments of a frame of `len` bytes, at most `max_slot` bytes each,
 /// the first at `offset` in its page: (offset in page, bytes).
+#[cfg(test)]
 pub(crate) fn layout(len: usize, max_slot: usize, offset: u16) -> Vec<(u16, usize)> {
+    let mut out = Vec::new();
+    layout_into(&mut out, len, max_slot, offset);
+    out
+}
+
+/// [`layout`] into `out` (replacing its contents; a buffer kept across frames).
+pub(crate) fn layout_into(out: &mut Vec<(u16, usize)>, len: usize, max_slot: usize, offset: u16) {
+    out.clear();
     let max = max_slot.clamp(1, PAGE);
     let first_off = usize::from(offset) % PAGE;
-    let mut out = Vec::new();
     let first = len.min(max).min(PAGE - first_off);
     out.push((first_off as u16, first));
     let mut left = len - first;
@@ -167,7 +191,6 @@ pub(crate) fn layout(len: usize, max_slot: usize, offset: u16) -> Vec<(u16, usiz
         out.push((0, n));
         left -= n;
     }
-    out
 }
 
 /// `layout(len, max_slot, offset).len()`, computed.

@@ -14,6 +14,7 @@
 #include <xen/io/netif.h>
 #include <xen/io/xenbus.h>
 #include <xen/io/xs_wire.h>
+#include <xen/io/protocols.h>
 #include <xen/evtchn.h>
 #include <xen/gntdev.h>
 #include <xen/gntalloc.h>
@@ -110,6 +111,8 @@ int main(void) {
     C(XENSTORE_ERROR_PROTO);
     for (size_t i = 0; i < sizeof(xsd_errors) / sizeof(xsd_errors[0]); i++)
         printf("xsderror %zu %s %d\n", i, xsd_errors[i].errstring, xsd_errors[i].errnum);
+    printf("str XEN_IO_PROTO_ABI_X86_32 %s\nstr XEN_IO_PROTO_ABI_X86_64 %s\nstr XEN_IO_PROTO_ABI_ARM %s\n",
+           XEN_IO_PROTO_ABI_X86_32, XEN_IO_PROTO_ABI_X86_64, XEN_IO_PROTO_ABI_ARM);
     printf("str XS_WRITE_NONE %s\nstr XS_WRITE_CREATE %s\nstr XS_WRITE_CREATE_EXCL %s\n",
            XS_WRITE_NONE, XS_WRITE_CREATE, XS_WRITE_CREATE_EXCL);
     T(struct xenstore_domain_interface);

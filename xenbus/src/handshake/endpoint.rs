@@ -131,8 +131,19 @@ impl<'s, S: Store> Endpoint<'s, S> {
 
     /// Write `keys` into this end's directory and then move to `state`, in one
     /// transaction (so the peer never sees the state without the keys).
+    ///
+    /// A directory that is gone (the toolstack removed the device) is never
+    /// written again: a write would create the nodes anew, and nobody would
+    /// remove them. As Linux's `xenbus_switch_state`, the transaction first
+    /// reads this end's `state`; without it the switch fails with the store's
+    /// `ENOENT` ([`Error::is_gone`]) and writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// The store's errors; `ENOENT` when this end's `state` node is gone.
     pub fn switch(&self, state: XenbusState, keys: &[(&str, String)]) -> Result<()> {
         Ok(self.store.transaction(16, |tx| {
+            self.store.read(tx, &self.own_path(keys::STATE))?;
             for (k, v) in keys {
                 self.store
                     .write(tx, &format!("{}/{k}", self.own), v.as_bytes())?;
@@ -148,12 +159,18 @@ impl<'s, S: Store> Endpoint<'s, S> {
     /// directory `/local/domain/0/backend/vbd/1/51712`:
     /// `/local/domain/0/error/backend/vbd/1/51712/error`), then say Closing.
     /// A directory outside `/local/domain/<id>/` gets no error node; one that
-    /// cannot be written is logged, and the state is switched all the same.
+    /// cannot be written is logged, and the state is switched all the same. A
+    /// directory the toolstack removed gets nothing (`ENOENT`, as
+    /// [`switch`](Self::switch)).
     ///
     /// # Errors
     ///
     /// The store's error when the state cannot be switched.
     pub fn fatal(&self, errno: i32, message: &str) -> Result<()> {
+        // A device the toolstack removed gets nothing (see `switch`).
+        if self.state_node_gone()? {
+            return self.switch(XenbusState::Closing, &[]);
+        }
         if let Some(node) = error_node(&self.own) {
             let value = format!("{errno} {message}");
             if let Err(e) = self.store.write(Tx::NONE, &node, value.as_bytes()) {
@@ -161,6 +178,13 @@ impl<'s, S: Store> Endpoint<'s, S> {
             }
         }
         self.switch(XenbusState::Closing, &[])
+    }
+
+    fn state_node_gone(&self) -> Result<bool> {
+        Ok(self
+            .store
+            .read_opt(Tx::NONE, &self.own_path(keys::STATE))?
+            .is_none())
     }
 
     /// The store path of the other end's `key`.
@@ -240,8 +264,9 @@ impl<'s, S: Store> Endpoint<'s, S> {
     }
 }
 
-/// Where [`Endpoint::fatal`] reports on the device whose directory is `dir`.
-fn error_node(dir: &str) -> Option<String> {
+/// Where [`Endpoint::fatal`] reports on the device whose directory is `dir`
+/// (`None` outside `/local/domain/<id>/`).
+pub fn error_node(dir: &str) -> Option<String> {
     let rest = dir.strip_prefix("/local/domain/")?;
     let (domid, node) = rest.split_once('/')?;
     domid.parse::<u16>().ok()?;

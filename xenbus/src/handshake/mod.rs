@@ -26,4 +26,4 @@ pub mod keys;
 pub use device::{
     DeviceKind, DevicePaths, create_device, create_device_with, destroy_device, vbd_frontend_keys,
 };
-pub use endpoint::{Endpoint, Role, frontend_ready, peer_leaving, read_state};
+pub use endpoint::{Endpoint, Role, error_node, frontend_ready, peer_leaving, read_state};
