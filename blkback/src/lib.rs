@@ -27,7 +27,7 @@ pub mod backend;
 pub mod config;
 mod error;
 pub mod inflight;
-pub mod poll;
+mod poll;
 pub mod queue;
 pub mod reorder;
 pub mod report;
@@ -46,3 +46,4 @@ pub use storage::{
     AnyStorage, DiskInfo, FileStorage, OpenOptions, Storage, StorageQueue, StorageTarget,
     SyncStorage, Synchronous,
 };
+pub use xenio_ring::wait::{Wait, WaitStats};

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::inflight::Inflight;
-use crate::poll::PollWindow;
+use crate::poll::Waits;
 use crate::reorder::{IoKind, Piece, Planner, ReorderMode};
 use crate::report::{IoErrorHook, IoFailure};
 use crate::request::{self, Limits, Op, Parsed, Request};
@@ -19,10 +19,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xenio_hostio::disk::{Busy, Completion, Io, IoMem, IoSeg};
-use xenio_ring::spin::spin_for;
+use xenio_ring::wait::{Wait, WaitPolicy, WaitStats};
 use xenio_xen_sys::blkif::*;
 use xenio_xen_sys::{DomId, GrantRef};
-use xenio_xenbus::{CopyBuf, EventChannel, GrantCopy, GrantMapper, Region, SpuriousEvents};
+use xenio_xenbus::{
+    CopyBuf, EventChannel, GrantCopy, GrantMapper, GrantWindow, Region, SpuriousEvents,
+};
 
 const PAGE: usize = 4096;
 
@@ -63,12 +65,15 @@ pub struct QueueConfig {
     pub max_merge_sectors: u64,
     /// Most requests taken from the ring in one batch.
     pub max_batch: usize,
-    /// Spin this long before sleeping: looking at the ring when idle, and at the
-    /// ring and the storage's completions while I/O is in flight.
-    pub poll: Duration,
-    /// Adapt the poll window (up to `poll`) to what the sleeps show, as KVM's
-    /// halt-polling does (see [`crate::poll`]); `false`: always spin `poll`.
-    pub adaptive_poll: bool,
+    /// How the queue waits when it has nothing to do: looking at the ring when
+    /// nothing is in flight, at the ring and the storage's completions while
+    /// I/O is. [`Wait::Adaptive`] (the default) spins only while the queue's
+    /// recent waits say the next event comes soon, and sleeps on the event
+    /// channel otherwise, with one policy for each of the two waits
+    /// (see [`xenio_ring::wait`]);
+    /// [`Wait::Fixed`] always spins that long before it sleeps (zero: purely
+    /// event-driven).
+    pub wait: Wait,
     /// Storage operations in flight per queue.
     pub io_depth: u32,
     /// Storage operations handed to the kernel per system call (0: a whole
@@ -91,8 +96,7 @@ impl Default for QueueConfig {
             reorder: ReorderMode::Merge,
             max_merge_sectors: 2048,
             max_batch: 512,
-            poll: Duration::ZERO,
-            adaptive_poll: true,
+            wait: Wait::Adaptive,
             io_depth: 128,
             submit_chunk: 4,
             on_io_error: None,
@@ -131,6 +135,10 @@ pub struct Counters {
     pub notifications: AtomicU64,
     /// Times the queue slept on its event channel.
     pub sleeps: AtomicU64,
+    /// Waits that ended while the queue spun (no sleep, no wake-up).
+    pub spun: AtomicU64,
+    /// Spins that found nothing (the queue went on to sleep).
+    pub spin_misses: AtomicU64,
     /// Pauses after events that brought no work (an event storm, XSA-332:
     /// see [`SpuriousEvents`]).
     pub storm_pauses: AtomicU64,
@@ -162,7 +170,7 @@ impl std::fmt::Display for Counters {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         write!(
             f,
-            "{} requests in {} batches, {} errors ({} rejected, {} failed I/Os, {} merged I/Os retried alone), {} I/Os, {} merged, {} reordered, {} notifications, {} sleeps, {} I/Os into registered memory",
+            "{} requests in {} batches, {} errors ({} rejected, {} failed I/Os, {} merged I/Os retried alone), {} I/Os, {} merged, {} reordered, {} notifications, {} sleeps, {} waits ended spinning, {} spins missed, {} I/Os into registered memory",
             n(&self.requests),
             n(&self.batches),
             n(&self.errors),
@@ -174,6 +182,8 @@ impl std::fmt::Display for Counters {
             n(&self.reordered),
             n(&self.notifications),
             n(&self.sleeps),
+            n(&self.spun),
+            n(&self.spin_misses),
             n(&self.registered_ios)
         )?;
         if let Some(last) = self.last_io_error() {
@@ -183,14 +193,90 @@ impl std::fmt::Display for Counters {
     }
 }
 
-/// Least-recently-used cache of single-page persistent mappings.
+/// Grant references below this are mapped into the queue's grant window at
+/// slot = reference (128 MiB of address space, no memory until used), so that
+/// a request over consecutive references is one buffer; Linux guests' grant
+/// tables hold 32 frames of 512 v1 entries by default (Xen's
+/// `max_grant_frames` allows 64: 32768 entries), xenio's local one 16384.
+const WINDOW_SLOTS: usize = 32768;
+
+/// A cached mapping and when it was last used.
+type Cached = (Arc<Region>, u64);
+
+/// Least-recently-used cache of single-page persistent mappings, laid out in a
+/// grant window ([`GrantWindow`]: slot = grant reference) so that consecutive
+/// references are contiguous memory, and indexed by reference.
 struct PersistentGrants {
-    map: HashMap<u32, (Arc<Region>, u64)>,
+    window: Option<GrantWindow>,
+    /// By reference, for references below [`WINDOW_SLOTS`].
+    low: Vec<Option<Cached>>,
+    /// References from [`WINDOW_SLOTS`] on.
+    high: HashMap<u32, Cached>,
+    len: usize,
     max: usize,
     clock: u64,
 }
 
 impl PersistentGrants {
+    fn new(max: usize) -> Self {
+        let window = match GrantWindow::new(WINDOW_SLOTS) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::info!("no grant window ({e}): persistent grants mapped one by one");
+                None
+            }
+        };
+        PersistentGrants {
+            window,
+            low: Vec::new(),
+            high: HashMap::default(),
+            len: 0,
+            max: max.max(1),
+            clock: 0,
+        }
+    }
+
+    fn entry(&mut self, gref: u32) -> Option<&mut Cached> {
+        match self.low.get_mut(gref as usize) {
+            Some(e) => e.as_mut(),
+            None => self.high.get_mut(&gref),
+        }
+    }
+
+    fn remove(&mut self, gref: u32) -> Option<Cached> {
+        let e = match self.low.get_mut(gref as usize) {
+            Some(e) => e.take(),
+            None => self.high.remove(&gref),
+        };
+        if e.is_some() {
+            self.len -= 1;
+        }
+        e
+    }
+
+    fn insert(&mut self, gref: u32, e: Cached) {
+        let i = gref as usize;
+        if i < WINDOW_SLOTS {
+            if self.low.len() <= i {
+                self.low.resize(i + 1, None);
+            }
+            if self.low[i].replace(e).is_none() {
+                self.len += 1;
+            }
+        } else if self.high.insert(gref, e).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// Every cached mapping.
+    fn regions(&self) -> impl Iterator<Item = &Arc<Region>> {
+        self.low
+            .iter()
+            .flatten()
+            .chain(self.high.values())
+            .map(|(r, _)| r)
+    }
+
     /// The mapping of `gref`, from the cache or mapped now (and cached, and
     /// offered to `storage` as memory to register, while there is room).
     fn get<M: GrantMapper, Q: StorageQueue>(
@@ -202,29 +288,35 @@ impl PersistentGrants {
         c: &Counters,
     ) -> xenio_xenbus::Result<Arc<Region>> {
         self.clock += 1;
-        if let Some((r, used)) = self.map.get_mut(&gref.0) {
-            *used = self.clock;
+        let now = self.clock;
+        if let Some((r, used)) = self.entry(gref.0) {
+            *used = now;
             Counters::add(&c.pgrant_hits, 1);
             return Ok(r.clone());
         }
         Counters::add(&c.pgrant_misses, 1);
-        let region = Arc::new(mapper.map(fe, &[gref])?);
-        if self.map.len() >= self.max {
-            // Evict the least recently used mapping nobody is using right now.
-            if let Some(victim) = self
-                .map
+        if self.len >= self.max {
+            // Evict the least recently used mapping nobody is using right now
+            // (first, so that its window slot is free again).
+            let victim = self
+                .low
                 .iter()
+                .enumerate()
+                .filter_map(|(i, e)| e.as_ref().map(|e| (i as u32, e)))
+                .chain(self.high.iter().map(|(k, e)| (*k, e)))
                 .filter(|(_, (r, _))| Arc::strong_count(r) == 1)
                 .min_by_key(|(_, (_, u))| *u)
-                .map(|(k, _)| *k)
-            {
-                if let Some((r, _)) = self.map.remove(&victim) {
-                    storage.unregister_buffer(&IoMem::ReadWrite(r));
-                }
+                .map(|(k, _)| k);
+            if let Some((r, _)) = victim.and_then(|v| self.remove(v)) {
+                storage.unregister_buffer(&IoMem::ReadWrite(r));
             }
         }
-        if self.map.len() < self.max {
-            self.map.insert(gref.0, (region.clone(), self.clock));
+        let region = Arc::new(match &self.window {
+            Some(w) => mapper.map_in(w, gref.0 as usize, fe, gref)?,
+            None => mapper.map(fe, &[gref])?,
+        });
+        if self.len < self.max {
+            self.insert(gref.0, (region.clone(), now));
             storage.register_buffer(&IoMem::ReadWrite(region.clone()));
         }
         Ok(region)
@@ -332,14 +424,10 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
     /// mapper or the storage's queue fails. A bad request is not an error: it
     /// is answered with `BLKIF_RSP_ERROR` or `BLKIF_RSP_EOPNOTSUPP`.
     pub fn run(mut self) -> Result<()> {
-        let mut cache = PersistentGrants {
-            map: HashMap::default(),
-            max: self.config.max_persistent_grants.max(1),
-            clock: 0,
-        };
+        let mut cache = PersistentGrants::new(self.config.max_persistent_grants);
         let served = self.serve(&mut cache);
         // The storage lets go of the cached mappings before they are unmapped.
-        for (region, _) in cache.map.values() {
+        for region in cache.regions() {
             self.storage
                 .unregister_buffer(&IoMem::ReadWrite(region.clone()));
         }
@@ -375,7 +463,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         let mut last = planner.stats();
         let mut last_registered = self.storage.registered_ios();
         let depth = self.config.io_depth.max(1) as usize;
-        let mut window = PollWindow::new(self.config.poll, self.config.adaptive_poll);
+        let mut waits = Waits::new(self.config.wait);
         let mut storm = SpuriousEvents::new();
         while !self.stop.load(Ordering::Relaxed) {
             let mut progress = false;
@@ -477,6 +565,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
                             registered.saturating_sub(last_registered),
                         );
                         last_registered = registered;
+                        waits.in_flight(pipe.reqs.len());
                     }
                 }
             }
@@ -486,18 +575,21 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
             }
             self.publish()?;
             if progress {
+                waits.ended();
                 storm.work();
                 continue;
             }
+            let wait = waits.begin(pipe.reqs.len());
             if pipe.tags.is_empty() {
-                self.idle(&mut window, &mut storm)?;
+                self.idle(wait, &mut storm)?;
             } else if self.storage.completion_fd().is_some() {
-                // I/O in flight and the ring empty: sleep until a completion or a
-                // new request, whichever comes first (ask to be notified first).
-                if self.ring.final_check_for_requests()? {
+                // I/O in flight and the ring empty: spin if the policy says a
+                // completion or request is due soon, else sleep until either
+                // comes (asking to be notified first).
+                if self.spin_for_completions(&mut pipe, &mut completions, wait)? {
                     continue;
                 }
-                if self.spin_for_completions(&mut pipe, &mut completions, &window)? {
+                if self.ring.final_check_for_requests()? {
                     continue;
                 }
                 // Clear the completion descriptor, then look once more: a
@@ -506,11 +598,11 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
                 self.storage.rearm_completion_fd();
                 if self.reap_and_retire(&mut pipe, &mut completions)? {
                     self.publish()?;
+                    waits.ended();
                     continue;
                 }
-                let slept = Instant::now();
+                Counters::add(&self.counters.sleeps, 1);
                 self.wait_either()?;
-                window.slept(slept.elapsed());
             } else {
                 completions.clear();
                 self.storage
@@ -519,31 +611,38 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
                 self.publish()?;
             }
         }
+        tracing::debug!("waits of this queue: {}", waits.report());
         // Stopping: let the kernel finish with the memory before it is unmapped.
         self.drain(&mut pipe, &mut completions)?;
         self.publish()
     }
 
-    /// I/O in flight, the ring empty: for up to the poll window, look for
-    /// completions and new requests without sleeping (a sleep and its wake-up
-    /// cost 13-36 us on small VMs, more than a fast disk's I/O). Returns whether
-    /// something turned up.
+    /// I/O in flight, the ring empty: for as long as the policy says, look
+    /// for completions and new requests without sleeping (a sleep and its
+    /// wake-up cost 13-36 us on small VMs, more than a fast disk's I/O).
+    /// Returns whether something turned up.
     fn spin_for_completions(
         &mut self,
         pipe: &mut Pipeline,
         completions: &mut Vec<Completion>,
-        window: &PollWindow,
+        wait: &mut WaitPolicy,
     ) -> Result<bool> {
-        if window.current().is_zero() {
-            return Ok(false);
-        }
-        spin_for(window.current(), || {
+        let before = wait.stats();
+        let found = wait.spin(|| {
             if self.reap_and_retire(pipe, completions)? {
                 self.publish()?;
-                return Ok(true);
+                return Ok::<_, Error>(true);
             }
             Ok(self.ring.unconsumed_requests()? > 0)
-        })
+        })?;
+        self.count_spin(before, wait.stats());
+        Ok(found)
+    }
+
+    /// Count how a spin went (from the policy's stats before and after it).
+    fn count_spin(&self, before: WaitStats, after: WaitStats) {
+        Counters::add(&self.counters.spun, after.spun - before.spun);
+        Counters::add(&self.counters.spin_misses, after.missed - before.missed);
     }
 
     /// Poll the event channel and the storage's completion descriptor together.
@@ -877,20 +976,20 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         self.respond(&rsp, slot)
     }
 
-    /// Nothing on the ring: spin for the poll window, then sleep on the channel
-    /// (and adapt the window to how long the sleep was). After events that
-    /// brought no work, pause first (`storm`).
-    fn idle(&mut self, window: &mut PollWindow, storm: &mut SpuriousEvents) -> Result<()> {
+    /// Nothing on the ring and nothing in flight: spin as long as the policy
+    /// says, then sleep on the channel. The wait ends (and is recorded) when
+    /// the loop finds work. After events that brought no work, pause first
+    /// (`storm`).
+    fn idle(&mut self, wait: &mut WaitPolicy, storm: &mut SpuriousEvents) -> Result<()> {
         let pause = storm.before_wait();
         if !pause.is_zero() {
             Counters::add(&self.counters.storm_pauses, 1);
             std::thread::sleep(pause);
         }
-        if !window.current().is_zero()
-            && spin_for(window.current(), || {
-                Ok::<_, Error>(self.ring.unconsumed_requests()? > 0)
-            })?
-        {
+        let before = wait.stats();
+        let found = wait.spin(|| Ok::<_, Error>(self.ring.unconsumed_requests()? > 0))?;
+        self.count_spin(before, wait.stats());
+        if found {
             return Ok(());
         }
         if self.ring.final_check_for_requests()? {
@@ -898,11 +997,9 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         }
         Counters::add(&self.counters.sleeps, 1);
         // Bounded so that `stop` is noticed.
-        let slept = Instant::now();
         if self.channel.wait(Some(Duration::from_millis(100)))? {
             storm.woken();
         }
-        window.slept(slept.elapsed());
         Ok(())
     }
 

@@ -50,3 +50,4 @@ pub use front::BlkFront;
 pub use op::{Done, Op, Token};
 pub use options::{Info, Options};
 pub use pool::Buf;
+pub use xenio_ring::wait::{Wait, WaitStats};

@@ -1,6 +1,7 @@
 //! What the frontend asks for ([`Options`]) and what it got ([`Info`]).
 
 use std::time::Duration;
+use xenio_ring::wait::Wait;
 use xenio_xen_sys::blkif::BLKIF_SECTOR_SIZE;
 
 /// What the frontend asks for; the backend's limits cap each.
@@ -28,13 +29,17 @@ pub struct Options {
     /// past `Initialising`), before failing with
     /// [`Error::NotReady`](crate::Error::NotReady). Zero: do not wait.
     pub device_timeout: Duration,
-    /// When [`BlkFront::poll`](crate::BlkFront::poll) must wait: spin this long
-    /// looking for responses before sleeping on the event channel. A sleep and
-    /// its wake-up cost 13-36 us on small VMs, about a fast disk's latency, so a
-    /// short spin (tens of microseconds) cuts the latency of shallow queues when
-    /// a core is free; on a busy machine it takes time from the backend. Zero:
-    /// never spin.
-    pub poll: Duration,
+    /// How [`BlkFront::poll`](crate::BlkFront::poll) waits for responses. A
+    /// sleep and its wake-up cost 13-36 us on small VMs, about a fast disk's
+    /// latency, so spinning cuts the latency of shallow queues; but a spin that
+    /// lasts longer than the wait it replaces only burns a CPU.
+    /// [`Wait::Adaptive`] (the default) spins only while the recent waits say
+    /// responses are due soon (within 150 us: one request in flight on a fast
+    /// disk, anything on memory) and sleeps on the event channels otherwise
+    /// (a burst of 32 requests on a disk, 1 MiB I/O, an idle device); see
+    /// [`xenio_ring::wait`]. [`Wait::Fixed`] always spins that long before
+    /// sleeping (zero: never spin).
+    pub wait: Wait,
 }
 
 impl Default for Options {
@@ -47,7 +52,7 @@ impl Default for Options {
             pool_pages: 4096,
             timeout: Duration::from_secs(30),
             device_timeout: Duration::from_secs(30),
-            poll: Duration::ZERO,
+            wait: Wait::Adaptive,
         }
     }
 }

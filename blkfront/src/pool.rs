@@ -44,7 +44,9 @@ impl<G: Granted> Pool<G> {
         let pages = granted.refs().len() as u32;
         Pool {
             granted,
-            free: (0..pages).rev().collect(),
+            // Ascending, so that the top of the stack is a run of ascending
+            // pages (and grant references): see `alloc`.
+            free: (0..pages).collect(),
             zero_on_free: false,
         }
     }
@@ -67,7 +69,11 @@ impl<G: Granted> Pool<G> {
         }
     }
 
-    /// A buffer of `len` bytes (rounded up to pages, at least one).
+    /// A buffer of `len` bytes (rounded up to pages, at least one): the pages
+    /// on top of the free stack, in stack order. Fresh pages and a buffer's
+    /// pages given back come out ascending, so a buffer is usually pages with
+    /// consecutive grant references, which a backend that maps its persistent
+    /// grants into a window sees as one piece of memory.
     pub(crate) fn alloc(&mut self, len: usize) -> Result<Buf> {
         let n = len.div_ceil(PAGE).max(1);
         if n > self.free.len() {
@@ -138,5 +144,43 @@ impl<G: Granted> Pool<G> {
             done += n;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    struct Fake(Vec<GrantRef>, Arc<Region>);
+
+    impl Granted for Fake {
+        fn refs(&self) -> &[GrantRef] {
+            &self.0
+        }
+        fn region(&self) -> &Arc<Region> {
+            &self.1
+        }
+        fn revoke(&mut self) -> xenio_xenbus::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn buffers_are_runs_of_ascending_pages() {
+        let refs = (8..8 + 16).map(GrantRef).collect();
+        let mut pool = Pool::new(Fake(refs, Arc::new(Region::anonymous(16 * PAGE).unwrap())));
+        let a = pool.alloc(3 * PAGE).unwrap();
+        let b = pool.alloc(2 * PAGE).unwrap();
+        assert_eq!(a.pages, [13, 14, 15]);
+        assert_eq!(b.pages, [11, 12]);
+        pool.free(a);
+        let c = pool.alloc(3 * PAGE).unwrap();
+        assert_eq!(
+            c.pages,
+            [13, 14, 15],
+            "a buffer given back comes out the same"
+        );
+        assert_eq!(pool.in_use(), 5);
     }
 }

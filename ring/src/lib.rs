@@ -77,6 +77,7 @@ pub mod shm;
 pub mod spin;
 mod sring;
 mod sync;
+pub mod wait;
 
 pub use back::BackRing;
 pub use error::RingError;

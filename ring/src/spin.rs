@@ -18,13 +18,29 @@
 
 use std::time::{Duration, Instant};
 
-/// How long a [`Spinner`] spins between two yields.
+/// How long a [`Spinner`] spins between two yields, while its yields find
+/// nothing else to run.
 pub const YIELD_EVERY: Duration = Duration::from_micros(10);
+/// A yield that took longer than this ran another thread: the CPU is shared,
+/// perhaps with the peer the spin waits for, and the spinner yields on every
+/// turn until a yield finds nothing else to run again.
+pub const SHARED: Duration = Duration::from_micros(5);
+/// A yield that kept the spinning thread off its CPU for longer than this
+/// means the CPU is contended: other runnable threads (the peer, perhaps, or
+/// unrelated work) wanted it.
+pub const CONTENDED: Duration = Duration::from_micros(50);
 
 /// One spin loop's pacing: call [`relax`](Spinner::relax) once per turn.
 #[derive(Debug)]
 pub struct Spinner {
     last_yield: Instant,
+    /// How long to spin until the next yield.
+    every: Duration,
+    /// A yield kept this thread off the CPU for longer than
+    /// [`CONTENDED`].
+    contended: bool,
+    /// The last yield ran another thread (it took longer than [`SHARED`]).
+    shared: bool,
 }
 
 impl Default for Spinner {
@@ -38,16 +54,46 @@ impl Spinner {
     pub fn new() -> Self {
         Spinner {
             last_yield: Instant::now(),
+            every: YIELD_EVERY,
+            contended: false,
+            shared: false,
         }
+    }
+
+    /// Whether one of this spinner's yields kept the thread off the CPU for
+    /// longer than [`CONTENDED`]: other threads wanted
+    /// this CPU (the peer, perhaps, or unrelated work).
+    pub fn contended(&self) -> bool {
+        self.contended
+    }
+
+    /// Whether the last yield ran another thread (it kept this one off the
+    /// CPU for longer than [`SHARED`]): the CPU is shared right now.
+    pub fn shared(&self) -> bool {
+        self.shared
     }
 
     /// End one turn of a spin loop at `now` (the loop's own clock reading, so
     /// that a turn reads the clock once): a CPU hint, or, once [`YIELD_EVERY`]
-    /// has passed since the last, a yield to any other runnable thread.
+    /// has passed since the last, a yield to any other runnable thread. A
+    /// yield that ran another thread (it took longer than [`SHARED`]) makes
+    /// the next turns yield at once, so that a peer sharing the CPU runs as
+    /// soon as it can make progress, not 10 us later; a yield that found
+    /// nothing to run goes back to yielding every [`YIELD_EVERY`].
     pub fn relax(&mut self, now: Instant) {
-        if now.saturating_duration_since(self.last_yield) >= YIELD_EVERY {
+        if now.saturating_duration_since(self.last_yield) >= self.every {
             std::thread::yield_now();
             self.last_yield = Instant::now();
+            let off = self.last_yield.saturating_duration_since(now);
+            if off > CONTENDED {
+                self.contended = true;
+            }
+            self.shared = off > SHARED;
+            self.every = if self.shared {
+                Duration::ZERO
+            } else {
+                YIELD_EVERY
+            };
         } else {
             std::hint::spin_loop();
         }
@@ -58,19 +104,59 @@ impl Spinner {
 /// `Ok(true)` (returned) or the window passes (`Ok(false)`); an error ends the
 /// spin and is returned. `found` runs at least once, even for a zero window.
 /// The turns are paced by a [`Spinner`]. This is every poll window's loop.
-pub fn spin_for<E>(
-    window: Duration,
+pub fn spin_for<E>(window: Duration, found: impl FnMut() -> Result<bool, E>) -> Result<bool, E> {
+    Ok(spin_until(Instant::now() + window, found)?.found)
+}
+
+/// How a spin ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spun {
+    /// `found` said yes (else the deadline passed).
+    pub found: bool,
+    /// A yield kept the thread off the CPU for longer than
+    /// [`CONTENDED`] (see [`Spinner::contended`]).
+    pub contended: bool,
+}
+
+/// [`spin_for`] until `deadline`, also telling whether the CPU was contended.
+/// `found` runs at least once, even for a deadline in the past.
+pub fn spin_until<E>(deadline: Instant, found: impl FnMut() -> Result<bool, E>) -> Result<Spun, E> {
+    spin_loop(deadline, false, found)
+}
+
+/// [`spin_until`], but give up as soon as a yield ran another thread and
+/// `found` still says no: the CPU is shared (with the peer, or with unrelated
+/// work), and a thread that goes on spinning there gets the CPU back only when
+/// the others' time slices end (milliseconds on a loaded machine), while one
+/// that sleeps on its event channel is woken, and usually run at once, when
+/// the event comes. This is the adaptive policy's spin
+/// ([`WaitPolicy`](crate::wait::WaitPolicy)); fixed windows spin on.
+pub fn spin_until_alone<E>(
+    deadline: Instant,
+    found: impl FnMut() -> Result<bool, E>,
+) -> Result<Spun, E> {
+    spin_loop(deadline, true, found)
+}
+
+fn spin_loop<E>(
+    deadline: Instant,
+    alone: bool,
     mut found: impl FnMut() -> Result<bool, E>,
-) -> Result<bool, E> {
-    let until = Instant::now() + window;
+) -> Result<Spun, E> {
     let mut spin = Spinner::new();
     loop {
         if found()? {
-            return Ok(true);
+            return Ok(Spun {
+                found: true,
+                contended: spin.contended(),
+            });
         }
         let now = Instant::now();
-        if now >= until {
-            return Ok(false);
+        if now >= deadline || (alone && spin.shared()) {
+            return Ok(Spun {
+                found: false,
+                contended: spin.contended(),
+            });
         }
         spin.relax(now);
     }
@@ -174,5 +260,61 @@ mod tests {
         assert_eq!(s.last_yield, t0, "yielded before the interval");
         s.relax(t0 + YIELD_EVERY);
         assert!(s.last_yield > t0, "did not yield after the interval");
+    }
+
+    #[test]
+    fn a_yield_that_ran_another_thread_makes_the_next_turns_yield() {
+        let mut s = Spinner::new();
+        // A turn whose clock reading is 15 us old when it yields: to the
+        // spinner, the yield took at least that long (another thread ran).
+        let now = Instant::now();
+        s.last_yield = now - 3 * YIELD_EVERY;
+        s.relax(now - SHARED * 3);
+        assert_eq!(s.every, Duration::ZERO, "yields on every turn");
+        // A yield that returns at once (as seen from a turn whose clock
+        // reading is ahead of it): back to the interval.
+        s.relax(Instant::now() + Duration::from_secs(1));
+        assert_eq!(s.every, YIELD_EVERY);
+    }
+
+    /// A spin that must share its CPU with a busy thread gives up long before
+    /// its deadline ([`spin_until_alone`]): both pinned to one CPU, the busy
+    /// thread runs until the spin has returned.
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri emulates threads and their scheduling")]
+    fn a_spin_alone_gives_up_on_a_shared_cpu() {
+        let pid = nix::unistd::Pid::from_raw(0);
+        let Some(cpu) = nix::sched::sched_getaffinity(pid).ok().and_then(|cpus| {
+            (0..nix::sched::CpuSet::count()).find(|&c| cpus.is_set(c).unwrap_or(false))
+        }) else {
+            eprintln!("SKIPPED: no CPU affinity here");
+            return;
+        };
+        let pin = move || {
+            let mut one = nix::sched::CpuSet::new();
+            one.set(cpu).unwrap();
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one).unwrap();
+        };
+        let done = Arc::new(AtomicU32::new(0));
+        let busy = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                pin();
+                while done.load(Ordering::Relaxed) == 0 {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        pin();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let spun = spin_until_alone(deadline, || Ok::<_, ()>(false)).unwrap();
+        let ended = Instant::now();
+        done.store(1, Ordering::Relaxed);
+        busy.join().unwrap();
+        assert!(!spun.found);
+        assert!(
+            ended < deadline,
+            "the spin ran to its deadline on a CPU it shared with a busy thread"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::error::Result;
 use crate::region::{ReadOnlyRegion, Region};
+use crate::window::GrantWindow;
 use xenio_xen_sys::{DomId, GrantRef};
 
 /// Access a grant gives (or a mapping asks for).
@@ -68,4 +69,21 @@ pub trait GrantMapper: Send + Sync {
     /// Perform grant copies. The result has one entry per copy, in order: each
     /// copy succeeds or fails on its own, as `GNTTABOP_copy` reports per segment.
     fn copy(&self, ops: &mut [GrantCopy<'_>]) -> Result<Vec<Result<()>>>;
+    /// Map one grant of `domid` read-write at slot `slot` of `window`, so that
+    /// grants in neighbouring slots are neighbours in memory (see
+    /// [`GrantWindow`]); dropping the region unmaps it and frees the slot.
+    /// Refused as [`map`](Self::map) refuses. When the slot is out of range or
+    /// taken, or the platform cannot map into a window (this default), the
+    /// grant is mapped on its own, as `map` does: a region all the same, only
+    /// not in the window.
+    fn map_in(
+        &self,
+        window: &GrantWindow,
+        slot: usize,
+        domid: DomId,
+        gref: GrantRef,
+    ) -> Result<Region> {
+        let _ = (window, slot);
+        self.map(domid, &[gref])
+    }
 }

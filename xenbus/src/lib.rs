@@ -32,6 +32,7 @@ pub mod local;
 pub mod platform;
 pub mod region;
 mod storm;
+pub mod window;
 pub mod xen;
 
 pub use error::{Error, Result};
@@ -42,6 +43,7 @@ pub use platform::{InProcDomain, InProcess};
 pub use platform::{LocalPlatform, Platform, XenPlatform};
 pub use region::{ReadOnlyRegion, Region};
 pub use storm::{MAX_DELAY as MAX_STORM_DELAY, SpuriousEvents};
+pub use window::GrantWindow;
 pub use xenio_xen_sys::{DomId, GrantRef, Port};
 pub use xenio_xenstore::{
     self as xenstore, Client as StoreClient, Perm, PermAccess, Store, Tx, Watch, WatchEvent,

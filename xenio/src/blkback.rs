@@ -5,7 +5,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 use xenio_blkback::reorder::ReorderMode;
-use xenio_blkback::{BackendConfig, DiskSpec, GrantMode, OpenOptions, QueueConfig, Server};
+use xenio_blkback::{BackendConfig, DiskSpec, GrantMode, OpenOptions, QueueConfig, Server, Wait};
 use xenio_hostio::disk::Direct;
 use xenio_xenbus::DomId;
 use xenio_xenbus::handshake::keys::blkif;
@@ -124,19 +124,26 @@ pub struct BlkbackArgs {
     #[arg(long, value_name = "N", default_value_t = 512)]
     batch: usize,
 
-    /// Spin this many microseconds before sleeping: looking for requests when
-    /// idle, and for requests and I/O completions while I/O is in flight (a
-    /// cross-core wake-up costs 13-36 us on small VMs). The spin yields the CPU
-    /// every 10 us, so a frontend that shares the CPU still runs. It costs a
-    /// core while it spins: with 500 (and the frontend polling too) 4 KiB QD32
-    /// reads on a virtio disk reach 0.9-1.0x fio, at ~3x fio's CPU per I/O.
-    #[arg(long, value_name = "US", default_value_t = 0)]
-    poll_us: u64,
+    /// How long each queue spins before it sleeps. Without this option
+    /// (the default) waiting adapts: a queue spins only while something is
+    /// outstanding and its recent waits say the next event is due soon (it
+    /// learns, separately for "waiting for requests" and "waiting for I/O",
+    /// the share of waits that a spin of at most 150 us would have caught and
+    /// the mean and deviation of those short waits; it spins while at least
+    /// two thirds would have been caught, for the mean plus three deviations
+    /// plus 5 us, and sleeps on the event channel otherwise, or when the CPU
+    /// turns out to be shared and a spin is kept off it). An idle device
+    /// sleeps. With N: always spin N
+    /// microseconds (looking for requests when idle, for requests and I/O
+    /// completions while I/O is in flight) before sleeping; 0 is purely
+    /// event-driven. Spins yield the CPU every 10 us, so a frontend that shares
+    /// the CPU still runs; a fixed window costs a core while it spins.
+    #[arg(long, value_name = "US")]
+    poll_us: Option<u64>,
 
-    /// With --poll-us: always spin the full window, instead of adapting it as
-    /// KVM's halt-polling does (grow while work arrives within the window, drop
-    /// to zero when the queue sleeps longer than it).
-    #[arg(long)]
+    /// Accepted for old scripts: --poll-us windows are always fixed now (the
+    /// adaptive waiting is the default without --poll-us).
+    #[arg(long, hide = true)]
     poll_fixed: bool,
 
     /// Storage operations in flight per queue (io_uring depth).
@@ -269,8 +276,9 @@ pub fn run(a: BlkbackArgs) -> Result<()> {
             reorder: a.reorder,
             max_merge_sectors: a.max_merge_kib * 2,
             max_batch: a.batch.max(1),
-            poll: Duration::from_micros(a.poll_us),
-            adaptive_poll: !a.poll_fixed,
+            wait: a
+                .poll_us
+                .map_or(Wait::Adaptive, |us| Wait::Fixed(Duration::from_micros(us))),
             io_depth: a.io_depth.max(1),
             submit_chunk: a.submit_chunk,
             on_io_error: None,

@@ -165,19 +165,22 @@ pub struct BlkArgs {
     pub reorder: ReorderArg,
 
     /// Backend: spin this many microseconds looking for requests and completions
-    /// before sleeping (0: purely event-driven). With 500 and --front-poll-us
-    /// 100, 4 KiB QD32 on a disk reaches fio's IOPS at ~3x its CPU per I/O.
-    /// Spins yield the CPU every 10 us, so two spinners on one CPU still take
-    /// turns.
-    #[arg(long, value_name = "US", default_value_t = 0)]
-    pub poll_us: u64,
+    /// before sleeping (0: purely event-driven). Without it the backend waits
+    /// adaptively, its default: it spins only while its recent waits say the
+    /// next request or completion is due within 150 us, and sleeps otherwise.
+    /// With 500 and --front-poll-us 100, 4 KiB QD32 on a disk reached fio's
+    /// IOPS at ~3x its CPU per I/O. Spins yield the CPU every 10 us, so two
+    /// spinners on one CPU still take turns.
+    #[arg(long, value_name = "US")]
+    pub poll_us: Option<u64>,
 
     /// Frontend (this benchmark's driver): spin this many microseconds polling
     /// the ring for responses before sleeping on the event channel (0: purely
     /// event-driven, like fio's io_uring engine without --hipri; yields the CPU
-    /// every 10 us like the backend's spin).
-    #[arg(long, value_name = "US", default_value_t = 0)]
-    pub front_poll_us: u64,
+    /// every 10 us like the backend's spin). Without it the frontend waits
+    /// adaptively, blkfront's default (as the backend does).
+    #[arg(long, value_name = "US")]
+    pub front_poll_us: Option<u64>,
 
     /// Backend: storage operations in flight per queue (io_uring depth).
     #[arg(long, value_name = "N", default_value_t = 128)]

@@ -33,6 +33,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use types::{BlkResults, Engine, Plan};
+use xenio_blkfront::Wait;
 
 /// The first line `program arg` prints (its version), or `unknown version`.
 fn first_line(program: &Path, arg: &str) -> String {
@@ -163,7 +164,8 @@ pub fn run(a: &BlkArgs) -> Result<()> {
             bin,
             scratch.path(),
             knobs.clone(),
-            Duration::from_micros(a.front_poll_us),
+            a.front_poll_us
+                .map_or(Wait::Adaptive, |us| Wait::Fixed(Duration::from_micros(us))),
         )?),
         None => None,
     };
@@ -266,10 +268,30 @@ pub fn run(a: &BlkArgs) -> Result<()> {
                         s
                     }
                 };
-                let notif = s
+                let mut notif = s
                     .notifications_per_request()
                     .map(|x| format!("  {x:.3} notif/req"))
                     .unwrap_or_default();
+                if let Some(c) = &s.xenio {
+                    // How the waits ended: the backend's (spun / spun +
+                    // slept) and the frontend's share that ended spinning.
+                    let share = |spun: u64, all: u64| {
+                        if all == 0 {
+                            "-".to_string()
+                        } else {
+                            format!("{:.0}%", 100.0 * spun as f64 / all as f64)
+                        }
+                    };
+                    let f = c.front_waits;
+                    notif.push_str(&format!(
+                        "  cpu {:.1} us/op  spun back {} (missed {}), front {} (missed {})",
+                        s.cpu_us_per_op.unwrap_or(f64::NAN),
+                        share(c.spun, c.spun + c.sleeps),
+                        share(c.spin_misses, c.spun + c.spin_misses),
+                        share(f.spun, f.ended),
+                        share(f.missed, f.spun + f.missed),
+                    ));
+                }
                 eprintln!(
                     "[{n}/{total}] rep {}/{}  {:<18} {:<12} {:>9.1} MB/s {:>9.0} IOPS  p50 {:>8.1} us  p99 {:>8.1} us{notif}",
                     rep + 1,

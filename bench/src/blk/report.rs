@@ -257,10 +257,10 @@ fn header(r: &BlkResults, o: &mut String) {
         let _ = writeln!(
             o,
             "  xenio:    blkfront (this process{}) -> rings -> {} blkback {} (a child process){}",
-            if p.front_poll_us > 0 {
-                format!(", spinning {} us before sleeping", p.front_poll_us)
-            } else {
-                String::new()
+            match p.front_poll_us {
+                None => ", waiting adaptively".to_string(),
+                Some(0) => ", event-driven".to_string(),
+                Some(us) => format!(", spinning {us} us before sleeping"),
             },
             p.xenio_bin
                 .as_ref()
@@ -456,13 +456,13 @@ mod tests {
                 persistent: true,
                 grant_mode: GrantModeArg::Map,
                 reorder: ReorderArg::Merge,
-                poll_us: 0,
+                poll_us: Some(0),
                 io_depth: 128,
                 batch: 512,
                 direct: DirectArg::Auto,
                 extra: vec![],
             },
-            front_poll_us: 0,
+            front_poll_us: Some(0),
             nbd_aio: NbdAio::IoUring,
             shm_direct: true,
             cpus: 2,

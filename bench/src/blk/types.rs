@@ -199,8 +199,8 @@ pub struct Plan {
     pub seed: u64,
     /// Backend knobs.
     pub knobs: BackendKnobs,
-    /// The frontend's spin window before sleeping.
-    pub front_poll_us: u64,
+    /// The frontend's spin window before sleeping (None: adaptive waiting).
+    pub front_poll_us: Option<u64>,
     /// qemu-nbd's --aio.
     pub nbd_aio: NbdAio,
     /// Whether /dev/shm accepted O_DIRECT (fio-shm uses it then).

@@ -53,15 +53,7 @@ pub fn measure_disk(
     let pool_pages = w.bs.div_ceil(4096) * w.qd + 16;
     let mut session = world.open_disk(disk, pool_pages, label)?;
     let clocks = CpuClocks::new(session.backend_pid());
-    let result = drive(
-        &mut session.front,
-        w,
-        timing,
-        seed,
-        world.front_poll(),
-        label,
-        &clocks,
-    );
+    let result = drive(&mut session.front, w, timing, seed, label, &clocks);
     let (counters, storage) = session.close_after(result.as_ref().err())?;
     let mut sample = result?;
     sample.xenio = Some(counters);
@@ -76,7 +68,6 @@ fn drive<P: Platform>(
     w: &Workload,
     timing: Timing,
     seed: u64,
-    spin: Duration,
     label: &str,
     clocks: &CpuClocks,
 ) -> Result<Sample> {
@@ -143,16 +134,10 @@ fn drive<P: Platform>(
             break;
         }
         done.clear();
-        if !spin.is_zero() {
-            xenio_ring::spin::spin_for(spin, || {
-                f.poll(&mut done, None).map_err(fe)?;
-                Ok::<_, BenchError>(!done.is_empty())
-            })?;
-        }
-        if done.is_empty() {
-            f.poll(&mut done, Some(Duration::from_millis(200)))
-                .map_err(fe)?;
-        }
+        // blkfront waits as the world's frontend options say (adaptive by
+        // default, or --front-poll-us).
+        f.poll(&mut done, Some(Duration::from_millis(200)))
+            .map_err(fe)?;
         let now = Instant::now();
         if done.is_empty() {
             if now - last > STALL {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use xenio_blkfront::{BlkFront, Options};
+use xenio_blkfront::{BlkFront, Options, Wait, WaitStats};
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xenbus::DomId;
 use xenio_xenbus::handshake::{DeviceKind, DevicePaths, destroy_device, read_state};
@@ -75,6 +75,13 @@ pub struct XenioCounters {
     pub sleeps: u64,
     /// Requests the backend merged into a neighbour's I/O.
     pub merged: u64,
+    /// Backend waits that ended while it spun (0 from backends that do not
+    /// say).
+    pub spun: u64,
+    /// Backend spins that found nothing.
+    pub spin_misses: u64,
+    /// How the frontend's waits for responses went.
+    pub front_waits: WaitStats,
 }
 
 /// The knobs passed to `xenio blkback` (and the frontend's matching requests).
@@ -92,8 +99,8 @@ pub struct BackendKnobs {
     pub grant_mode: GrantModeArg,
     /// `--reorder`.
     pub reorder: ReorderArg,
-    /// `--poll-us`.
-    pub poll_us: u64,
+    /// `--poll-us` (None: not passed, the backend's adaptive waiting).
+    pub poll_us: Option<u64>,
     /// `--io-depth`.
     pub io_depth: u32,
     /// `--batch`.
@@ -126,7 +133,11 @@ impl BackendKnobs {
                     ReorderArg::Merge => "merge",
                 }
             ),
-            format!("--poll-us={}", self.poll_us),
+        ];
+        if let Some(us) = self.poll_us {
+            v.push(format!("--poll-us={us}"));
+        }
+        v.extend([
             format!("--io-depth={}", self.io_depth),
             format!("--batch={}", self.batch),
             format!(
@@ -137,7 +148,7 @@ impl BackendKnobs {
                     DirectArg::Off => "off",
                 }
             ),
-        ];
+        ]);
         if !self.persistent {
             v.push("--no-persistent".into());
         }
@@ -152,7 +163,7 @@ pub struct XenioWorld {
     run_dir: PathBuf,
     log: PathBuf,
     knobs: BackendKnobs,
-    front_poll: Duration,
+    front_wait: Wait,
     dom0: LocalPlatform,
     paths: DevicePaths,
     _daemon: Daemon,
@@ -168,12 +179,12 @@ fn platform<E: Into<xenio_xenbus::Error>>(what: impl Into<String>) -> impl FnOnc
 
 impl XenioWorld {
     /// Start the store daemon with domain 1 introduced, under `scratch/run`.
-    /// `front_poll`: how long the driver spins on the ring before sleeping.
+    /// `front_wait`: how the frontend waits for responses.
     pub fn start(
         xenio: &Path,
         scratch: &Path,
         knobs: BackendKnobs,
-        front_poll: Duration,
+        front_wait: Wait,
     ) -> Result<Self> {
         let run_dir = scratch.join("run");
         let daemon = Daemon::start(DaemonConfig {
@@ -188,7 +199,7 @@ impl XenioWorld {
             log: scratch.join("blkback.log"),
             run_dir,
             knobs,
-            front_poll,
+            front_wait,
             dom0,
             paths: DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, DEVID),
             _daemon: daemon,
@@ -241,7 +252,13 @@ impl XenioWorld {
             .arg("--disk")
             .arg(format!("vdev=xvda,access=rw,{disk}"))
             .args(self.knobs.args())
-            .env("RUST_LOG", "warn,xenio_blkback::backend=info")
+            .env(
+                "RUST_LOG",
+                // `XENIO_BENCH_BLKBACK_LOG` overrides the backend's log filter
+                // (`debug` shows, among others, how its waits went).
+                std::env::var("XENIO_BENCH_BLKBACK_LOG")
+                    .unwrap_or_else(|_| "warn,xenio_blkback::backend=info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -285,8 +302,7 @@ impl XenioWorld {
             pool_pages,
             timeout: BACKEND_TIMEOUT,
             device_timeout: BACKEND_TIMEOUT,
-            // The driver loop below spins itself (`front_poll`).
-            poll: Duration::ZERO,
+            wait: self.front_wait,
         };
         let dom1 = LocalPlatform::connect(&self.run_dir, DomId(1))
             .map_err(platform("connecting to the store as domain 1"))?;
@@ -307,9 +323,14 @@ impl XenioWorld {
         })
     }
 
-    /// How long the frontend driver spins on the ring before sleeping.
-    pub fn front_poll(&self) -> Duration {
-        self.front_poll
+    /// How the frontend waits for responses.
+    pub fn front_wait(&self) -> Wait {
+        self.front_wait
+    }
+
+    /// Wait that way from the next connection on.
+    pub fn set_front_wait(&mut self, wait: Wait) {
+        self.front_wait = wait;
     }
 }
 
@@ -349,6 +370,7 @@ impl Session<'_> {
             err,
         };
         let front_notifications = self.front.notifications();
+        let front_waits = self.front.wait_stats();
         self.front.close().map_err(fe)?;
         let Some(status) = self.backend.wait_timeout(BACKEND_TIMEOUT)? else {
             return Err(world.backend_error(
@@ -366,10 +388,17 @@ impl Session<'_> {
         destroy_device(store, &world.paths).map_err(platform("removing the device"))?;
         let text = std::fs::read_to_string(&world.log)
             .map_err(|e| BenchError::io(format!("reading {}", world.log.display()), e))?;
+        if std::env::var_os("XENIO_BENCH_BLKBACK_LOG").is_some() {
+            for l in text.lines().filter(|l| l.contains("waits of this queue")) {
+                eprintln!("    backend {}", strip_ansi(l));
+            }
+            eprintln!("    frontend waits: {front_waits}");
+        }
         let mut c = parse_counters(&text).ok_or_else(|| {
             world.backend_error(label, "no counters line on its stderr".to_string())
         })?;
         c.front_notifications = front_notifications;
+        c.front_waits = front_waits;
         Ok((c, storage_line(&text).unwrap_or_default()))
     }
 }
@@ -475,6 +504,17 @@ pub fn parse_counters(log: &str) -> Option<XenioCounters> {
         batches: before("batches")?,
         sleeps: before("sleeps")?,
         merged: before("merged")?,
+        spun: words
+            .windows(4)
+            .find(|w| w[1..] == ["waits", "ended", "spinning"])
+            .and_then(|w| w[0].parse().ok())
+            .unwrap_or(0),
+        spin_misses: words
+            .windows(3)
+            .find(|w| w[1..] == ["spins", "missed"])
+            .and_then(|w| w[0].parse().ok())
+            .unwrap_or(0),
+        front_waits: WaitStats::default(),
     })
 }
 
@@ -520,7 +560,15 @@ mod tests {
                 batches: 300,
                 sleeps: 35,
                 merged: 100,
+                ..XenioCounters::default()
             }
+        );
+        let new = "blkback: Closed: 12 requests in 3 batches, 0 errors (0 rejected), 11 I/Os, \
+                   1 merged, 0 reordered, 4 notifications, 3 sleeps, 7 waits ended spinning, \
+                   2 spins missed, 0 I/Os into registered memory\n";
+        assert_eq!(
+            parse_counters(new).map(|c| (c.sleeps, c.spun, c.spin_misses)),
+            Some((3, 7, 2))
         );
         assert_eq!(
             storage_line(log).as_deref(),
@@ -539,7 +587,7 @@ mod tests {
             persistent: false,
             grant_mode: GrantModeArg::Copy,
             reorder: ReorderArg::Sort,
-            poll_us: 50,
+            poll_us: Some(50),
             io_depth: 64,
             batch: 32,
             direct: DirectArg::On,

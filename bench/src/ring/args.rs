@@ -29,6 +29,12 @@ Baselines, measured in the same run on the same cores:
   pingpong    two processes bounce one cache line (A writes i, B writes i+1).
   rtrb        two threads, one rtrb queue of requests and one of responses,
               latency (1 outstanding) and throughput (ring-size outstanding).
+  c-ring.h    the polling workloads in C with Xen's own io/ring.h macros (the
+              same layout: a response written over its request's slot), two
+              processes, compiled at the start of the run with cc (needs
+              libxen-dev; left out with a warning otherwise, or --no-c-pair).
+              Where the ring trails rtrb and the C pair trails it as much, the
+              layout is the limit; where the C pair is ahead, the code.
 
 Repetitions are interleaved (rep 1 runs every configuration, then rep 2, ...).
 The report gives median/min/max of ns/op and Mops/s, notifications per request,
@@ -90,6 +96,11 @@ pub struct RingArgs {
     /// always run.
     #[arg(long, value_enum, default_value_t = ModeFilter::All)]
     pub mode: ModeFilter,
+
+    /// Leave out the C ring.h pair (otherwise measured with the polling
+    /// configurations when `cc` and Xen's headers, libxen-dev, are there).
+    #[arg(long)]
+    pub no_c_pair: bool,
 
     /// Also write the results (every repetition, the summaries and the ratios) as
     /// JSON to this file.

@@ -20,6 +20,7 @@
 pub mod args;
 pub mod baseline;
 pub mod content;
+pub mod cpair;
 pub mod peer;
 pub mod report;
 pub mod timing;
@@ -58,13 +59,20 @@ pub fn run(args: &RingArgs) -> Result<()> {
     Ok(())
 }
 
-/// Measure `config` once.
-pub fn measure(config: &Config, plan: &Plan) -> Result<Sample> {
+/// Measure `config` once (`c_pair`: the compiled C ring.h pair, for its
+/// configurations).
+pub fn measure(config: &Config, plan: &Plan, c_pair: Option<&cpair::CPair>) -> Result<Sample> {
     let name = config.name();
     match *config {
         Config::PingPong => baseline::measure_pingpong(plan, &name),
         Config::Rtrb(w) => baseline::measure_rtrb(plan, w, &name),
         Config::Ring(w, m) => xenio::measure_ring(plan, w, m, &name),
+        Config::CRing(w) => match c_pair {
+            Some(c) => c.measure(plan, w, &name),
+            None => Err(BenchError::Usage(format!(
+                "`{name}`: the C pair is not built"
+            ))),
+        },
     }
 }
 
@@ -87,6 +95,10 @@ pub fn configs(args: &RingArgs) -> Vec<Config> {
         Config::Rtrb(Workload::Latency),
         Config::Rtrb(Workload::Throughput),
     ];
+    if args.mode != ModeFilter::Event && !args.no_c_pair {
+        out.push(Config::CRing(Workload::Latency));
+        out.push(Config::CRing(Workload::Throughput));
+    }
     for w in [Workload::Latency, Workload::Throughput] {
         out.extend(modes.iter().map(|&m| Config::Ring(w, m)));
     }
@@ -139,7 +151,19 @@ pub fn measure_all(args: &RingArgs) -> Result<RunResults> {
         );
     }
     sys::pin_to_core(plan.front_core)?;
-    let configs = configs(args);
+    let mut configs = configs(args);
+    let c_pair = if configs.iter().any(|c| matches!(c, Config::CRing(_))) {
+        match cpair::CPair::build() {
+            Ok(c) => Some(c),
+            Err(why) => {
+                eprintln!("warning: the C ring.h pair is left out: {why}");
+                configs.retain(|c| !matches!(c, Config::CRing(_)));
+                None
+            }
+        }
+    } else {
+        None
+    };
     let window = match plan.stop {
         Stop::After(d) => format!("{} ms", d.as_millis()),
         Stop::Ops(n) => format!("{n} ops"),
@@ -159,7 +183,7 @@ pub fn measure_all(args: &RingArgs) -> Result<RunResults> {
     let mut samples = vec![Vec::with_capacity(args.reps as usize); configs.len()];
     for rep in 1..=args.reps {
         for (config, out) in configs.iter().zip(&mut samples) {
-            let s = measure(config, &plan)?;
+            let s = measure(config, &plan, c_pair.as_ref())?;
             let notif = match config.wait_mode() {
                 WaitMode::Event { .. } => format!(
                     ", {:.3} notifications/request ({} by the frontend, {} by the backend)",

@@ -108,14 +108,40 @@ pub fn targets(r: &RunResults) -> Vec<Ratio> {
 pub fn context_ratios(r: &RunResults) -> Vec<Ratio> {
     let rtt = |a: &Sample, b: &Sample| a.ns_per_op() / b.ns_per_op();
     let rate = |a: &Sample, b: &Sample| a.mops() / b.mops();
-    let mut out = vec![ratio_of(
-        r,
-        "polling latency: ring RTT / rtrb RTT",
-        Config::Ring(Workload::Latency, WaitMode::Polling),
-        Config::Rtrb(Workload::Latency),
-        rtt,
-        None,
-    )];
+    let mut out = vec![
+        ratio_of(
+            r,
+            "polling latency: ring RTT / rtrb RTT",
+            Config::Ring(Workload::Latency, WaitMode::Polling),
+            Config::Rtrb(Workload::Latency),
+            rtt,
+            None,
+        ),
+        ratio_of(
+            r,
+            "polling latency: ring RTT / C ring.h pair RTT",
+            Config::Ring(Workload::Latency, WaitMode::Polling),
+            Config::CRing(Workload::Latency),
+            rtt,
+            None,
+        ),
+        ratio_of(
+            r,
+            "full-ring throughput: ring / C ring.h pair (polling)",
+            Config::Ring(Workload::Throughput, WaitMode::Polling),
+            Config::CRing(Workload::Throughput),
+            rate,
+            None,
+        ),
+        ratio_of(
+            r,
+            "full-ring throughput: C ring.h pair / rtrb (polling)",
+            Config::CRing(Workload::Throughput),
+            Config::Rtrb(Workload::Throughput),
+            rate,
+            None,
+        ),
+    ];
     for m in event_modes(r, Workload::Latency) {
         let c = Config::Ring(Workload::Latency, m);
         out.push(ratio_of(

@@ -56,6 +56,9 @@ pub enum Config {
     Rtrb(Workload),
     /// The xenio blkif ring between two processes.
     Ring(Workload, WaitMode),
+    /// Baseline: the same ring layout and workload in C with Xen's `io/ring.h`
+    /// macros, polling (`ring/c/ringpair.c`).
+    CRing(Workload),
 }
 
 impl Config {
@@ -65,6 +68,7 @@ impl Config {
             Config::PingPong => "pingpong latency".to_string(),
             Config::Rtrb(w) => format!("rtrb {}", w.label()),
             Config::Ring(w, m) => format!("ring {} {}", w.label(), m.label()),
+            Config::CRing(w) => format!("c-ring.h {} polling", w.label()),
         }
     }
 
@@ -72,7 +76,7 @@ impl Config {
     pub fn workload(&self) -> Workload {
         match self {
             Config::PingPong => Workload::Latency,
-            Config::Rtrb(w) | Config::Ring(w, _) => *w,
+            Config::Rtrb(w) | Config::Ring(w, _) | Config::CRing(w) => *w,
         }
     }
 
@@ -84,12 +88,13 @@ impl Config {
         }
     }
 
-    /// `pingpong`, `rtrb` or `ring`.
+    /// `pingpong`, `rtrb`, `ring` or `c-ring.h`.
     pub fn kind(&self) -> &'static str {
         match self {
             Config::PingPong => "pingpong",
             Config::Rtrb(_) => "rtrb",
             Config::Ring(..) => "ring",
+            Config::CRing(_) => "c-ring.h",
         }
     }
 }

@@ -48,13 +48,15 @@ degrees of freedom, p; significant at the 95% level when p < 0.05. Student's
 pooled test is in the JSON too.
 
 Configurations: `native`, `xenio` (the base knobs below: by default Xen 3.0's
-ring, one page, no indirect segments, one queue, event-driven, with merge
+ring, one page, no indirect segments, one queue, adaptive waiting, with merge
 reordering), and one-knob sweeps around the base on one file size
 (--sweep-size-mib) with the --sweep-phases workloads:
   ring-order  0,1,2,3,4   (the ring holds 32 << order requests)
   reorder     off,sort,merge
   indirect    0,32,256    (segments per request; 0: 11 pages per request)
-  poll        0,50        (microseconds both sides spin before sleeping)
+  poll        0           (both sides event-driven, against the adaptive
+                          base; with a --poll-us base: 0,50, microseconds
+                          both sides spin before sleeping)
   queues      1,2         (one submitting thread; blkfront sleeps on every
                           queue's event channel at once)
 
@@ -104,7 +106,7 @@ pub enum StudyTarget {
 pub struct StudyArgs {
     /// About a minute: 16 and 32 MiB files, 3 runs, 600 seeks, 8 MiB fio-style
     /// workloads, sweeps on 16 MiB with fewer values (ring order 0, 2, 4; reorder
-    /// off; indirect 256; poll 50). Explicit options still apply.
+    /// off; indirect 256; poll 0). Explicit options still apply.
     #[arg(long, conflicts_with = "full")]
     pub quick: bool,
 
@@ -257,9 +259,12 @@ pub struct StudyArgs {
     pub reorder: ReorderArg,
 
     /// Base: microseconds both the backend and the frontend spin on the ring
-    /// before sleeping on the event channel (0: purely event-driven).
-    #[arg(long, value_name = "US", default_value_t = 0)]
-    pub poll_us: u64,
+    /// before sleeping on the event channel (0: purely event-driven). Without
+    /// it, both wait adaptively, as they do by default: they spin only while
+    /// their recent waits say the next event is due within 150 us, and sleep
+    /// otherwise.
+    #[arg(long, value_name = "US")]
+    pub poll_us: Option<u64>,
 
     /// Base: grant mode of the backend (map: zero copy; copy: grant copy).
     #[arg(long, value_enum, value_name = "MODE", default_value_t = GrantModeArg::Map)]

@@ -4,6 +4,7 @@
 use crate::common::blkback::ReorderArg;
 use crate::study::stats::{Moments, TTest, moments, student, welch};
 use crate::study::types::{Knob, Metric, StudyResults};
+use xenio_blkfront::Wait;
 
 /// One configuration against another on one size and metric.
 #[derive(Clone, Copy, Debug)]
@@ -93,7 +94,10 @@ pub fn base_value(r: &StudyResults, knob: Knob) -> String {
         },
         Knob::Indirect => k.indirect.to_string(),
         Knob::Queues => k.queues.to_string(),
-        Knob::Poll => format!("{}us", poll.as_micros()),
+        Knob::Poll => match poll {
+            Wait::Adaptive => "adaptive".into(),
+            Wait::Fixed(d) => format!("{}us", d.as_micros()),
+        },
     }
 }
 

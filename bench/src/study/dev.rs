@@ -160,20 +160,17 @@ pub struct XenioDev<'f, P: Platform> {
     front: &'f mut BlkFront<P>,
     bufs: Vec<Option<Buf>>,
     tokens: HashMap<Token, usize>,
-    spin: Duration,
     completions: Vec<xenio_blkfront::Done>,
     label: String,
 }
 
 impl<'f, P: Platform> XenioDev<'f, P> {
-    /// Drive `front`; `spin`: how long to poll the ring for responses before
-    /// sleeping on the event channel.
-    pub fn new(front: &'f mut BlkFront<P>, spin: Duration, label: &str) -> Self {
+    /// Drive `front` (which waits for responses as its options say).
+    pub fn new(front: &'f mut BlkFront<P>, label: &str) -> Self {
         XenioDev {
             front,
             bufs: Vec::new(),
             tokens: HashMap::new(),
-            spin,
             completions: Vec::new(),
             label: label.to_string(),
         }
@@ -264,25 +261,12 @@ impl<P: Platform> Dev for XenioDev<'_, P> {
         let start = std::time::Instant::now();
         loop {
             self.completions.clear();
-            let fe = |err| BenchError::Frontend {
-                config: self.label.clone(),
-                err,
-            };
-            if !self.spin.is_zero() {
-                let (front, completions) = (&mut self.front, &mut self.completions);
-                xenio_ring::spin::spin_for(self.spin, || {
-                    front.poll(completions, None).map_err(fe)?;
-                    Ok::<_, BenchError>(!completions.is_empty())
+            self.front
+                .poll(&mut self.completions, Some(Duration::from_millis(200)))
+                .map_err(|err| BenchError::Frontend {
+                    config: self.label.clone(),
+                    err,
                 })?;
-            }
-            if self.completions.is_empty() {
-                self.front
-                    .poll(&mut self.completions, Some(Duration::from_millis(200)))
-                    .map_err(|err| BenchError::Frontend {
-                        config: self.label.clone(),
-                        err,
-                    })?;
-            }
             if !self.completions.is_empty() {
                 break;
             }

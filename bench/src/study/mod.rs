@@ -219,7 +219,7 @@ fn open_sitting(a: &StudyArgs, study: &mut Study) -> Result<Sitting> {
         &xenio_bin,
         scratch.path(),
         r.configs[1].xenio.clone().expect("the base is xenio").0,
-        Duration::ZERO,
+        r.configs[1].xenio.as_ref().expect("the base is xenio").1,
     )?;
     Ok(Sitting {
         checkpoint,
@@ -632,11 +632,12 @@ fn measure(
             let r = run_phases(&mut dev, c, p)?;
             Ok((r, None, dev.describe()))
         }
-        (Some((knobs, poll)), Some(world)) => {
+        (Some((knobs, wait)), Some(world)) => {
             world.set_knobs(knobs.clone());
+            world.set_front_wait(*wait);
             let mut session = world.open_disk(disk, pool_pages(c, p), &c.name)?;
             let r = {
-                let mut dev = XenioDev::new(&mut session.front, *poll, &c.name);
+                let mut dev = XenioDev::new(&mut session.front, &c.name);
                 run_phases(&mut dev, c, p)
             };
             let r = match r {

@@ -116,13 +116,13 @@ pub fn render(r: &StudyResults) -> String {
     if let Some((k, poll)) = r.configs.get(1).and_then(|c| c.xenio.as_ref()) {
         let _ = writeln!(
             o,
-            "- Base xenio: ring order {} ({} slots), indirect {}, {} queue(s), reorder {}, poll {} us, grants {:?}{}.",
+            "- Base xenio: ring order {} ({} slots), indirect {}, {} queue(s), reorder {}, waiting {}, grants {:?}{}.",
             k.ring_order,
             32u32 << k.ring_order,
             k.indirect,
             k.queues,
             base_value(r, Knob::Reorder),
-            poll.as_micros(),
+            poll,
             k.grant_mode,
             if k.persistent { ", persistent" } else { "" }
         );

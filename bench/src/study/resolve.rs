@@ -7,6 +7,7 @@ use crate::common::error::{BenchError, Result};
 use crate::study::args::StudyArgs;
 use crate::study::types::{Config, FIO, Knob, Params, Phase, Resolved, all_phases};
 use std::time::Duration;
+use xenio_blkfront::Wait;
 
 fn parse_phases(list: &[String], what: &str) -> Result<Vec<Phase>> {
     let mut v = Vec::new();
@@ -106,7 +107,9 @@ pub fn resolve(a: &StudyArgs) -> Result<Resolved> {
         }
     }
     let base = base_knobs(a);
-    let front_poll = Duration::from_micros(a.poll_us);
+    let front_poll = a
+        .poll_us
+        .map_or(Wait::Adaptive, |us| Wait::Fixed(Duration::from_micros(us)));
     let mut configs = vec![
         Config {
             name: "native".into(),
@@ -167,7 +170,7 @@ pub fn resolve(a: &StudyArgs) -> Result<Resolved> {
                 .map(|(i, _)| i),
         };
         for knob in knobs {
-            let mut add = |label: String, k: BackendKnobs, poll: Duration| {
+            let mut add = |label: String, k: BackendKnobs, poll: Wait| {
                 if k == base && poll == front_poll {
                     return; // that is the base configuration itself
                 }
@@ -235,14 +238,19 @@ pub fn resolve(a: &StudyArgs) -> Result<Resolved> {
                     }
                 }
                 Knob::Poll => {
-                    for us in [0, 50] {
+                    // Around the adaptive default: event-driven waiting (what
+                    // adapting buys). Around a fixed window (`--poll-us`), the
+                    // windows 0 and 50 us, as studies before the adaptive
+                    // default had them (so their checkpoints still match).
+                    let windows: &[u64] = if a.poll_us.is_none() { &[0] } else { &[0, 50] };
+                    for &us in windows {
                         add(
                             format!("{us}us"),
                             BackendKnobs {
-                                poll_us: us,
+                                poll_us: Some(us),
                                 ..base.clone()
                             },
-                            Duration::from_micros(us),
+                            Wait::Fixed(Duration::from_micros(us)),
                         );
                     }
                 }
@@ -271,7 +279,7 @@ mod tests {
         assert_eq!(r.params.seeks, 4000);
         assert_eq!(r.sweep_size, Some(0));
         // native, base, ring orders 1-4, reorder off/sort, indirect 32/256,
-        // queues 2, poll 50.
+        // queues 2, poll 0 (event-driven, against the adaptive base).
         assert_eq!(r.configs.len(), 2 + 4 + 2 + 2 + 1 + 1);
         let q2 = resolve(&args(&["--sweep", "queues"])).unwrap();
         assert_eq!(q2.configs[2].name, "xenio queues=2");

@@ -6,7 +6,7 @@ use crate::common::blkback::BackendKnobs;
 use crate::common::error::Result;
 use clap::ValueEnum;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use xenio_blkfront::Wait;
 
 /// One pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -164,7 +164,7 @@ pub enum Knob {
     Indirect,
     /// Queues.
     Queues,
-    /// Polling window of both sides.
+    /// How both sides wait (adaptive, or a fixed spin; 0: event-driven).
     Poll,
 }
 
@@ -188,20 +188,24 @@ pub struct Config {
     pub name: String,
     /// The knob a sweep configuration varies, and its value.
     pub sweep: Option<(Knob, String)>,
-    /// xenio's knobs and the frontend's spin (None: native).
-    pub xenio: Option<(BackendKnobs, Duration)>,
+    /// xenio's knobs and how the frontend waits (None: native).
+    pub xenio: Option<(BackendKnobs, Wait)>,
     /// What it runs.
     pub phases: Vec<Phase>,
 }
 
 impl Config {
     /// What it runs, as JSON: its name, the backend's arguments and the
-    /// frontend's spin (xenio), and its workloads.
+    /// frontend's spin (xenio: microseconds, absent when adaptive), and its
+    /// workloads.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "name": self.name,
             "backend_args": self.xenio.as_ref().map(|(k, _)| k.args()),
-            "front_poll_us": self.xenio.as_ref().map(|(_, p)| p.as_micros() as u64),
+            "front_poll_us": self.xenio.as_ref().and_then(|(_, w)| match w {
+                Wait::Fixed(d) => Some(d.as_micros() as u64),
+                Wait::Adaptive => None,
+            }),
             "phases": self.phases.iter().map(|p| p.name()).collect::<Vec<_>>(),
         })
     }

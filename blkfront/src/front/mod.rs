@@ -26,6 +26,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use submit::Spec;
+use xenio_ring::wait::{WaitPolicy, WaitStats};
 use xenio_xen_sys::blkif::BLKIF_MAX_SEGMENTS_PER_REQUEST;
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{DomId, GrantRef, Port};
@@ -52,6 +53,8 @@ pub struct BlkFront<P: Platform> {
     next_queue: usize,
     reconnects: u64,
     notifications: u64,
+    /// How `poll` waits for responses (learned across calls).
+    waiting: WaitPolicy,
     /// The toolstack's `trusted` key for this device (absent: trusted).
     trusted: bool,
 }
@@ -158,12 +161,20 @@ impl<P: Platform> BlkFront<P> {
             next_queue: 0,
             reconnects: 0,
             notifications: 0,
+            waiting: WaitPolicy::new(options.wait),
             trusted: true,
             options,
             platform,
         };
         front.handshake()?;
         Ok(front)
+    }
+
+    /// How [`poll`](Self::poll)'s waits for responses went so far: how many
+    /// ended, how many of them while spinning (the rest slept on the event
+    /// channels), how many spins found nothing.
+    pub fn wait_stats(&self) -> WaitStats {
+        self.waiting.stats()
     }
 
     /// What was negotiated.
@@ -427,7 +438,7 @@ impl<P: Platform> BlkFront<P> {
 
     /// Collect completions into `out`, waiting up to `wait` for at least one if
     /// none is ready (`None`: do not wait). Returns how many were added.
-    /// Waiting spins for up to [`Options::poll`], then sleeps on the event
+    /// Waiting spins as [`Options::wait`] says, then sleeps on the event
     /// channels; a backend that left `Connected` meanwhile is reconnected to
     /// and every request without a response is issued again.
     ///
@@ -499,12 +510,14 @@ impl<P: Platform> BlkFront<P> {
         loop {
             self.reap()?;
             if self.ops.any_done() {
+                self.waiting.ended();
                 return Ok(self.ops.drain_into(out));
             }
             let Some(deadline) = deadline else {
                 return Ok(0);
             };
             if self.ops.in_flight() == 0 {
+                self.waiting.abandon();
                 return Ok(0);
             }
             // Every round, not only when a sleep times out: under steady I/O
@@ -513,22 +526,22 @@ impl<P: Platform> BlkFront<P> {
             self.check_backend()?;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                self.waiting.gave_up();
                 return Ok(0);
             }
-            if self.spin(left.min(self.options.poll))? {
+            if self.spin(left)? {
                 continue;
             }
             self.sleep(left.min(Duration::from_millis(100)))?;
         }
     }
 
-    /// Look for responses for up to `max` without sleeping; whether any came.
+    /// Look for responses without sleeping, for as long as the wait policy
+    /// says (at most `max`); whether any came.
     fn spin(&mut self, max: Duration) -> Result<bool> {
-        if max.is_zero() {
-            return Ok(false);
-        }
-        xenio_ring::spin::spin_for(max, || {
-            for q in &mut self.queues {
+        let queues = &mut self.queues;
+        self.waiting.spin_at_most(max, || {
+            for q in queues.iter_mut() {
                 if q.has_responses()? {
                     return Ok(true);
                 }

@@ -13,7 +13,7 @@ use super::sys;
 use crate::error::{Error, Result};
 use io_uring::{IoUring, opcode, squeue, types};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
@@ -30,6 +30,9 @@ const MAX_DEPTH: u32 = 32768;
 /// Registered-buffer slots a queue offers ([`DiskQueue::register_fixed`]); the
 /// kernel allows 16384.
 pub const FIXED_SLOTS: u16 = 4096;
+/// Registered-buffer slots for runs of neighbouring registered regions (see
+/// `Fixed`), besides the [`FIXED_SLOTS`].
+pub const RUN_SLOTS: u16 = 1024;
 /// How long dropping a queue waits for the kernel before leaking the memory of
 /// the operations still in flight (rather than freeing memory the kernel may
 /// still write into).
@@ -191,10 +194,36 @@ struct Uring {
     ext_arg: bool,
     /// `IORING_OP_FALLOCATE` (Linux 5.6).
     fallocate: bool,
+    /// The file is registered (index 0), so that operations name it without
+    /// the kernel looking the descriptor up and counting a reference each time.
+    fixed_file: bool,
+}
+
+/// How an operation names the file: by descriptor, or by its registered
+/// index.
+#[derive(Clone, Copy)]
+enum FileRef {
+    Fd(types::Fd),
+    Fixed(types::Fixed),
+}
+
+/// `$e` with `$fd` bound to the file as `f` names it (either kind: the opcode
+/// builders take both).
+macro_rules! with_file {
+    ($f:expr, $fd:ident => $e:expr) => {
+        match $f {
+            FileRef::Fd($fd) => $e,
+            FileRef::Fixed($fd) => $e,
+        }
+    };
 }
 
 impl Uring {
-    fn setup(depth: u32, eventfd: Option<&EventFd>) -> std::result::Result<Uring, String> {
+    fn setup(
+        depth: u32,
+        eventfd: Option<&EventFd>,
+        file: BorrowedFd<'_>,
+    ) -> std::result::Result<Uring, String> {
         // Cooperative task running (Linux 5.19): a completion does not interrupt
         // the thread with an inter-processor interrupt (a VM exit on a guest); it
         // is run at the thread's next system call, and the ring's TASKRUN flag
@@ -236,10 +265,13 @@ impl Uring {
                 })?;
         }
         let ext_arg = ring.params().is_feature_ext_arg();
+        // Registered files (Linux 5.1); without them, descriptors as before.
+        let fixed_file = ring.submitter().register_files(&[file.as_raw_fd()]).is_ok();
         Ok(Uring {
             ring,
             ext_arg,
             fallocate,
+            fixed_file,
         })
     }
 
@@ -310,8 +342,8 @@ impl Uring {
 }
 
 /// The io_uring entry of (the rest of) `slot` without registered buffers.
-fn sqe_vectored(fd: types::Fd, slot: &Slot, iov: &[libc::iovec]) -> squeue::Entry {
-    match slot.kind {
+fn sqe_vectored(file: FileRef, slot: &Slot, iov: &[libc::iovec]) -> squeue::Entry {
+    with_file!(file, fd => match slot.kind {
         // At most MAX_SEGS (1024) iovecs: the cast is lossless.
         Kind::Read => opcode::Readv::new(fd, iov.as_ptr(), iov.len() as u32)
             .offset(slot.offset)
@@ -326,6 +358,20 @@ fn sqe_vectored(fd: types::Fd, slot: &Slot, iov: &[libc::iovec]) -> squeue::Entr
             .offset(slot.offset)
             .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
             .build(),
+    })
+}
+
+/// Empty registered-buffer slot `slot` (an empty iovec clears it).
+fn clear_slot(u: &Uring, slot: u16) -> io::Result<()> {
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    // SAFETY: an empty iovec clears the slot; nothing is registered.
+    unsafe {
+        u.ring
+            .submitter()
+            .register_buffers_update(slot.into(), &[empty], None)
     }
 }
 
@@ -340,6 +386,14 @@ fn transient(e: &io::Error) -> bool {
 /// Registered ("fixed") buffers: regions the kernel pinned once at
 /// registration, so that an operation into one of them skips pinning its pages
 /// (`READ_FIXED`/`WRITE_FIXED`).
+///
+/// A fixed operation takes one buffer, so an operation over several
+/// registered regions that are neighbours in memory (pages of a grant window,
+/// see blkback's persistent grants) needs a buffer of its own that spans them:
+/// a *run*. Runs are registered the second time an operation covers the same
+/// range (buffers are used again and again: a first sighting says little) in
+/// slots of their own, the least recently used giving way when they are all
+/// taken, and dropped with any region they span.
 struct Fixed {
     /// The slot of each registered region, by the region's base address.
     by_base: HashMap<usize, u16>,
@@ -347,6 +401,23 @@ struct Fixed {
     held: Vec<Option<IoMem>>,
     /// Unused slots.
     free: Vec<u16>,
+    /// Registered runs, by start address.
+    runs: BTreeMap<usize, Run>,
+    /// Unused run slots.
+    run_free: Vec<u16>,
+    /// Ranges seen once, not registered yet.
+    seen: HashSet<(usize, usize)>,
+    /// Operations so far (the runs' recency).
+    clock: u64,
+}
+
+/// A registered run of neighbouring registered regions.
+struct Run {
+    end: usize,
+    slot: u16,
+    used: u64,
+    /// Kept mapped while registered.
+    _held: Vec<IoMem>,
 }
 
 /// Storage I/O on one [`BlockFile`]: one io_uring, owned by one thread (the
@@ -435,7 +506,7 @@ impl DiskQueue {
             let reason = "synchronous I/O requested (DiskQueueOptions::force_sync)".to_string();
             (None, IoMode::Sync { reason })
         } else {
-            match Uring::setup(opts.depth, eventfd.as_ref()) {
+            match Uring::setup(opts.depth, eventfd.as_ref(), file.as_fd()) {
                 Ok(u) => (Some(u), IoMode::Uring),
                 Err(reason) => {
                     tracing::warn!("{}: {reason}", file.path().display());
@@ -480,7 +551,7 @@ impl DiskQueue {
             if let Err(e) = u
                 .ring
                 .submitter()
-                .register_buffers_sparse(FIXED_SLOTS.into())
+                .register_buffers_sparse(u32::from(FIXED_SLOTS) + u32::from(RUN_SLOTS))
             {
                 self.fixed_refused("setting up the registered-buffer table", &e);
                 return false;
@@ -489,6 +560,10 @@ impl DiskQueue {
                 by_base: HashMap::new(),
                 held: vec![None; FIXED_SLOTS.into()],
                 free: (0..FIXED_SLOTS).rev().collect(),
+                runs: BTreeMap::new(),
+                run_free: (FIXED_SLOTS..FIXED_SLOTS + RUN_SLOTS).rev().collect(),
+                seen: HashSet::new(),
+                clock: 0,
             });
         }
         let Some(f) = self.fixed.as_mut() else {
@@ -527,28 +602,37 @@ impl DiskQueue {
         }
     }
 
-    /// Forget `mem` as a fixed buffer (before its mapping goes away for good).
-    /// Operations already submitted into it finish normally: the kernel keeps
-    /// its pages until they do.
+    /// Forget `mem` as a fixed buffer (before its mapping goes away for good),
+    /// and every run that spans it. Operations already submitted into it
+    /// finish normally: the kernel keeps its pages until they do.
     pub fn unregister_fixed(&mut self, mem: &IoMem) {
         let key = mem.base() as usize;
         let (Some(f), Some(u)) = (self.fixed.as_mut(), self.uring.as_ref()) else {
             return;
         };
+        let end = key + mem.len();
+        let spanning: Vec<usize> = f
+            .runs
+            .range(..end)
+            .filter(|(_, r)| r.end > key)
+            .map(|(s, _)| *s)
+            .collect();
+        for start in spanning {
+            if let Some(run) = f.runs.remove(&start) {
+                match clear_slot(u, run.slot) {
+                    Ok(()) => f.run_free.push(run.slot),
+                    // Still registered: keep its memory (the slot stays taken).
+                    Err(e) => {
+                        tracing::warn!("{}: unregistering a run: {e}", self.file.path().display());
+                        std::mem::forget(run);
+                    }
+                }
+            }
+        }
         let Some(&slot) = f.by_base.get(&key) else {
             return;
         };
-        let empty = libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        };
-        // SAFETY: an empty iovec clears the slot; nothing is registered.
-        let r = unsafe {
-            u.ring
-                .submitter()
-                .register_buffers_update(slot.into(), &[empty], None)
-        };
-        match r {
+        match clear_slot(u, slot) {
             Ok(()) => {
                 f.by_base.remove(&key);
                 f.held[usize::from(slot)] = None;
@@ -565,6 +649,95 @@ impl DiskQueue {
     /// Operations so far that used a registered buffer.
     pub fn fixed_ios(&self) -> u64 {
         self.fixed_ios
+    }
+
+    /// The registered buffer slot `idx`'s operation (prepared) can use: the
+    /// region of its one segment, or a run spanning its one `iovec` (made
+    /// the second time that range is seen).
+    fn fixed_buffer(&mut self, idx: usize) -> Option<u16> {
+        let (f, u) = (self.fixed.as_mut()?, self.uring.as_ref()?);
+        let slot = &self.slots[idx];
+        if !matches!(slot.kind, Kind::Read | Kind::Write) {
+            return None;
+        }
+        let v = match (&slot.segs[..], &slot.iov.0[..]) {
+            // One segment in a registered region: the fixed opcodes take one
+            // buffer (inside the region, checked by `prepare`).
+            ([s], _) => return f.by_base.get(&(s.mem.base() as usize)).copied(),
+            (_, [v]) => v,
+            _ => return None,
+        };
+        f.clock += 1;
+        let (start, end) = (v.iov_base as usize, v.iov_base as usize + v.iov_len);
+        if let Some((_, run)) = f.runs.range_mut(..=start).next_back() {
+            if run.end >= end {
+                run.used = f.clock;
+                return Some(run.slot);
+            }
+        }
+        // The distinct regions, in order: registered, each where the last ends.
+        let mut regions: Vec<&IoMem> = Vec::new();
+        for s in &slot.segs {
+            match regions.last() {
+                Some(r) if r.base() == s.mem.base() => {}
+                Some(r) if r.base() as usize + r.len() != s.mem.base() as usize => return None,
+                _ => regions.push(&s.mem),
+            }
+        }
+        if !regions
+            .iter()
+            .all(|r| f.by_base.contains_key(&(r.base() as usize)))
+        {
+            return None;
+        }
+        let (first, last) = (regions.first()?, regions.last()?);
+        let (rs, re) = (first.base() as usize, last.base() as usize + last.len());
+        if f.seen.len() >= 4 * usize::from(RUN_SLOTS) {
+            f.seen.clear();
+        }
+        if f.seen.insert((rs, re)) {
+            return None; // the first sighting
+        }
+        let run_slot = match f.run_free.pop() {
+            Some(s) => s,
+            None => {
+                let (&lru, _) = f.runs.iter().min_by_key(|(_, r)| r.used)?;
+                let run = f.runs.remove(&lru)?;
+                if clear_slot(u, run.slot).is_err() {
+                    std::mem::forget(run);
+                    return None;
+                }
+                run.slot
+            }
+        };
+        let iov = libc::iovec {
+            iov_base: first.base().cast(),
+            iov_len: re - rs,
+        };
+        // SAFETY: the iovec spans live mappings only (registered regions, each
+        // starting where the previous ends), and the run keeps them alive until
+        // its slot is emptied again (`unregister_fixed`, eviction) or the ring is
+        // gone (`fixed` drops after `uring`).
+        let r = unsafe {
+            u.ring
+                .submitter()
+                .register_buffers_update(run_slot.into(), &[iov], None)
+        };
+        if r.is_err() {
+            f.run_free.push(run_slot);
+            return None;
+        }
+        let held = regions.into_iter().cloned().collect();
+        f.runs.insert(
+            rs,
+            Run {
+                end: re,
+                slot: run_slot,
+                used: f.clock,
+                _held: held,
+            },
+        );
+        Some(run_slot)
     }
 
     fn fixed_refused(&mut self, what: &str, e: &io::Error) {
@@ -909,42 +1082,48 @@ impl DiskQueue {
                 ));
             }
             total += s.len as u64;
-            slot.iov.0.push(libc::iovec {
-                iov_base: addr.cast(),
-                iov_len: s.len,
-            });
+            // A segment that starts where the previous one ends (neighbouring
+            // pages of one mapping, or of a grant window) extends its iovec:
+            // the kernel pins a buffer's pages in one call, not one per page.
+            match slot.iov.0.last_mut() {
+                Some(v) if (v.iov_base as usize).wrapping_add(v.iov_len) == addr as usize => {
+                    v.iov_len += s.len;
+                }
+                _ => slot.iov.0.push(libc::iovec {
+                    iov_base: addr.cast(),
+                    iov_len: s.len,
+                }),
+            }
         }
         slot.total = total;
         check_range(file, slot, offset, total)?;
-        slot.fixed = match (&segs[..], &self.fixed) {
-            // One segment in a registered region: the fixed opcodes take one
-            // buffer (inside the region, checked above).
-            ([s], Some(f)) => f.by_base.get(&(s.mem.base() as usize)).copied(),
-            _ => None,
-        };
         slot.segs = segs;
+        self.slots[idx].fixed = self.fixed_buffer(idx);
         Ok(())
     }
 
     /// The io_uring entry for (the rest of) slot `idx`.
     fn sqe(&self, idx: usize) -> squeue::Entry {
-        let fd = types::Fd(self.file.as_fd().as_raw_fd());
+        let file = match &self.uring {
+            Some(u) if u.fixed_file => FileRef::Fixed(types::Fixed(0)),
+            _ => FileRef::Fd(types::Fd(self.file.as_fd().as_raw_fd())),
+        };
         let slot = &self.slots[idx];
         let iov = slot.remaining_iov();
         let entry = match (slot.kind, slot.fixed, iov) {
             // The rest of a one-segment operation in a registered buffer (one
             // segment: at most a region's length, far below 4 GiB).
-            (Kind::Read, Some(bi), [v]) => {
+            (Kind::Read, Some(bi), [v]) => with_file!(file, fd => {
                 opcode::ReadFixed::new(fd, v.iov_base.cast(), v.iov_len as u32, bi)
                     .offset(slot.offset)
                     .build()
-            }
-            (Kind::Write, Some(bi), [v]) => {
+            }),
+            (Kind::Write, Some(bi), [v]) => with_file!(file, fd => {
                 opcode::WriteFixed::new(fd, v.iov_base.cast(), v.iov_len as u32, bi)
                     .offset(slot.offset)
                     .build()
-            }
-            _ => sqe_vectored(fd, slot, iov),
+            }),
+            _ => sqe_vectored(file, slot, iov),
         };
         entry.user_data(idx as u64)
     }
@@ -1329,6 +1508,150 @@ mod tests {
         // Read-only memory is never registered.
         let ro = IoMem::ReadOnly(Arc::new(Region::anonymous(4096).unwrap().into_read_only()));
         assert!(!e.register_fixed(&ro));
+    }
+
+    #[test]
+    fn the_file_is_registered_and_used_by_index() {
+        let (dir, mut e) = queue(4);
+        assert!(e.uring.as_ref().is_some_and(|u| u.fixed_file));
+        let region = Arc::new(Region::anonymous(4096).unwrap());
+        region.fill(0, 4096, 0x5a).unwrap();
+        let mem = IoMem::ReadWrite(region.clone());
+        run(
+            &mut e,
+            Io::Write {
+                offset: 4096,
+                segs: vec![IoSeg::new(mem.clone(), 0, 4096)],
+            },
+        );
+        run(&mut e, Io::Flush);
+        let file = std::fs::read(dir.path().join("unit.img")).unwrap();
+        assert!(file[4096..8192].iter().all(|&b| b == 0x5a));
+    }
+
+    #[test]
+    fn neighbouring_segments_are_one_iovec() {
+        let (dir, mut e) = queue(8);
+        let region = Arc::new(Region::anonymous(4 * 4096).unwrap());
+        let mem = IoMem::ReadWrite(region.clone());
+        let data: Vec<u8> = (0..3 * 4096u32).map(|i| (i * 13 + 1) as u8).collect();
+        region.write(0, &data[..2 * 4096]).unwrap();
+        region.write(3 * 4096, &data[2 * 4096..]).unwrap();
+        // Pages 0 and 1 are neighbours, page 3 is not: two iovecs.
+        let segs = vec![
+            IoSeg::new(mem.clone(), 0, 4096),
+            IoSeg::new(mem.clone(), 4096, 4096),
+            IoSeg::new(mem.clone(), 3 * 4096, 4096),
+        ];
+        let idx = e.free.pop().unwrap();
+        e.prepare(
+            idx,
+            1,
+            Io::Write {
+                offset: 0,
+                segs: segs.clone(),
+            },
+        )
+        .unwrap();
+        let lens: Vec<usize> = e.slots[idx].iov.0.iter().map(|v| v.iov_len).collect();
+        assert_eq!(lens, [8192, 4096]);
+        e.release(idx);
+        run(&mut e, Io::Write { offset: 4096, segs });
+        let file = std::fs::read(dir.path().join("unit.img")).unwrap();
+        assert!(file[4096..4 * 4096] == data[..], "the file differs");
+        // Read back into pages 3, 0, 1 (0 and 1 merge again).
+        region.fill(0, 4 * 4096, 0).unwrap();
+        run(
+            &mut e,
+            Io::Read {
+                offset: 4096,
+                segs: vec![
+                    IoSeg::new(mem.clone(), 3 * 4096, 4096),
+                    IoSeg::new(mem.clone(), 0, 4096),
+                    IoSeg::new(mem.clone(), 4096, 4096),
+                ],
+            },
+        );
+        let mut got = vec![0u8; 4 * 4096];
+        region.read(0, &mut got).unwrap();
+        assert!(got[3 * 4096..] == data[..4096] && got[..2 * 4096] == data[4096..]);
+    }
+
+    #[test]
+    fn runs_of_neighbouring_registered_regions_are_registered_on_reuse() {
+        let (dir, mut e) = queue(8);
+        // Two one-page regions, neighbours in memory (as in a grant window).
+        let parent = Arc::new(Region::anonymous(2 * 4096).unwrap());
+        let page = |i: usize| {
+            let ptr = std::ptr::NonNull::new(parent.as_ptr().wrapping_add(i * 4096)).unwrap();
+            // SAFETY: page `i` of `parent`, which the owner (an `Arc` of it)
+            // keeps mapped; accessed only through regions.
+            IoMem::ReadWrite(Arc::new(unsafe {
+                Region::from_raw(ptr, 4096, Box::new(parent.clone()))
+            }))
+        };
+        let (a, b) = (page(0), page(1));
+        assert!(e.register_fixed(&a) && e.register_fixed(&b));
+        let data: Vec<u8> = (0..8192u32).map(|i| (i * 5 + 2) as u8).collect();
+        parent.write(0, &data).unwrap();
+        let both = || {
+            vec![
+                IoSeg::new(a.clone(), 0, 4096),
+                IoSeg::new(b.clone(), 0, 4096),
+            ]
+        };
+        // First sighting: vectored; second: a run.
+        run(
+            &mut e,
+            Io::Write {
+                offset: 0,
+                segs: both(),
+            },
+        );
+        assert_eq!(e.fixed_ios(), 0);
+        run(
+            &mut e,
+            Io::Write {
+                offset: 16384,
+                segs: both(),
+            },
+        );
+        assert_eq!(e.fixed_ios(), 1);
+        // A part of the run uses it too.
+        parent.fill(0, 8192, 0).unwrap();
+        run(
+            &mut e,
+            Io::Read {
+                offset: 16384,
+                segs: vec![
+                    IoSeg::new(a.clone(), 2048, 2048),
+                    IoSeg::new(b.clone(), 0, 4096),
+                ],
+            },
+        );
+        assert_eq!(e.fixed_ios(), 2);
+        let mut got = vec![0u8; 8192];
+        parent.read(0, &mut got).unwrap();
+        assert!(got[2048..] == data[..6144], "read through the run differs");
+        let file = std::fs::read(dir.path().join("unit.img")).unwrap();
+        assert!(file[..8192] == data[..] && file[16384..24576] == data[..]);
+        // A region of the run goes: the run goes with it.
+        e.unregister_fixed(&b);
+        run(
+            &mut e,
+            Io::Read {
+                offset: 0,
+                segs: both(),
+            },
+        );
+        run(
+            &mut e,
+            Io::Read {
+                offset: 0,
+                segs: both(),
+            },
+        );
+        assert_eq!(e.fixed_ios(), 2, "no run over an unregistered region");
     }
 
     #[test]

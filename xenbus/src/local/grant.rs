@@ -6,10 +6,11 @@
 //! refused, and a read-only grant maps without write permission.
 
 use super::domain::{LocalDomain, alive};
-use super::pages::{AtomicFile, PAGE, PageMap};
+use super::pages::{AtomicFile, PAGE, PageMap, map_over};
 use crate::error::{Error, Result};
 use crate::grant::{Access, CopyBuf, GrantCopy, GrantMapper, GrantTable, Granted};
 use crate::region::{ReadOnlyRegion, Region};
+use crate::window::GrantWindow;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -644,6 +645,39 @@ impl GrantMapper for LocalGrantMapper {
     fn map(&self, domid: DomId, refs: &[GrantRef]) -> Result<Region> {
         let (map, pins) = self.map_with(domid, refs, true)?;
         Ok(rewrap(map.into_region(), pins))
+    }
+
+    /// The pool page over the window's slot (`MAP_FIXED`), with the same
+    /// checks and pins as [`map`](Self::map).
+    fn map_in(
+        &self,
+        window: &GrantWindow,
+        slot: usize,
+        domid: DomId,
+        gref: GrantRef,
+    ) -> Result<Region> {
+        let Some(slot) = window.take(slot) else {
+            return self.map(domid, &[gref]);
+        };
+        let peer = self.peer(domid)?;
+        let frame = self.pin(&peer, domid, gref, true)?;
+        if let Err(e) = map_over(&slot, &peer.pool_rw, frame) {
+            self.unpin(&peer, gref);
+            return Err(e);
+        }
+        let ptr = slot.addr();
+        let pins = Mapped {
+            peer,
+            refs: vec![gref],
+            pid: self.pid,
+        };
+        // Dropped in order: the slot (reservation back over the page: unmapped),
+        // then the pins.
+        let owner = (slot, pins);
+        // SAFETY: the slot's page is a read-write shared mapping of a pool page
+        // (just made), page aligned, kept until `owner` drops the slot; nothing
+        // else in this process refers to it.
+        Ok(unsafe { Region::from_raw(ptr, PAGE, Box::new(owner)) })
     }
 
     fn map_readonly(&self, domid: DomId, refs: &[GrantRef]) -> Result<ReadOnlyRegion> {

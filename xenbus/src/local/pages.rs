@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::region::{ReadOnlyRegion, Region};
+use crate::window::Slot;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, mmap_anonymous, munmap};
 use std::fs::File;
 use std::num::NonZeroUsize;
@@ -101,6 +102,37 @@ impl Drop for PageMap {
         // it), and the region that borrowed it is being dropped.
         let _ = unsafe { munmap(self.ptr.cast(), self.len) };
     }
+}
+
+/// Map page `page` of `file` read-write over `slot` of a grant window
+/// (`file` opened read-write, the page inside it: the caller checks the size).
+/// Dropping the slot unmaps it again.
+pub(crate) fn map_over(slot: &Slot, file: &File, page: u64) -> Result<()> {
+    let offset = page
+        .checked_mul(PAGE as u64)
+        .and_then(|o| i64::try_from(o).ok())
+        .ok_or_else(|| Error::Limit(format!("page index {page} is out of range")))?;
+    let addr = NonZeroUsize::new(slot.addr().as_ptr() as usize).expect("non-null");
+    // SAFETY: MAP_FIXED replaces exactly the page of a window slot this caller
+    // holds (taken, so nothing else is mapped there or refers to it); the slot
+    // puts the reservation back when dropped.
+    unsafe {
+        mmap(
+            Some(addr),
+            NonZeroUsize::new(PAGE).expect("non-zero"),
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED | MapFlags::MAP_FIXED,
+            file,
+            offset,
+        )
+    }
+    .map_err(|e| {
+        Error::io(
+            format!("mapping pool page {page} into a grant window"),
+            e.into(),
+        )
+    })?;
+    Ok(())
 }
 
 /// A whole file mapped shared, seen as 64-bit atomics (grant tables, map tracks).

@@ -2,6 +2,7 @@
 //! that has them, opening them, and mappings of their pages.
 
 use crate::error::{Error, Result};
+use crate::window::Slot;
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, mmap_anonymous, munmap};
 use std::fs::{File, OpenOptions};
@@ -184,6 +185,29 @@ impl Mapping {
             ptr: ptr.cast(),
             len: len.get(),
         })
+    }
+
+    /// `mmap(slot, 4 KiB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+    /// offset)`: the device's page over a grant window's slot, which unmaps it
+    /// again when dropped (this returns no owner of its own).
+    pub(crate) fn device_over(file: &File, slot: &Slot, offset: u64) -> nix::Result<()> {
+        let offset = i64::try_from(offset).map_err(|_| Errno::EOVERFLOW)?;
+        let addr = NonZeroUsize::new(slot.addr().as_ptr() as usize).ok_or(Errno::EINVAL)?;
+        // SAFETY: MAP_FIXED replaces exactly the page of a window slot the caller
+        // holds (taken: nothing else is mapped there or refers to it); the device
+        // decides what backs it, and the slot puts the reservation back when
+        // dropped.
+        unsafe {
+            mmap(
+                Some(addr),
+                NonZeroUsize::new(XEN_PAGE).ok_or(Errno::EINVAL)?,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED | MapFlags::MAP_FIXED,
+                file,
+                offset,
+            )
+        }?;
+        Ok(())
     }
 
     /// Replace the pages with fresh private zero pages at the same address, in one

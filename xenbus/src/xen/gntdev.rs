@@ -15,6 +15,7 @@ use super::device::{GNTDEV_PATH, Mapping, UnmapNotify, XEN_PAGE, errno_text, ope
 use crate::error::{Error, Result};
 use crate::grant::{CopyBuf, GrantCopy, GrantMapper};
 use crate::region::{ReadOnlyRegion, Region};
+use crate::window::{GrantWindow, Slot};
 use nix::errno::Errno;
 use std::collections::HashMap;
 use std::fs::File;
@@ -234,18 +235,12 @@ impl GntdevDevice {
         })
     }
 
-    /// MAP_GRANT_REF then mmap; the owner of the result undoes both.
-    fn map_with(&self, domid: DomId, refs: &[GrantRef], writable: bool) -> Result<GntdevMap> {
+    /// `IOCTL_GNTDEV_MAP_GRANT_REF`: the index to mmap `refs` at, and their
+    /// count.
+    fn map_grant_ref(&self, domid: DomId, refs: &[GrantRef], what: &str) -> Result<(u64, u32)> {
         let dev = &self.dev;
-        let n = refs.len();
-        let access = if writable { "read-write" } else { "read-only" };
-        let what = format!("mapping {n} grants of domain {domid} {access}");
-        let len = n
-            .checked_mul(XEN_PAGE)
-            .and_then(NonZeroUsize::new)
-            .ok_or_else(|| Error::Limit(format!("{what}: nothing to map, or too much")))?;
-        let count =
-            u32::try_from(n).map_err(|_| Error::Limit(format!("{what}: more than 2^32")))?;
+        let count = u32::try_from(refs.len())
+            .map_err(|_| Error::Limit(format!("{what}: more than 2^32")))?;
         let mut arg = abi::map_grant_ref(domid, refs)?;
         let ptr = arg.as_mut_ptr::<IoctlGntdevMapGrantRef>()?;
         // SAFETY: `ptr` points at `IoctlGntdevMapGrantRef::size_for(n)` bytes,
@@ -266,6 +261,20 @@ impl GntdevDevice {
         let Some(index) = abi::map_grant_ref_index(&arg) else {
             return Err(Error::Limit(format!("{what}: no index in the result")));
         };
+        Ok((index, count))
+    }
+
+    /// MAP_GRANT_REF then mmap; the owner of the result undoes both.
+    fn map_with(&self, domid: DomId, refs: &[GrantRef], writable: bool) -> Result<GntdevMap> {
+        let dev = &self.dev;
+        let n = refs.len();
+        let access = if writable { "read-write" } else { "read-only" };
+        let what = format!("mapping {n} grants of domain {domid} {access}");
+        let len = n
+            .checked_mul(XEN_PAGE)
+            .and_then(NonZeroUsize::new)
+            .ok_or_else(|| Error::Limit(format!("{what}: nothing to map, or too much")))?;
+        let (index, count) = self.map_grant_ref(domid, refs, &what)?;
         let mut tries = 0;
         let mapping = loop {
             match Mapping::device(&dev.file, len, index, writable) {
@@ -333,7 +342,71 @@ fn map_refused(
     }
 }
 
+/// A grant mapped over a window slot: the slot goes back to the window
+/// (unmapping the grant), then the descriptor's index is freed.
+#[derive(Debug)]
+struct GntdevSlot {
+    slot: Option<Slot>,
+    dev: Arc<Dev>,
+    index: u64,
+}
+
+impl Drop for GntdevSlot {
+    fn drop(&mut self) {
+        drop(self.slot.take());
+        if let Err(e) = self.dev.unmap_grant_ref(self.index, 1) {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
 impl GrantMapper for GntdevDevice {
+    /// `IOCTL_GNTDEV_MAP_GRANT_REF` of the one grant, then `mmap(PROT_READ |
+    /// PROT_WRITE, MAP_SHARED | MAP_FIXED)` of its index over the window's
+    /// slot: gntdev maps a grant wherever its mapping is placed.
+    fn map_in(
+        &self,
+        window: &GrantWindow,
+        slot: usize,
+        domid: DomId,
+        gref: GrantRef,
+    ) -> Result<Region> {
+        let Some(slot) = window.take(slot) else {
+            return self.map(domid, &[gref]);
+        };
+        let dev = &self.dev;
+        let what = format!("mapping grant {gref} of domain {domid} read-write into a window");
+        let (index, _) = self.map_grant_ref(domid, &[gref], &what)?;
+        let mut tries = 0;
+        loop {
+            match Mapping::device_over(&dev.file, &slot, index) {
+                Ok(()) => break,
+                Err(Errno::EAGAIN) if tries < EAGAIN_RETRIES => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => {
+                    // The slot's reservation goes back before the index is freed.
+                    drop(slot);
+                    if let Err(e2) = dev.unmap_grant_ref(index, 1) {
+                        tracing::warn!("after a failed grant mmap: {e2}");
+                    }
+                    return Err(map_refused(dev, domid, &[gref], &what, index, e));
+                }
+            }
+        }
+        let ptr = slot.addr();
+        let owner = GntdevSlot {
+            slot: Some(slot),
+            dev: dev.clone(),
+            index,
+        };
+        // SAFETY: the slot's page is a read-write shared mapping of the grant
+        // (just made), page aligned, kept until `owner` gives the slot back;
+        // nothing else in this process refers to it.
+        Ok(unsafe { Region::from_raw(ptr, XEN_PAGE, Box::new(owner)) })
+    }
+
     /// `IOCTL_GNTDEV_MAP_GRANT_REF`, then `mmap(PROT_READ | PROT_WRITE,
     /// MAP_SHARED)` at the index. Dropping the region unmaps and frees the slot.
     fn map(&self, domid: DomId, refs: &[GrantRef]) -> Result<Region> {
