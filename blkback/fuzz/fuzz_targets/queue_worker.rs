@@ -224,7 +224,8 @@ fn serve(knobs: u8, req_prod: u32, entries: &[u8], bad: Option<u64>) -> Run {
             Box::new(page.clone()),
         )
     };
-    let ring = BackRing::attach_at(ring_mem, 0).unwrap();
+    let ring: BackRing<BlkifRequest, BlkifResponse, _> =
+        BackRing::attach_at(ring_mem, 0).unwrap();
     let grants = Grants {
         pages: (0..PAGES)
             .map(|p| Mutex::new(vec![p as u8; 4096]))
