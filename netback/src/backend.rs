@@ -185,11 +185,14 @@ pub fn serve<P: Platform, N: Network>(
             }) {
                 Ok(s) => break s,
                 Err(xenio_xenbus::Error::Timeout(..)) => {
-                    if store
-                        .read_opt(Tx::NONE, &format!("{backend_dir}/{}", keys::STATE))?
-                        .is_none()
-                    {
+                    if gone(store, backend_dir)? {
                         return Ok(Outcome::Removed);
+                    }
+                    // Detached before a frontend came (`online = 0`, and the
+                    // toolstack waiting for `Closed`).
+                    if offline(store, backend_dir)? {
+                        switch_unless_gone(&ep, XenbusState::Closed)?;
+                        return Ok(Outcome::Closed);
                     }
                 }
                 Err(e) => return Err(e.into()),
@@ -203,27 +206,51 @@ pub fn serve<P: Platform, N: Network>(
                     Error::Network(_) | Error::Host(_) | Error::Config(_) => EIO,
                     _ => EINVAL,
                 };
-                ep.fatal(errno, &e.to_string())?;
+                match ep.fatal(errno, &e.to_string()) {
+                    Ok(()) => {}
+                    Err(e) if e.is_gone() => return Ok(Outcome::Removed),
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         if shutdown.load(Ordering::Relaxed) {
             close_for_good(&mut ep, config)?;
             return Ok(Outcome::Shutdown);
         }
-        let now = ep.peer_state()?;
-        if now == XenbusState::Unknown {
+        if gone(store, backend_dir)? {
             return Ok(Outcome::Removed);
         }
-        if now != XenbusState::Initialising {
-            ep.switch(XenbusState::Closing, &[])?;
-            let _ = ep.wait_peer(config.timeout, |s| {
+        let now = ep.peer_state()?;
+        if now == XenbusState::Unknown {
+            // The frontend's directory is gone (`xl destroy` removes it
+            // first, then waits for the backend's Closed): say Closed.
+            switch_unless_gone(&ep, XenbusState::Closed)?;
+            return Ok(Outcome::Removed);
+        }
+        // The toolstack detaching (`online = 0` with `state = 5`, as `xl
+        // network-detach` and `xl destroy` write them): close, and do not
+        // offer the device again, as Linux's netback unregisters an offline
+        // device once it is Closed.
+        let detaching = offline(store, backend_dir)?;
+        if now != XenbusState::Initialising || detaching {
+            if !switch_unless_gone(&ep, XenbusState::Closing)? {
+                return Ok(Outcome::Removed);
+            }
+            let wait = if detaching {
+                config.close_timeout
+            } else {
+                config.timeout
+            };
+            let _ = ep.wait_peer(wait, |s| {
                 matches!(
                     s,
                     XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising
                 )
             });
-            ep.switch(XenbusState::Closed, &[])?;
-            if config.once {
+            if !switch_unless_gone(&ep, XenbusState::Closed)? {
+                return Ok(Outcome::Removed);
+            }
+            if config.once || detaching {
                 return Ok(Outcome::Closed);
             }
             loop {
@@ -236,7 +263,17 @@ pub fn serve<P: Platform, N: Network>(
                 }) {
                     Ok(XenbusState::Unknown) => return Ok(Outcome::Removed),
                     Ok(_) => break,
-                    Err(xenio_xenbus::Error::Timeout(..)) => continue,
+                    Err(xenio_xenbus::Error::Timeout(..)) => {
+                        if gone(store, backend_dir)? {
+                            return Ok(Outcome::Removed);
+                        }
+                        // Detached while closed: the toolstack wrote
+                        // `Closing` and waits for `Closed` again.
+                        if offline(store, backend_dir)? {
+                            switch_unless_gone(&ep, XenbusState::Closed)?;
+                            return Ok(Outcome::Closed);
+                        }
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -249,7 +286,12 @@ pub fn serve<P: Platform, N: Network>(
 /// reconnect), a frontend that is connected gets up to `close_timeout` to
 /// close, then Closed. The frontend sees a clean close, not a timeout.
 fn close_for_good<S: Store>(ep: &mut Endpoint<'_, S>, config: &BackendConfig) -> Result<()> {
-    ep.switch(XenbusState::Closing, &[(keys::ONLINE, keys::flag(false))])?;
+    match ep.switch(XenbusState::Closing, &[(keys::ONLINE, keys::flag(false))]) {
+        Ok(()) => {}
+        // Removed by the toolstack meanwhile: nothing to say.
+        Err(e) if e.is_gone() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
     let peer = ep.peer_state()?;
     if matches!(
         peer,
@@ -267,8 +309,74 @@ fn close_for_good<S: Store>(ep: &mut Endpoint<'_, S>, config: &BackendConfig) ->
             );
         }
     }
-    ep.switch(XenbusState::Closed, &[])?;
+    switch_unless_gone(ep, XenbusState::Closed)?;
     Ok(())
+}
+
+/// Whether the device's backend directory is gone (its `state` with it).
+fn gone<S: Store>(store: &S, backend_dir: &str) -> Result<bool> {
+    Ok(store
+        .read_opt(Tx::NONE, &format!("{backend_dir}/{}", keys::STATE))?
+        .is_none())
+}
+
+/// Whether the toolstack took the device offline (`online = 0`: detaching).
+/// A device without the node (one made by hand) is online.
+fn offline<S: Store>(store: &S, backend_dir: &str) -> Result<bool> {
+    Ok(store
+        .read_opt(Tx::NONE, &format!("{backend_dir}/{}", keys::ONLINE))?
+        .is_some_and(|v| v.trim() == "0"))
+}
+
+/// Switch, unless the toolstack removed the device (then `false`, nothing
+/// written).
+fn switch_unless_gone<S: Store>(ep: &Endpoint<'_, S>, state: XenbusState) -> Result<bool> {
+    match ep.switch(state, &[]) {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_gone() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// libxl writes `hotplug-status` empty into a vif's backend directory, and
+/// the vif's hotplug script writes `connected` once the interface is plugged
+/// in (bridged, routed): as Linux's netback does, say Connected only then.
+/// A directory without the node (a device made by hand, `--create-device`)
+/// does not wait. `Ok(false)`: the frontend left, or stop, while waiting.
+fn wait_hotplug<S: Store>(
+    ep: &mut Endpoint<'_, S>,
+    stop: &AtomicBool,
+    shutdown: &AtomicBool,
+) -> Result<bool> {
+    let mut told = false;
+    loop {
+        match ep.own_key(netif::HOTPLUG_STATUS)?.as_deref().map(str::trim) {
+            None | Some("connected") => return Ok(true),
+            Some("error") => {
+                return Err(Error::Config(format!(
+                    "{} is error: the hotplug script failed",
+                    ep.own_path(netif::HOTPLUG_STATUS)
+                )));
+            }
+            Some(_) => {}
+        }
+        if !told {
+            tracing::info!(
+                "{}: waiting for the hotplug script ({} = connected)",
+                ep.dir(),
+                netif::HOTPLUG_STATUS
+            );
+            told = true;
+        }
+        if stop.load(Ordering::Relaxed) || shutdown.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        match ep.wait_peer(Duration::from_millis(100), peer_leaving) {
+            Ok(_) => return Ok(false),
+            Err(xenio_xenbus::Error::Timeout(..)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn connect<P: Platform, N: Network>(
@@ -415,6 +523,9 @@ fn connect<P: Platform, N: Network>(
             );
         }
         let result = (|| -> Result<()> {
+            if !wait_hotplug(ep, &stop, shutdown)? {
+                return Ok(());
+            }
             ep.switch(XenbusState::Connected, &[])?;
             tracing::info!(
                 "{}: connected: {nqueues} queue(s), sg {sg}, split event channels {}, mtu {mtu}, \
@@ -430,6 +541,12 @@ fn connect<P: Platform, N: Network>(
                 match ep.wait_peer(Duration::from_millis(200), peer_leaving) {
                     Ok(s) => {
                         tracing::info!("{}: frontend went to {s:?}", ep.dir());
+                        return Ok(());
+                    }
+                    // The toolstack detaching: a frontend that does not
+                    // follow gets `close_timeout`, not the toolstack's patience.
+                    Err(xenio_xenbus::Error::Timeout(..)) if offline(ep.store(), ep.dir())? => {
+                        tracing::info!("{}: taken offline by the toolstack", ep.dir());
                         return Ok(());
                     }
                     Err(xenio_xenbus::Error::Timeout(..)) => {}

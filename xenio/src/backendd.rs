@@ -1,8 +1,9 @@
-//! `xenio backendd`: serve every disk a toolstack puts under
-//! `/local/domain/<self>/backend/<class>/`, in one process.
+//! `xenio backendd`: serve every disk (and, with `--class vif`, every vif) a
+//! toolstack puts under `/local/domain/<self>/backend/<class>/`, in one
+//! process.
 //!
-//! The store is watched (`backend/<class>` and `@releaseDomain`) and read
-//! again every second whatever the watches say. Each device directory that
+//! The store is watched (`backend` and `@releaseDomain`) and read again every
+//! second whatever the watches say. The vifs: [`crate::backendd_vif`]. Each device directory that
 //! appears with a `state` node gets a thread of its own that reads the nodes
 //! the toolstack wrote (`params`, `mode`, `device-type`, `removable`,
 //! `discard-enable`), opens the storage ([`open_storage`], the one place
@@ -13,6 +14,7 @@
 //! block-detach`) or its frontend domain gone (`@releaseDomain`) ends that
 //! device; the directory reappearing later is a new device.
 
+use crate::backendd_vif::{VIF_CLASS, VifArgs, serve_vif};
 use crate::error::{Context, Error, Result};
 use clap::Args;
 use std::collections::HashMap;
@@ -36,15 +38,28 @@ use xenio_xenstore::Client;
 /// Options of `xenio backendd`.
 #[derive(Args, Debug)]
 pub struct BackenddArgs {
-    /// The backend class to serve: the devices under
-    /// /local/domain/<self>/backend/<CLASS>/<frontend>/<devid>. `vbd` is what
-    /// libxl writes for backendtype=phy (then Linux's xen-blkback must not be
-    /// loaded in this domain: it claims every backend/vbd device); `qdisk` is
-    /// what it writes for backendtype=qdisk (see the README for when libxl
-    /// starts a QEMU of its own for those); any other name is a class of
-    /// xenio's own.
-    #[arg(long, value_name = "CLASS", default_value = "vbd")]
-    class: String,
+    /// The backend classes to serve, comma-separated or repeated: the devices
+    /// under /local/domain/<self>/backend/<CLASS>/<frontend>/<devid>. `vbd`
+    /// is what libxl writes for disks with backendtype=phy (then Linux's
+    /// xen-blkback must not be loaded in this domain: it claims every
+    /// backend/vbd device); `qdisk` is what it writes for backendtype=qdisk
+    /// (see the README for when libxl starts a QEMU of its own for those);
+    /// `vif` is the network class (then Linux's xen-netback must not be
+    /// loaded: it claims every backend/vif device): each vif gets a TAP
+    /// device named by its `vifname` node, else vif<domid>.<devid>, which
+    /// the hotplug script tools/hotplug/vif-xenio plugs into the `bridge`
+    /// node's bridge (the --vif-* options); any other name is a disk class
+    /// of xenio's own.
+    #[arg(
+        long,
+        value_name = "CLASS[,CLASS...]",
+        default_value = "vbd",
+        value_delimiter = ','
+    )]
+    class: Vec<String>,
+
+    #[command(flatten)]
+    vif: VifArgs,
 
     /// Platform: local (processes on this host), xen, or auto (xen if /dev/xen is there).
     #[arg(long, value_name = "KIND", default_value = "auto")]
@@ -114,12 +129,14 @@ pub struct BackenddArgs {
 
 /// Run `xenio backendd`.
 pub fn run(a: BackenddArgs) -> Result<()> {
-    if a.class.is_empty() || a.class.contains(['/', '@']) || a.class.contains("..") {
-        return Err(Error::Usage(format!(
-            "--class {:?}: not a store path component",
-            a.class
-        )));
+    for class in &a.class {
+        if class.is_empty() || class.contains(['/', '@']) || class.contains("..") {
+            return Err(Error::Usage(format!(
+                "--class {class:?}: not a store path component"
+            )));
+        }
     }
+    a.vif.check()?;
     let direct = match a.direct.as_str() {
         "auto" => Direct::Auto,
         "on" => Direct::On,
@@ -169,15 +186,24 @@ impl<'a> Daemon<'a> {
 
     fn run<P: Platform<Store = Client>>(&self, p: &P, stop: &AtomicBool) -> Result<()> {
         let store = p.store();
-        let base = format!("/local/domain/{}/backend/{}", p.domid(), self.args.class);
-        let mut class_watch = store.watch(&base, "class")?;
+        let backend = format!("/local/domain/{}/backend", p.domid());
+        let mut classes: Vec<&str> = Vec::new();
+        for c in &self.args.class {
+            if !classes.contains(&c.as_str()) {
+                classes.push(c);
+            }
+        }
+        // One watch for every class: it fires for anything below.
+        let mut class_watch = store.watch(&backend, "class")?;
         let mut release_watch = store.watch("@releaseDomain", "release")?;
-        println!("serving the devices under {base}");
-        tracing::info!("serving the devices under {base}");
+        for c in &classes {
+            println!("serving the devices under {backend}/{c}");
+            tracing::info!("serving the devices under {backend}/{c}");
+        }
         std::thread::scope(|s| -> Result<()> {
             let mut devices: HashMap<String, Device<'_>> = HashMap::new();
             while !stop.load(Ordering::Relaxed) {
-                self.rescan(s, p, &base, &mut devices)?;
+                self.rescan(s, p, &backend, &classes, &mut devices)?;
                 if release_watch.next_event(Some(Duration::ZERO))?.is_some() {
                     while release_watch.next_event(Some(Duration::ZERO))?.is_some() {}
                     for (dir, d) in &devices {
@@ -217,23 +243,27 @@ impl<'a> Daemon<'a> {
         &'env self,
         s: &'scope std::thread::Scope<'scope, 'env>,
         p: &'env P,
-        base: &str,
+        backend: &str,
+        classes: &[&str],
         devices: &mut HashMap<String, Device<'scope>>,
     ) -> Result<()> {
         let store = p.store();
         let mut present = Vec::new();
-        for fe in list(store, base)? {
-            let Ok(frontend) = fe.parse::<u16>() else {
-                continue;
-            };
-            for devid in list(store, &format!("{base}/{fe}"))? {
-                let dir = format!("{base}/{fe}/{devid}");
-                // libxl writes a device in one transaction: with `state`, whole.
-                if store
-                    .read_opt(Tx::NONE, &format!("{dir}/{}", keys::STATE))?
-                    .is_some()
-                {
-                    present.push((dir, DomId(frontend)));
+        for class in classes {
+            let base = format!("{backend}/{class}");
+            for fe in list(store, &base)? {
+                let Ok(frontend) = fe.parse::<u16>() else {
+                    continue;
+                };
+                for devid in list(store, &format!("{base}/{fe}"))? {
+                    let dir = format!("{base}/{fe}/{devid}");
+                    // libxl writes a device in one transaction: with `state`, whole.
+                    if store
+                        .read_opt(Tx::NONE, &format!("{dir}/{}", keys::STATE))?
+                        .is_some()
+                    {
+                        present.push((dir, DomId(frontend), *class == VIF_CLASS));
+                    }
                 }
             }
         }
@@ -252,19 +282,23 @@ impl<'a> Daemon<'a> {
             }
             !again
         });
-        for (dir, frontend) in &present {
+        for (dir, frontend, vif) in &present {
             if devices.contains_key(dir) {
                 continue;
             }
             tracing::info!("{dir}: new device");
             let stop = Arc::new(AtomicBool::new(false));
-            let (d, st) = (dir.clone(), stop.clone());
+            let (d, st, vif) = (dir.clone(), stop.clone(), *vif);
             let thread = std::thread::Builder::new()
                 .name(format!(
-                    "dev-{}",
+                    "{}-{}",
+                    if vif { "vif" } else { "dev" },
                     dir.rsplit('/').take(2).collect::<Vec<_>>().join("-")
                 ))
-                .spawn_scoped(s, move || self.device(p, &d, &st))
+                .spawn_scoped(s, move || match vif {
+                    true => self.vif_device(p, &d, &st),
+                    false => self.device(p, &d, &st),
+                })
                 .context("starting a device thread")?;
             devices.insert(
                 dir.clone(),
@@ -277,7 +311,7 @@ impl<'a> Daemon<'a> {
         }
         let gone: Vec<String> = devices
             .keys()
-            .filter(|k| !present.iter().any(|(d, _)| d == *k))
+            .filter(|k| !present.iter().any(|(d, _, _)| d == *k))
             .cloned()
             .collect();
         for dir in gone {
@@ -309,6 +343,19 @@ impl<'a> Daemon<'a> {
         let r = self.serve_device(p, dir, stop, &counters);
         match r {
             Ok(outcome) => tracing::info!("{dir}: {outcome:?}: {counters}"),
+            Err(e) => {
+                tracing::warn!("{dir}: {e}");
+                refuse(p.store(), dir, &e.to_string());
+            }
+        }
+    }
+
+    /// Serve one vif until it ends; every failure stays on this device.
+    fn vif_device<P: Platform<Store = Client>>(&self, p: &P, dir: &str, stop: &AtomicBool) {
+        let counters = xenio_netback::Counters::default();
+        let timeout = Duration::from_secs(self.args.close_timeout);
+        match serve_vif(p, dir, &self.args.vif, timeout, &counters, stop) {
+            Ok(outcome) => tracing::info!("{dir}: {outcome:?}: {}", counters.summary()),
             Err(e) => {
                 tracing::warn!("{dir}: {e}");
                 refuse(p.store(), dir, &e.to_string());

@@ -62,8 +62,8 @@ enum Command {
     /// --once is given; a frontend that reinitialises is served again.
     #[command(verbatim_doc_comment)]
     Blkback(blkback::BlkbackArgs),
-    /// Serve every disk the toolstack creates: a backend daemon for a Xen
-    /// host's (or a local platform's) backend class.
+    /// Serve every disk (and vif) the toolstack creates: a backend daemon for
+    /// a Xen host's (or a local platform's) backend classes.
     ///
     /// It watches /local/domain/<self>/backend/<CLASS>/ and serves each device
     /// directory that appears there (libxl writes one per disk: `xl create`,
@@ -91,8 +91,22 @@ enum Command {
     ///   install -m 755 tools/hotplug/block-xenio /etc/xen/scripts/
     ///   rmmod xen-blkback; xenio backendd --platform xen &
     ///   xl block-attach <dom> 'vdev=xvdb,access=rw,backendtype=phy,script=block-xenio,target=/srv/b.img'
-    /// SIGINT/SIGTERM close every device (or, with --keep-on-exit, leave them
-    /// for the next daemon). Log: RUST_LOG (info shows devices coming and going).
+    ///
+    /// With --class vbd,vif it serves vifs too (Linux's xen-netback not
+    /// loaded: it claims every backend/vif device): each gets a TAP device,
+    /// named by the vif's `vifname` node, else vif<domid>.<devid>, created for
+    /// the device and gone with it, served as `xenio netback` serves one (the
+    /// --vif-* options); `mac`, `mtu` and `type` are checked, `rate` is
+    /// refused. The hotplug script plugs the TAP into the `bridge` node's
+    /// bridge and writes hotplug-status = connected, which the device waits
+    /// for before it says Connected (as Linux's netback does):
+    ///   install -m 755 tools/hotplug/vif-xenio /etc/xen/scripts/
+    ///   rmmod xen-netback; xenio backendd --platform xen --class vbd,vif &
+    ///   xl network-attach <dom> 'bridge=xenbr0,script=vif-xenio'
+    /// (or vif = ['bridge=xenbr0,script=vif-xenio'] in the domain's config).
+    /// SIGINT/SIGTERM close every device (or, with --keep-on-exit, leave the
+    /// disks for the next daemon; vifs are always closed). Log: RUST_LOG (info
+    /// shows devices coming and going).
     #[command(verbatim_doc_comment)]
     Backendd(backendd::BackenddArgs),
     /// Serve a virtual network interface to a netif frontend (netback), with the
@@ -135,6 +149,7 @@ enum Command {
 }
 
 mod backendd;
+mod backendd_vif;
 mod blkback;
 mod blkfront;
 mod error;

@@ -265,6 +265,13 @@ pub mod netif {
     pub const TYPE: &str = "type";
     /// `handle`: the device id; written by `libxl`.
     pub const HANDLE: &str = "handle";
+    /// `vifname`: the name the backend's interface is to have (absent:
+    /// `vif<domid>.<devid>`); written by `libxl` for `vifname=` in the vif spec.
+    pub const VIFNAME: &str = "vifname";
+    /// `hotplug-status`: written empty by `libxl` in a vif's backend
+    /// directory, `connected` by the hotplug script once the interface is
+    /// plugged in (bridged, routed); Linux's netback says Connected only then.
+    pub const HOTPLUG_STATUS: &str = "hotplug-status";
 }
 
 #[cfg(test)]
