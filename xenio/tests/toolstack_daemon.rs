@@ -513,6 +513,18 @@ fn backendd_help_explains_every_knob() {
         "block-xenio",
         "discard-enable",
         "@releaseDomain",
+        "vif-xenio",
+        "vifname",
+        "hotplug-status",
+        "--vif-max-queues",
+        "--vif-mtu",
+        "--vif-no-sg",
+        "--vif-no-split-event-channels",
+        "--vif-no-offloads",
+        "--vif-batch",
+        "--vif-rx-queue",
+        "--vif-rx-drain-ms",
+        "--vif-poll-us",
     ] {
         assert!(
             help.contains(knob),
