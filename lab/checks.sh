@@ -668,6 +668,75 @@ c_net_compare() {
   echo "SUMMARY kernel xen-netfront over xenio netback vs kernel xen-netback, $NET_R interleaved rounds x ${NET_S}s per iperf3 test; 4 MiB TCP each way verified on both"
 }
 
+# Issue 17: xenio as the host's network backend, the toolstack deciding. xen-netback and
+# xen-blkback unloaded, vif-xenio and block-xenio installed as the README says, one `xenio
+# backendd --class vbd,vif`; `xl network-attach 0 'bridge=xbr0,script=vif-xenio,mac=...'` (libxl
+# writes the nodes and runs the script, which plugs the daemon's TAP vif0.N into the bridge
+# xbr0 the check makes, 192.0.2.1/24); dom0's kernel xen-netfront interface goes into a network
+# namespace: ping and 4 MiB over TCP each way to the bridge's address, compared; `xl
+# network-detach` leaves backend/vif/0 empty and no TAP; three attach/detach cycles while a disk
+# of the same daemon (xl block-attach, script=block-xenio) is written; the daemon exits 0 on
+# SIGTERM.
+VX_MAC=00:16:3e:00:00:0c VX_DEV=5
+c_vif_xl() {
+  [ -f /lab/vif-xenio ] || die "no vif-xenio in the payload (lab/run.sh copies it)"
+  [ -f /lab/block-xenio ] || die "no block-xenio in the payload (lab/run.sh copies it)"
+  netback_unload
+  blkfront_load 0 2 32 0
+  for i in $(seq 1 50); do grep -q '^xen_blkback ' /proc/modules || break; rmmod xen-blkback 2>/dev/null; sleep 0.2; done
+  grep -q '^xen_blkback ' /proc/modules && die "cannot unload xen-blkback"
+  modprobe tun || die "modprobe tun"
+  modprobe bridge 2>/dev/null
+  modprobe xen-netfront || die "modprobe xen-netfront"
+  install -m 755 /lab/vif-xenio /etc/xen/scripts/vif-xenio
+  install -m 755 /lab/block-xenio /etc/xen/scripts/block-xenio
+  ip link add xbr0 type bridge && ip addr add 192.0.2.1/24 dev xbr0 && ip link set xbr0 up || die "bridge xbr0"
+  ip netns add gv && ip -n gv link set lo up || die "netns gv"
+  RUST_LOG=info setsid "$X" backendd --platform xen --class vbd,vif >>/tmp/bb-vifd.log 2>&1 </dev/null &
+  echo $! > /tmp/bb-vifd.pid
+  sleep 1; kill -0 "$(cat /tmp/bb-vifd.pid)" 2>/dev/null || { cat /tmp/bb-vifd.log; die "xenio backendd exited"; }
+  expect_eq backendd-pids "$(pgrep -c -f 'xenio backendd')" 1
+  # the disk, written while the vif comes and goes
+  truncate -s 32M /tmp/vx-disk.img
+  timeout 60 setsid -w xl block-attach 0 "vdev=xvdb,access=rw,backendtype=phy,script=block-xenio,target=/tmp/vx-disk.img" </dev/null \
+    || { tail -20 /tmp/bb-vifd.log; die "xl block-attach xvdb failed"; }
+  wait_dev xvdb
+  head -c 24M /dev/urandom > /tmp/vx-disk.bin
+  ( for r in 1 2 3; do dd if=/tmp/vx-disk.bin of=/dev/xvdb bs=1M oflag=direct 2>/dev/null || exit 1; done ) & local bg=$!
+  local r IF tap=vif0.$VX_DEV
+  for r in 1 2 3; do
+    timeout 60 setsid -w xl network-attach 0 "bridge=xbr0,script=vif-xenio,mac=$VX_MAC,devid=$VX_DEV" </dev/null >/tmp/vx-na.log 2>&1 \
+      || { tail -15 /tmp/vx-na.log; tail -20 /tmp/bb-vifd.log; xenstore-ls -f /local/domain/0/backend/vif; die "xl network-attach (round $r)"; }
+    [ -e /sys/class/net/$tap ] || die "no TAP $tap after xl network-attach: $(ls /sys/class/net | tr '\n' ' ')"
+    ip -o link show $tap | grep -q 'master xbr0' || die "$tap not in xbr0: $(ip -o link show $tap)"
+    expect_eq hotplug-status "$(xenstore-read /local/domain/0/backend/vif/0/$VX_DEV/hotplug-status 2>/dev/null)" connected
+    for i in $(seq 1 150); do [ "$(xenstore-read /local/domain/0/backend/vif/0/$VX_DEV/state 2>/dev/null)" = 4 ] && break; sleep 0.2; done
+    expect_eq backend-state "$(xenstore-read /local/domain/0/backend/vif/0/$VX_DEV/state 2>/dev/null)" 4
+    guest_up gv $VX_MAC 192.0.2.2/24
+    for i in $(seq 1 50); do ip netns exec gv busybox ping -c 1 -W 2 192.0.2.1 >/dev/null 2>&1 && break; sleep 0.2; done
+    ip netns exec gv busybox ping -c 3 -W 5 192.0.2.1 > /tmp/ping.log 2>&1 || { cat /tmp/ping.log; tail -20 /tmp/bb-vifd.log; die "ping over the vif (round $r)"; }
+    net_verify gv 192.0.2.2 192.0.2.1
+    info "vif-xl round $r: frontend $IF in gv, TAP $tap in xbr0, $(grep -E 'packets transmitted' /tmp/ping.log), 4 MiB TCP each way byte-equal"
+    timeout 60 setsid -w xl network-detach 0 $VX_DEV </dev/null || { tail -20 /tmp/bb-vifd.log; die "xl network-detach (round $r)"; }
+    if_gone gv $VX_MAC $VX_DEV
+    for i in $(seq 1 50); do [ -e /sys/class/net/$tap ] || break; sleep 0.2; done
+    [ -e /sys/class/net/$tap ] && die "TAP $tap left after xl network-detach (round $r)"
+    [ -z "$(xenstore-list /local/domain/0/backend/vif/0 2>/dev/null)" ] || die "backend/vif/0 not empty: $(xenstore-list /local/domain/0/backend/vif/0)"
+    [ -z "$(xenstore-list /local/domain/0/error/backend/vif 2>/dev/null)" ] || die "an error node left: $(xenstore-ls -f /local/domain/0/error)"
+  done
+  wait $bg || die "writing xvdb while the vif came and went"
+  cmp -n $((24 << 20)) /tmp/vx-disk.bin /dev/xvdb || die "xvdb differs from what was written"
+  timeout 60 setsid -w xl block-detach 0 xvdb </dev/null || { tail -20 /tmp/bb-vifd.log; die "xl block-detach xvdb"; }
+  [ -z "$(xenstore-list /local/domain/0/backend/vbd/0 2>/dev/null)" ] || die "backend/vbd/0 not empty"
+  info "vifs: $(grep -a -E 'backend/vif/0/[0-9]+: (Closed|Removed|Shutdown):' /tmp/bb-vifd.log | tail -1 | cut -c1-300)"
+  local pid; pid=$(cat /tmp/bb-vifd.pid); kill -TERM "$pid"
+  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$pid" 2>/dev/null && { tail -20 /tmp/bb-vifd.log; die "xenio backendd still running 20 s after SIGTERM"; }
+  wait "$pid"; local rc=$?; rm -f /tmp/bb-vifd.pid
+  [ $rc = 0 ] || { tail -20 /tmp/bb-vifd.log; die "xenio backendd exited with $rc"; }
+  echo "SUMMARY xl network-attach/detach with script=vif-xenio: one xenio backendd serving a vif (TAP in a bridge) and a disk; kernel netfront ping + 4 MiB TCP each way verified, 3 attach/detach cycles beside disk writes, nothing left, clean exit"
+}
+
 # ---- record-toolstack: what libxl writes to the store for disks (not in the default set)
 # xenstored traces every request (xenstore-control logfile/log off) into one file per step under
 # /tmp/outbox/recordings (the outbox: run.sh unpacks it into $LAB/outbox, and
@@ -804,9 +873,9 @@ SH
 }
 
 # net-xfront runs first: dom0's xen-netfront, once loaded by net-kfront, cannot be unloaded again.
-ALL="bb-o0 bb-o4 example-blk backendd-xl bb-fs qcow2-fs compare xfront-kback xfront-xback domu-xenio net-xfront net-kfront net-compare"
+ALL="bb-o0 bb-o4 example-blk backendd-xl bb-fs qcow2-fs compare xfront-kback xfront-xback domu-xenio net-xfront net-kfront net-compare vif-xl"
 # Generous: TCG on a busy 2-vCPU host is slow (bb-o4 takes 50-60 s when the host is loaded).
-timeout_of() { case $1 in compare) echo $(( 240 + 300 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|bb-fs|qcow2-fs|bb-o4) echo 240;; backendd-xl) echo 300;; net-kfront|net-xfront) echo 180;; net-compare) echo $(( 150 + 120 * ${NET_ROUNDS:-3} ));; record-toolstack) echo 600;; *) echo 150;; esac; }
+timeout_of() { case $1 in compare) echo $(( 240 + 300 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|bb-fs|qcow2-fs|bb-o4) echo 240;; backendd-xl|vif-xl) echo 300;; net-kfront|net-xfront) echo 180;; net-compare) echo $(( 150 + 120 * ${NET_ROUNDS:-3} ));; record-toolstack) echo 600;; *) echo 150;; esac; }
 
 # Whatever a check left behind (it failed or timed out half-way): a mounted file system,
 # backends (SIGTERM first: that detaches the kernel's frontend cleanly), store nodes, domUs.
@@ -843,6 +912,7 @@ cleanup_after_check() {
   rec_restore_userdata
   grep -q '^xen_blkback ' /proc/modules || modprobe xen-blkback 2>/dev/null
   ip netns del guest 2>/dev/null; ip netns del gx 2>/dev/null; ip netns del gk 2>/dev/null; ip link del xtap0 2>/dev/null
+  ip netns del gv 2>/dev/null; ip link del xbr0 2>/dev/null
   [ -s /tmp/iperf3.pid ] && kill "$(cat /tmp/iperf3.pid)" 2>/dev/null; rm -f /tmp/iperf3.pid
 }
 
