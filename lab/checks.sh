@@ -686,7 +686,7 @@ c_vif_xl() {
   for i in $(seq 1 50); do grep -q '^xen_blkback ' /proc/modules || break; rmmod xen-blkback 2>/dev/null; sleep 0.2; done
   grep -q '^xen_blkback ' /proc/modules && die "cannot unload xen-blkback"
   modprobe tun || die "modprobe tun"
-  modprobe bridge 2>/dev/null
+  modprobe bridge || die "modprobe bridge"
   modprobe xen-netfront || die "modprobe xen-netfront"
   install -m 755 /lab/vif-xenio /etc/xen/scripts/vif-xenio
   install -m 755 /lab/block-xenio /etc/xen/scripts/block-xenio

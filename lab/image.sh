@@ -43,9 +43,11 @@ M="$R/lib/modules/$KV"; rm -rf "$M"; mkdir -p "$M/kernel/drivers/net"
 cp -a "$LAB/k/lib/modules/$KV/kernel/drivers/xen" "$LAB/k/lib/modules/$KV/kernel/drivers/block" \
       "$LAB/k/lib/modules/$KV/kernel/drivers/virtio" "$M/kernel/drivers/"
 cp -a "$LAB/k/lib/modules/$KV/kernel/drivers/net/xen-netback" "$LAB/k/lib/modules/$KV/kernel/drivers/net/xen-netfront.ko" "$M/kernel/drivers/net/"
-# ext4 (mkfs/mount/fsck checks) with what it needs, and tun (TAP devices for net backends).
+# ext4 (mkfs/mount/fsck checks) with what it needs, tun (TAP devices for net backends) and the
+# bridge with what it needs (check vif-xl plugs the vif's TAP into one).
 K="$LAB/k/lib/modules/$KV/kernel"
-for f in fs/ext4/ext4.ko fs/jbd2/jbd2.ko fs/mbcache.ko lib/crc16.ko crypto/crc32c_generic.ko drivers/net/tun.ko; do
+for f in fs/ext4/ext4.ko fs/jbd2/jbd2.ko fs/mbcache.ko lib/crc16.ko crypto/crc32c_generic.ko drivers/net/tun.ko \
+         net/bridge/bridge.ko net/802/stp.ko net/llc/llc.ko; do
   mkdir -p "$M/kernel/$(dirname "$f")"; cp -a "$K/$f" "$M/kernel/$f"
 done
 cp "$LAB/k/lib/modules/$KV"/modules.{order,builtin,builtin.modinfo} "$M/" 2>/dev/null || true
