@@ -670,7 +670,7 @@ c_net_compare() {
 
 # Issue 17: xenio as the host's network backend, the toolstack deciding. xen-netback and
 # xen-blkback unloaded, vif-xenio and block-xenio installed as the README says, one `xenio
-# backendd --class vbd,vif`; `xl network-attach 0 'bridge=xbr0,script=vif-xenio,mac=...'` (libxl
+# backendd --class vbd,vif`; `xl network-attach 0 bridge=xbr0 script=vif-xenio mac=...` (libxl
 # writes the nodes and runs the script, which plugs the daemon's TAP vif0.N into the bridge
 # xbr0 the check makes, 192.0.2.1/24); dom0's kernel xen-netfront interface goes into a network
 # namespace: ping and 4 MiB over TCP each way to the bridge's address, compared; `xl
@@ -705,7 +705,7 @@ c_vif_xl() {
   ( for r in 1 2 3; do dd if=/tmp/vx-disk.bin of=/dev/xvdb bs=1M oflag=direct 2>/dev/null || exit 1; done ) & local bg=$!
   local r IF tap=vif0.$VX_DEV
   for r in 1 2 3; do
-    timeout 60 setsid -w xl network-attach 0 "bridge=xbr0,script=vif-xenio,mac=$VX_MAC,devid=$VX_DEV" </dev/null >/tmp/vx-na.log 2>&1 \
+    timeout 60 setsid -w xl network-attach 0 bridge=xbr0 script=vif-xenio mac=$VX_MAC devid=$VX_DEV </dev/null >/tmp/vx-na.log 2>&1 \
       || { tail -15 /tmp/vx-na.log; tail -20 /tmp/bb-vifd.log; xenstore-ls -f /local/domain/0/backend/vif; die "xl network-attach (round $r)"; }
     [ -e /sys/class/net/$tap ] || die "no TAP $tap after xl network-attach: $(ls /sys/class/net | tr '\n' ' ')"
     ip -o link show $tap | grep -q 'master xbr0' || die "$tap not in xbr0: $(ip -o link show $tap)"

@@ -102,7 +102,7 @@ enum Command {
     /// for before it says Connected (as Linux's netback does):
     ///   install -m 755 tools/hotplug/vif-xenio /etc/xen/scripts/
     ///   rmmod xen-netback; xenio backendd --platform xen --class vbd,vif &
-    ///   xl network-attach <dom> 'bridge=xenbr0,script=vif-xenio'
+    ///   xl network-attach <dom> bridge=xenbr0 script=vif-xenio
     /// (or vif = ['bridge=xenbr0,script=vif-xenio'] in the domain's config).
     /// SIGINT/SIGTERM close every device (or, with --keep-on-exit, leave the
     /// disks for the next daemon; vifs are always closed). Log: RUST_LOG (info
