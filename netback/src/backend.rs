@@ -7,7 +7,7 @@ use crate::packet::Offloads;
 use crate::queue::{Counters, QueueConfig, QueueRings, QueueWorker};
 use crate::tx::{ETH_HLEN, TxLimits};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use xenio_ring::BackRing;
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{GrantRef, Port};
@@ -241,14 +241,12 @@ pub fn serve<P: Platform, N: Network>(
             } else {
                 config.timeout
             };
-            let _ = ep.wait_peer(wait, |s| {
-                matches!(
-                    s,
-                    XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising
-                )
-            });
+            let detaching = wait_frontend_closed(&mut ep, wait, shutdown)? || detaching;
             if !switch_unless_gone(&ep, XenbusState::Closed)? {
                 return Ok(Outcome::Removed);
+            }
+            if shutdown.load(Ordering::Relaxed) {
+                return Ok(Outcome::Shutdown);
             }
             if config.once || detaching {
                 return Ok(Outcome::Closed);
@@ -311,6 +309,40 @@ fn close_for_good<S: Store>(ep: &mut Endpoint<'_, S>, config: &BackendConfig) ->
     }
     switch_unless_gone(ep, XenbusState::Closed)?;
     Ok(())
+}
+
+/// Wait up to `timeout` for the frontend to close (Closed, gone, or back at
+/// Initialising). A toolstack taking the device offline or removing it, or
+/// `shutdown`, ends the wait at once: a frontend that does not close must not
+/// keep the toolstack's detach (libxl waits 10 s for Closed) waiting.
+/// Whether the device is offline now.
+fn wait_frontend_closed<S: Store>(
+    ep: &mut Endpoint<'_, S>,
+    timeout: Duration,
+    shutdown: &AtomicBool,
+) -> Result<bool> {
+    let t = Instant::now();
+    let (store, dir) = (ep.store(), ep.dir().to_string());
+    let was_offline = offline(store, &dir)?;
+    loop {
+        match ep.wait_peer(Duration::from_millis(200), |s| {
+            matches!(
+                s,
+                XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising
+            )
+        }) {
+            Ok(_) => break,
+            Err(xenio_xenbus::Error::Timeout(..)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if t.elapsed() >= timeout || shutdown.load(Ordering::Relaxed) || gone(store, &dir)? {
+            break;
+        }
+        if !was_offline && offline(store, &dir)? {
+            break;
+        }
+    }
+    Ok(offline(store, &dir)?)
 }
 
 /// Whether the device's backend directory is gone (its `state` with it).

@@ -14,7 +14,9 @@
 //! plugged into the bridge by the script; a real netfront (`xenio netfront`,
 //! its own process) pings the bridge's address through it, every reply's
 //! payload compared, twice (a second connection); a vif with a nonsense
-//! `mac` fails alone (error node, Closing, no TAP, the script fails) while a
+//! `mac` fails alone (error node, Closing, no TAP, the script fails), and so
+//! does one whose frontend asks for what is not served and never closes
+//! (its detach still within libxl's 10 s), while a
 //! disk of the same daemon does verified I/O throughout; a vif whose domain
 //! dies closes; detach leaves no TAP, no store node, and the daemon's
 //! threads and descriptors back where they started. Needs root (network
@@ -450,10 +452,50 @@ fn backendd_serves_toolstack_vifs_beside_a_disk() {
     // A real netfront (its own process) pings the bridge through it; then
     // another connection.
     assert!(ping_from(&w, 1, 0, 5), "ping over the vif");
+
+    // A hostile frontend on vif 1/2: it asks for page flipping
+    // (request-rx-copy 0), which no backend does any more, and it never
+    // closes. That device alone is disconnected, the reason in its error
+    // node; the detach still ends within libxl's wait.
+    assert_eq!(
+        ts.attach_vif(1, 2, "00:16:3e:00:01:02", &[]),
+        XenbusState::InitWait
+    );
+    assert!(ts.hotplug("vif", "online", 1, 2));
+    let dom1 = w.platform(1);
+    let f12 = Toolstack::frontend("vif", 1, 2);
+    for (k, v) in [
+        ("tx-ring-ref", "4000"),
+        ("rx-ring-ref", "4001"),
+        ("event-channel", "7"),
+        ("request-rx-copy", "0"),
+        ("feature-rx-notify", "1"),
+        ("state", "4"),
+    ] {
+        dom1.store()
+            .write(Tx::NONE, &format!("{f12}/{k}"), v.as_bytes())
+            .unwrap();
+    }
+    let err12 = "/local/domain/0/error/backend/vif/1/2/error";
+    eventually(
+        Duration::from_secs(10),
+        "the hostile vif's error node",
+        || s.read_opt(Tx::NONE, err12).unwrap().is_some(),
+    );
+    let msg = s.read_string(Tx::NONE, err12).unwrap();
+    assert!(msg.contains("request-rx-copy"), "{msg}");
+    assert_eq!(
+        state_of(s, &format!("{}/state", Toolstack::backend("vif", 1, 2))),
+        XenbusState::Closing
+    );
     assert!(
         ping_from(&w, 1, 0, 3),
         "ping over the vif, second connection"
     );
+    ts.detach("vif", 1, 2);
+    eventually(Duration::from_secs(10), "the TAP vif1.2 gone", || {
+        !ts.links().contains(&"vif1.2".to_string())
+    });
     io.wait_progress("the disk's I/O beside the vif");
 
     // A vif of domain 3 named by `vifname`, its frontend connecting before
