@@ -342,7 +342,7 @@ fn wait_frontend_closed<S: Store>(
             break;
         }
     }
-    Ok(offline(store, &dir)?)
+    offline(store, &dir)
 }
 
 /// Whether the device's backend directory is gone (its `state` with it).
