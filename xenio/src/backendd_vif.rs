@@ -22,6 +22,10 @@ use xenio_xenbus::{Store, Tx};
 /// The backend class of network devices (what libxl writes for a vif).
 pub const VIF_CLASS: &str = "vif";
 
+/// The longest a vif waits for its frontend to close (`--close-timeout` may
+/// say less).
+const VIF_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Options of the vif devices (`--class vif`): as `xenio netback`'s.
 #[derive(Args, Debug, Clone)]
 pub struct VifArgs {
@@ -86,7 +90,10 @@ impl VifArgs {
             sg: !self.vif_no_sg,
             split_event_channels: !self.vif_no_split_event_channels,
             mtu: self.vif_mtu,
-            close_timeout,
+            // A frontend that does not close when the toolstack detaches
+            // gets this long before the vif says Closed anyway: less than
+            // libxl's own 10 s wait for Closed.
+            close_timeout: close_timeout.min(VIF_CLOSE_TIMEOUT),
             queue: QueueConfig {
                 max_batch: self.vif_batch.max(1),
                 rx_queue: self.vif_rx_queue.max(1),
