@@ -5,6 +5,9 @@
 //! grant pool), and a hand-driven blkif frontend on the local platform.
 #![allow(dead_code)]
 
+pub mod cfront;
+pub mod toolstack;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
