@@ -120,7 +120,10 @@ impl DmConfig {
         let mut it = args.iter();
         while let Some(a) = it.next() {
             // QEMU takes --opt as -opt.
-            let a = a.strip_prefix('-').filter(|r| r.starts_with('-')).unwrap_or(a);
+            let a = a
+                .strip_prefix('-')
+                .filter(|r| r.starts_with('-'))
+                .unwrap_or(a);
             let mut value = |what: &str| {
                 it.next()
                     .cloned()
@@ -129,9 +132,10 @@ impl DmConfig {
             match a {
                 "-xen-domid" => {
                     let v = value(a)?;
-                    domid = Some(v.parse::<u16>().map_err(|_| {
-                        Error::Usage(format!("-xen-domid {v:?}: not a domain id"))
-                    })?);
+                    domid =
+                        Some(v.parse::<u16>().map_err(|_| {
+                            Error::Usage(format!("-xen-domid {v:?}: not a domain id"))
+                        })?);
                 }
                 "-name" => {
                     let v = value(a)?;
@@ -152,10 +156,7 @@ impl DmConfig {
         for m in &mons {
             let mode = opt(m, "mode").unwrap_or("readline");
             let Some(id) = opt(m, "chardev") else {
-                return Err(Error::Usage(format!(
-                    "-mon {}: no chardev=",
-                    m.join(",")
-                )));
+                return Err(Error::Usage(format!("-mon {}: no chardev=", m.join(","))));
             };
             if mode != "control" {
                 tracing::warn!("-mon chardev={id},mode={mode}: only QMP (mode=control) is served");
@@ -282,13 +283,21 @@ impl Session {
         };
         for k in obj.keys() {
             if !matches!(k.as_str(), "execute" | "arguments" | "id" | "control") {
-                return error("GenericError", format!("QMP input member '{k}' is unexpected"));
+                return error(
+                    "GenericError",
+                    format!("QMP input member '{k}' is unexpected"),
+                );
             }
         }
         let cmd = match obj.get("execute") {
             None => return error("GenericError", "QMP input lacks member 'execute'"),
             Some(Value::String(s)) => s.as_str(),
-            Some(_) => return error("GenericError", "QMP input member 'execute' must be a string"),
+            Some(_) => {
+                return error(
+                    "GenericError",
+                    "QMP input member 'execute' must be a string",
+                );
+            }
         };
         let empty = Map::new();
         let args = match obj.get("arguments") {
@@ -308,7 +317,10 @@ impl Session {
             );
         }
         if !COMMANDS.contains(&cmd) {
-            return error("CommandNotFound", format!("The command {cmd} has not been found"));
+            return error(
+                "CommandNotFound",
+                format!("The command {cmd} has not been found"),
+            );
         }
         // qmp_capabilities takes `enable` (capabilities to turn on: none are
         // offered); no other command here takes arguments.
@@ -387,10 +399,21 @@ pub fn serve_connection(mut s: UnixStream, shared: &Shared) -> std::io::Result<(
     send(&mut s, &greeting())?;
     let mut session = Session::default();
     let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; 4096];
+    let mut chunk = vec![0u8; 64 * 1024];
+    // After bad input: drop bytes up to the end of its line.
+    let mut skipping = false;
     loop {
+        if skipping {
+            match buf.iter().position(|&b| b == b'\n') {
+                Some(nl) => {
+                    buf.drain(..=nl);
+                    skipping = false;
+                }
+                None => buf.clear(),
+            }
+        }
         // Every complete request in the buffer, in order.
-        loop {
+        while !skipping {
             let mut it = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
             match it.next() {
                 None => {
@@ -405,11 +428,17 @@ pub fn serve_connection(mut s: UnixStream, shared: &Shared) -> std::io::Result<(
                 }
                 Some(Err(e)) if e.is_eof() => break,
                 Some(Err(e)) => {
-                    // As QEMU: an error without id; then go on after the
-                    // line the bad input was on.
-                    send(&mut s, &error("GenericError", format!("JSON parse error, {e}")))?;
+                    // As QEMU: an error without id, then the next request.
+                    send(
+                        &mut s,
+                        &error("GenericError", format!("JSON parse error, {e}")),
+                    )?;
+                    skipping = true;
                     match buf.iter().position(|&b| b == b'\n') {
-                        Some(nl) => drop(buf.drain(..=nl)),
+                        Some(nl) => {
+                            buf.drain(..=nl);
+                            skipping = false;
+                        }
                         None => buf.clear(),
                     }
                 }
@@ -418,7 +447,10 @@ pub fn serve_connection(mut s: UnixStream, shared: &Shared) -> std::io::Result<(
         if buf.len() > MAX_REQUEST {
             let _ = send(
                 &mut s,
-                &error("GenericError", format!("JSON message too big (over {MAX_REQUEST} bytes)")),
+                &error(
+                    "GenericError",
+                    format!("JSON message too big (over {MAX_REQUEST} bytes)"),
+                ),
             );
             return Ok(());
         }
@@ -534,7 +566,10 @@ fn serve(store: &Client, domid: DomId, stop: &AtomicBool, shared: &Shared) -> Re
     println!("device model for domain {}: running", domid.0);
     tracing::info!("domain {}: running", domid.0);
     while !stop.load(Ordering::Relaxed) && !shared.quit_requested() {
-        if release.next_event(Some(Duration::from_millis(200)))?.is_some() {
+        if release
+            .next_event(Some(Duration::from_millis(200)))?
+            .is_some()
+        {
             while release.next_event(Some(Duration::ZERO))?.is_some() {}
             if !store.is_domain_introduced(domid)? {
                 println!("domain {} is gone: exiting", domid.0);
@@ -545,7 +580,11 @@ fn serve(store: &Client, domid: DomId, stop: &AtomicBool, shared: &Shared) -> Re
     println!(
         "device model for domain {}: {}",
         domid.0,
-        if shared.quit_requested() { "quit" } else { "stopped by a signal" }
+        if shared.quit_requested() {
+            "quit"
+        } else {
+            "stopped by a signal"
+        }
     );
     Ok(())
 }
@@ -576,7 +615,10 @@ mod tests {
             c.monitors,
             vec![
                 ("libxl-cmd".into(), "/var/run/xen/qmp-libxl-3".into()),
-                ("libxenstat-cmd".into(), "/var/run/xen/qmp-libxenstat-3".into())
+                (
+                    "libxenstat-cmd".into(),
+                    "/var/run/xen/qmp-libxenstat-3".into()
+                )
             ]
         );
         assert_eq!(c.pidfile, None);
@@ -595,7 +637,10 @@ mod tests {
                 "-xen-domid 1 -chardev socket,id=a,fd=5,server=on -mon chardev=a,mode=control",
                 "dm_restrict",
             ),
-            ("-xen-domid 1 -chardev pty,id=a -mon chardev=a,mode=control", "unix sockets"),
+            (
+                "-xen-domid 1 -chardev pty,id=a -mon chardev=a,mode=control",
+                "unix sockets",
+            ),
         ] {
             let e = DmConfig::parse(&args(bad)).unwrap_err().to_string();
             assert!(e.contains(says), "{bad:?}: {e}");
@@ -643,7 +688,10 @@ mod tests {
         let r = s.handle(&sh, &json!({"execute": "xen-save-devices-state", "id": 9}));
         assert_eq!(r["error"]["class"], "CommandNotFound");
         assert_eq!(r["id"], 9);
-        assert_eq!(s.handle(&sh, &json!({"execute": "stop"})), json!({"return": {}}));
+        assert_eq!(
+            s.handle(&sh, &json!({"execute": "stop"})),
+            json!({"return": {}})
+        );
         assert_eq!(
             s.handle(&sh, &json!({"execute": "query-status"}))["return"]["status"],
             "paused"
@@ -667,15 +715,30 @@ mod tests {
             (json!([1, 2]), "must be a JSON object"),
             (json!({"id": 3}), "lacks member 'execute'"),
             (json!({"execute": 7}), "must be a string"),
-            (json!({"execute": "cont", "arguments": 1}), "must be an object"),
-            (json!({"execute": "cont", "arguments": {"x": 1}}), "Parameter 'x'"),
-            (json!({"execute": "cont", "bogus": 1}), "'bogus' is unexpected"),
+            (
+                json!({"execute": "cont", "arguments": 1}),
+                "must be an object",
+            ),
+            (
+                json!({"execute": "cont", "arguments": {"x": 1}}),
+                "Parameter 'x'",
+            ),
+            (
+                json!({"execute": "cont", "bogus": 1}),
+                "'bogus' is unexpected",
+            ),
         ] {
             let r = s.handle(&sh, &req);
             assert_eq!(r["error"]["class"], "GenericError", "{req}");
-            assert!(r["error"]["desc"].as_str().unwrap().contains(says), "{req}: {r}");
+            assert!(
+                r["error"]["desc"].as_str().unwrap().contains(says),
+                "{req}: {r}"
+            );
         }
-        let r = s.handle(&sh, &json!({"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}));
+        let r = s.handle(
+            &sh,
+            &json!({"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}),
+        );
         assert!(r["error"].is_object());
     }
 }

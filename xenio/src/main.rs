@@ -161,9 +161,9 @@ enum Command {
 }
 
 mod backendd;
-mod device_model;
 mod blkback;
 mod blkfront;
+mod device_model;
 mod error;
 mod netback;
 mod netfront;
