@@ -62,6 +62,7 @@ cp "$XENIO_BIN" "$P/lab/bin/xenio"; strip "$P/lab/bin/xenio" 2>/dev/null || true
 if [ -x "$EXAMPLE_BIN" ]; then cp "$EXAMPLE_BIN" "$P/lab/bin/checksum_backend"; strip "$P/lab/bin/checksum_backend" 2>/dev/null || true; fi
 cp "$HERE/dom0-init.sh" "$HERE/checks.sh" "$P/lab/"; chmod +x "$P/lab/"*.sh
 cp "$ROOT/tools/hotplug/block-xenio" "$P/lab/block-xenio"   # check backendd-xl installs it
+cp "$ROOT/tools/device-model/xenio-device-model" "$P/lab/xenio-device-model"   # check domu-qdisk installs it
 echo "${CHECKS:-}" > "$P/lab/checks.only"
 # Check qcow2-fs's images, made here: dom0's image has no qemu-utils. A 128 MiB qcow2 base whose
 # first MiB is 0x5a (qemu-io) and an empty overlay over it (its backing file named relative).
