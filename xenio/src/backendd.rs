@@ -40,9 +40,9 @@ pub struct BackenddArgs {
     /// /local/domain/<self>/backend/<CLASS>/<frontend>/<devid>. `vbd` is what
     /// libxl writes for backendtype=phy (then Linux's xen-blkback must not be
     /// loaded in this domain: it claims every backend/vbd device); `qdisk` is
-    /// what it writes for backendtype=qdisk (see the README for when libxl
-    /// starts a QEMU of its own for those); any other name is a class of
-    /// xenio's own.
+    /// what it writes for backendtype=qdisk (for a PV domU libxl then starts
+    /// a QEMU of its own: `xenio device-model` stands in for it, see its
+    /// --help); any other name is a class of xenio's own.
     #[arg(long, value_name = "CLASS", default_value = "vbd")]
     class: String,
 
