@@ -572,6 +572,16 @@ CFG
   b=$(dq_up dqs) || exit 1
   [ "${b% *}" != "${a% *}" ] || die "restored under the same domid"
   info "restored: domain ${b% *}, device model pid ${b#* }; backendd serves backend/qdisk/${b% *}/51712"
+  # a second qdisk disk attached to the running domU and detached: libxl only checks that a
+  # device model runs (image/device-model-pid) and sends it nothing
+  local d=${b% *} i; truncate -s 32M /tmp/dqs2.img
+  timeout 60 setsid -w xl block-attach dqs 'vdev=xvdb,access=rw,backendtype=qdisk,target=/tmp/dqs2.img' </dev/null || die "xl block-attach to domain $d"
+  for i in $(seq 1 100); do [ "$(xenstore-read /local/domain/0/backend/qdisk/$d/51728/state 2>/dev/null)" = 2 ] && break; sleep 0.2; done
+  expect_eq attached-state "$(xenstore-read /local/domain/0/backend/qdisk/$d/51728/state 2>/dev/null)" 2
+  timeout 60 setsid -w xl block-detach dqs xvdb </dev/null || die "xl block-detach from domain $d"
+  xenstore-exists /local/domain/0/backend/qdisk/$d/51728 2>/dev/null && die "backend/qdisk/$d/51728 left after xl block-detach"
+  dq_alive ${b#* } || die "the device model exited at block-attach/detach"
+  info "xl block-attach + block-detach of xvdb (qdisk) on domain $d: InitWait, then gone"
   timeout 60 setsid -w xl destroy dqs </dev/null || die "xl destroy"
   dq_gone ${b% *} ${b#* } "xl destroy"
   kill -0 "$bpid" 2>/dev/null || { tail -20 /tmp/bb-qdisk.log; die "xenio backendd exited"; }
@@ -580,7 +590,7 @@ CFG
   kill -0 "$bpid" 2>/dev/null && die "xenio backendd still running 20 s after SIGTERM"
   wait "$bpid"; local rc=$?; rm -f /tmp/bb-qdisk.pid
   [ $rc = 0 ] || { tail -20 /tmp/bb-qdisk.log; die "xenio backendd exited with $rc"; }
-  echo "SUMMARY xl create, save, restore (domain ${a% *} -> ${b% *}), destroy of a PV domU with a qdisk disk: a new xenio device model each time, the old one gone with its nodes and socket, backendd takes each device; exit 0"
+  echo "SUMMARY xl create, save, restore (domain ${a% *} -> ${b% *}), block-attach + block-detach, destroy of a PV domU with a qdisk disk: a new xenio device model each time, the old one gone with its nodes and socket, backendd takes each device; exit 0"
 }
 
 # dom0's kernel xen-netfront against xenio netback on a TAP device. The frontend's interface
