@@ -456,6 +456,143 @@ CFG
   echo "SUMMARY PV domU $d: xen-blkfront on xenio blkback, verified writes, dom0 sees them"
 }
 
+# A PV domU with a backendtype=qdisk disk and no QEMU (issue 15): `xenio backendd --class qdisk`
+# serves the disk and `xenio device-model` (device_model_override) stands in for the QEMU libxl
+# starts for such a domain (lab/recordings/README.md, "What libxl asks of a PV domain's device
+# model"). xen-blkback stays loaded: it claims backend/vbd only. on_poweroff = preserve, so that
+# it is `xl destroy` that ends the domain and its device model.
+dq_alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
+c_domu_qdisk() {
+  [ -f /lab/xenio-device-model ] || die "no xenio-device-model in the payload (lab/run.sh copies it)"
+  install -D -m 755 /lab/xenio-device-model /usr/local/lib/xenio/xenio-device-model
+  truncate -s 64M /tmp/dq.img
+  echo "XENLAB-QDISK-SIGNATURE" | dd of=/tmp/dq.img conv=notrunc 2>/dev/null
+  RUST_LOG=info setsid "$X" backendd --platform xen --class qdisk >>/tmp/bb-qdisk.log 2>&1 </dev/null &
+  echo $! > /tmp/bb-qdisk.pid
+  local bpid; bpid=$(cat /tmp/bb-qdisk.pid)
+  sleep 1; kill -0 "$bpid" 2>/dev/null || { cat /tmp/bb-qdisk.log; die "xenio backendd --class qdisk exited"; }
+  cat > /tmp/dq.cfg <<CFG
+name = "dq"
+type = "pv"
+kernel = "/lab/vmlinuz"
+ramdisk = "/lab/domu-initrd.gz"
+extra = "console=hvc0 quiet loglevel=4"
+memory = 256
+vcpus = 1
+disk = [ 'vdev=xvda,access=rw,backendtype=qdisk,target=/tmp/dq.img' ]
+device_model_override = "/usr/local/lib/xenio/xenio-device-model"
+on_poweroff = "preserve"
+on_crash = "preserve"
+CFG
+  local log=/var/log/xen/console/guest-dq.log; rm -f "$log"
+  XENIO=$X timeout 120 setsid -w xl create /tmp/dq.cfg </dev/null >/tmp/xl-dq.log 2>&1 || { cat /tmp/xl-dq.log; tail -20 /tmp/bb-qdisk.log; cat /var/log/xen/qemu-dm-dq.log 2>/dev/null; die "xl create"; }
+  local d; d=$(xl domid dq) || die "no domid"
+  local dm; dm=$(xenstore-read "/local/domain/$d/image/device-model-pid") || die "no image/device-model-pid"
+  tr '\0' ' ' < "/proc/$dm/cmdline" | grep -q 'xenio device-model -xen-domid' || die "the device model (pid $dm) is not xenio's: $(tr '\0' ' ' < /proc/$dm/cmdline)"
+  pgrep -f "qemu-system.*-xen-domid $d( |$)" >/dev/null && die "a QEMU runs for domain $d"
+  expect_eq dm-state "$(xenstore-read /local/domain/0/device-model/$d/state)" running
+  info "domain $d: device model xenio (pid $dm), no QEMU; backend/qdisk/$d/51712 params $(xenstore-read /local/domain/0/backend/qdisk/$d/51712/params)"
+  for i in $(seq 1 150); do grep -q 'DOMU: done' "$log" 2>/dev/null && break; dq_alive "$dm" || break; sleep 1; done
+  tr -d '\r' < "$log" | grep DOMU: | sed 's/^/  domU| /'
+  grep -q XVDA_RW_OK "$log" || { tail -20 /tmp/bb-qdisk.log; die "the domU did not verify its disk"; }
+  dq_alive "$dm" || die "the device model exited before xl destroy"
+  info "backend/qdisk/$d/51712: state $(xenstore-read /local/domain/0/backend/qdisk/$d/51712/state 2>/dev/null) (preserved domain: $(xl list dq 2>/dev/null | awk 'NR==2{print $5}'))"
+  timeout 60 setsid -w xl destroy dq </dev/null || die "xl destroy"
+  for i in $(seq 1 50); do dq_alive "$dm" || break; sleep 0.2; done
+  dq_alive "$dm" && die "the device model (pid $dm) still runs after xl destroy"
+  for n in /local/domain/0/backend/qdisk/$d /local/domain/0/device-model/$d /local/domain/$d /libxl/$d; do
+    xenstore-exists "$n" 2>/dev/null && die "$n left after xl destroy: $(xenstore-ls -f "$n" | head -5)"
+  done
+  [ -e "/var/run/xen/qmp-libxl-$d" ] && die "/var/run/xen/qmp-libxl-$d left"
+  for i in $(seq 1 50); do grep -q "backend/qdisk/$d/51712: removed" /tmp/bb-qdisk.log && break; sleep 0.2; done
+  grep -a "backend/qdisk/$d/51712" /tmp/bb-qdisk.log | tail -3 | sed 's/^/INFO backendd: /'
+  kill -0 "$bpid" 2>/dev/null || { tail -20 /tmp/bb-qdisk.log; die "xenio backendd exited with the domain"; }
+  dd if=/tmp/dq.img bs=512 skip=8 count=1 2>/dev/null | head -c 15 | grep -q hello-from-domU || die "dom0 does not see the domU's write"
+  kill -TERM "$bpid"
+  for i in $(seq 1 100); do kill -0 "$bpid" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$bpid" 2>/dev/null && { tail -20 /tmp/bb-qdisk.log; die "xenio backendd still running 20 s after SIGTERM"; }
+  wait "$bpid"; local rc=$?; rm -f /tmp/bb-qdisk.pid
+  [ $rc = 0 ] || { tail -20 /tmp/bb-qdisk.log; die "xenio backendd exited with $rc"; }
+  echo "SUMMARY PV domU $d, backendtype=qdisk: xenio backendd --class qdisk + xenio device-model (no QEMU); verified writes, dom0 sees them; xl destroy: device model gone, no node left; backendd exits 0"
+}
+
+# The same device model across `xl save` + `xl restore` (libxl sends it nothing at save: the old
+# domain's device model gets SIGHUP with the domain; restore starts a new one under the new
+# domid and asks it query-chardev again). The domU idles (lab_idle: no blkfront), so its disk
+# stays at InitWait: this is about the toolstack's lifecycle, not I/O (domu-qdisk does I/O).
+dq_up() { # name -> "domid dm-pid": the device model is xenio's and says running, backendd took the disk
+  local d dm i; d=$(xl domid "$1") || die "no domid for $1"
+  dm=$(xenstore-read "/local/domain/$d/image/device-model-pid") || die "no image/device-model-pid for domain $d"
+  tr '\0' ' ' < "/proc/$dm/cmdline" | grep -q 'xenio device-model -xen-domid' || die "the device model of domain $d (pid $dm) is not xenio's"
+  expect_eq "dm-state-$d" "$(xenstore-read /local/domain/0/device-model/$d/state)" running
+  for i in $(seq 1 100); do [ "$(xenstore-read /local/domain/0/backend/qdisk/$d/51712/state 2>/dev/null)" = 2 ] && break; sleep 0.2; done
+  expect_eq "backend-state-$d" "$(xenstore-read /local/domain/0/backend/qdisk/$d/51712/state 2>/dev/null)" 2
+  echo "$d $dm"
+}
+dq_gone() { # domid dm-pid what
+  local i n; for i in $(seq 1 50); do dq_alive "$2" || break; sleep 0.2; done
+  dq_alive "$2" && die "the device model of domain $1 (pid $2) still runs after $3"
+  for n in /local/domain/0/backend/qdisk/$1 /local/domain/0/device-model/$1 /local/domain/$1; do
+    xenstore-exists "$n" 2>/dev/null && die "$n left after $3"
+  done
+  [ -e "/var/run/xen/qmp-libxl-$1" ] && die "/var/run/xen/qmp-libxl-$1 left after $3"
+  return 0
+}
+c_domu_qdisk_save() {
+  [ -f /lab/xenio-device-model ] || die "no xenio-device-model in the payload (lab/run.sh copies it)"
+  install -D -m 755 /lab/xenio-device-model /usr/local/lib/xenio/xenio-device-model
+  truncate -s 64M /tmp/dqs.img
+  RUST_LOG=info setsid "$X" backendd --platform xen --class qdisk >>/tmp/bb-qdisk.log 2>&1 </dev/null &
+  echo $! > /tmp/bb-qdisk.pid
+  local bpid; bpid=$(cat /tmp/bb-qdisk.pid)
+  sleep 1; kill -0 "$bpid" 2>/dev/null || { cat /tmp/bb-qdisk.log; die "xenio backendd --class qdisk exited"; }
+  cat > /tmp/dqs.cfg <<CFG
+name = "dqs"
+type = "pv"
+kernel = "/lab/vmlinuz"
+ramdisk = "/lab/domu-initrd.gz"
+extra = "console=hvc0 quiet loglevel=4 lab_idle"
+memory = 128
+vcpus = 1
+disk = [ 'vdev=xvda,access=rw,backendtype=qdisk,target=/tmp/dqs.img' ]
+device_model_override = "/usr/local/lib/xenio/xenio-device-model"
+on_poweroff = "destroy"
+on_crash = "destroy"
+CFG
+  local log=/var/log/xen/console/guest-dqs.log; rm -f "$log"
+  XENIO=$X timeout 120 setsid -w xl create /tmp/dqs.cfg </dev/null >/tmp/xl-dqs.log 2>&1 || { cat /tmp/xl-dqs.log; die "xl create"; }
+  local a b; a=$(dq_up dqs) || exit 1
+  for i in $(seq 1 120); do grep -q 'DOMU: idle' "$log" 2>/dev/null && break; sleep 1; done
+  grep -q 'DOMU: idle' "$log" || die "the domU did not come up"
+  info "created: domain ${a% *}, device model pid ${a#* }"
+  XENIO=$X timeout 180 setsid -w xl save dqs /tmp/dqs.save </dev/null >/tmp/xl-dqs-save.log 2>&1 || { tail -20 /tmp/xl-dqs-save.log; die "xl save"; }
+  dq_gone ${a% *} ${a#* } "xl save"
+  XENIO=$X timeout 180 setsid -w xl restore /tmp/dqs.save </dev/null >/tmp/xl-dqs-restore.log 2>&1 || { tail -20 /tmp/xl-dqs-restore.log; cat /var/log/xen/qemu-dm-dqs.log 2>/dev/null | tail; die "xl restore"; }
+  rm -f /tmp/dqs.save
+  b=$(dq_up dqs) || exit 1
+  [ "${b% *}" != "${a% *}" ] || die "restored under the same domid"
+  info "restored: domain ${b% *}, device model pid ${b#* }; backendd serves backend/qdisk/${b% *}/51712"
+  # a second qdisk disk attached to the running domU and detached: libxl only checks that a
+  # device model runs (image/device-model-pid) and sends it nothing
+  local d=${b% *} i; truncate -s 32M /tmp/dqs2.img
+  timeout 60 setsid -w xl block-attach dqs 'vdev=xvdb,access=rw,backendtype=qdisk,target=/tmp/dqs2.img' </dev/null || die "xl block-attach to domain $d"
+  for i in $(seq 1 100); do [ "$(xenstore-read /local/domain/0/backend/qdisk/$d/51728/state 2>/dev/null)" = 2 ] && break; sleep 0.2; done
+  expect_eq attached-state "$(xenstore-read /local/domain/0/backend/qdisk/$d/51728/state 2>/dev/null)" 2
+  timeout 60 setsid -w xl block-detach dqs xvdb </dev/null || die "xl block-detach from domain $d"
+  xenstore-exists /local/domain/0/backend/qdisk/$d/51728 2>/dev/null && die "backend/qdisk/$d/51728 left after xl block-detach"
+  dq_alive ${b#* } || die "the device model exited at block-attach/detach"
+  info "xl block-attach + block-detach of xvdb (qdisk) on domain $d: InitWait, then gone"
+  timeout 60 setsid -w xl destroy dqs </dev/null || die "xl destroy"
+  dq_gone ${b% *} ${b#* } "xl destroy"
+  kill -0 "$bpid" 2>/dev/null || { tail -20 /tmp/bb-qdisk.log; die "xenio backendd exited"; }
+  kill -TERM "$bpid"
+  for i in $(seq 1 100); do kill -0 "$bpid" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$bpid" 2>/dev/null && die "xenio backendd still running 20 s after SIGTERM"
+  wait "$bpid"; local rc=$?; rm -f /tmp/bb-qdisk.pid
+  [ $rc = 0 ] || { tail -20 /tmp/bb-qdisk.log; die "xenio backendd exited with $rc"; }
+  echo "SUMMARY xl create, save, restore (domain ${a% *} -> ${b% *}), block-attach + block-detach, destroy of a PV domU with a qdisk disk: a new xenio device model each time, the old one gone with its nodes and socket, backendd takes each device; exit 0"
+}
+
 # dom0's kernel xen-netfront against xenio netback on a TAP device. The frontend's interface
 # goes into a network namespace ("guest") so that packets really cross the vif: ping, then TCP
 # both ways with the bytes compared.
@@ -873,9 +1010,9 @@ SH
 }
 
 # net-xfront runs first: dom0's xen-netfront, once loaded by net-kfront, cannot be unloaded again.
-ALL="bb-o0 bb-o4 example-blk backendd-xl bb-fs qcow2-fs compare xfront-kback xfront-xback domu-xenio net-xfront net-kfront net-compare vif-xl"
+ALL="bb-o0 bb-o4 example-blk backendd-xl bb-fs qcow2-fs compare xfront-kback xfront-xback domu-xenio domu-qdisk domu-qdisk-save net-xfront net-kfront net-compare vif-xl"
 # Generous: TCG on a busy 2-vCPU host is slow (bb-o4 takes 50-60 s when the host is loaded).
-timeout_of() { case $1 in compare) echo $(( 240 + 300 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|bb-fs|qcow2-fs|bb-o4) echo 240;; backendd-xl|vif-xl) echo 300;; net-kfront|net-xfront) echo 180;; net-compare) echo $(( 150 + 120 * ${NET_ROUNDS:-3} ));; record-toolstack) echo 600;; *) echo 150;; esac; }
+timeout_of() { case $1 in compare) echo $(( 240 + 300 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|domu-qdisk|domu-qdisk-save|bb-fs|qcow2-fs|bb-o4) echo 240;; backendd-xl|vif-xl) echo 300;; net-kfront|net-xfront) echo 180;; net-compare) echo $(( 150 + 120 * ${NET_ROUNDS:-3} ));; record-toolstack) echo 600;; *) echo 150;; esac; }
 
 # Whatever a check left behind (it failed or timed out half-way): a mounted file system,
 # backends (SIGTERM first: that detaches the kernel's frontend cleanly), store nodes, domUs.

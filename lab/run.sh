@@ -63,6 +63,7 @@ if [ -x "$EXAMPLE_BIN" ]; then cp "$EXAMPLE_BIN" "$P/lab/bin/checksum_backend"; 
 cp "$HERE/dom0-init.sh" "$HERE/checks.sh" "$P/lab/"; chmod +x "$P/lab/"*.sh
 cp "$ROOT/tools/hotplug/block-xenio" "$P/lab/block-xenio"   # check backendd-xl installs it
 cp "$ROOT/tools/hotplug/vif-xenio" "$P/lab/vif-xenio"       # check vif-xl installs it
+cp "$ROOT/tools/device-model/xenio-device-model" "$P/lab/xenio-device-model"   # check domu-qdisk installs it
 echo "${CHECKS:-}" > "$P/lab/checks.only"
 # Check qcow2-fs's images, made here: dom0's image has no qemu-utils. A 128 MiB qcow2 base whose
 # first MiB is 0x5a (qemu-io) and an empty overlay over it (its backing file named relative).

@@ -43,7 +43,8 @@ pub struct BackenddArgs {
     /// is what libxl writes for disks with backendtype=phy (then Linux's
     /// xen-blkback must not be loaded in this domain: it claims every
     /// backend/vbd device); `qdisk` is what it writes for backendtype=qdisk
-    /// (see the README for when libxl starts a QEMU of its own for those);
+    /// (for a PV domU libxl then starts a QEMU of its own: `xenio
+    /// device-model` stands in for it, see its --help);
     /// `vif` is the network class (then Linux's xen-netback must not be
     /// loaded: it claims every backend/vif device): each vif gets a TAP
     /// device named by its `vifname` node, else vif<domid>.<devid>, which

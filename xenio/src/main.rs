@@ -109,6 +109,32 @@ enum Command {
     /// shows devices coming and going).
     #[command(verbatim_doc_comment)]
     Backendd(backendd::BackenddArgs),
+    /// Stand in for the QEMU that libxl starts for a PV domain with
+    /// backendtype=qdisk disks, so that `xenio backendd --class qdisk` serves
+    /// those disks with no QEMU on the host.
+    ///
+    /// libxl runs it with QEMU's command line (xl config:
+    /// device_model_override = "/usr/local/lib/xenio/xenio-device-model",
+    /// the wrapper in tools/device-model/). It answers QMP on the monitor
+    /// sockets that command line names (/var/run/xen/qmp-libxl-<domid>, ...)
+    /// as QEMU does for a PV domain with no emulated device (the greeting,
+    /// qmp_capabilities, query-chardev, query-vnc, query-status, query-name,
+    /// query-version, query-commands, query-blockstats, stop, cont, quit;
+    /// any other command: CommandNotFound), writes
+    /// /local/domain/<self>/device-model/<domid>/state = running (what libxl
+    /// waits for), and runs until SIGHUP (what libxl's destroy sends),
+    /// SIGTERM, SIGINT, QMP quit, or the domain is gone; then it removes its
+    /// sockets, its -pidfile and device-model/<domid>, and exits 0. It serves
+    /// no device itself (no console, vfb, vkbd, 9pfs, usb or nic backend).
+    /// Install and use:
+    ///   install -D -m 755 tools/device-model/xenio-device-model /usr/local/lib/xenio/xenio-device-model
+    ///   xenio backendd --platform xen --class qdisk &
+    ///   xl config: disk = ['vdev=xvda,access=rw,backendtype=qdisk,target=/srv/a.img']
+    ///              device_model_override = "/usr/local/lib/xenio/xenio-device-model"
+    /// The store: $XENSTORED_PATH, else /run/xenstored/socket, else
+    /// /dev/xen/xenbus. Log: RUST_LOG.
+    #[command(verbatim_doc_comment)]
+    DeviceModel(device_model::DeviceModelArgs),
     /// Serve a virtual network interface to a netif frontend (netback), with the
     /// frames going to and coming from a Linux TAP device.
     ///
@@ -152,6 +178,7 @@ mod backendd;
 mod backendd_vif;
 mod blkback;
 mod blkfront;
+mod device_model;
 mod error;
 mod netback;
 mod netfront;
@@ -238,6 +265,7 @@ fn main() -> ExitCode {
         Command::Store(a) => store(a),
         Command::Blkback(a) => blkback::run(a),
         Command::Backendd(a) => backendd::run(a),
+        Command::DeviceModel(a) => device_model::run(a),
         Command::Netback(a) => netback::run(a),
         Command::Blkfront(a) => blkfront::run(a),
         Command::Netfront(a) => netfront::run(a),
