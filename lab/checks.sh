@@ -482,7 +482,7 @@ dx_counts() { # the daemon's open fds, threads, gntdev mappings
 dx_back_to() { # counts what: the daemon's counts come back to these (the device threads end within a rescan)
   local now
   for i in $(seq 1 75); do now=$(dx_counts); [ "$now" = "$1" ] && return 0; sleep 0.2; done
-  tail -20 /tmp/bb-backendd.log; die "$2: the daemon has '$now', expected '$1'"
+  ls -l "/proc/$(cat /tmp/bb-backendd.pid)/fd"; tail -20 /tmp/bb-backendd.log; die "$2: the daemon has '$now', expected '$1'"
 }
 dx_cfg() { # name image kernel-args
   cat <<CFG
@@ -517,9 +517,10 @@ dx_clean() { # name: nothing on its console that says an error (the kernel's too
     dx_show "$1"; die "$1: errors on its console (above)"
   fi
 }
-dx_gone() { # domid: the domain and its disks' backend directories are gone
-  for i in $(seq 1 60); do xl list "$1" >/dev/null 2>&1 || break; sleep 1; done
-  xl list "$1" >/dev/null 2>&1 && die "domain $1 still there"
+dx_gone() { # domid: the domain and its disks' backend directories are gone (libxl removes
+  # /local/domain/<domid> last when it destroys a domain; `xl list` takes seconds under TCG)
+  for i in $(seq 1 120); do xenstore-exists "/local/domain/$1" 2>/dev/null || break; sleep 0.5; done
+  xenstore-exists "/local/domain/$1" 2>/dev/null && die "domain $1 still there"
   for i in $(seq 1 50); do xenstore-exists "/local/domain/0/backend/vbd/$1" 2>/dev/null || return 0; sleep 0.2; done
   xenstore-ls -f "/local/domain/0/backend/vbd/$1"; die "backend/vbd/$1 left behind"
 }
