@@ -18,7 +18,7 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 export LAB=${LAB:-/var/tmp/xenio-lab}
-export TIMEOUT=${TIMEOUT:-1500}
+export TIMEOUT=${TIMEOUT:-2400}
 mkdir -p "$LAB"
 t0=$(date +%s)
 # One lab run at a time per $LAB (several CI runs may share this machine and its cache).
