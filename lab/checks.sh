@@ -460,9 +460,10 @@ CFG
 # unloaded, `disk = [... script=block-xenio ...]` in the domains' configs; nobody starts a
 # process per disk. The daemon's fds, threads and gntdev mappings are counted before and after.
 DX_INFLIGHT=/run/xenio-inflight
-dx_daemon() { # start xenio backendd (persistent grants off: see c_backendd_xl)
+dx_daemon() { # start xenio backendd (persistent grants off, see c_backendd_xl; DX_PERSISTENT=1: on)
   mkdir -p "$DX_INFLIGHT"
-  RUST_LOG=info setsid "$X" backendd --platform xen --no-persistent --inflight-dir "$DX_INFLIGHT" \
+  local pg=--no-persistent; [ "${DX_PERSISTENT:-0}" = 1 ] && pg=
+  RUST_LOG=info setsid "$X" backendd --platform xen $pg --inflight-dir "$DX_INFLIGHT" \
     >>/tmp/bb-backendd.log 2>&1 </dev/null &
   echo $! > /tmp/bb-backendd.pid
   for i in $(seq 1 50); do grep -q 'serving the devices' /tmp/bb-backendd.log && return 0; sleep 0.2; done
