@@ -588,6 +588,8 @@ c_domu_xl() {
   dx_gone "$dr"; dx_back_to "$base" "after xl destroy"
   dx_clean dxl
   info "xl destroy at loop $n1: $(since "$t0") s; the daemon back to '$base'"
+  grep -a "backend/vbd/$dr/51712: \(frontend went\|Removed\|Closed\|removed\)" /tmp/bb-backendd.log \
+    | sed -E 's/^[0-9-]+T([0-9:.]+)Z +[A-Z]+ +[^ ]+ /INFO daemon at \1 /' | cut -c1-140
   [ -z "$(xenstore-list /local/domain/0/backend/vbd 2>/dev/null)" ] || die "backend/vbd not empty: $(xenstore-list /local/domain/0/backend/vbd)"
   [ -z "$(ls "$DX_INFLIGHT")" ] || die "in-flight records left: $(ls "$DX_INFLIGHT")"
   local pid; pid=$(cat /tmp/bb-backendd.pid); kill -TERM "$pid"
