@@ -593,6 +593,175 @@ CFG
   echo "SUMMARY xl create, save, restore (domain ${a% *} -> ${b% *}), block-attach + block-detach, destroy of a PV domU with a qdisk disk: a new xenio device model each time, the old one gone with its nodes and socket, backendd takes each device; exit 0"
 }
 
+# --- domUs whose disks the toolstack gives them (issue 15): one `xenio backendd`, xen-blkback
+# unloaded, `disk = [... script=block-xenio ...]` in the domains' configs; nobody starts a
+# process per disk. The daemon's fds, threads and gntdev mappings are counted before and after.
+DX_INFLIGHT=/run/xenio-inflight
+dx_daemon() { # start xenio backendd (persistent grants off, see c_backendd_xl; DX_PERSISTENT=1: on)
+  mkdir -p "$DX_INFLIGHT"
+  local pg=--no-persistent; [ "${DX_PERSISTENT:-0}" = 1 ] && pg=
+  RUST_LOG=info setsid "$X" backendd --platform xen $pg --inflight-dir "$DX_INFLIGHT" \
+    >>/tmp/bb-backendd.log 2>&1 </dev/null &
+  echo $! > /tmp/bb-backendd.pid
+  for i in $(seq 1 50); do grep -q 'serving the devices' /tmp/bb-backendd.log && return 0; sleep 0.2; done
+  cat /tmp/bb-backendd.log; die "xenio backendd did not start"
+}
+dx_setup() {
+  [ -f /lab/block-xenio ] || die "no block-xenio in the payload (lab/run.sh copies it)"
+  for i in $(seq 1 50); do grep -q '^xen_blkback ' /proc/modules || break; rmmod xen-blkback 2>/dev/null; sleep 0.2; done
+  grep -q '^xen_blkback ' /proc/modules && die "cannot unload xen-blkback"
+  install -m 755 /lab/block-xenio /etc/xen/scripts/block-xenio
+  dx_daemon
+}
+dx_counts() { # the daemon's open fds, threads, gntdev mappings
+  local p; p=$(cat /tmp/bb-backendd.pid)
+  echo "fds $(ls "/proc/$p/fd" | wc -l) threads $(ls "/proc/$p/task" | wc -l) gntdev $(grep -c /dev/xen/gntdev "/proc/$p/maps")"
+}
+dx_back_to() { # counts what: the daemon's counts come back to these (the device threads end within a rescan)
+  local now
+  for i in $(seq 1 75); do now=$(dx_counts); [ "$now" = "$1" ] && return 0; sleep 0.2; done
+  ls -l "/proc/$(cat /tmp/bb-backendd.pid)/fd"; tail -20 /tmp/bb-backendd.log; die "$2: the daemon has '$now', expected '$1'"
+}
+dx_cfg() { # name image kernel-args
+  cat <<CFG
+name = "$1"
+type = "pv"
+kernel = "/lab/vmlinuz"
+ramdisk = "/lab/domu-initrd.gz"
+extra = "console=hvc0 quiet loglevel=4 $3"
+memory = 128
+vcpus = 1
+disk = [ 'vdev=xvda,access=rw,backendtype=phy,script=block-xenio,target=$2' ]
+on_poweroff = "destroy"
+on_crash = "destroy"
+CFG
+}
+dx_log() { echo "/var/log/xen/console/guest-$1.log"; }
+dx_create() { # name image [kernel-args]: xl create, not paused
+  dx_cfg "$1" "$2" "${3:-}" > "/tmp/$1.cfg"; rm -f "$(dx_log "$1")"
+  local t0; t0=$(up)
+  timeout 120 setsid -w xl create "/tmp/$1.cfg" </dev/null >"/tmp/xl-$1.log" 2>&1 \
+    || { cat "/tmp/xl-$1.log"; tail -20 /tmp/bb-backendd.log; die "xl create $1"; }
+  info "xl create $1 (domain $(xl domid "$1")): $(since "$t0") s"
+}
+dx_wait() { # name regex seconds: until the domU's console shows it
+  for i in $(seq 1 "$3"); do tr -d '\r' < "$(dx_log "$1")" 2>/dev/null | grep -q -E "$2" && return 0; sleep 1; done
+  dx_show "$1"; tail -20 /tmp/bb-backendd.log; die "$1: no '$2' on its console in $3 s"
+}
+dx_show() { tr -d '\r' < "$(dx_log "$1")" 2>/dev/null | grep -a -v 'DOMU: loop' | sed "s/^/  $1| /" | tail -25; }
+dx_loops() { tr -d '\r' < "$(dx_log "$1")" 2>/dev/null | sed -n 's/.*DOMU: loop \([0-9]*\).*/\1/p' | tail -1; }
+dx_clean() { # name: nothing on its console that says an error (the kernel's too: loglevel 4 shows them)
+  if tr -d '\r' < "$(dx_log "$1")" | grep -a -E 'MISMATCH|IOERR|NO /dev/xvda|I/O error|blk_update_request|blkfront.*(error|fail)|xvd.*(error|fail)|BUG|Oops|Call Trace'; then
+    dx_show "$1"; die "$1: errors on its console (above)"
+  fi
+}
+dx_gone() { # domid: the domain and its disks' backend directories are gone (libxl removes
+  # /local/domain/<domid> last when it destroys a domain; `xl list` takes seconds under TCG)
+  for i in $(seq 1 120); do xenstore-exists "/local/domain/$1" 2>/dev/null || break; sleep 0.5; done
+  xenstore-exists "/local/domain/$1" 2>/dev/null && die "domain $1 still there"
+  for i in $(seq 1 50); do xenstore-exists "/local/domain/0/backend/vbd/$1" 2>/dev/null || return 0; sleep 0.2; done
+  xenstore-ls -f "/local/domain/0/backend/vbd/$1"; die "backend/vbd/$1 left behind"
+}
+dx_backend_state() { xenstore-read "/local/domain/0/backend/vbd/$1/$2/state" 2>/dev/null; }
+dx_image_has() { # image: the domU's default mode wrote hello-from-domU at sector 8
+  dd if="$1" bs=512 skip=8 count=1 2>/dev/null | head -c 15 | grep -q hello-from-domU || die "dom0 does not see the domU's write in $1"
+}
+c_domu_xl() {
+  dx_setup
+  local base; base=$(dx_counts); info "domu-xl: the daemon before any domU: $base"
+  truncate -s 64M /tmp/dx-a.img /tmp/dx-b.img /tmp/dx-c.img /tmp/dx-d.img
+  # 1. one domU, its disk from xl create; it verifies its writes and powers itself off
+  local t0 d1 d2 d; t0=$(up)
+  dx_create dxa /tmp/dx-a.img; d=$(xl domid dxa)
+  dx_wait dxa 'XVDA_RW_(OK|MISMATCH)|NO /dev/xvda' 120; dx_gone "$d"
+  dx_show dxa | grep -E 'size|XVDA'
+  grep -q XVDA_RW_OK "$(dx_log dxa)" || { dx_show dxa; die "dxa did not verify its disk"; }
+  dx_image_has /tmp/dx-a.img; dx_back_to "$base" "after dxa powered off"
+  info "domu-xl 1: a domU's xenio disk from xl create verified, powered itself off, nothing left: $(since "$t0") s"
+  # 2. two domUs at once, each with its own disk
+  t0=$(up)
+  dx_create dxb /tmp/dx-b.img; d1=$(xl domid dxb)
+  dx_create dxc /tmp/dx-c.img; d2=$(xl domid dxc)
+  dx_wait dxb 'XVDA_RW_(OK|MISMATCH)|NO /dev/xvda' 120; dx_wait dxc 'XVDA_RW_(OK|MISMATCH)|NO /dev/xvda' 120
+  dx_gone "$d1"; dx_gone "$d2"
+  grep -q XVDA_RW_OK "$(dx_log dxb)" || { dx_show dxb; die "dxb did not verify its disk"; }
+  grep -q XVDA_RW_OK "$(dx_log dxc)" || { dx_show dxc; die "dxc did not verify its disk"; }
+  dx_image_has /tmp/dx-b.img; dx_image_has /tmp/dx-c.img; dx_back_to "$base" "after dxb and dxc powered off"
+  info "domu-xl 2: two domUs at once ($d1, $d2), both verified: $(since "$t0") s"
+  # 3. save + restore under a verified write loop: blkfront resumes on the new backend device
+  dx_create dxl /tmp/dx-d.img lab_loop; d=$(xl domid dxl)
+  dx_wait dxl 'DOMU: loop 3$' 180
+  local n0 n1; n0=$(dx_loops dxl); t0=$(up)
+  timeout 300 setsid -w xl save dxl /tmp/dxl.save </dev/null >/tmp/xl-save.log 2>&1 || { cat /tmp/xl-save.log; die "xl save"; }
+  info "xl save after loop $n0: $(since "$t0") s, $(( $(stat -c %s /tmp/dxl.save) >> 20 )) MiB"
+  dx_gone "$d"; dx_back_to "$base" "after xl save"
+  t0=$(up)
+  timeout 300 setsid -w xl restore /tmp/dxl.save </dev/null >/tmp/xl-restore.log 2>&1 || { cat /tmp/xl-restore.log; die "xl restore"; }
+  rm -f /tmp/dxl.save
+  local dr; dr=$(xl domid dxl) || die "no dxl after restore"
+  [ "$dr" != "$d" ] || die "restored under the same domid $d"
+  info "xl restore: domain $d -> $dr in $(since "$t0") s, backend/vbd/$dr/51712 state $(dx_backend_state "$dr" 51712)"
+  for i in $(seq 1 120); do n1=$(dx_loops dxl); [ "${n1:-0}" -ge $(( n0 + 5 )) ] && break; sleep 1; done
+  [ "${n1:-0}" -ge $(( n0 + 5 )) ] || { dx_show dxl; tail -20 /tmp/bb-backendd.log; die "the loop did not go on after restore (at $n1, saved at $n0)"; }
+  expect_eq "restored backend state" "$(dx_backend_state "$dr" 51712)" 4
+  dx_clean dxl
+  info "domu-xl 3: xl save at loop $n0, restore as domain $dr, loop at $n1 and verifying: $(since "$t0") s"
+  # 4. 20 x xl block-attach/block-detach of a second disk to the running domU
+  local mid; mid=$(dx_counts); t0=$(up)
+  for r in $(seq 1 20); do
+    timeout 60 setsid -w xl block-attach dxl "vdev=xvdb,access=rw,backendtype=phy,script=block-xenio,target=/tmp/dx-b.img" </dev/null \
+      || { tail -20 /tmp/bb-backendd.log; die "xl block-attach dxl, round $r"; }
+    for i in $(seq 1 100); do [ "$(dx_backend_state "$dr" 51728)" = 4 ] && break; sleep 0.2; done
+    expect_eq "xvdb backend state, round $r" "$(dx_backend_state "$dr" 51728)" 4
+    timeout 60 setsid -w xl block-detach dxl xvdb </dev/null || { tail -20 /tmp/bb-backendd.log; die "xl block-detach dxl xvdb, round $r"; }
+    xenstore-exists "/local/domain/0/backend/vbd/$dr/51728" 2>/dev/null && die "backend/vbd/$dr/51728 left behind, round $r"
+  done
+  dx_back_to "$mid" "after 20 block-attach/detach cycles"
+  dx_clean dxl
+  info "domu-xl 4: 20 block-attach/detach cycles of xvdb on domain $dr beside its loop: $(since "$t0") s, the daemon back to '$mid'"
+  # xl destroy under the loop
+  n1=$(dx_loops dxl); t0=$(up)
+  timeout 60 setsid -w xl destroy dxl </dev/null || die "xl destroy"
+  dx_gone "$dr"; dx_back_to "$base" "after xl destroy"
+  dx_clean dxl
+  info "xl destroy at loop $n1: $(since "$t0") s; the daemon back to '$base'"
+  grep -a "backend/vbd/$dr/51712: \(frontend went\|Removed\|Closed\|removed\)" /tmp/bb-backendd.log \
+    | sed -E 's/^[0-9-]+T([0-9:.]+)Z +[A-Z]+ +[^ ]+ /INFO daemon at \1 /' | cut -c1-140
+  [ -z "$(xenstore-list /local/domain/0/backend/vbd 2>/dev/null)" ] || die "backend/vbd not empty: $(xenstore-list /local/domain/0/backend/vbd)"
+  [ -z "$(ls "$DX_INFLIGHT")" ] || die "in-flight records left: $(ls "$DX_INFLIGHT")"
+  local pid; pid=$(cat /tmp/bb-backendd.pid); kill -TERM "$pid"
+  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  wait "$pid"; local rc=$?; rm -f /tmp/bb-backendd.pid
+  [ $rc = 0 ] || { tail -20 /tmp/bb-backendd.log; die "xenio backendd exited with $rc"; }
+  echo "SUMMARY xl create with script=block-xenio: one xenio backendd; a domU verified and powered off, two at once, xl save/restore under a verified loop, 20 block-attach/detach on a running domU, xl destroy; fds/threads/gntdev maps back to '$base'"
+}
+# the same daemon under a domU's write loop: the image grows (the domU sees it), then the
+# daemon is SIGKILLed and started again (--inflight-dir): the loop goes on, every write verifies
+c_domu_xl_live() {
+  dx_setup
+  truncate -s 32M /tmp/dx-e.img
+  dx_create dxe /tmp/dx-e.img lab_loop; local d; d=$(xl domid dxe)
+  dx_wait dxe 'DOMU: loop 3$' 180
+  local t0 n0 n1; t0=$(up)
+  truncate -s 48M /tmp/dx-e.img
+  dx_wait dxe 'DOMU: size 65536 -> 98304' 60
+  info "domu-xl-live: 32 -> 48 MiB seen by the domU after $(since "$t0") s"
+  n0=$(dx_loops dxe); t0=$(up)
+  kill -9 "$(cat /tmp/bb-backendd.pid)"; wait "$(cat /tmp/bb-backendd.pid)" 2>/dev/null
+  info "daemon SIGKILLed at loop $n0; in-flight records: $(ls "$DX_INFLIGHT" | wc -l)"
+  sleep 2
+  echo "---- restarted" >> /tmp/bb-backendd.log
+  dx_daemon
+  for i in $(seq 1 120); do n1=$(dx_loops dxe); [ "${n1:-0}" -ge $(( n0 + 5 )) ] && break; sleep 1; done
+  [ "${n1:-0}" -ge $(( n0 + 5 )) ] || { dx_show dxe; tail -20 /tmp/bb-backendd.log; die "the loop did not go on after the restart (at $n1, killed at $n0)"; }
+  grep -a 'resumed' /tmp/bb-backendd.log | tail -2 | sed 's/^/INFO daemon: /'
+  dx_clean dxe
+  info "domu-xl-live: the loop went from $n0 to $n1 across SIGKILL + restart in $(since "$t0") s, every round verified"
+  timeout 60 setsid -w xl destroy dxe </dev/null || die "xl destroy"
+  dx_gone "$d"
+  echo "SUMMARY online resize seen by the domU; xenio backendd SIGKILLed and restarted (--inflight-dir) under the domU's verified write loop: $n0 -> $n1 rounds, no error"
+}
+
 # dom0's kernel xen-netfront against xenio netback on a TAP device. The frontend's interface
 # goes into a network namespace ("guest") so that packets really cross the vif: ping, then TCP
 # both ways with the bytes compared.
@@ -1010,9 +1179,9 @@ SH
 }
 
 # net-xfront runs first: dom0's xen-netfront, once loaded by net-kfront, cannot be unloaded again.
-ALL="bb-o0 bb-o4 example-blk backendd-xl bb-fs qcow2-fs compare xfront-kback xfront-xback domu-xenio domu-qdisk domu-qdisk-save net-xfront net-kfront net-compare vif-xl"
+ALL="bb-o0 bb-o4 example-blk backendd-xl bb-fs qcow2-fs compare xfront-kback xfront-xback domu-xenio domu-xl domu-xl-live domu-qdisk domu-qdisk-save net-xfront net-kfront net-compare vif-xl"
 # Generous: TCG on a busy 2-vCPU host is slow (bb-o4 takes 50-60 s when the host is loaded).
-timeout_of() { case $1 in compare) echo $(( 240 + 300 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|domu-qdisk|domu-qdisk-save|bb-fs|qcow2-fs|bb-o4) echo 240;; backendd-xl|vif-xl) echo 300;; net-kfront|net-xfront) echo 180;; net-compare) echo $(( 150 + 120 * ${NET_ROUNDS:-3} ));; record-toolstack) echo 600;; *) echo 150;; esac; }
+timeout_of() { case $1 in compare) echo $(( 240 + 300 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|domu-qdisk|domu-qdisk-save|bb-fs|qcow2-fs|bb-o4) echo 240;; backendd-xl|vif-xl) echo 300;; domu-xl) echo 1200;; domu-xl-live) echo 480;; net-kfront|net-xfront) echo 180;; net-compare) echo $(( 150 + 120 * ${NET_ROUNDS:-3} ));; record-toolstack) echo 600;; *) echo 150;; esac; }
 
 # Whatever a check left behind (it failed or timed out half-way): a mounted file system,
 # backends (SIGTERM first: that detaches the kernel's frontend cleanly), store nodes, domUs.
@@ -1039,6 +1208,7 @@ cleanup_after_check() {
   if [ -e /tmp/nb.pid ]; then kill -TERM "$(cat /tmp/nb.pid)" 2>/dev/null; sleep 2; kill -9 "$(cat /tmp/nb.pid)" 2>/dev/null; rm -f /tmp/nb.pid; fi
   [ -e /tmp/nb.log ] && [ "${rc:-0}" != 0 ] && { echo "---- /tmp/nb.log"; tail -n 15 /tmp/nb.log | sed 's/^/  | /'; }
   rm -f /tmp/nb.log
+  rm -rf /run/xenio-inflight   # domu-xl's daemon's records
   xl network-list 0 2>/dev/null | awk 'NR>1{print $1}' | while read -r v; do
     echo "cleanup: xl network-detach 0 $v"; timeout 30 setsid -w xl network-detach 0 "$v" </dev/null
   done

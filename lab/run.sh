@@ -13,12 +13,13 @@
 #                                   comparison: rounds, seconds per fio job, a second xenio
 #                                   blkback configuration, the media (default: the virtio disk)
 #   NET_ROUNDS=3 NET_SECS=3         the network comparison (net-compare): rounds, seconds per test
+#   DX_PERSISTENT=1                 domu-xl/domu-xl-live: the daemon offers persistent grants (off by default)
 #   DISK_MB=1024 DISK_AIO=native    the lab's virtio disk (boot.sh)
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 export LAB=${LAB:-/var/tmp/xenio-lab}
-export TIMEOUT=${TIMEOUT:-1500}
+export TIMEOUT=${TIMEOUT:-2400}
 mkdir -p "$LAB"
 t0=$(date +%s)
 # One lab run at a time per $LAB (several CI runs may share this machine and its cache).
@@ -75,7 +76,7 @@ else
   echo "qcow2-fs: no qemu-img/qemu-io on this host (Debian package qemu-utils): the check will fail"
 fi
 # Knobs of checks.sh that travel into dom0
-for v in CMP_ROUNDS CMP_SECS CMP_VARIANT CMP_MEDIA NET_ROUNDS NET_SECS; do [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"; done > "$P/lab/env"
+for v in CMP_ROUNDS CMP_SECS CMP_VARIANT CMP_MEDIA NET_ROUNDS NET_SECS DX_PERSISTENT; do [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"; done > "$P/lab/env"
 (cd "$P" && find . | cpio -o -H newc -R 0:0 --quiet) > "$LAB/payload.cpio"
 # One initrd: the cached image, then the payload (Linux unpacks concatenated cpio archives
 # in order; later files win).

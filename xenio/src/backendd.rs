@@ -164,7 +164,15 @@ pub fn run(a: BackenddArgs) -> Result<()> {
             let p = LocalPlatform::connect(dir, DomId(a.backend))?;
             Daemon::new(&a, direct).run(&p, &stop)
         }
-        PlatformKind::Xen => Daemon::new(&a, direct).run(&XenPlatform::open()?, &stop),
+        PlatformKind::Xen => {
+            let p = XenPlatform::open()?;
+            // Every device maps its frontend's grants through /dev/xen/gntdev:
+            // opened now, a missing one is said at start, not on the first
+            // device, and the daemon's descriptors stay flat from here on
+            // (the lab's domu-xl counts them).
+            p.mapper()?;
+            Daemon::new(&a, direct).run(&p, &stop)
+        }
     }
 }
 

@@ -78,6 +78,13 @@ impl Storage for AnyStorage {
         })
     }
 
+    // Forwarded, not the trait's default (`info().sectors`, fixed at open):
+    // without it a grown image was never seen through AnyStorage (`xenio
+    // blkback --disk`, `xenio backendd`), found by the lab's domu-xl-live.
+    fn sectors(&self) -> u64 {
+        each!(AnyStorage, self, s => s.sectors())
+    }
+
     fn max_queues(&self) -> Option<u32> {
         each!(AnyStorage, self, s => s.max_queues())
     }
@@ -115,5 +122,32 @@ impl StorageQueue for AnyQueue {
     }
     fn registered_ios(&self) -> u64 {
         each!(AnyQueue, self, q => StorageQueue::registered_ios(q))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{OpenOptions, StorageTarget};
+    use xenio_hostio::disk::Direct;
+
+    #[test]
+    fn a_grown_image_is_seen_through_any_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("grow.img");
+        let f = std::fs::File::create(&img).unwrap();
+        f.set_len(1 << 20).unwrap();
+        let options = OpenOptions {
+            direct: Direct::Off,
+            ..OpenOptions::default()
+        };
+        let s = StorageTarget::from_params(&img.display().to_string())
+            .unwrap()
+            .open(&options)
+            .unwrap();
+        assert!(matches!(s, AnyStorage::File(_)));
+        assert_eq!(s.sectors(), 2048);
+        f.set_len(3 << 20).unwrap();
+        assert_eq!(s.sectors(), 6144);
     }
 }
