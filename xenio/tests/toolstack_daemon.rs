@@ -36,23 +36,12 @@ fn backendd_serves_what_the_toolstack_writes_each_device_alone() {
         .with_test_writer()
         .try_init();
     let w = World::new("toolstack", &[1, 2, 3]);
-    let ts = Toolstack {
-        w: &w,
-        dom0: w.platform(0),
-    };
-    let mut d = Command::new(env!("CARGO_BIN_EXE_xenio"));
-    d.args(["backendd", "--platform", "local", "--close-timeout", "2"])
-        .args(["--max-queues", "2", "--max-ring-page-order", "2"])
-        .arg("--run-dir")
-        .arg(w.run_dir());
-    let mut daemon = Backend::spawn(d);
-    // The daemon is watching once it made its watches: give it a moment, as
-    // a host would, by waiting for a device it ignores to exist... simpler:
-    // its baseline is taken before any device.
-    eventually(Duration::from_secs(30), "the daemon up", || {
-        proc_stats(daemon.pid()).threads >= 1 && daemon.running()
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    let ts = Toolstack::new(&w);
+    let mut daemon = backendd(
+        &w,
+        None,
+        &["--max-queues", "2", "--max-ring-page-order", "2"],
+    );
     let base = proc_stats(daemon.pid());
     let base_fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", daemon.pid()))
         .unwrap()
@@ -69,9 +58,9 @@ fn backendd_serves_what_the_toolstack_writes_each_device_alone() {
     // A: domain 1, a plain path (backendtype=phy).
     let st = ts.attach(1, "xvda", 51712, &[("params", a.display().to_string())]);
     assert_eq!(st, XenbusState::InitWait);
-    assert!(ts.hotplug("add", 1, 51712));
+    assert!(ts.hotplug("vbd", "add", 1, 51712));
     let s = ts.store();
-    let hs = format!("{}/hotplug-status", Toolstack::backend(1, 51712));
+    let hs = format!("{}/hotplug-status", Toolstack::backend("vbd", 1, 51712));
     assert_eq!(
         s.read_opt(Tx::NONE, &hs).unwrap().as_deref(),
         Some("connected")
@@ -87,7 +76,7 @@ fn backendd_serves_what_the_toolstack_writes_each_device_alone() {
         ],
     );
     assert_eq!(st, XenbusState::InitWait);
-    assert!(ts.hotplug("add", 2, 51712));
+    assert!(ts.hotplug("vbd", "add", 2, 51712));
     // C: domain 2, a removable read-only CD-ROM.
     let st = ts.attach(
         2,
@@ -101,7 +90,7 @@ fn backendd_serves_what_the_toolstack_writes_each_device_alone() {
         ],
     );
     assert_eq!(st, XenbusState::InitWait);
-    assert!(ts.hotplug("add", 2, 51728));
+    assert!(ts.hotplug("vbd", "add", 2, 51728));
 
     let (dom1, dom2, dom3) = (
         Arc::new(w.platform(1)),
@@ -120,7 +109,10 @@ fn backendd_serves_what_the_toolstack_writes_each_device_alone() {
         .unwrap();
         assert!(cd.info().readonly, "a CD-ROM is read-only");
         let info: u32 = s
-            .read_string(Tx::NONE, &format!("{}/info", Toolstack::backend(2, 51728)))
+            .read_string(
+                Tx::NONE,
+                &format!("{}/info", Toolstack::backend("vbd", 2, 51728)),
+            )
             .unwrap()
             .parse()
             .unwrap();
@@ -136,7 +128,7 @@ fn backendd_serves_what_the_toolstack_writes_each_device_alone() {
     };
     io_a.wait_progress("A's I/O");
     io_b.wait_progress("B's I/O");
-    let b_back = Toolstack::backend(2, 51712);
+    let b_back = Toolstack::backend("vbd", 2, 51712);
     assert!(
         s.read_opt(Tx::NONE, &format!("{b_back}/feature-discard"))
             .unwrap()
@@ -156,10 +148,10 @@ fn backendd_serves_what_the_toolstack_writes_each_device_alone() {
         "{msg}"
     );
     assert!(
-        !ts.hotplug("add", 3, 51712),
+        !ts.hotplug("vbd", "add", 3, 51712),
         "the script accepted a refused device"
     );
-    ts.remove(3, 51712);
+    ts.remove("vbd", 3, 51712);
     eventually(Duration::from_secs(10), "D's error node removed", || {
         s.read_opt(Tx::NONE, err).unwrap().is_none()
     });
@@ -172,7 +164,7 @@ fn backendd_serves_what_the_toolstack_writes_each_device_alone() {
     );
     assert_eq!(st, XenbusState::Closing);
     assert!(s.read_string(Tx::NONE, err).unwrap().contains("mode"));
-    ts.remove(3, 51712);
+    ts.remove("vbd", 3, 51712);
     io_b.wait_progress("B's I/O after D");
 
     // E: domain 3, good; then domain 3 dies (@releaseDomain): E closes on
@@ -185,19 +177,22 @@ fn backendd_serves_what_the_toolstack_writes_each_device_alone() {
     eventually(
         Duration::from_secs(30),
         "E closed after its domain went",
-        || state_of(s, &format!("{}/state", Toolstack::backend(3, 51712))) == XenbusState::Closed,
+        || {
+            state_of(s, &format!("{}/state", Toolstack::backend("vbd", 3, 51712)))
+                == XenbusState::Closed
+        },
     );
     assert!(
         io_e.thread.join().unwrap().is_some(),
         "E's I/O went on without its domain"
     );
-    ts.remove(3, 51712); // what `xl destroy` does last
+    ts.remove("vbd", 3, 51712); // what `xl destroy` does last
     io_b.wait_progress("B's I/O after E");
     io_a.wait_progress("A's I/O after E");
 
     // Detach A under I/O: its frontend lets go, libxl's wait for Closed
     // ends, and B goes on.
-    ts.detach(1, 51712);
+    ts.detach("vbd", 1, 51712);
     let ended = io_a.thread.join().unwrap();
     assert!(ended.is_some(), "A's I/O did not notice the detach");
     eprintln!("A ended with: {}", ended.unwrap());
@@ -213,8 +208,8 @@ fn backendd_serves_what_the_toolstack_writes_each_device_alone() {
         io_b.pairs.load(Ordering::Relaxed)
     );
     cd.close().unwrap();
-    ts.detach(2, 51712);
-    ts.detach(2, 51728);
+    ts.detach("vbd", 2, 51712);
+    ts.detach("vbd", 2, 51728);
 
     // Nothing left: store nodes, threads, fds, grant mappings.
     for gone in ["/local/domain/0/backend", "/local/domain/0/error", "/libxl"] {

@@ -33,37 +33,26 @@ use xenio_xenbus::{EventChannel, Granted, Store, Tx};
 const DEVID: u32 = 51712;
 const DEVID2: u32 = 51728;
 
-/// `xenio backendd` on `w`, with its baseline taken once it is up.
-fn daemon(w: &World) -> Backend {
-    let mut d = Command::new(env!("CARGO_BIN_EXE_xenio"));
-    d.args(["backendd", "--platform", "local", "--close-timeout", "2"])
-        .args(["--max-queues", "2", "--max-ring-page-order", "2"])
-        .arg("--run-dir")
-        .arg(w.run_dir());
-    let mut daemon = Backend::spawn(d);
-    eventually(Duration::from_secs(30), "the daemon up", || {
-        proc_stats(daemon.pid()).threads >= 1 && daemon.running()
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    daemon
-}
-
 /// Attach `params` as `vdev` of `fe` and run the hotplug script, as `xl
 /// block-attach` does; the device must reach InitWait.
 fn attach(ts: &Toolstack, fe: u16, vdev: &str, devid: u32, params: &std::path::Path) {
     let st = ts.attach(fe, vdev, devid, &[("params", params.display().to_string())]);
     assert_eq!(st, XenbusState::InitWait, "{fe}/{devid}");
-    assert!(ts.hotplug("add", fe, devid), "block-xenio add {fe}/{devid}");
+    assert!(
+        ts.hotplug("vbd", "add", fe, devid),
+        "block-xenio add {fe}/{devid}"
+    );
 }
 
 #[test]
 fn a_hostile_frontend_is_refused_alone_beside_three_devices_and_the_c_frontend() {
     let w = World::new("isolation", &[1, 2, 3, 4]);
-    let ts = Toolstack {
-        w: &w,
-        dom0: w.platform(0),
-    };
-    let mut daemon = daemon(&w);
+    let ts = Toolstack::new(&w);
+    let mut daemon = backendd(
+        &w,
+        None,
+        &["--max-queues", "2", "--max-ring-page-order", "2"],
+    );
     let s = ts.store();
 
     // The C frontend, domain 1, watches for its device; its image holds the
@@ -145,8 +134,11 @@ fn a_hostile_frontend_is_refused_alone_beside_three_devices_and_the_c_frontend()
     raw.send(&[raw.request(BLKIF_OP_READ, 7, 8, 1)]);
     let ok = raw.responses(1, T);
     assert_eq!((ok[0].id, ok[0].status), (7, BLKIF_RSP_OKAY));
-    let back4 = Toolstack::backend(4, DEVID);
-    assert_eq!(state_of(s, &format!("{back4}/state")), XenbusState::Connected);
+    let back4 = Toolstack::backend("vbd", 4, DEVID);
+    assert_eq!(
+        state_of(s, &format!("{back4}/state")),
+        XenbusState::Connected
+    );
     progress("the others' I/O after the refused requests");
 
     // A request producer a hundred requests past a 32-slot ring: the ring is
@@ -158,9 +150,11 @@ fn a_hostile_frontend_is_refused_alone_beside_three_devices_and_the_c_frontend()
         Ordering::Release,
     );
     raw.ch.notify().unwrap();
-    eventually(Duration::from_secs(10), "the hostile device Closing", || {
-        state_of(s, &format!("{back4}/state")) == XenbusState::Closing
-    });
+    eventually(
+        Duration::from_secs(10),
+        "the hostile device Closing",
+        || state_of(s, &format!("{back4}/state")) == XenbusState::Closing,
+    );
     let err = s
         .read_string(Tx::NONE, "/local/domain/0/error/backend/vbd/4/51712/error")
         .unwrap();
@@ -186,7 +180,7 @@ fn a_hostile_frontend_is_refused_alone_beside_three_devices_and_the_c_frontend()
 
     // The toolstack takes the hostile device away; the rest detach cleanly.
     drop(raw);
-    ts.remove(4, DEVID);
+    ts.remove("vbd", 4, DEVID);
     eventually(Duration::from_secs(10), "the error node removed", || {
         s.read_opt(Tx::NONE, "/local/domain/0/error/backend/vbd/4/51712/error")
             .unwrap()
@@ -196,10 +190,10 @@ fn a_hostile_frontend_is_refused_alone_beside_three_devices_and_the_c_frontend()
         io.stop.store(true, Ordering::Relaxed);
         assert!(io.thread.join().unwrap().is_none(), "a device's I/O failed");
     }
-    ts.detach(1, DEVID);
-    ts.detach(2, DEVID);
-    ts.detach(3, DEVID);
-    ts.detach(3, DEVID2);
+    ts.detach("vbd", 1, DEVID);
+    ts.detach("vbd", 2, DEVID);
+    ts.detach("vbd", 3, DEVID);
+    ts.detach("vbd", 3, DEVID2);
     let left = s.directory(Tx::NONE, "/local/domain/0/backend");
     assert!(left.as_ref().map_or(true, |l| l.is_empty()), "{left:?}");
     let status = daemon.stop();
@@ -296,16 +290,22 @@ fn soak_four_devices_and_attach_detach_churn_keep_the_daemon_flat() {
     let seed = 0x5eed ^ std::process::id() as u64;
     eprintln!("soak: {secs} s, seed {seed:#x}");
     let w = World::new("soak", &[1, 2, 3, 4]);
-    let ts = Toolstack {
-        w: &w,
-        dom0: w.platform(0),
-    };
-    let mut daemon = daemon(&w);
+    let ts = Toolstack::new(&w);
+    let mut daemon = backendd(
+        &w,
+        None,
+        &["--max-queues", "2", "--max-ring-page-order", "2"],
+    );
     let pid = daemon.pid();
     let base = proc_stats(pid);
     let doms: Vec<Arc<LocalPlatform>> = (1..=4).map(|d| Arc::new(w.platform(d))).collect();
 
-    let devices = [(1, "xvda", DEVID), (1, "xvdb", DEVID2), (2, "xvda", DEVID), (3, "xvda", DEVID)];
+    let devices = [
+        (1, "xvda", DEVID),
+        (1, "xvdb", DEVID2),
+        (2, "xvda", DEVID),
+        (3, "xvda", DEVID),
+    ];
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for (i, &(fe, vdev, devid)) in devices.iter().enumerate() {
@@ -321,10 +321,7 @@ fn soak_four_devices_and_attach_detach_churn_keep_the_daemon_flat() {
     let cycles = Arc::new(AtomicU64::new(0));
     let churn = {
         let (st, n, p4) = (stop.clone(), cycles.clone(), doms[3].clone());
-        let churn_ts = Toolstack {
-            w: &w,
-            dom0: w.platform(0),
-        };
+        let churn_ts = Toolstack::new(&w);
         let img = churn_img.clone();
         std::thread::scope(|sc| {
             let h = sc.spawn(move || {
@@ -337,7 +334,7 @@ fn soak_four_devices_and_attach_detach_churn_keep_the_daemon_flat() {
                     }
                     io.stop.store(true, Ordering::Relaxed);
                     assert!(io.thread.join().unwrap().is_none(), "churn I/O failed");
-                    churn_ts.detach(4, DEVID);
+                    churn_ts.detach("vbd", 4, DEVID);
                     n.fetch_add(1, Ordering::Relaxed);
                 }
             });
@@ -358,7 +355,7 @@ fn soak_four_devices_and_attach_detach_churn_keep_the_daemon_flat() {
     };
     let ops: u64 = workers.into_iter().map(|h| h.join().unwrap()).sum();
     for &(fe, _, devid) in &devices {
-        ts.detach(fe, devid);
+        ts.detach("vbd", fe, devid);
     }
     assert!(daemon.running(), "the daemon died");
 

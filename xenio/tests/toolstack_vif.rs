@@ -25,262 +25,32 @@
 
 mod common;
 
+use common::toolstack::*;
 use common::*;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use xenio_blkfront::{BlkFront, Options};
 use xenio_xen_sys::xenbus::XenbusState;
-use xenio_xenbus::platform::{LocalPlatform, Platform};
+use xenio_xenbus::platform::Platform;
 use xenio_xenbus::{DomId, Store, Tx};
-use xenio_xenstore::{Perm, PermAccess};
 
-/// libxl's own wait for a backend's state (its source: 10 s).
-const LIBXL_WAIT: Duration = Duration::from_secs(10);
-
-fn perm(domid: u16, access: PermAccess) -> Perm {
-    Perm {
-        domid: DomId(domid),
-        access,
-    }
+/// The namespace's interfaces.
+fn links(ns: &Netns) -> Vec<String> {
+    let out = ns.exec().args(["ls", "/sys/class/net"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }
 
-struct Toolstack<'w> {
-    w: &'w World,
-    dom0: LocalPlatform,
-    ns: &'w Netns,
-}
-
-impl Toolstack<'_> {
-    fn store(&self) -> &xenio_xenstore::Client {
-        self.dom0.store()
-    }
-
-    fn backend(class: &str, fe: u16, devid: u32) -> String {
-        format!("/local/domain/0/backend/{class}/{fe}/{devid}")
-    }
-
-    fn frontend(class: &str, fe: u16, devid: u32) -> String {
-        let kind = if class == "vif" { "vif" } else { "vbd" };
-        format!("/local/domain/{fe}/device/{kind}/{devid}")
-    }
-
-    /// Both directories and libxl's copy in one transaction, then libxl's
-    /// wait for InitWait (a backend that refused says Closing).
-    fn create(
-        &self,
-        class: &str,
-        fe: u16,
-        devid: u32,
-        back_keys: &[(&str, String)],
-        front_keys: &[(&str, String)],
-    ) -> XenbusState {
-        let s = self.store();
-        let front = Self::frontend(class, fe, devid);
-        let back = Self::backend(class, fe, devid);
-        let libxl = format!("/libxl/{fe}/device/{class}/{devid}");
-        s.transaction(16, |tx| {
-            let _ = s.rm(tx, &libxl);
-            s.write(tx, &format!("{libxl}/frontend"), front.as_bytes())?;
-            s.write(tx, &format!("{libxl}/backend"), back.as_bytes())?;
-            let _ = s.rm(tx, &front);
-            s.mkdir(tx, &front)?;
-            let fperms = [perm(fe, PermAccess::None), perm(0, PermAccess::Read)];
-            s.set_perms(tx, &front, &fperms)?;
-            let mut fkeys: Vec<(&str, String)> = vec![
-                ("backend", back.clone()),
-                ("backend-id", "0".into()),
-                ("state", "1".into()),
-            ];
-            fkeys.extend(front_keys.iter().cloned());
-            for (k, v) in &fkeys {
-                let p = format!("{front}/{k}");
-                s.write(tx, &p, v.as_bytes())?;
-                s.set_perms(tx, &p, &fperms)?;
-            }
-            let _ = s.rm(tx, &back);
-            s.mkdir(tx, &back)?;
-            s.set_perms(
-                tx,
-                &back,
-                &[perm(0, PermAccess::None), perm(fe, PermAccess::Read)],
-            )?;
-            let mut bkeys: Vec<(&str, String)> = vec![
-                ("frontend", front.clone()),
-                ("frontend-id", fe.to_string()),
-                ("online", "1".into()),
-                ("state", "1".into()),
-            ];
-            bkeys.extend(back_keys.iter().cloned());
-            for (k, v) in &bkeys {
-                s.write(tx, &format!("{back}/{k}"), v.as_bytes())?;
-                s.write(tx, &format!("{libxl}/{k}"), v.as_bytes())?;
-            }
-            Ok(())
-        })
+/// `ip -o link show <dev>` in the namespace.
+fn link(ns: &Netns, dev: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "-o", "link", "show", dev])
+        .output()
         .unwrap();
-        let state = format!("{back}/state");
-        let mut got = XenbusState::Initialising;
-        eventually(LIBXL_WAIT, "the daemon to take the device", || {
-            got = state_of(s, &state);
-            matches!(got, XenbusState::InitWait | XenbusState::Closing)
-        });
-        got
-    }
-
-    /// `xl network-attach <fe> bridge=xbr0,script=vif-xenio,mac=...`: the
-    /// nodes libxl_nic.c writes (`vifname` when `extra` has it).
-    fn attach_vif(&self, fe: u16, devid: u32, mac: &str, extra: &[(&str, String)]) -> XenbusState {
-        let mut back: Vec<(&str, String)> = vec![
-            ("script", "/etc/xen/scripts/vif-xenio".into()),
-            ("mac", mac.into()),
-            ("bridge", "xbr0".into()),
-            ("handle", devid.to_string()),
-            ("type", "vif".into()),
-            ("hotplug-status", String::new()),
-        ];
-        back.extend(extra.iter().cloned());
-        let front: Vec<(&str, String)> = vec![
-            ("handle", devid.to_string()),
-            ("mac", mac.into()),
-            ("trusted", "1".into()),
-            ("mtu", "1500".into()),
-        ];
-        self.create("vif", fe, devid, &back, &front)
-    }
-
-    /// `xl block-attach <fe> vdev=xvda,...,script=block-xenio,target=<image>`.
-    fn attach_vbd(&self, fe: u16, devid: u32, image: &Path) -> XenbusState {
-        let back: Vec<(&str, String)> = vec![
-            ("params", image.display().to_string()),
-            ("script", "/etc/xen/scripts/block-xenio".into()),
-            ("removable", "0".into()),
-            ("dev", "xvda".into()),
-            ("type", "phy".into()),
-            ("mode", "w".into()),
-            ("device-type", "disk".into()),
-            ("discard-enable", "1".into()),
-        ];
-        let front: Vec<(&str, String)> = vec![
-            ("virtual-device", devid.to_string()),
-            ("device-type", "disk".into()),
-            ("trusted", "1".into()),
-            ("protocol", "x86_64-abi".into()),
-        ];
-        self.create("vbd", fe, devid, &back, &front)
-    }
-
-    /// A hotplug script as libxl runs it (Xen 4.17, libxl_linux.c), in the
-    /// daemon's namespace: `<script> <command> [type_if=vif]` with
-    /// XENBUS_PATH, XENBUS_TYPE, XENBUS_BASE_PATH (and for a vif `vif` and
-    /// `netdev`).
-    fn hotplug(&self, class: &str, command: &str, fe: u16, devid: u32) -> bool {
-        let name = if class == "vif" {
-            "vif-xenio"
-        } else {
-            "block-xenio"
-        };
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tools/hotplug")
-            .join(name);
-        let mut c = self.ns.exec();
-        c.arg("sh").arg(script).arg(command);
-        if class == "vif" {
-            c.arg("type_if=vif")
-                .env("vif", format!("vif{fe}.{devid}"))
-                .env("netdev", "");
-        }
-        let out = c
-            .env("XENBUS_PATH", format!("backend/{class}/{fe}/{devid}"))
-            .env("XENBUS_TYPE", class)
-            .env("XENBUS_BASE_PATH", "backend")
-            .env(
-                "XENSTORED_PATH",
-                self.w.run_dir().join("xenstored").join("socket"),
-            )
-            .output()
-            .expect("sh, ip and xenstore-utils");
-        eprintln!(
-            "{name} {command} {fe}/{devid}: {} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        out.status.success()
-    }
-
-    /// The end of a detach: both directories, libxl's copy and every parent
-    /// left empty, in one transaction.
-    fn remove(&self, class: &str, fe: u16, devid: u32) {
-        let s = self.store();
-        s.transaction(16, |tx| {
-            for dir in [
-                Self::frontend(class, fe, devid),
-                format!("/libxl/{fe}/device/{class}/{devid}"),
-                Self::backend(class, fe, devid),
-            ] {
-                if s.rm(tx, &dir).is_err() {
-                    continue;
-                }
-                let mut p = dir.as_str();
-                while let Some((parent, _)) = p.rsplit_once('/') {
-                    if parent.matches('/').count() < 4 && !parent.starts_with("/libxl") {
-                        break; // /local/domain/<id> stays
-                    }
-                    match s.directory(tx, parent) {
-                        Ok(c) if c.is_empty() && !parent.is_empty() => s.rm(tx, parent)?,
-                        _ => break,
-                    }
-                    p = parent;
-                }
-            }
-            Ok(())
-        })
-        .unwrap();
-    }
-
-    /// `xl network-detach`/`block-detach`: `online = 0` and `state = 5`, a
-    /// wait for Closed, the script's offline/remove, the nodes removed.
-    fn detach(&self, class: &str, fe: u16, devid: u32) {
-        let s = self.store();
-        let back = Self::backend(class, fe, devid);
-        s.transaction(16, |tx| {
-            s.write(tx, &format!("{back}/online"), b"0")?;
-            s.write(tx, &format!("{back}/state"), b"5")
-        })
-        .unwrap();
-        eventually(LIBXL_WAIT, "the backend's Closed", || {
-            state_of(s, &format!("{back}/state")) == XenbusState::Closed
-        });
-        let command = if class == "vif" { "offline" } else { "remove" };
-        assert!(self.hotplug(class, command, fe, devid));
-        self.remove(class, fe, devid);
-    }
-
-    /// The namespace's interfaces.
-    fn links(&self) -> Vec<String> {
-        let out = self
-            .ns
-            .exec()
-            .args(["ls", "/sys/class/net"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(String::from)
-            .collect()
-    }
-
-    /// `ip -o link show <dev>` in the namespace.
-    fn link(&self, dev: &str) -> String {
-        let out = Command::new("ip")
-            .args(["-n", &self.ns.name, "-o", "link", "show", dev])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `xenio netfront` (its own process, domain `fe`): ARP, then `count` echo
@@ -302,50 +72,6 @@ fn ping_from(w: &World, fe: u16, devid: u32, count: u16) -> bool {
         .status()
         .unwrap();
     st.success()
-}
-
-/// A disk frontend doing verified I/O until `stop` (pairs done).
-struct Io {
-    pairs: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-}
-
-fn io_loop(p: &Arc<LocalPlatform>, devid: u32) -> Io {
-    let (p, fe) = (p.clone(), p.domid());
-    let pairs = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (n, st) = (pairs.clone(), stop.clone());
-    let dir = format!("/local/domain/{fe}/device/vbd/{devid}");
-    let thread = std::thread::spawn(move || {
-        let mut d = BlkFront::connect(p, &dir, Options::default()).unwrap();
-        let mut k = 0u64;
-        while !st.load(Ordering::Relaxed) {
-            let data = [k as u8; 8192];
-            let off = (k % 64) * 8192;
-            d.write_at(off, &data).unwrap();
-            let mut back = [0u8; 8192];
-            d.read_at(off, &mut back).unwrap();
-            assert!(back == data, "{dir}: other data read back");
-            k += 1;
-            n.store(k, Ordering::Relaxed);
-        }
-        d.close().unwrap();
-    });
-    Io {
-        pairs,
-        stop,
-        thread,
-    }
-}
-
-impl Io {
-    fn wait_progress(&self, what: &str) {
-        let from = self.pairs.load(Ordering::Relaxed);
-        eventually(Duration::from_secs(60), what, || {
-            self.pairs.load(Ordering::Relaxed) > from
-        });
-    }
 }
 
 fn fds(pid: u32) -> Vec<String> {
@@ -379,33 +105,25 @@ fn backendd_serves_toolstack_vifs_beside_a_disk() {
     ns.ip(&["link", "set", "xbr0", "up"]);
     let w = World::new("toolstack-vif", &[1, 2, 3]);
     let ts = Toolstack {
-        w: &w,
-        dom0: w.platform(0),
-        ns: &ns,
+        ns: Some(&ns),
+        ..Toolstack::new(&w)
     };
-    let mut d = ns.exec();
-    d.arg(env!("CARGO_BIN_EXE_xenio"))
-        .args(["backendd", "--platform", "local", "--class", "vbd,vif"])
-        .args(["--close-timeout", "2"])
-        .arg("--run-dir")
-        .arg(w.run_dir());
-    let mut daemon = Backend::spawn(d);
-    eventually(Duration::from_secs(30), "the daemon up", || {
-        daemon.running() && proc_stats(daemon.pid()).threads >= 1
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    let mut daemon = backendd(&w, Some(&ns), &["--class", "vbd,vif"]);
     let pid = daemon.pid();
     let base = proc_stats(pid);
     let base_fds = fds(pid);
-    let links0 = ts.links();
+    let links0 = links(&ns);
     let s = ts.store();
 
     // A disk of domain 2, verified I/O throughout.
     let img = w.image("a.img", 4 << 20);
-    assert_eq!(ts.attach_vbd(2, 51712, &img), XenbusState::InitWait);
+    assert_eq!(
+        ts.attach(2, "xvda", 51712, &[("params", img.display().to_string())]),
+        XenbusState::InitWait
+    );
     assert!(ts.hotplug("vbd", "add", 2, 51712));
     let dom2 = Arc::new(w.platform(2));
-    let io = io_loop(&dom2, 51712);
+    let io = io_loop(&dom2, 51712, 0x2d);
     io.wait_progress("the disk's I/O");
 
     // A vif with nonsense nodes: refused alone, no TAP, the script fails.
@@ -422,7 +140,7 @@ fn backendd_serves_toolstack_vifs_beside_a_disk() {
         )
         .unwrap();
     assert!(herr.contains("did not take the device"), "{herr}");
-    assert!(!ts.links().contains(&"vif3.0".to_string()));
+    assert!(!links(&ns).contains(&"vif3.0".to_string()));
     ts.remove("vif", 3, 0);
     eventually(Duration::from_secs(10), "the error node removed", || {
         s.read_opt(Tx::NONE, err).unwrap().is_none()
@@ -436,10 +154,10 @@ fn backendd_serves_toolstack_vifs_beside_a_disk() {
         XenbusState::InitWait
     );
     eventually(Duration::from_secs(10), "the TAP vif1.0", || {
-        ts.links().contains(&"vif1.0".to_string())
+        links(&ns).contains(&"vif1.0".to_string())
     });
     assert!(ts.hotplug("vif", "online", 1, 0));
-    let l = ts.link("vif1.0");
+    let l = link(&ns, "vif1.0");
     assert!(l.contains("master xbr0") && l.contains(",UP"), "{l}");
     assert_eq!(
         s.read_string(
@@ -494,7 +212,7 @@ fn backendd_serves_toolstack_vifs_beside_a_disk() {
     );
     ts.detach("vif", 1, 2);
     eventually(Duration::from_secs(10), "the TAP vif1.2 gone", || {
-        !ts.links().contains(&"vif1.2".to_string())
+        !links(&ns).contains(&"vif1.2".to_string())
     });
     io.wait_progress("the disk's I/O beside the vif");
 
@@ -528,7 +246,7 @@ fn backendd_serves_toolstack_vifs_beside_a_disk() {
         "Connected before the hotplug script ran"
     );
     assert!(ts.hotplug("vif", "online", 3, 1));
-    assert!(ts.link("guest3").contains("master xbr0"));
+    assert!(link(&ns, "guest3").contains("master xbr0"));
     let nic = connecting.join().unwrap().unwrap();
     eventually(Duration::from_secs(10), "guest3 Connected", || {
         state_of(s, &back3) == XenbusState::Connected
@@ -543,7 +261,7 @@ fn backendd_serves_toolstack_vifs_beside_a_disk() {
         },
     );
     eventually(Duration::from_secs(10), "the TAP guest3 gone", || {
-        !ts.links().contains(&"guest3".to_string())
+        !links(&ns).contains(&"guest3".to_string())
     });
     drop(nic);
     assert!(ts.hotplug("vif", "offline", 3, 1));
@@ -553,14 +271,14 @@ fn backendd_serves_toolstack_vifs_beside_a_disk() {
     // gone, the TAP gone; the disk goes on.
     ts.detach("vif", 1, 0);
     eventually(Duration::from_secs(10), "the TAP vif1.0 gone", || {
-        !ts.links().contains(&"vif1.0".to_string())
+        !links(&ns).contains(&"vif1.0".to_string())
     });
     io.wait_progress("the disk's I/O after the vifs");
     assert!(daemon.running(), "the daemon died");
 
     // The disk closed by its frontend, detached.
     io.stop.store(true, Ordering::Relaxed);
-    io.thread.join().unwrap();
+    assert!(io.thread.join().unwrap().is_none(), "the disk's I/O failed");
     eprintln!(
         "the disk did {} verified write+read pairs",
         io.pairs.load(Ordering::Relaxed)
@@ -568,7 +286,7 @@ fn backendd_serves_toolstack_vifs_beside_a_disk() {
     ts.detach("vbd", 2, 51712);
 
     // Nothing left: interfaces, store nodes, threads, descriptors.
-    assert_eq!(ts.links(), links0, "interfaces");
+    assert_eq!(links(&ns), links0, "interfaces");
     for gone in ["/local/domain/0/backend", "/local/domain/0/error", "/libxl"] {
         let left = s.directory(Tx::NONE, gone);
         assert!(
