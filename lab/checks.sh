@@ -170,13 +170,13 @@ xl_detach() { # vdev: xl returns once libxl saw Closed and ran the script; the d
 }
 c_backendd_xl() {
   [ -f /lab/block-xenio ] || die "no block-xenio in the payload (lab/run.sh copies it)"
-  # Persistent grants off: with them on, the disk that had done the most I/O took 11.6 s from
-  # its frontend's Closed to its backend's, past libxl's 10 s removal timeout, while the one
-  # that had done little closed in 0.2 s (lab/README.md, "What the lab found"). bb-o0 covers them.
-  # BXL_PERSISTENT=1 turns them on; BXL_ROUNDS=N then adds N rounds of attach, 32 MiB of
+  # Persistent grants on (BXL_PERSISTENT=0: off). Unmapped one by one, a busy disk's took
+  # 3-6 s per queue and its close once 11.6 s, past libxl's 10 s removal timeout; unmapped
+  # with one mmap per queue (GrantWindow::release) a busy disk detaches in 1.7-2.9 s
+  # (lab/README.md, "What the lab found"). BXL_ROUNDS=N adds N rounds of attach, 32 MiB of
   # random writes, timed detach of xvdb (each detach's time and the backend's own figures for
   # unmapping its persistent grants are printed as INFO lines).
-  blkfront_load 0 2 32 "${BXL_PERSISTENT:-0}"
+  blkfront_load 0 2 32 "${BXL_PERSISTENT:-1}"
   for i in $(seq 1 50); do grep -q '^xen_blkback ' /proc/modules || break; rmmod xen-blkback 2>/dev/null; sleep 0.2; done
   grep -q '^xen_blkback ' /proc/modules && die "cannot unload xen-blkback"
   install -m 755 /lab/block-xenio /etc/xen/scripts/block-xenio
