@@ -171,8 +171,8 @@ xl_detach() { # vdev: xl returns once libxl saw Closed and ran the script; the d
 c_backendd_xl() {
   [ -f /lab/block-xenio ] || die "no block-xenio in the payload (lab/run.sh copies it)"
   # Persistent grants on (BXL_PERSISTENT=0: off). Unmapped one by one, a busy disk's took
-  # 3-6 s per queue and its close once 11.6 s, past libxl's 10 s removal timeout; unmapped
-  # with one mmap per queue (GrantWindow::release) a busy disk detaches in 1.7-2.9 s
+  # 3-11.5 s per queue and its close up to 16.9 s, past libxl's 10 s removal timeout; unmapped
+  # with one mmap per queue (GrantWindow::release) a busy disk detaches in 1.3-3.0 s
   # (lab/README.md, "What the lab found"). BXL_ROUNDS=N adds N rounds of attach, 32 MiB of
   # random writes, timed detach of xvdb (each detach's time and the backend's own figures for
   # unmapping its persistent grants are printed as INFO lines).
