@@ -2,20 +2,20 @@
 //! exactly the requests that touch them, whatever the reordering mode merged.
 
 use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use xenio_blkback::reorder::ReorderMode;
 use xenio_blkback::storage::{DiscardInfo, DiskInfo, SyncStorage, Synchronous};
 use xenio_blkback::{BackendConfig, Counters, QueueConfig, serve};
-use xenio_ring::FrontRing;
 use xenio_xen_sys::blkif::*;
 use xenio_xen_sys::xenbus::XenbusState;
-use xenio_xenbus::handshake::{DeviceKind, DevicePaths, Endpoint, create_device};
+use xenio_xenbus::handshake::Endpoint;
 use xenio_xenbus::platform::{InProcDomain, InProcess, Platform};
 use xenio_xenbus::*;
 
-const T: Duration = Duration::from_secs(10);
+mod common;
+use common::{Front, T, connect, domains, rw, seg};
+
 const SECTORS: u64 = 256;
 
 /// A disk in memory whose operations fail when they touch a bad sector.
@@ -67,81 +67,14 @@ impl SyncStorage for Faulty {
     }
 }
 
-struct Front {
-    ring: FrontRing<BlkifRequest, BlkifResponse, Arc<Region>>,
-    ch: <<InProcDomain as Platform>::Events as EventChannels>::Channel,
-    _ring_grant: <<InProcDomain as Platform>::Grants as GrantTable>::Granted,
-}
-
-impl Front {
-    /// Push every request, publish once: the backend takes them as one batch.
-    fn send(&mut self, reqs: &[BlkifRequest]) {
-        for r in reqs {
-            self.ring.push_request(r).unwrap();
-        }
-        if self.ring.push_requests_and_check_notify().is_required() {
-            self.ch.notify().unwrap();
-        }
-    }
-
-    /// `n` responses, sorted by id.
-    fn responses(&mut self, n: usize) -> Vec<BlkifResponse> {
-        let mut out = Vec::new();
-        while out.len() < n {
-            if let Some(r) = self.ring.take_response().unwrap() {
-                out.push(r);
-            } else if !self.ring.final_check_for_responses().unwrap() {
-                assert!(self.ch.wait(Some(T)).unwrap(), "no response");
-            }
-        }
-        out.sort_by_key(|r| r.id);
-        out
-    }
-}
-
-fn connect(guest: &InProcDomain, paths: &DevicePaths) -> Front {
-    let mut ep = Endpoint::frontend(guest.store(), &paths.frontend).unwrap();
-    ep.switch(XenbusState::Initialising, &[]).unwrap();
-    ep.wait_peer(T, |s| s == XenbusState::InitWait).unwrap();
-    let ring_grant = guest
-        .grants()
-        .unwrap()
-        .grant(DomId(0), 1, Access::ReadWrite)
-        .unwrap();
-    let ring = FrontRing::init(ring_grant.region().clone()).unwrap();
-    let ch = guest.events().alloc_unbound(DomId(0)).unwrap();
-    ep.switch(
-        XenbusState::Initialised,
-        &[
-            ("ring-ref", ring_grant.refs()[0].0.to_string()),
-            ("event-channel", ch.port().0.to_string()),
-            ("protocol", "x86_64-abi".into()),
-        ],
-    )
-    .unwrap();
-    ep.wait_peer(T, |s| s == XenbusState::Connected).unwrap();
-    Front {
-        ring,
-        ch,
-        _ring_grant: ring_grant,
-    }
+/// Responses sorted by id.
+fn by_id(mut rsps: Vec<BlkifResponse>) -> Vec<BlkifResponse> {
+    rsps.sort_by_key(|r| r.id);
+    rsps
 }
 
 fn read(id: u64, sector: u64, gref: GrantRef) -> BlkifRequest {
-    let mut r = BlkifRequest {
-        operation: BLKIF_OP_READ,
-        nr_segments: 1,
-        id,
-        sector_number: sector,
-        ..Default::default()
-    };
-    r.seg[0] = BlkifRequestSegment {
-        gref: gref.0,
-        first_sect: 0,
-        last_sect: 7,
-        _pad: [0; 2],
-    };
-    r
+    rw(BLKIF_OP_READ, id, sector, &[seg(gref, 0, 7)])
 }
 
 /// Serve `storage` in `mode` to a raw frontend and run `f` against it.
@@ -152,10 +85,7 @@ fn with_backend(
 ) {
     *storage.disk().data.lock().unwrap() = vec![0; SECTORS as usize * 512];
     let world = InProcess::new().unwrap();
-    let dom0 = world.domain(DomId(0)).unwrap();
-    let guest = world.domain(DomId(1)).unwrap();
-    let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, 51712);
-    create_device(dom0.store(), &paths, &[]).unwrap();
+    let (dom0, guest, paths) = domains(&world);
     let config = BackendConfig {
         once: true,
         persistent: false,
@@ -179,7 +109,7 @@ fn with_backend(
                 &shutdown,
             )
         });
-        let mut front = connect(&guest, &paths);
+        let (mut front, _) = connect(&guest, &paths);
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             f(&mut front, &guest, &counters)
         }));
@@ -216,8 +146,7 @@ fn a_bad_block_fails_only_its_own_read_in_every_mode() {
                 read(2, 16, refs[1]),
                 read(3, 24, refs[2]),
             ]);
-            let status: Vec<(u64, i16)> = front
-                .responses(3)
+            let status: Vec<(u64, i16)> = by_id(front.responses(3))
                 .iter()
                 .map(|r| (r.id, r.status))
                 .collect();
@@ -401,7 +330,7 @@ fn injected_failures_fail_exactly_the_requests_that_touch_them() {
                         raw.push(r);
                     }
                     front.send(&raw);
-                    let rsps = front.responses(raw.len());
+                    let rsps = by_id(front.responses(raw.len()));
                     // In ring order: the model disk, and what each request must get.
                     for (i, g) in batch.iter().enumerate() {
                         let range = g.range();

@@ -5,112 +5,35 @@
 //! without harming the backend.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 use xenio_blkback::storage::FileStorage;
 use xenio_blkback::{BackendConfig, Counters, Outcome, serve};
 use xenio_hostio::disk::Direct;
-use xenio_ring::{FrontRing, SharedMemory};
+use xenio_ring::SharedMemory;
 use xenio_xen_sys::blkif::*;
 use xenio_xen_sys::xenbus::XenbusState;
-use xenio_xenbus::handshake::{DeviceKind, DevicePaths, Endpoint, create_device};
+use xenio_xenbus::handshake::{DevicePaths, Endpoint};
 use xenio_xenbus::platform::{InProcDomain, InProcess, Platform};
 use xenio_xenbus::*;
 
-const T: Duration = Duration::from_secs(10);
+mod common;
+use common::{Front, T, domains, rw, seg};
+
 const SECTORS: u64 = 8192; // 4 MiB
-
-struct Front {
-    ring: FrontRing<BlkifRequest, BlkifResponse, std::sync::Arc<Region>>,
-    ch: <<InProcDomain as Platform>::Events as EventChannels>::Channel,
-    _ring_grant: <<InProcDomain as Platform>::Grants as GrantTable>::Granted,
-}
-
-impl Front {
-    fn send(&mut self, reqs: &[BlkifRequest]) {
-        for r in reqs {
-            self.ring.push_request(r).unwrap();
-        }
-        if self.ring.push_requests_and_check_notify().is_required() {
-            self.ch.notify().unwrap();
-        }
-    }
-
-    fn responses(&mut self, n: usize) -> Vec<BlkifResponse> {
-        let mut out = Vec::new();
-        while out.len() < n {
-            if let Some(r) = self.ring.take_response().unwrap() {
-                out.push(r);
-            } else if !self.ring.final_check_for_responses().unwrap() {
-                assert!(
-                    self.ch.wait(Some(T)).unwrap(),
-                    "no response after {} of {n}",
-                    out.len()
-                );
-            }
-        }
-        out
-    }
-}
-
-fn seg(gref: GrantRef, first: u8, last: u8) -> BlkifRequestSegment {
-    BlkifRequestSegment {
-        gref: gref.0,
-        first_sect: first,
-        last_sect: last,
-        _pad: [0; 2],
-    }
-}
-
-fn rw(op: u8, id: u64, sector: u64, segs: &[BlkifRequestSegment]) -> BlkifRequest {
-    let mut r = BlkifRequest {
-        operation: op,
-        nr_segments: segs.len() as u8,
-        id,
-        sector_number: sector,
-        ..Default::default()
-    };
-    r.seg[..segs.len()].copy_from_slice(segs);
-    r
-}
 
 fn setup(
     world: &InProcess,
     image: &std::path::Path,
 ) -> (InProcDomain, InProcDomain, DevicePaths, FileStorage) {
-    let dom0 = world.domain(DomId(0)).unwrap();
-    let guest = world.domain(DomId(1)).unwrap();
-    let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, 51712);
-    create_device(dom0.store(), &paths, &[]).unwrap();
-    std::fs::File::create(image)
-        .unwrap()
-        .set_len(SECTORS * 512)
-        .unwrap();
+    let (dom0, guest, paths) = domains(world);
+    common::image(image, SECTORS * 512);
     let storage = FileStorage::open(image, false, Direct::Auto).unwrap();
     (dom0, guest, paths, storage)
 }
 
-/// Handshake as a frontend with a one-page ring and no persistent grants.
+/// Handshake as a frontend with a one-page ring and no persistent grants; the
+/// backend offers the whole disk and barriers.
 fn connect(guest: &InProcDomain, paths: &DevicePaths) -> Front {
-    let mut ep = Endpoint::frontend(guest.store(), &paths.frontend).unwrap();
-    ep.switch(XenbusState::Initialising, &[]).unwrap();
-    ep.wait_peer(T, |s| s == XenbusState::InitWait).unwrap();
-    let ring_grant = guest
-        .grants()
-        .unwrap()
-        .grant(DomId(0), 1, Access::ReadWrite)
-        .unwrap();
-    let ring = FrontRing::init(ring_grant.region().clone()).unwrap();
-    let ch = guest.events().alloc_unbound(DomId(0)).unwrap();
-    ep.switch(
-        XenbusState::Initialised,
-        &[
-            ("ring-ref", ring_grant.refs()[0].0.to_string()),
-            ("event-channel", ch.port().0.to_string()),
-            ("protocol", "x86_64-abi".into()),
-        ],
-    )
-    .unwrap();
-    ep.wait_peer(T, |s| s == XenbusState::Connected).unwrap();
+    let (front, ep) = common::connect(guest, paths);
     assert_eq!(
         ep.peer_key("sectors").unwrap().as_deref(),
         Some(SECTORS.to_string().as_str())
@@ -119,11 +42,7 @@ fn connect(guest: &InProcDomain, paths: &DevicePaths) -> Front {
         ep.peer_key("feature-barrier").unwrap().as_deref(),
         Some("1")
     );
-    Front {
-        ring,
-        ch,
-        _ring_grant: ring_grant,
-    }
+    front
 }
 
 #[test]

@@ -7,115 +7,36 @@
 //! ring (in-process platform, a real file); `xenio/tests/blkd.rs` kills real
 //! backend processes with SIGKILL.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use xenio_blkback::inflight::{self, Inflight};
 use xenio_blkback::storage::FileStorage;
 use xenio_blkback::{BackendConfig, Counters, Outcome, serve};
 use xenio_hostio::disk::Direct;
-use xenio_ring::{BackRing, FrontRing};
+use xenio_ring::BackRing;
 use xenio_xen_sys::blkif::*;
 use xenio_xen_sys::xenbus::XenbusState;
-use xenio_xenbus::handshake::{DeviceKind, DevicePaths, Endpoint, create_device, read_state};
-use xenio_xenbus::platform::{InProcDomain, InProcess, Platform};
+use xenio_xenbus::handshake::{Endpoint, read_state};
+use xenio_xenbus::platform::{InProcess, Platform};
 use xenio_xenbus::*;
 
-const T: Duration = Duration::from_secs(10);
+mod common;
+use common::{Front, StopOnDrop, T, connect, domains, rw, seg};
 
-struct StopOnDrop<'a>(&'a AtomicBool);
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-struct Front {
-    ring: FrontRing<BlkifRequest, BlkifResponse, Arc<Region>>,
-    ch: <<InProcDomain as Platform>::Events as EventChannels>::Channel,
-    ring_ref: GrantRef,
-    _ring_grant: <<InProcDomain as Platform>::Grants as GrantTable>::Granted,
-}
-
-impl Front {
-    fn push(&mut self, reqs: &[BlkifRequest]) {
-        for r in reqs {
-            self.ring.push_request(r).unwrap();
-        }
-        if self.ring.push_requests_and_check_notify().is_required() {
-            self.ch.notify().unwrap();
-        }
-    }
-
-    fn responses(&mut self, n: usize) -> Vec<BlkifResponse> {
-        let mut out = Vec::new();
-        while out.len() < n {
-            if let Some(r) = self.ring.take_response().unwrap() {
-                out.push(r);
-            } else if !self.ring.final_check_for_responses().unwrap() {
-                assert!(
-                    self.ch.wait(Some(T)).unwrap(),
-                    "no response after {} of {n}",
-                    out.len()
-                );
-            }
-        }
-        // Nothing more comes: every request was answered exactly once.
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(
-            self.ring.take_response().unwrap().is_none(),
-            "an extra response"
-        );
-        out
-    }
-}
-
-fn connect(guest: &InProcDomain, paths: &DevicePaths) -> Front {
-    let mut ep = Endpoint::frontend(guest.store(), &paths.frontend).unwrap();
-    ep.switch(XenbusState::Initialising, &[]).unwrap();
-    ep.wait_peer(T, |s| s == XenbusState::InitWait).unwrap();
-    let ring_grant = guest
-        .grants()
-        .unwrap()
-        .grant(DomId(0), 1, Access::ReadWrite)
-        .unwrap();
-    let ring = FrontRing::init(ring_grant.region().clone()).unwrap();
-    let ch = guest.events().alloc_unbound(DomId(0)).unwrap();
-    let ring_ref = ring_grant.refs()[0];
-    ep.switch(
-        XenbusState::Initialised,
-        &[
-            ("ring-ref", ring_ref.0.to_string()),
-            ("event-channel", ch.port().0.to_string()),
-            ("protocol", "x86_64-abi".into()),
-        ],
-    )
-    .unwrap();
-    ep.wait_peer(T, |s| s == XenbusState::Connected).unwrap();
-    ep.switch(XenbusState::Connected, &[]).unwrap();
-    Front {
-        ring,
-        ch,
-        ring_ref,
-        _ring_grant: ring_grant,
-    }
+/// The next `n` responses, and then nothing more: every request was answered
+/// exactly once.
+fn exactly(f: &mut Front, n: usize) -> Vec<BlkifResponse> {
+    let out = f.responses(n);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        f.ring.take_response().unwrap().is_none(),
+        "an extra response"
+    );
+    out
 }
 
 fn write(id: u64, sector: u64, gref: GrantRef) -> BlkifRequest {
-    let mut r = BlkifRequest {
-        operation: BLKIF_OP_WRITE,
-        nr_segments: 1,
-        id,
-        sector_number: sector,
-        ..Default::default()
-    };
-    r.seg[0] = BlkifRequestSegment {
-        gref: gref.0,
-        first_sect: 0,
-        last_sect: 7,
-        _pad: [0; 2],
-    };
-    r
+    rw(BLKIF_OP_WRITE, id, sector, &[seg(gref, 0, 7)])
 }
 
 #[test]
@@ -125,16 +46,10 @@ fn a_successor_serves_exactly_what_a_dead_backend_left_unanswered() {
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
     let image = tmp.path().join("disk.img");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(4 << 20)
-        .unwrap();
+    common::image(&image, 4 << 20);
     let records = tmp.path().join("inflight");
     let world = InProcess::new().unwrap();
-    let dom0 = world.domain(DomId(0)).unwrap();
-    let guest = world.domain(DomId(1)).unwrap();
-    let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, 51712);
-    create_device(dom0.store(), &paths, &[]).unwrap();
+    let (dom0, guest, paths) = domains(&world);
     let storage = FileStorage::open(&image, false, Direct::Auto).unwrap();
     let config = BackendConfig {
         once: true,
@@ -164,9 +79,10 @@ fn a_successor_serves_exactly_what_a_dead_backend_left_unanswered() {
     let mut f = std::thread::scope(|s| {
         let a = s.spawn(|| serve(&dom0, &paths.backend, &storage, &config, &counters, &stop_a));
         let _stop = StopOnDrop(&stop_a);
-        let mut f = connect(&guest, &paths);
-        f.push(&[write(10, 0, page(0))]);
-        assert_eq!(f.responses(1)[0].status, BLKIF_RSP_OKAY);
+        let (mut f, ep) = connect(&guest, &paths);
+        ep.switch(XenbusState::Connected, &[]).unwrap();
+        f.send(&[write(10, 0, page(0))]);
+        assert_eq!(exactly(&mut f, 1)[0].status, BLKIF_RSP_OKAY);
         stop_a.store(true, Ordering::Relaxed);
         assert_eq!(a.join().unwrap().unwrap(), Outcome::Shutdown);
         f
@@ -184,7 +100,7 @@ fn a_successor_serves_exactly_what_a_dead_backend_left_unanswered() {
     // 2. The frontend queues three writes; a backend takes them and dies having
     // published the answer to 12 (without writing its data: a lie the
     // successor must not repeat) and written, not published, the answer to 13.
-    f.push(&[
+    f.send(&[
         write(11, 8, page(1)),
         write(12, 16, page(2)),
         write(13, 24, page(3)),
@@ -234,13 +150,13 @@ fn a_successor_serves_exactly_what_a_dead_backend_left_unanswered() {
     std::thread::scope(|s| {
         let b = s.spawn(|| serve(&dom0, &paths.backend, &storage, &config, &counters, &stop_b));
         let _stop = StopOnDrop(&stop_b);
-        let mut got: Vec<u64> = f.responses(3).iter().map(|r| r.id).collect();
+        let mut got: Vec<u64> = exactly(&mut f, 3).iter().map(|r| r.id).collect();
         got.sort_unstable();
         assert_eq!(got, [11, 12, 13]);
         assert_eq!(state(&paths.backend), XenbusState::Connected);
         // And it goes on serving new requests.
-        f.push(&[write(14, 32, page(0))]);
-        assert_eq!(f.responses(1)[0].id, 14);
+        f.send(&[write(14, 32, page(0))]);
+        assert_eq!(exactly(&mut f, 1)[0].id, 14);
         // The frontend closes: the connection's records go.
         let mut ep = Endpoint::frontend(guest.store(), &paths.frontend).unwrap();
         ep.switch(XenbusState::Closing, &[]).unwrap();

@@ -5,130 +5,46 @@
 //! on disk; an unknown protocol is refused. The same frontend runs against
 //! `xenio blkd` as a separate process in `xenio/tests/blkd.rs`.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 use xenio_blkback::storage::FileStorage;
 use xenio_blkback::{BackendConfig, Counters, Outcome, serve};
 use xenio_hostio::disk::Direct;
-use xenio_ring::FrontRing;
 use xenio_xen_sys::blkif::*;
 use xenio_xen_sys::blkif_x86_32::*;
 use xenio_xen_sys::xenbus::XenbusState;
-use xenio_xenbus::handshake::{DeviceKind, DevicePaths, Endpoint, create_device};
+use xenio_xenbus::handshake::{DevicePaths, Endpoint};
 use xenio_xenbus::platform::{InProcDomain, InProcess, Platform};
 use xenio_xenbus::*;
 
-const T: Duration = Duration::from_secs(10);
+mod common;
+use common::{Front, StopOnDrop, T, domains, rw, seg};
+
 const SECTORS: u64 = 8192;
 
-/// Stops the backend when the test's thread leaves the scope, panicking or not,
-/// so a failed assertion fails the test instead of hanging it.
-struct StopOnDrop<'a>(&'a AtomicBool);
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
+type Front32 = Front<BlkifX86_32Request, BlkifX86_32Response>;
+
+/// Send requests (written in the 32-bit layout) and wait for as many answers,
+/// sorted by id.
+fn run(f: &mut Front32, reqs: &[BlkifRequest]) -> Vec<BlkifX86_32Response> {
+    let raw: Vec<BlkifX86_32Request> = reqs.iter().map(BlkifX86_32Request::from).collect();
+    f.send(&raw);
+    let mut out = f.responses(reqs.len());
+    out.sort_by_key(|r| r.id);
+    out
 }
 
-type Ring32 = FrontRing<BlkifX86_32Request, BlkifX86_32Response, Arc<Region>>;
-
-struct Front {
-    ring: Ring32,
-    ch: <<InProcDomain as Platform>::Events as EventChannels>::Channel,
-    _ring_grant: <<InProcDomain as Platform>::Grants as GrantTable>::Granted,
-}
-
-impl Front {
-    /// Send requests (written in the 32-bit layout) and wait for as many answers.
-    fn run(&mut self, reqs: &[BlkifRequest]) -> Vec<BlkifX86_32Response> {
-        for r in reqs {
-            self.ring
-                .push_request(&BlkifX86_32Request::from(r))
-                .unwrap();
-        }
-        if self.ring.push_requests_and_check_notify().is_required() {
-            self.ch.notify().unwrap();
-        }
-        let mut out = Vec::new();
-        while out.len() < reqs.len() {
-            if let Some(r) = self.ring.take_response().unwrap() {
-                out.push(r);
-            } else if !self.ring.final_check_for_responses().unwrap() {
-                assert!(self.ch.wait(Some(T)).unwrap(), "no response");
-            }
-        }
-        out.sort_by_key(|r| r.id);
-        out
-    }
-}
-
-fn connect(guest: &InProcDomain, paths: &DevicePaths, protocol: &str) -> Option<Front> {
-    let mut ep = Endpoint::frontend(guest.store(), &paths.frontend).unwrap();
-    ep.switch(XenbusState::Initialising, &[]).unwrap();
-    ep.wait_peer(T, |s| s == XenbusState::InitWait).unwrap();
-    let ring_grant = guest
-        .grants()
-        .unwrap()
-        .grant(DomId(0), 1, Access::ReadWrite)
-        .unwrap();
-    let ring = FrontRing::init(ring_grant.region().clone()).unwrap();
-    let ch = guest.events().alloc_unbound(DomId(0)).unwrap();
-    ep.switch(
-        XenbusState::Initialised,
-        &[
-            ("ring-ref", ring_grant.refs()[0].0.to_string()),
-            ("event-channel", ch.port().0.to_string()),
-            ("protocol", protocol.into()),
-        ],
-    )
-    .unwrap();
-    let s = ep
-        .wait_peer(T, |s| {
-            matches!(s, XenbusState::Connected | XenbusState::Closing)
-        })
-        .unwrap();
-    (s == XenbusState::Connected).then_some(Front {
-        ring,
-        ch,
-        _ring_grant: ring_grant,
-    })
-}
-
-fn seg(gref: GrantRef, first: u8, last: u8) -> BlkifRequestSegment {
-    BlkifRequestSegment {
-        gref: gref.0,
-        first_sect: first,
-        last_sect: last,
-        _pad: [0; 2],
-    }
-}
-
-fn rw(op: u8, id: u64, sector: u64, segs: &[BlkifRequestSegment]) -> BlkifRequest {
-    let mut r = BlkifRequest {
-        operation: op,
-        nr_segments: segs.len() as u8,
-        id,
-        sector_number: sector,
-        ..Default::default()
-    };
-    r.seg[..segs.len()].copy_from_slice(segs);
-    r
+/// The handshake with `protocol`: `None` when the backend refuses it.
+fn connect(guest: &InProcDomain, paths: &DevicePaths, protocol: &str) -> Option<Front32> {
+    common::connect_with(guest, paths, protocol).map(|(f, _)| f)
 }
 
 #[test]
 fn a_32_bit_frontend_is_served_in_its_own_layout() {
     let image = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("x86-32-{}.img", std::process::id()));
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(SECTORS * 512)
-        .unwrap();
+    common::image(&image, SECTORS * 512);
     let world = InProcess::new().unwrap();
-    let dom0 = world.domain(DomId(0)).unwrap();
-    let guest = world.domain(DomId(1)).unwrap();
-    let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, 51712);
-    create_device(dom0.store(), &paths, &[]).unwrap();
+    let (dom0, guest, paths) = domains(&world);
     let storage = FileStorage::open(&image, false, Direct::Auto).unwrap();
     let config = BackendConfig {
         once: true,
@@ -160,25 +76,31 @@ fn a_32_bit_frontend_is_served_in_its_own_layout() {
         // Ids with bits in both halves: a backend reading the native layout would
         // take the id from offset 8 and answer garbage.
         let id = |n: u64| 0xfeed_0000_0000_0000 | n;
-        let r = f.run(&[rw(
-            BLKIF_OP_WRITE,
-            id(1),
-            16,
-            &[seg(s[0], 0, 7), seg(s[1], 0, 7), seg(s[2], 0, 3)],
-        )]);
+        let r = run(
+            &mut f,
+            &[rw(
+                BLKIF_OP_WRITE,
+                id(1),
+                16,
+                &[seg(s[0], 0, 7), seg(s[1], 0, 7), seg(s[2], 0, 3)],
+            )],
+        );
         assert_eq!(
             (r[0].id, r[0].operation, r[0].status),
             (id(1), BLKIF_OP_WRITE, 0)
         );
-        let r = f.run(&[
-            rw(
-                BLKIF_OP_READ,
-                id(2),
-                16,
-                &[seg(d[0], 0, 7), seg(d[1], 0, 7)],
-            ),
-            rw(BLKIF_OP_FLUSH_DISKCACHE, id(3), 0, &[]),
-        ]);
+        let r = run(
+            &mut f,
+            &[
+                rw(
+                    BLKIF_OP_READ,
+                    id(2),
+                    16,
+                    &[seg(d[0], 0, 7), seg(d[1], 0, 7)],
+                ),
+                rw(BLKIF_OP_FLUSH_DISKCACHE, id(3), 0, &[]),
+            ],
+        );
         assert_eq!(
             r.iter().map(|r| (r.id, r.status)).collect::<Vec<_>>(),
             [(id(2), 0), (id(3), 0)]
@@ -215,7 +137,7 @@ fn a_32_bit_frontend_is_served_in_its_own_layout() {
         }
         .into();
         let barrier = rw(BLKIF_OP_WRITE_BARRIER, id(6), 2048, &[seg(s[0], 0, 0)]);
-        let r = f.run(&[indirect, discard, barrier]);
+        let r = run(&mut f, &[indirect, discard, barrier]);
         assert_eq!(
             r.iter()
                 .map(|r| (r.id, r.operation, r.status))
@@ -228,7 +150,10 @@ fn a_32_bit_frontend_is_served_in_its_own_layout() {
             "an indirect request is answered with its indirect_op"
         );
         // A request past the end is an error, in the 32-bit layout too.
-        let r = f.run(&[rw(BLKIF_OP_READ, id(7), SECTORS, &[seg(d[0], 0, 7)])]);
+        let r = run(
+            &mut f,
+            &[rw(BLKIF_OP_READ, id(7), SECTORS, &[seg(d[0], 0, 7)])],
+        );
         assert_eq!(r[0].status, BLKIF_RSP_ERROR);
         let mut ep = Endpoint::frontend(guest.store(), &paths.frontend).unwrap();
         ep.switch(XenbusState::Closing, &[]).unwrap();
@@ -252,15 +177,9 @@ fn a_32_bit_frontend_is_served_in_its_own_layout() {
 fn a_protocol_protocols_h_does_not_define_is_refused() {
     let image = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("x86-32-bad-{}.img", std::process::id()));
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
+    common::image(&image, 1 << 20);
     let world = InProcess::new().unwrap();
-    let dom0 = world.domain(DomId(0)).unwrap();
-    let guest = world.domain(DomId(1)).unwrap();
-    let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, 51712);
-    create_device(dom0.store(), &paths, &[]).unwrap();
+    let (dom0, guest, paths) = domains(&world);
     let storage = FileStorage::open(&image, false, Direct::Auto).unwrap();
     let config = BackendConfig {
         once: true,

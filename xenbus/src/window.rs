@@ -16,8 +16,16 @@
 //! reservation back over the slot in one step (the grant is unmapped, the
 //! address is never given to anything else) before the slot can be taken
 //! again. A slot holds one mapping at a time.
+//!
+//! Dropping many such regions one by one costs one `mmap` each, and on a PV
+//! Xen domain each of those is a TLB flush of its own (Linux's gntdev unmaps
+//! the grant when its page is unmapped): [`GrantWindow::release`] puts the
+//! reservation back over all of them with one `mmap` per run of neighbouring
+//! slots instead, then drops them.
 
 use crate::error::{Error, Result};
+use crate::region::Region;
+use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
@@ -36,7 +44,19 @@ pub struct GrantWindow {
 struct Inner {
     base: NonNull<u8>,
     slots: usize,
-    taken: Mutex<Vec<bool>>,
+    state: Mutex<Vec<SlotState>>,
+}
+
+/// Where a slot is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    /// Reservation, free to take.
+    Free,
+    /// Taken: its owner may have mapped something over it.
+    Taken,
+    /// Still taken, but [`GrantWindow::release`] has put the reservation back
+    /// over it already: its owner's drop only frees it.
+    Cleared,
 }
 
 // SAFETY: `base` is the address of a reservation owned by this value; it has no
@@ -84,7 +104,7 @@ impl GrantWindow {
             inner: Arc::new(Inner {
                 base: base.cast(),
                 slots,
-                taken: Mutex::new(vec![false; slots]),
+                state: Mutex::new(vec![SlotState::Free; slots]),
             }),
         })
     }
@@ -106,15 +126,97 @@ impl GrantWindow {
         if slot >= self.inner.slots {
             return None;
         }
-        let mut taken = self.inner.taken.lock().ok()?;
-        if std::mem::replace(&mut taken[slot], true) {
+        let mut state = self.inner.state.lock().ok()?;
+        if state[slot] != SlotState::Free {
             return None;
         }
+        state[slot] = SlotState::Taken;
         Some(Slot {
             window: self.inner.clone(),
             index: slot,
         })
     }
+}
+
+impl GrantWindow {
+    /// Drop `regions`, putting the reservation back over those mapped into
+    /// this window ([`GrantMapper::map_in`](crate::GrantMapper::map_in)) with
+    /// one `mmap` per run of neighbouring slots (free slots between them count
+    /// as neighbours) instead of one per region; what each region's owner does
+    /// after that (a gntdev index freed, a pin dropped) is done as before, in
+    /// order. Regions not in this window are dropped as they are. Returns how
+    /// many `mmap` calls it made.
+    ///
+    /// The window's lock is held over those calls, so no slot is taken (and
+    /// mapped over) meanwhile; a slot still mapped by a region not given here
+    /// is never covered. A failed call leaves its slots to their own drops.
+    pub fn release(&self, regions: Vec<Region>) -> usize {
+        let base = self.inner.base.as_ptr() as usize;
+        let end = base + self.inner.slots * PAGE;
+        let mut mine: Vec<usize> = regions
+            .iter()
+            .filter(|r| r.len() == PAGE)
+            .map(|r| r.as_ptr() as usize)
+            .filter(|a| (base..end).contains(a) && (a - base) % PAGE == 0)
+            .map(|a| (a - base) / PAGE)
+            .collect();
+        mine.sort_unstable();
+        mine.dedup();
+        let mut calls = 0;
+        if let Ok(mut state) = self.inner.state.lock() {
+            mine.retain(|&i| state[i] == SlotState::Taken);
+            let mut i = 0;
+            while i < mine.len() {
+                // Extend the run over free slots and given regions' slots.
+                let (first, mut last) = (mine[i], mine[i]);
+                i += 1;
+                while i < mine.len()
+                    && state[last + 1..mine[i]]
+                        .iter()
+                        .all(|s| *s == SlotState::Free)
+                {
+                    last = mine[i];
+                    i += 1;
+                }
+                calls += 1;
+                match reserve(self.inner.base, first, last + 1 - first) {
+                    Ok(()) => {
+                        for s in &mut state[first..=last] {
+                            if *s == SlotState::Taken {
+                                *s = SlotState::Cleared;
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(
+                        "returning grant window slots {first}..={last} in one call: {e} \
+                         (each is returned on its own)"
+                    ),
+                }
+            }
+        }
+        // Their owners now find their slots cleared and only free them.
+        drop(regions);
+        calls
+    }
+}
+
+/// Put the `PROT_NONE` reservation back over `n` slots from `first`.
+fn reserve(base: NonNull<u8>, first: usize, n: usize) -> nix::Result<()> {
+    let addr = NonZeroUsize::new(base.as_ptr() as usize + first * PAGE).ok_or(Errno::EINVAL)?;
+    let len = NonZeroUsize::new(n * PAGE).ok_or(Errno::EINVAL)?;
+    // SAFETY: MAP_FIXED over slots of our own window only. Callers cover slots
+    // whose mappings nothing reads or writes any more (their regions are being
+    // dropped) and free slots, which are reservation already; the window's lock
+    // (or the slot's ownership) keeps anyone from mapping over them meanwhile.
+    unsafe {
+        mmap_anonymous(
+            Some(addr),
+            len,
+            ProtFlags::PROT_NONE,
+            MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE | MapFlags::MAP_FIXED,
+        )
+    }
+    .map(drop)
 }
 
 /// A taken slot. Whoever maps a grant over it keeps this in the mapping's
@@ -137,22 +239,22 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let addr = NonZeroUsize::new(self.addr().as_ptr() as usize).expect("non-null");
-        // SAFETY: MAP_FIXED over exactly this slot's page of our own window, which
-        // only this slot's mapping used; the region over it is being dropped, so
-        // nothing reads or writes the page any more.
-        let r = unsafe {
-            mmap_anonymous(
-                Some(addr),
-                NonZeroUsize::new(PAGE).expect("non-zero"),
-                ProtFlags::PROT_NONE,
-                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE | MapFlags::MAP_FIXED,
-            )
+        let cleared = self
+            .window
+            .state
+            .lock()
+            .is_ok_and(|s| s[self.index] == SlotState::Cleared);
+        // Unless `release` did it already: exactly this slot's page of our own
+        // window, which only this slot's mapping used; the region over it is
+        // being dropped, so nothing reads or writes the page any more.
+        let r = match cleared {
+            true => Ok(()),
+            false => reserve(self.window.base, self.index, 1),
         };
         match r {
-            Ok(_) => {
-                if let Ok(mut taken) = self.window.taken.lock() {
-                    taken[self.index] = false;
+            Ok(()) => {
+                if let Ok(mut state) = self.window.state.lock() {
+                    state[self.index] = SlotState::Free;
                 }
             }
             // The old mapping may still be there: keep the slot taken for good

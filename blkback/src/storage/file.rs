@@ -1,6 +1,7 @@
 //! [`FileStorage`]: a raw image file or block device through io_uring
 //! ([`DiskQueue`]), with O_DIRECT where the filesystem allows it.
 
+use super::options::OpenOptions;
 use super::seam::{DiskInfo, Storage, StorageQueue};
 use std::io;
 use std::sync::Arc;
@@ -27,6 +28,25 @@ impl FileStorage {
         Ok(FileStorage {
             file: Arc::new(BlockFile::open(path, DiskOpen { readonly, direct })?),
             force_sync: false,
+        })
+    }
+
+    /// Open `path` as [`StorageTarget::open`](super::StorageTarget::open)
+    /// does: `readonly`, `direct` and `force_sync` of `opts` apply.
+    ///
+    /// # Errors
+    ///
+    /// What [`BlockFile::open`] says, naming the path once: the file missing,
+    /// not a regular file or block device, or refused read-write or with
+    /// O_DIRECT. The error keeps its kind and OS error number.
+    pub fn open_with(path: impl AsRef<std::path::Path>, opts: &OpenOptions) -> io::Result<Self> {
+        let disk = DiskOpen {
+            readonly: opts.readonly,
+            direct: opts.direct,
+        };
+        Ok(FileStorage {
+            file: Arc::new(BlockFile::open(path, disk)?),
+            force_sync: opts.force_sync,
         })
     }
 

@@ -176,11 +176,7 @@ impl StorageTarget {
     /// target in a build without the cargo feature `rbd`.
     pub fn open(&self, opts: &OpenOptions) -> io::Result<AnyStorage> {
         Ok(match self {
-            StorageTarget::Raw(p) => AnyStorage::File(
-                FileStorage::open(p, opts.readonly, opts.direct)
-                    .map_err(|e| io::Error::other(format!("{}: {e}", p.display())))?
-                    .force_sync(opts.force_sync),
-            ),
+            StorageTarget::Raw(p) => AnyStorage::File(FileStorage::open_with(p, opts)?),
             StorageTarget::Qcow2(p) => AnyStorage::Qcow2(Qcow2Storage::open(p, opts)?),
             StorageTarget::Nbd(uri) => AnyStorage::Nbd(NbdStorage::connect(uri, opts)?),
             #[cfg(feature = "rbd")]
@@ -264,5 +260,69 @@ mod tests {
             assert!(e.contains(why), "{f:?} {t}: {e}");
         }
         assert!(StorageTarget::from_params("vhdx:/a").is_err());
+    }
+
+    /// Every open error names the target once, then what was being done and
+    /// why, and keeps its kind (a caller adds its own context in front).
+    #[test]
+    fn open_errors_name_the_target_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let bad = d.join("bad.qcow2");
+        std::fs::write(&bad, vec![7u8; 4096]).unwrap();
+        let sock = d.join("no.sock");
+        let uri = format!("nbd+unix:///disk?socket={}", sock.display());
+        let opts = OpenOptions::default();
+        let open = |t: StorageTarget| {
+            let Err(e) = t.open(&opts) else {
+                panic!("{t}: the open must fail")
+            };
+            let msg = e.to_string();
+            let name = t.target();
+            assert_eq!(msg.matches(name.as_str()).count(), 1, "{msg}");
+            assert!(msg.starts_with(&format!("{name}: ")), "{msg}");
+            (msg, e.kind())
+        };
+
+        let missing = d.join("missing.img");
+        assert_eq!(
+            open(StorageTarget::Raw(missing.clone())),
+            (
+                format!(
+                    "{}: stat: No such file or directory (os error 2)",
+                    missing.display()
+                ),
+                io::ErrorKind::NotFound
+            )
+        );
+        assert_eq!(
+            open(StorageTarget::Raw(d.to_path_buf())),
+            (
+                format!(
+                    "{}: opening as a disk: not a regular file or a block device",
+                    d.display()
+                ),
+                io::ErrorKind::InvalidInput
+            )
+        );
+        assert_eq!(
+            open(StorageTarget::Qcow2(bad.clone())),
+            (
+                format!(
+                    "{}: opening as a qcow2 image: Not a qcow2 file",
+                    bad.display()
+                ),
+                io::ErrorKind::InvalidData
+            )
+        );
+        // Nothing listens on the socket: libnbd's own words follow.
+        let (msg, kind) = open(StorageTarget::Nbd(uri.clone()));
+        assert!(
+            msg.starts_with(&format!(
+                "{uri}: connecting: nbd_aio_connect_uri: connect: "
+            )),
+            "{msg}"
+        );
+        assert_eq!(kind, io::ErrorKind::NotFound, "{msg}");
     }
 }
