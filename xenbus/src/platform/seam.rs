@@ -53,7 +53,7 @@ pub(crate) fn once<T>(cell: &OnceLock<T>, init: impl FnOnce() -> Result<T>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Error;
+    use crate::error::Error;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
