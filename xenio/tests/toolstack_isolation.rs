@@ -55,23 +55,6 @@ fn a_hostile_frontend_is_refused_alone_beside_three_devices_and_the_c_frontend()
     );
     let s = ts.store();
 
-    // The C frontend, domain 1, watches for its device; its image holds the
-    // pattern it expects (8 MiB, seed 0).
-    let cimg = w.dir.path().join("cfront.img");
-    std::fs::write(&cimg, (0..8 * MIB).map(|o| pat(o, 0)).collect::<Vec<u8>>()).unwrap();
-    let mut cfront = Proc::spawn(
-        "cfront",
-        Command::new(compiled())
-            .arg(w.run_dir())
-            .args(["1", &DEVID.to_string()]),
-        w.dir.path(),
-    );
-    eventually(Duration::from_secs(10), "the C frontend's watch", || {
-        std::fs::read_to_string(&cfront.stdout)
-            .unwrap()
-            .contains("cfront: watching")
-    });
-
     // Three devices of xenio blkfronts in two domains, verified I/O.
     let (a, b, c) = (
         w.image("a.img", 4 * MIB),
@@ -94,8 +77,20 @@ fn a_hostile_frontend_is_refused_alone_beside_three_devices_and_the_c_frontend()
     };
     progress("the three devices' I/O");
 
-    // The C frontend's device.
+    // The C frontend, domain 1, on a device attached first (as a domU's disks
+    // are there before it boots: a frontend this quick, started before the
+    // attach, connects before the toolstack's wait for InitWait looks and
+    // is done by then); its image holds the pattern it expects (8 MiB, seed 0).
+    let cimg = w.dir.path().join("cfront.img");
+    std::fs::write(&cimg, (0..8 * MIB).map(|o| pat(o, 0)).collect::<Vec<u8>>()).unwrap();
     attach(&ts, 1, "xvda", DEVID, &cimg);
+    let mut cfront = Proc::spawn(
+        "cfront",
+        Command::new(compiled())
+            .arg(w.run_dir())
+            .args(["1", &DEVID.to_string()]),
+        w.dir.path(),
+    );
 
     // The hostile frontend, domain 4: connects properly, then misbehaves.
     let h = w.image("h.img", 4 * MIB);
