@@ -15,7 +15,9 @@ use xenio_xen_sys::blkif::{VDISK_CDROM, VDISK_READONLY, VDISK_REMOVABLE};
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{GrantRef, Port};
 use xenio_xenbus::handshake::keys::{self, blkif};
-use xenio_xenbus::handshake::{Endpoint, frontend_ready, peer_leaving};
+use xenio_xenbus::handshake::{
+    Endpoint, device_gone, device_offline, frontend_ready, peer_leaving,
+};
 use xenio_xenbus::platform::Platform;
 use xenio_xenbus::{EventChannels, GrantMapper, Store};
 
@@ -212,7 +214,7 @@ pub fn serve<P: Platform, S: Storage>(
             }
             return Ok(Outcome::Shutdown);
         }
-        if gone(store, backend_dir)? {
+        if device_gone(store, backend_dir)? {
             return Ok(Outcome::Removed);
         }
         // Teardown: Closing until the frontend is Closed (or gone), then Closed.
@@ -220,22 +222,22 @@ pub fn serve<P: Platform, S: Storage>(
         if now == XenbusState::Unknown {
             // The frontend's directory is gone (`xl destroy` removes it first,
             // then waits for the backend's Closed): say Closed.
-            switch_unless_gone(&ep, XenbusState::Closed)?;
+            ep.switch_unless_gone(XenbusState::Closed)?;
             return Ok(Outcome::Removed);
         }
         // The toolstack detaching (`online = 0`, as `xl block-detach` and `xl
         // destroy` write it): close and do not offer the device again, as
         // Linux's blkback unregisters an offline device once it is Closed.
-        let detaching = offline(store, backend_dir)?;
+        let detaching = device_offline(store, backend_dir)?;
         if now != XenbusState::Initialising || detaching {
-            switch_unless_gone(&ep, XenbusState::Closing)?;
+            ep.switch_unless_gone(XenbusState::Closing)?;
             let _ = ep.wait_peer(config.timeout, |s| {
                 matches!(
                     s,
                     XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising
                 )
             });
-            if !switch_unless_gone(&ep, XenbusState::Closed)? {
+            if !ep.switch_unless_gone(XenbusState::Closed)? {
                 return Ok(Outcome::Removed);
             }
             if detaching || (config.once && !stale) {
@@ -252,13 +254,13 @@ pub fn serve<P: Platform, S: Storage>(
                     Ok(XenbusState::Unknown) => return Ok(Outcome::Removed),
                     Ok(_) => break,
                     Err(xenio_xenbus::Error::Timeout(..)) => {
-                        if gone(store, backend_dir)? {
+                        if device_gone(store, backend_dir)? {
                             return Ok(Outcome::Removed);
                         }
                         // Detached while closed: the toolstack wrote
                         // `Closing` and waits for `Closed` again.
-                        if offline(store, backend_dir)? {
-                            switch_unless_gone(&ep, XenbusState::Closed)?;
+                        if device_offline(store, backend_dir)? {
+                            ep.switch_unless_gone(XenbusState::Closed)?;
                             return Ok(Outcome::Closed);
                         }
                     }
@@ -322,13 +324,13 @@ fn offer_and_serve<P: Platform, S: Storage>(
         }) {
             Ok(s) => break s,
             Err(xenio_xenbus::Error::Timeout(..)) => {
-                if gone(store, &backend_dir)? {
+                if device_gone(store, &backend_dir)? {
                     return Ok(Offered::Ended(Outcome::Removed));
                 }
                 // Detached before a frontend came (`online = 0`, and libxl
                 // waiting for `Closed`).
-                if offline(store, &backend_dir)? {
-                    switch_unless_gone(ep, XenbusState::Closed)?;
+                if device_offline(store, &backend_dir)? {
+                    ep.switch_unless_gone(XenbusState::Closed)?;
                     return Ok(Offered::Ended(Outcome::Closed));
                 }
             }
@@ -362,27 +364,6 @@ fn offer_and_serve<P: Platform, S: Storage>(
     })
 }
 
-/// Whether the device's backend directory is gone (its `state` with it).
-fn gone<S: Store>(store: &S, backend_dir: &str) -> Result<bool> {
-    Ok(store
-        .read_opt(
-            xenio_xenbus::Tx::NONE,
-            &format!("{backend_dir}/{}", keys::STATE),
-        )?
-        .is_none())
-}
-
-/// Whether the toolstack took the device offline (`online = 0`: detaching).
-/// A device without the node (one made by hand) is online.
-fn offline<S: Store>(store: &S, backend_dir: &str) -> Result<bool> {
-    Ok(store
-        .read_opt(
-            xenio_xenbus::Tx::NONE,
-            &format!("{backend_dir}/{}", keys::ONLINE),
-        )?
-        .is_some_and(|v| v.trim() == "0"))
-}
-
 /// Give up on the connection with `e`'s reason where toolstacks look for it
 /// (Linux: `xenbus_dev_fatal`; [`Endpoint::fatal`]), then `Closing`, unless
 /// the device is gone (then nothing is written).
@@ -398,21 +379,11 @@ fn fatal_unless_gone<S: Store>(ep: &Endpoint<'_, S>, e: &Error) -> Result<()> {
     }
 }
 
-/// Switch to `state` unless the device is gone (then nothing is written);
-/// whether it switched.
-fn switch_unless_gone<S: Store>(ep: &Endpoint<'_, S>, state: XenbusState) -> Result<bool> {
-    match ep.switch(state, &[]) {
-        Ok(()) => Ok(true),
-        Err(e) if e.is_gone() => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Close cleanly: `Closing`, wait (at most `timeout`) for the frontend to be
 /// `Closed`, gone, or back at `Initialising`, then `Closed`. A device the
 /// toolstack removed meanwhile gets nothing written.
 fn close<S: Store>(ep: &mut Endpoint<'_, S>, timeout: Duration) -> Result<()> {
-    if !switch_unless_gone(ep, XenbusState::Closing)? {
+    if !ep.switch_unless_gone(XenbusState::Closing)? {
         return Ok(());
     }
     if let Err(e) = ep.wait_peer(timeout, |s| {
@@ -426,7 +397,7 @@ fn close<S: Store>(ep: &mut Endpoint<'_, S>, timeout: Duration) -> Result<()> {
             ep.dir()
         );
     }
-    switch_unless_gone(ep, XenbusState::Closed)?;
+    ep.switch_unless_gone(XenbusState::Closed)?;
     Ok(())
 }
 

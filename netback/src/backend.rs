@@ -12,9 +12,11 @@ use xenio_ring::BackRing;
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{GrantRef, Port};
 use xenio_xenbus::handshake::keys::{self, netif};
-use xenio_xenbus::handshake::{Endpoint, frontend_ready, peer_leaving};
+use xenio_xenbus::handshake::{
+    Endpoint, device_gone, device_offline, frontend_ready, peer_leaving,
+};
 use xenio_xenbus::platform::Platform;
-use xenio_xenbus::{EventChannels, GrantMapper, Store, Tx};
+use xenio_xenbus::{EventChannels, GrantMapper, Store};
 
 const EINVAL: i32 = 22;
 const EIO: i32 = 5;
@@ -185,13 +187,13 @@ pub fn serve<P: Platform, N: Network>(
             }) {
                 Ok(s) => break s,
                 Err(xenio_xenbus::Error::Timeout(..)) => {
-                    if gone(store, backend_dir)? {
+                    if device_gone(store, backend_dir)? {
                         return Ok(Outcome::Removed);
                     }
                     // Detached before a frontend came (`online = 0`, and the
                     // toolstack waiting for `Closed`).
-                    if offline(store, backend_dir)? {
-                        switch_unless_gone(&ep, XenbusState::Closed)?;
+                    if device_offline(store, backend_dir)? {
+                        ep.switch_unless_gone(XenbusState::Closed)?;
                         return Ok(Outcome::Closed);
                     }
                 }
@@ -217,23 +219,23 @@ pub fn serve<P: Platform, N: Network>(
             close_for_good(&mut ep, config)?;
             return Ok(Outcome::Shutdown);
         }
-        if gone(store, backend_dir)? {
+        if device_gone(store, backend_dir)? {
             return Ok(Outcome::Removed);
         }
         let now = ep.peer_state()?;
         if now == XenbusState::Unknown {
             // The frontend's directory is gone (`xl destroy` removes it
             // first, then waits for the backend's Closed): say Closed.
-            switch_unless_gone(&ep, XenbusState::Closed)?;
+            ep.switch_unless_gone(XenbusState::Closed)?;
             return Ok(Outcome::Removed);
         }
         // The toolstack detaching (`online = 0` with `state = 5`, as `xl
         // network-detach` and `xl destroy` write them): close, and do not
         // offer the device again, as Linux's netback unregisters an offline
         // device once it is Closed.
-        let detaching = offline(store, backend_dir)?;
+        let detaching = device_offline(store, backend_dir)?;
         if now != XenbusState::Initialising || detaching {
-            if !switch_unless_gone(&ep, XenbusState::Closing)? {
+            if !ep.switch_unless_gone(XenbusState::Closing)? {
                 return Ok(Outcome::Removed);
             }
             let wait = if detaching {
@@ -242,7 +244,7 @@ pub fn serve<P: Platform, N: Network>(
                 config.timeout
             };
             let detaching = wait_frontend_closed(&mut ep, wait, shutdown)? || detaching;
-            if !switch_unless_gone(&ep, XenbusState::Closed)? {
+            if !ep.switch_unless_gone(XenbusState::Closed)? {
                 return Ok(Outcome::Removed);
             }
             if shutdown.load(Ordering::Relaxed) {
@@ -262,13 +264,13 @@ pub fn serve<P: Platform, N: Network>(
                     Ok(XenbusState::Unknown) => return Ok(Outcome::Removed),
                     Ok(_) => break,
                     Err(xenio_xenbus::Error::Timeout(..)) => {
-                        if gone(store, backend_dir)? {
+                        if device_gone(store, backend_dir)? {
                             return Ok(Outcome::Removed);
                         }
                         // Detached while closed: the toolstack wrote
                         // `Closing` and waits for `Closed` again.
-                        if offline(store, backend_dir)? {
-                            switch_unless_gone(&ep, XenbusState::Closed)?;
+                        if device_offline(store, backend_dir)? {
+                            ep.switch_unless_gone(XenbusState::Closed)?;
                             return Ok(Outcome::Closed);
                         }
                     }
@@ -307,7 +309,7 @@ fn close_for_good<S: Store>(ep: &mut Endpoint<'_, S>, config: &BackendConfig) ->
             );
         }
     }
-    switch_unless_gone(ep, XenbusState::Closed)?;
+    ep.switch_unless_gone(XenbusState::Closed)?;
     Ok(())
 }
 
@@ -323,7 +325,7 @@ fn wait_frontend_closed<S: Store>(
 ) -> Result<bool> {
     let t = Instant::now();
     let (store, dir) = (ep.store(), ep.dir().to_string());
-    let was_offline = offline(store, &dir)?;
+    let was_offline = device_offline(store, &dir)?;
     loop {
         match ep.wait_peer(Duration::from_millis(200), |s| {
             matches!(
@@ -335,39 +337,14 @@ fn wait_frontend_closed<S: Store>(
             Err(xenio_xenbus::Error::Timeout(..)) => {}
             Err(e) => return Err(e.into()),
         }
-        if t.elapsed() >= timeout || shutdown.load(Ordering::Relaxed) || gone(store, &dir)? {
+        if t.elapsed() >= timeout || shutdown.load(Ordering::Relaxed) || device_gone(store, &dir)? {
             break;
         }
-        if !was_offline && offline(store, &dir)? {
+        if !was_offline && device_offline(store, &dir)? {
             break;
         }
     }
-    offline(store, &dir)
-}
-
-/// Whether the device's backend directory is gone (its `state` with it).
-fn gone<S: Store>(store: &S, backend_dir: &str) -> Result<bool> {
-    Ok(store
-        .read_opt(Tx::NONE, &format!("{backend_dir}/{}", keys::STATE))?
-        .is_none())
-}
-
-/// Whether the toolstack took the device offline (`online = 0`: detaching).
-/// A device without the node (one made by hand) is online.
-fn offline<S: Store>(store: &S, backend_dir: &str) -> Result<bool> {
-    Ok(store
-        .read_opt(Tx::NONE, &format!("{backend_dir}/{}", keys::ONLINE))?
-        .is_some_and(|v| v.trim() == "0"))
-}
-
-/// Switch, unless the toolstack removed the device (then `false`, nothing
-/// written).
-fn switch_unless_gone<S: Store>(ep: &Endpoint<'_, S>, state: XenbusState) -> Result<bool> {
-    match ep.switch(state, &[]) {
-        Ok(()) => Ok(true),
-        Err(e) if e.is_gone() => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    Ok(device_offline(store, &dir)?)
 }
 
 /// libxl writes `hotplug-status` empty into a vif's backend directory, and
@@ -577,7 +554,9 @@ fn connect<P: Platform, N: Network>(
                     }
                     // The toolstack detaching: a frontend that does not
                     // follow gets `close_timeout`, not the toolstack's patience.
-                    Err(xenio_xenbus::Error::Timeout(..)) if offline(ep.store(), ep.dir())? => {
+                    Err(xenio_xenbus::Error::Timeout(..))
+                        if device_offline(ep.store(), ep.dir())? =>
+                    {
                         tracing::info!("{}: taken offline by the toolstack", ep.dir());
                         return Ok(());
                     }

@@ -30,6 +30,23 @@ pub fn read_state<S: Store>(store: &S, path: &str) -> Result<XenbusState> {
     })
 }
 
+/// Whether the device whose directory is `dir` is gone (its `state` with it):
+/// the toolstack removed it (`xl block-detach`, `xl destroy`).
+pub fn device_gone<S: Store>(store: &S, dir: &str) -> Result<bool> {
+    Ok(store
+        .read_opt(Tx::NONE, &format!("{dir}/{}", keys::STATE))?
+        .is_none())
+}
+
+/// Whether the toolstack took the device whose backend directory is `dir`
+/// offline (`online = 0`: detaching, as libxl writes it). A device without
+/// the node (one made by hand) is online.
+pub fn device_offline<S: Store>(store: &S, dir: &str) -> Result<bool> {
+    Ok(store
+        .read_opt(Tx::NONE, &format!("{dir}/{}", keys::ONLINE))?
+        .is_some_and(|v| v.trim() == "0"))
+}
+
 /// Which end of the device this process is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -151,6 +168,17 @@ impl<'s, S: Store> Endpoint<'s, S> {
             self.store
                 .write(tx, &self.own_path(keys::STATE), &state_bytes(state))
         })?)
+    }
+
+    /// [`switch`](Self::switch) to `state` with no keys, unless the
+    /// toolstack removed this end's directory: then nothing is written and
+    /// the answer is `false` (a backend must not recreate a removed device).
+    pub fn switch_unless_gone(&self, state: XenbusState) -> Result<bool> {
+        match self.switch(state, &[]) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_gone() => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Give up on the device as Linux's `xenbus_dev_fatal` does: write

@@ -26,4 +26,7 @@ pub mod keys;
 pub use device::{
     DeviceKind, DevicePaths, create_device, create_device_with, destroy_device, vbd_frontend_keys,
 };
-pub use endpoint::{Endpoint, Role, error_node, frontend_ready, peer_leaving, read_state};
+pub use endpoint::{
+    Endpoint, Role, device_gone, device_offline, error_node, frontend_ready, peer_leaving,
+    read_state,
+};
