@@ -349,7 +349,23 @@ fn offer_and_serve<P: Platform, S: Storage>(
             "{backend_dir}: the frontend is still Connected to an earlier backend: asking it to reconnect"
         );
     } else if frontend_ready(s) {
-        match connect(platform, ep, storage, config, counters, shutdown, false) {
+        // A toolstack's device (`script` node) connects only once the hotplug
+        // script said `connected`, as Linux's blkback waits for the block
+        // script's `physical-device`: libxl waits for exactly `InitWait`
+        // before running the script, and a frontend quick enough would
+        // otherwise take the device past it first.
+        let served = ep
+            .wait_hotplug(|| {
+                Ok(shutdown.load(Ordering::Relaxed)
+                    || device_gone(store, &backend_dir)?
+                    || device_offline(store, &backend_dir)?)
+            })
+            .map_err(Error::from)
+            .and_then(|plugged| match plugged {
+                true => connect(platform, ep, storage, config, counters, shutdown, false),
+                false => Ok(false),
+            });
+        match served {
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!("{backend_dir}: disconnecting: {e}");

@@ -35,6 +35,7 @@ impl From<xenio_xenbus::Error> for Error {
             xenio_xenbus::Error::BadKey { path, problem } => {
                 Error::Frontend(format!("{path}: {problem}"))
             }
+            e @ xenio_xenbus::Error::Hotplug(_) => Error::Config(e.to_string()),
             e => Error::Platform(e),
         }
     }

@@ -347,47 +347,6 @@ fn wait_frontend_closed<S: Store>(
     Ok(device_offline(store, &dir)?)
 }
 
-/// libxl writes `hotplug-status` empty into a vif's backend directory, and
-/// the vif's hotplug script writes `connected` once the interface is plugged
-/// in (bridged, routed): as Linux's netback does, say Connected only then.
-/// A directory without the node (a device made by hand, `--create-device`)
-/// does not wait. `Ok(false)`: the frontend left, or stop, while waiting.
-fn wait_hotplug<S: Store>(
-    ep: &mut Endpoint<'_, S>,
-    stop: &AtomicBool,
-    shutdown: &AtomicBool,
-) -> Result<bool> {
-    let mut told = false;
-    loop {
-        match ep.own_key(netif::HOTPLUG_STATUS)?.as_deref().map(str::trim) {
-            None | Some("connected") => return Ok(true),
-            Some("error") => {
-                return Err(Error::Config(format!(
-                    "{} is error: the hotplug script failed",
-                    ep.own_path(netif::HOTPLUG_STATUS)
-                )));
-            }
-            Some(_) => {}
-        }
-        if !told {
-            tracing::info!(
-                "{}: waiting for the hotplug script ({} = connected)",
-                ep.dir(),
-                netif::HOTPLUG_STATUS
-            );
-            told = true;
-        }
-        if stop.load(Ordering::Relaxed) || shutdown.load(Ordering::Relaxed) {
-            return Ok(false);
-        }
-        match ep.wait_peer(Duration::from_millis(100), peer_leaving) {
-            Ok(_) => return Ok(false),
-            Err(xenio_xenbus::Error::Timeout(..)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
 fn connect<P: Platform, N: Network>(
     platform: &P,
     ep: &mut Endpoint<'_, P::Store>,
@@ -532,7 +491,11 @@ fn connect<P: Platform, N: Network>(
             );
         }
         let result = (|| -> Result<()> {
-            if !wait_hotplug(ep, &stop, shutdown)? {
+            // libxl writes `hotplug-status` empty; the vif's script writes
+            // `connected` once the interface is plugged in (bridged, routed):
+            // as Linux's netback does, say Connected only then.
+            let stopped = || Ok(stop.load(Ordering::Relaxed) || shutdown.load(Ordering::Relaxed));
+            if !ep.wait_hotplug(stopped)? {
                 return Ok(());
             }
             ep.switch(XenbusState::Connected, &[])?;

@@ -63,6 +63,10 @@ pub enum Error {
     /// A limit was hit (quota, table full, ...).
     #[error("{0}")]
     Limit(String),
+    /// The toolstack's hotplug script failed for the device (its
+    /// `hotplug-status = error`, with `hotplug-error`).
+    #[error("hotplug script failed: {0}")]
+    Hotplug(String),
 }
 
 impl Error {

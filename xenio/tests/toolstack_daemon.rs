@@ -10,7 +10,9 @@
 //! each, doing verified I/O. Shown: several devices of several domains in
 //! one daemon, the nodes honoured (qdisk's `aio:` form, `discard-enable = 0`,
 //! a read-only removable CD-ROM), a device with nonsense nodes refused alone
-//! (error node, Closing, the hotplug script fails), a detach under I/O, a
+//! (error node, Closing, the hotplug script fails), a device whose hotplug
+//! script failed refused with its reason, a device never Connected before its
+//! script said `connected` (libxl waits for exactly InitWait), a detach under I/O, a
 //! frontend domain released (@releaseDomain) closing its device, the other
 //! devices' I/O undisturbed throughout, and the daemon's threads, fds, store
 //! nodes and grant mappings back to where they started.
@@ -165,13 +167,67 @@ fn backendd_serves_what_the_toolstack_writes_each_device_alone() {
     assert_eq!(st, XenbusState::Closing);
     assert!(s.read_string(Tx::NONE, err).unwrap().contains("mode"));
     ts.remove("vbd", 3, 51712);
+    // D a third time, good nodes and a frontend ready at once, but the
+    // hotplug script fails (as Xen's `xen-hotplug-common.sh` `fatal` writes
+    // it): never Connected, the script's reason in the error node.
+    let st = ts.attach(3, "xvda", 51712, &[("params", a.display().to_string())]);
+    assert_eq!(st, XenbusState::InitWait);
+    let connecting = {
+        let dom3 = dom3.clone();
+        std::thread::spawn(move || {
+            let opts = Options {
+                timeout: Duration::from_secs(20),
+                ..Default::default()
+            };
+            BlkFront::connect(dom3, "/local/domain/3/device/vbd/51712", opts).map(|_| ())
+        })
+    };
+    let d_front = "/local/domain/3/device/vbd/51712/state";
+    eventually(Duration::from_secs(10), "D's frontend ready", || {
+        state_of(s, d_front) == XenbusState::Initialised
+    });
+    let d_back = Toolstack::backend("vbd", 3, 51712);
+    s.write(Tx::NONE, &format!("{d_back}/hotplug-error"), b"target busy")
+        .unwrap();
+    s.write(Tx::NONE, &format!("{d_back}/hotplug-status"), b"error")
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "D refused after its script",
+        || state_of(s, &format!("{d_back}/state")) == XenbusState::Closing,
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the script's reason reported",
+        || {
+            s.read_opt(Tx::NONE, err)
+                .unwrap()
+                .is_some_and(|m| m.contains("target busy"))
+        },
+    );
+    assert!(connecting.join().unwrap().is_err(), "D connected anyway");
+    ts.remove("vbd", 3, 51712);
     io_b.wait_progress("B's I/O after D");
 
     // E: domain 3, good; then domain 3 dies (@releaseDomain): E closes on
     // its own (no toolstack write), the others go on.
     let st = ts.attach(3, "xvda", 51712, &[("params", e.display().to_string())]);
     assert_eq!(st, XenbusState::InitWait);
+    // Its frontend is ready before libxl ran the hotplug script: the device
+    // stays in InitWait (libxl waits for exactly that state) until the
+    // script said `connected`, as Linux's blkback waits for the script.
     let io_e = io_loop(&dom3, 51712, 0xe0);
+    let e_state = format!("{}/state", Toolstack::backend("vbd", 3, 51712));
+    eventually(Duration::from_secs(10), "E's frontend ready", || {
+        state_of(s, d_front) == XenbusState::Initialised
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        state_of(s, &e_state),
+        XenbusState::InitWait,
+        "Connected before the hotplug script ran"
+    );
+    assert!(ts.hotplug("vbd", "add", 3, 51712));
     io_e.wait_progress("E's I/O");
     s.release(DomId(3)).unwrap();
     eventually(

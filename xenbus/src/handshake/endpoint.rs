@@ -47,6 +47,39 @@ pub fn device_offline<S: Store>(store: &S, dir: &str) -> Result<bool> {
         .is_some_and(|v| v.trim() == "0"))
 }
 
+/// Where the toolstack's hotplug script is with a device (read by
+/// [`hotplug_state`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hotplug {
+    /// Nothing to wait for: the script said `connected`, or the device has no
+    /// script (one made by hand, `--create-device`).
+    Done,
+    /// The device has a script that has not said `connected` yet.
+    Pending,
+    /// The script failed (`hotplug-status = error`), with its `hotplug-error`.
+    Failed(String),
+}
+
+/// Where the hotplug script of the device whose backend directory is `dir`
+/// is: a device with a `script` node, or with a `hotplug-status` node (libxl
+/// writes it empty for vifs), waits for `hotplug-status = connected`.
+pub fn hotplug_state<S: Store>(store: &S, dir: &str) -> Result<Hotplug> {
+    let read = |key: &str| store.read_opt(Tx::NONE, &format!("{dir}/{key}"));
+    let status = read(keys::HOTPLUG_STATUS)?;
+    Ok(match status.as_deref().map(str::trim) {
+        Some("connected") => Hotplug::Done,
+        Some("error") => Hotplug::Failed(
+            read(keys::HOTPLUG_ERROR)?
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .unwrap_or_else(|| "the hotplug script failed".into()),
+        ),
+        Some(_) => Hotplug::Pending,
+        None if read(keys::SCRIPT)?.is_some() => Hotplug::Pending,
+        None => Hotplug::Done,
+    })
+}
+
 /// Which end of the device this process is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -264,6 +297,49 @@ impl<'s, S: Store> Endpoint<'s, S> {
     /// not "off".
     pub fn peer_flag(&self, key: &str) -> Result<bool> {
         Ok(self.peer_parse::<u32>(key)?.unwrap_or(0) == 1)
+    }
+
+    /// In a backend, wait until the toolstack's hotplug script has done its
+    /// part ([`hotplug_state`]), as Linux's backends do before they connect:
+    /// libxl waits for exactly `InitWait` before it runs the script, so a
+    /// backend that went on to `Connected` first would make it time out.
+    /// Returns `Ok(false)` as soon as the frontend leaves ([`peer_leaving`])
+    /// or `stop` says so (checked every 100 ms), `Ok(true)` once connected.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Hotplug`] with the script's reason when it failed, or a store
+    /// error.
+    pub fn wait_hotplug(&mut self, stop: impl Fn() -> Result<bool>) -> Result<bool> {
+        let mut told = false;
+        loop {
+            match hotplug_state(self.store, &self.own)? {
+                Hotplug::Done => return Ok(true),
+                Hotplug::Failed(why) => {
+                    return Err(Error::Hotplug(format!(
+                        "{}: {why}",
+                        self.own_path(keys::HOTPLUG_STATUS)
+                    )));
+                }
+                Hotplug::Pending => {}
+            }
+            if !told {
+                tracing::info!(
+                    "{}: waiting for the hotplug script ({} = connected)",
+                    self.own,
+                    keys::HOTPLUG_STATUS
+                );
+                told = true;
+            }
+            if stop()? {
+                return Ok(false);
+            }
+            match self.wait_peer(Duration::from_millis(100), peer_leaving) {
+                Ok(_) => return Ok(false),
+                Err(Error::Timeout(..)) => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Block until the other end's state satisfies `until` (checked at once, then

@@ -46,6 +46,23 @@ pub const FRONTEND_ID: &str = "frontend-id";
 /// device (what `xl` writes).
 pub const ONLINE: &str = "online";
 
+// ---------------------------------------------------------------- hotplug
+//
+// What `libxl` writes for a device's hotplug script and what the script
+// writes back (libxl_device.c, Xen's `tools/hotplug/Linux/xen-hotplug-common.sh`).
+
+/// `script` (backend): the hotplug script `libxl` runs for the device once the
+/// backend says `InitWait` (`add`) and after it says `Closed` (`remove`).
+pub const SCRIPT: &str = "script";
+/// `hotplug-status` (backend): `connected` once the hotplug script plugged the
+/// device in (a vif bridged, a disk's target prepared), `error` when it failed.
+/// `libxl` writes it empty for vifs. Linux's backends connect only after the
+/// script did its part (netback waits for this node; blkback for the
+/// `physical-device` the block script writes).
+pub const HOTPLUG_STATUS: &str = "hotplug-status";
+/// `hotplug-error` (backend): the script's reason, beside `hotplug-status = error`.
+pub const HOTPLUG_ERROR: &str = "hotplug-error";
+
 // ---------------------------------------------------------------- multi-queue
 
 /// `multi-queue-max-queues` (backend): the most queues it serves. blkif.h and
@@ -268,10 +285,8 @@ pub mod netif {
     /// `vifname`: the name the backend's interface is to have (absent:
     /// `vif<domid>.<devid>`); written by `libxl` for `vifname=` in the vif spec.
     pub const VIFNAME: &str = "vifname";
-    /// `hotplug-status`: written empty by `libxl` in a vif's backend
-    /// directory, `connected` by the hotplug script once the interface is
-    /// plugged in (bridged, routed); Linux's netback says Connected only then.
-    pub const HOTPLUG_STATUS: &str = "hotplug-status";
+    /// `hotplug-status` (every class; see [`super::HOTPLUG_STATUS`]).
+    pub use super::HOTPLUG_STATUS;
 }
 
 #[cfg(test)]
