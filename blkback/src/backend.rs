@@ -231,12 +231,13 @@ pub fn serve<P: Platform, S: Storage>(
         let detaching = device_offline(store, backend_dir)?;
         if now != XenbusState::Initialising || detaching {
             ep.switch_unless_gone(XenbusState::Closing)?;
-            let _ = ep.wait_peer(config.timeout, |s| {
-                matches!(
-                    s,
-                    XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising
-                )
-            });
+            // Up to `timeout` for the frontend; less if the device goes away
+            // meanwhile (removed, taken offline, or this backend stopping).
+            ep.wait_peer_closed(config.timeout, || {
+                Ok(shutdown.load(Ordering::Relaxed)
+                    || device_gone(store, backend_dir)?
+                    || (!detaching && device_offline(store, backend_dir)?))
+            })?;
             if !ep.switch_unless_gone(XenbusState::Closed)? {
                 return Ok(Outcome::Removed);
             }
@@ -402,16 +403,9 @@ fn close<S: Store>(ep: &mut Endpoint<'_, S>, timeout: Duration) -> Result<()> {
     if !ep.switch_unless_gone(XenbusState::Closing)? {
         return Ok(());
     }
-    if let Err(e) = ep.wait_peer(timeout, |s| {
-        matches!(
-            s,
-            XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising
-        )
-    }) {
-        tracing::info!(
-            "{}: the frontend did not close ({e}): closing anyway",
-            ep.dir()
-        );
+    let (store, dir) = (ep.store(), ep.dir().to_string());
+    if !ep.wait_peer_closed(timeout, || device_gone(store, &dir))? {
+        tracing::info!("{dir}: the frontend did not close within {timeout:?}: closing anyway");
     }
     ep.switch_unless_gone(XenbusState::Closed)?;
     Ok(())

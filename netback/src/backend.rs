@@ -7,7 +7,7 @@ use crate::packet::Offloads;
 use crate::queue::{Counters, QueueConfig, QueueRings, QueueWorker};
 use crate::tx::{ETH_HLEN, TxLimits};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use xenio_ring::BackRing;
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{GrantRef, Port};
@@ -323,27 +323,13 @@ fn wait_frontend_closed<S: Store>(
     timeout: Duration,
     shutdown: &AtomicBool,
 ) -> Result<bool> {
-    let t = Instant::now();
     let (store, dir) = (ep.store(), ep.dir().to_string());
     let was_offline = device_offline(store, &dir)?;
-    loop {
-        match ep.wait_peer(Duration::from_millis(200), |s| {
-            matches!(
-                s,
-                XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising
-            )
-        }) {
-            Ok(_) => break,
-            Err(xenio_xenbus::Error::Timeout(..)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        if t.elapsed() >= timeout || shutdown.load(Ordering::Relaxed) || device_gone(store, &dir)? {
-            break;
-        }
-        if !was_offline && device_offline(store, &dir)? {
-            break;
-        }
-    }
+    ep.wait_peer_closed(timeout, || {
+        Ok(shutdown.load(Ordering::Relaxed)
+            || device_gone(store, &dir)?
+            || (!was_offline && device_offline(store, &dir)?))
+    })?;
     Ok(device_offline(store, &dir)?)
 }
 

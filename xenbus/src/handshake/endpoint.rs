@@ -342,6 +342,39 @@ impl<'s, S: Store> Endpoint<'s, S> {
         }
     }
 
+    /// Wait up to `timeout` for the other end to close: `Closed`, gone, or back
+    /// at `Initialising` (`Ok(true)`). `stop` (checked every 200 ms) ends the
+    /// wait early with `Ok(false)`: a backend passes "the device is gone or
+    /// going" (a toolstack that removed the directory, as `xl block-detach
+    /// --force` does after its 10 s, must not find the device held, nor a
+    /// late `Closed` written into a device it creates again there).
+    /// `Ok(false)` too when `timeout` runs out.
+    pub fn wait_peer_closed(
+        &mut self,
+        timeout: Duration,
+        mut stop: impl FnMut() -> Result<bool>,
+    ) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let slice = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200));
+            match self.wait_peer(slice, |s| {
+                matches!(
+                    s,
+                    XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising
+                )
+            }) {
+                Ok(_) => return Ok(true),
+                Err(Error::Timeout(..)) => {}
+                Err(e) => return Err(e),
+            }
+            if Instant::now() >= deadline || stop()? {
+                return Ok(false);
+            }
+        }
+    }
+
     /// Block until the other end's state satisfies `until` (checked at once, then
     /// after every watch event), returning it. Fails after `timeout`.
     pub fn wait_peer(
