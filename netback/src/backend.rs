@@ -13,7 +13,7 @@ use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xen_sys::{GrantRef, Port};
 use xenio_xenbus::handshake::keys::{self, netif};
 use xenio_xenbus::handshake::{
-    Endpoint, device_gone, device_offline, frontend_ready, peer_leaving,
+    Endpoint, Reopen, device_gone, device_offline, frontend_ready, peer_leaving,
 };
 use xenio_xenbus::platform::Platform;
 use xenio_xenbus::{EventChannels, GrantMapper, Store};
@@ -253,28 +253,13 @@ pub fn serve<P: Platform, N: Network>(
             if config.once || detaching {
                 return Ok(Outcome::Closed);
             }
-            loop {
-                if shutdown.load(Ordering::Relaxed) {
+            match ep.wait_reopen(|| shutdown.load(Ordering::Relaxed))? {
+                Reopen::Reopen => {}
+                Reopen::Removed => return Ok(Outcome::Removed),
+                Reopen::Detached => return Ok(Outcome::Closed),
+                Reopen::Stopped => {
                     close_for_good(&mut ep, config)?;
                     return Ok(Outcome::Shutdown);
-                }
-                match ep.wait_peer(Duration::from_millis(500), |s| {
-                    s == XenbusState::Initialising || s == XenbusState::Unknown
-                }) {
-                    Ok(XenbusState::Unknown) => return Ok(Outcome::Removed),
-                    Ok(_) => break,
-                    Err(xenio_xenbus::Error::Timeout(..)) => {
-                        if device_gone(store, backend_dir)? {
-                            return Ok(Outcome::Removed);
-                        }
-                        // Detached while closed: the toolstack wrote
-                        // `Closing` and waits for `Closed` again.
-                        if device_offline(store, backend_dir)? {
-                            ep.switch_unless_gone(XenbusState::Closed)?;
-                            return Ok(Outcome::Closed);
-                        }
-                    }
-                    Err(e) => return Err(e.into()),
                 }
             }
         }

@@ -80,6 +80,21 @@ pub fn hotplug_state<S: Store>(store: &S, dir: &str) -> Result<Hotplug> {
     })
 }
 
+/// What became of a device a backend closed, waiting in `Closed`
+/// ([`Endpoint::wait_reopen`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reopen {
+    /// The frontend is back at `Initialising`: it asks to be served again.
+    Reopen,
+    /// The frontend's directory or the device's is gone.
+    Removed,
+    /// The toolstack detached it while closed (`online = 0`; it wrote
+    /// `Closing` and waits for `Closed`, which has been said again).
+    Detached,
+    /// The caller's stop said so.
+    Stopped,
+}
+
 /// Which end of the device this process is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -371,6 +386,34 @@ impl<'s, S: Store> Endpoint<'s, S> {
             }
             if Instant::now() >= deadline || stop()? {
                 return Ok(false);
+            }
+        }
+    }
+
+    /// In a backend that said `Closed`, wait for what comes next: the frontend
+    /// back at `Initialising` (reconnect), the device removed, the toolstack
+    /// detaching it (`Closed` said again, as libxl waits for it), or `stop`
+    /// (checked every 500 ms).
+    pub fn wait_reopen(&mut self, stop: impl Fn() -> bool) -> Result<Reopen> {
+        loop {
+            if stop() {
+                return Ok(Reopen::Stopped);
+            }
+            match self.wait_peer(Duration::from_millis(500), |s| {
+                s == XenbusState::Initialising || s == XenbusState::Unknown
+            }) {
+                Ok(XenbusState::Unknown) => return Ok(Reopen::Removed),
+                Ok(_) => return Ok(Reopen::Reopen),
+                Err(Error::Timeout(..)) => {
+                    if device_gone(self.store, &self.own)? {
+                        return Ok(Reopen::Removed);
+                    }
+                    if device_offline(self.store, &self.own)? {
+                        self.switch_unless_gone(XenbusState::Closed)?;
+                        return Ok(Reopen::Detached);
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
     }

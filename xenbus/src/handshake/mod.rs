@@ -27,6 +27,6 @@ pub use device::{
     DeviceKind, DevicePaths, create_device, create_device_with, destroy_device, vbd_frontend_keys,
 };
 pub use endpoint::{
-    Endpoint, Hotplug, Role, device_gone, device_offline, error_node, frontend_ready,
+    Endpoint, Hotplug, Reopen, Role, device_gone, device_offline, error_node, frontend_ready,
     hotplug_state, peer_leaving, read_state,
 };
