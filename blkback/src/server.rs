@@ -22,7 +22,8 @@ use xenio_xenbus::handshake::{
     DeviceKind, DevicePaths, Endpoint, create_device_with, destroy_device, vbd_frontend_keys,
 };
 use xenio_xenbus::platform::{
-    LocalPlatform, Platform, PlatformChoice, PlatformKind, XenPlatform, resolve,
+    LocalPlatform, Platform, PlatformChoice, PlatformKind, STOP_SIGNALS, XenPlatform, resolve,
+    stop_on_signals,
 };
 use xenio_xenbus::{Store, Tx};
 
@@ -378,12 +379,7 @@ impl Server {
         let paths = self.paths(platform.domid())?;
         let dir = self.backend_dir.clone().unwrap_or(paths.backend.clone());
         if self.signals {
-            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                let installed =
-                    signal_hook::flag::register_conditional_shutdown(sig, 1, self.stop.clone())
-                        .and_then(|_| signal_hook::flag::register(sig, self.stop.clone()));
-                installed.map_err(|e| Error::Config(format!("handling signal {sig}: {e}")))?;
-            }
+            stop_on_signals(&self.stop, &STOP_SIGNALS).map_err(|e| Error::Config(e.to_string()))?;
         }
         if self.create && self.backend_dir.is_none() {
             self.create(platform.store(), &paths, storage)?;

@@ -17,7 +17,8 @@ use xenio_xen_sys::DomId;
 use xenio_xenbus::handshake::keys::netif;
 use xenio_xenbus::handshake::{DeviceKind, DevicePaths, create_device_with, destroy_device};
 use xenio_xenbus::platform::{
-    LocalPlatform, Platform, PlatformChoice, PlatformKind, XenPlatform, resolve,
+    LocalPlatform, Platform, PlatformChoice, PlatformKind, STOP_SIGNALS, XenPlatform, resolve,
+    stop_on_signals,
 };
 
 /// One vif to serve: `Vif::new()`, the device (frontend domain, interface
@@ -379,12 +380,7 @@ impl Vif {
         let paths = self.paths(platform.domid())?;
         let dir = self.backend_dir.clone().unwrap_or(paths.backend.clone());
         if self.signals {
-            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                let installed =
-                    signal_hook::flag::register_conditional_shutdown(sig, 1, self.stop.clone())
-                        .and_then(|_| signal_hook::flag::register(sig, self.stop.clone()));
-                installed.map_err(|e| Error::Config(format!("handling signal {sig}: {e}")))?;
-            }
+            stop_on_signals(&self.stop, &STOP_SIGNALS).map_err(|e| Error::Config(e.to_string()))?;
         }
         let store = platform.store();
         let create = self.device.as_ref().filter(|_| self.backend_dir.is_none());

@@ -30,7 +30,8 @@ use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xenbus::handshake::keys::{self, blkif};
 use xenio_xenbus::handshake::{Endpoint, error_node};
 use xenio_xenbus::platform::{
-    LocalPlatform, Platform, PlatformChoice, PlatformKind, XenPlatform, resolve,
+    LocalPlatform, Platform, PlatformChoice, PlatformKind, STOP_SIGNALS, XenPlatform, resolve,
+    stop_on_signals,
 };
 use xenio_xenbus::{DomId, Store, Tx, Watch};
 use xenio_xenstore::Client;
@@ -150,11 +151,7 @@ pub fn run(a: BackenddArgs) -> Result<()> {
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
-            .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
-            .context("handling signals")?;
-    }
+    stop_on_signals(&stop, &STOP_SIGNALS)?;
     match resolve(a.platform)? {
         PlatformKind::Local => {
             let dir = a

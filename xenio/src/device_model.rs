@@ -38,6 +38,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use xenio_xenbus::platform::stop_on_signals;
 use xenio_xenbus::{DomId, Store, Tx, Watch};
 use xenio_xenstore::Client;
 
@@ -500,15 +501,14 @@ pub fn run(a: DeviceModelArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     // SIGHUP is what libxl sends (libxl__kill_xs_path); SIGTERM and SIGINT
     // too, as QEMU. A second one kills at once.
-    for sig in [
-        signal_hook::consts::SIGHUP,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ] {
-        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
-            .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
-            .context("handling signals")?;
-    }
+    stop_on_signals(
+        &stop,
+        &[
+            signal_hook::consts::SIGHUP,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ],
+    )?;
     let store = Client::connect_default()?;
     let domid = DomId(c.domid);
     let shared = Arc::new(Shared::new(&c));

@@ -8,5 +8,5 @@ pub(crate) mod seam;
 pub use crate::inprocess::{InProcDomain, InProcess};
 pub use crate::local::LocalPlatform;
 pub use crate::xen::XenPlatform;
-pub use choice::{PlatformChoice, PlatformKind, resolve};
+pub use choice::{PlatformChoice, PlatformKind, STOP_SIGNALS, resolve, stop_on_signals};
 pub use seam::Platform;
