@@ -14,6 +14,15 @@ use common::xenio_bin;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+/// The runs of this file one at a time: each checks that it left no child
+/// process of this test process behind (which another run's children would
+/// be), and two benchmarks at once on a small machine starve each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn have(tool: &str) -> bool {
     Command::new(tool)
         .arg("--version")
@@ -41,6 +50,7 @@ fn children_of(pid: u32) -> Vec<String> {
 
 #[test]
 fn blk_tiny_run_reports_every_engine_and_target() {
+    let _serial = serial();
     if !have("fio") || !have("qemu-nbd") {
         eprintln!(
             "SKIPPED: fio and qemu-nbd are needed (apt-get install fio qemu-utils; .ci/run installs them)"
@@ -230,6 +240,7 @@ fn row<'a>(v: &'a serde_json::Value, engine: &str) -> &'a serde_json::Value {
 /// --rbd-target is skipped with the reason and the rest runs.
 #[test]
 fn blk_storage_engines_with_multi_conn() {
+    let _serial = serial();
     if !have("fio") || !have("qemu-nbd") || !have("qemu-img") {
         eprintln!(
             "SKIPPED: fio, qemu-nbd and qemu-img are needed (apt-get install fio qemu-utils; .ci/run installs them)"
@@ -286,6 +297,7 @@ fn blk_storage_engines_with_multi_conn() {
 /// blk_cli`), root, or Ceph's packages.
 #[test]
 fn blk_rbd_engines_on_a_one_node_cluster() {
+    let _serial = serial();
     if !cfg!(feature = "rbd") {
         eprintln!(
             "SKIPPED: xenio-bench built without the cargo feature rbd \
