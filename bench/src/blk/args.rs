@@ -32,7 +32,8 @@ Engines (--engines picks a subset; default: all):
                 left is the software path).
   Storage beyond a raw file (not in the default set; name them in --engines):
   xenio-qcow2   xenio with --disk format=qcow2 on a qcow2 copy of the file
-                (qemu-img convert -O qcow2 next to it: every cluster allocated).
+                (qemu-img convert -t none -O qcow2 next to it: every cluster
+                allocated, nothing left dirty in the page cache).
   qemu-nbd-qcow2
                 fio's nbd engine -> qemu-nbd -f qcow2 (flags as for qemu-nbd) on
                 the same qcow2 copy.

@@ -139,12 +139,18 @@ pub fn run(a: &BlkArgs) -> Result<()> {
     if let Some(q) = &qcow2_image {
         // Every cluster allocated (the file is random data): a used disk.
         eprintln!(
-            "xenio-bench blk: converting to {} (qemu-img convert -O qcow2)",
+            "xenio-bench blk: converting to {} (qemu-img convert -t none -O qcow2)",
             q.path().display()
         );
         let qemu_img = need("qemu-img", "qemu-utils")?;
         let out = std::process::Command::new(&qemu_img)
-            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            // O_DIRECT both ways (-t/-T none): qemu-img's default
+            // cache for the copy is `unsafe`, which left the whole copy dirty
+            // in the page cache, written back during the first measurements
+            // (and its O_DIRECT reads then met dirty pages).
+            .args([
+                "convert", "-t", "none", "-T", "none", "-f", "raw", "-O", "qcow2",
+            ])
             .arg(image.path())
             .arg(q.path())
             .output()
