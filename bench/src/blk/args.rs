@@ -162,7 +162,9 @@ pub struct BlkArgs {
     pub ring_order: u32,
 
     /// Queues (rings, one backend thread each): asked for by the frontend,
-    /// offered by the backend (multi-queue-max-queues).
+    /// offered by the backend (multi-queue-max-queues). Above 1, qemu-nbd
+    /// offers multi-conn, xenio-nbd opens one NBD connection per queue, and
+    /// fio's nbd and rbd engines run as many jobs (see "Multi-queue" above).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub queues: u32,
 
