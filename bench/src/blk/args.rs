@@ -1,6 +1,7 @@
 //! The command line of `xenio-bench blk`, and what it resolves to (quick-mode
 //! defaults applied, filters checked).
 
+use crate::blk::rbd::RbdSpec;
 use crate::blk::types::{Engine, NbdAio, QUICK, Timing, WORKLOADS, Workload};
 use crate::common::blkback::{BackendKnobs, DirectArg, GrantModeArg, ReorderArg};
 use crate::common::error::{BenchError, Result};
@@ -31,7 +32,8 @@ Engines (--engines picks a subset; default: all):
                 left is the software path).
   Storage beyond a raw file (not in the default set; name them in --engines):
   xenio-qcow2   xenio with --disk format=qcow2 on a qcow2 copy of the file
-                (qemu-img convert -O qcow2 next to it: every cluster allocated).
+                (qemu-img convert -t none -O qcow2 next to it: every cluster
+                allocated, nothing left dirty in the page cache).
   qemu-nbd-qcow2
                 fio's nbd engine -> qemu-nbd -f qcow2 (flags as for qemu-nbd) on
                 the same qcow2 copy.
@@ -39,6 +41,24 @@ Engines (--engines picks a subset; default: all):
                 qemu-nbd engine's server and flags) -> the file: the rings in
                 front of an NBD export, against fio's nbd engine on the same
                 server (the qemu-nbd engine).
+  xenio-rbd     xenio with --disk target=RBD (--rbd-target, QEMU's spelling) ->
+                librbd -> a Ceph RBD image, e.g. on the one-node cluster of
+                `bash tests/servers/ceph.sh start DIR` (root; its RBD_TARGET line).
+  fio-rbd       fio --ioengine=rbd (librbd) on the same image (CEPH_CONF from
+                the target's conf=, --clientname from its id=): xenio-rbd's
+                baseline. The image's first --size-mib MiB are written once
+                (fio, 1 MiB writes) before anything is measured.
+                Both rbd engines need this benchmark built with the cargo
+                feature rbd (which also builds `xenio` with it under cargo run)
+                and --rbd-target; without either they are skipped with the
+                reason, and the rest runs.
+
+Multi-queue and multi-conn: with --queues N > 1, every qemu-nbd server is
+started with --shared=2N+2, which makes qemu-nbd offer multi-conn, so
+xenio-nbd's NBD client opens one connection per queue; fio's nbd and rbd
+engines then run min(N, QD) jobs (--numjobs, one connection each, QD/jobs
+deep, rounded up; --group_reporting) so both keep the same I/Os in flight over
+the same number of connections. The file engines (fio, fio-shm) stay one job.
 
 Workloads: sequential 1 MiB read and write at QD 1, 8 and 32; random 4 KiB read
 and write at QD 1 and 32; random 64 KiB read at QD 8 (--quick: the six that
@@ -60,7 +80,9 @@ IOPS; random 4 KiB QD1 p50 latency <= 1.3x fio's; random 4 KiB QD32 >= 4x
 qemu-nbd; notifications per request <= 0.1 at QD32; when the storage engines
 ran, random 4 KiB QD32 xenio-qcow2 >= 2x qemu-nbd-qcow2 and >= 0.8x xenio (raw),
 xenio-nbd >= 0.9x qemu-nbd. Context ratios (xenio
-against fio on the file and on /dev/shm for every workload) follow.
+against fio on the file and on /dev/shm for every workload; xenio-qcow2,
+xenio-nbd and xenio-rbd against their baselines, xenio-rbd / fio-rbd having
+no target) follow.
 
 The backend knobs (--ring-order ... --backend-arg) are passed to `xenio
 blkback`; --ring-order, --queues, --indirect and --no-persistent are also what
@@ -140,7 +162,9 @@ pub struct BlkArgs {
     pub ring_order: u32,
 
     /// Queues (rings, one backend thread each): asked for by the frontend,
-    /// offered by the backend (multi-queue-max-queues).
+    /// offered by the backend (multi-queue-max-queues). Above 1, qemu-nbd
+    /// offers multi-conn, xenio-nbd opens one NBD connection per queue, and
+    /// fio's nbd and rbd engines run as many jobs (see "Multi-queue" above).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub queues: u32,
 
@@ -200,6 +224,15 @@ pub struct BlkArgs {
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub backend_arg: Vec<String>,
 
+    /// The Ceph RBD image of the xenio-rbd and fio-rbd engines, as QEMU and
+    /// `xenio blkback --disk target=` spell it:
+    /// `rbd:POOL/IMAGE[:conf=CEPH.CONF][:id=CLIENT]`, e.g. the RBD_TARGET that
+    /// `bash tests/servers/ceph.sh start DIR` prints. Its first --size-mib MiB
+    /// are overwritten. The conf must name the client's keyring (fio's rbd
+    /// engine reads only the conf).
+    #[arg(long, value_name = "TARGET")]
+    pub rbd_target: Option<String>,
+
     /// Also write the results (every repetition, summaries, ratios) as JSON here.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -255,6 +288,33 @@ pub struct Resolved {
     pub workloads: Vec<Workload>,
     /// Selected engines, in the order of the first repetition.
     pub engines: Vec<Engine>,
+    /// Engines asked for but left out, and why.
+    pub skipped: Vec<(Engine, String)>,
+    /// The RBD image, when an rbd engine runs.
+    pub rbd: Option<RbdSpec>,
+    /// fio's jobs (connections) on the nbd and rbd engines: min(--queues, QD)
+    /// of each workload is taken from this.
+    pub remote_jobs: u32,
+}
+
+/// Why the rbd engines cannot run with these arguments (None: they can).
+/// `rbd_feature`: whether this benchmark was built with the feature `rbd`.
+fn rbd_unavailable(a: &BlkArgs, rbd_feature: bool) -> Option<String> {
+    if !rbd_feature {
+        return Some(
+            "this xenio-bench was built without the cargo feature rbd \
+             (cargo run --release -p xenio-bench --features rbd -- blk ...; needs librbd-dev)"
+                .into(),
+        );
+    }
+    if a.rbd_target.is_none() {
+        return Some(
+            "no --rbd-target (a cluster: `bash tests/servers/ceph.sh start DIR` as root, \
+             then --rbd-target \"$RBD_TARGET\" from its output)"
+                .into(),
+        );
+    }
+    None
 }
 
 /// Apply defaults and filters.
@@ -308,13 +368,56 @@ pub fn resolve(a: &BlkArgs) -> Result<Resolved> {
     };
     let mut seen = std::collections::HashSet::new();
     engines.retain(|e| seen.insert(*e));
-    Ok(Resolved {
+    resolve_engines(a, engines, cfg!(feature = "rbd")).map(|(engines, skipped, rbd)| Resolved {
         size,
         reps,
         timing: Timing { warmup, runtime },
         workloads,
         engines,
+        skipped,
+        rbd,
+        remote_jobs: a.queues,
     })
+}
+
+type Engines = (Vec<Engine>, Vec<(Engine, String)>, Option<RbdSpec>);
+
+/// Leave out the engines that cannot run (with the reason); read
+/// --rbd-target when an rbd engine stays.
+fn resolve_engines(a: &BlkArgs, mut engines: Vec<Engine>, rbd_feature: bool) -> Result<Engines> {
+    let mut skipped = Vec::new();
+    if let Some(why) = rbd_unavailable(a, rbd_feature) {
+        engines.retain(|&e| {
+            if e.is_rbd() {
+                skipped.push((e, why.clone()));
+            }
+            !e.is_rbd()
+        });
+    }
+    if engines.is_empty() {
+        let why: Vec<String> = skipped
+            .iter()
+            .map(|(e, w)| format!("{}: {w}", e.name()))
+            .collect();
+        return Err(BenchError::Usage(format!(
+            "no engine can run ({})",
+            why.join("; ")
+        )));
+    }
+    let rbd = match &a.rbd_target {
+        Some(t) if engines.iter().any(|e| e.is_rbd()) => {
+            Some(RbdSpec::parse(t).map_err(BenchError::Usage)?)
+        }
+        _ => None,
+    };
+    Ok((engines, skipped, rbd))
+}
+
+/// fio's jobs and per-job depth for `qd` in flight over `jobs` connections
+/// (the nbd and rbd engines): min(jobs, qd) jobs, qd/jobs deep rounded up.
+pub fn remote_jobs(jobs: u32, qd: usize) -> (u32, usize) {
+    let j = (jobs.max(1) as usize).min(qd.max(1));
+    (j as u32, qd.div_ceil(j))
 }
 
 #[cfg(test)]
@@ -361,5 +464,60 @@ mod tests {
         assert_eq!(r.engines, [Engine::Fio, Engine::Xenio]);
         assert!(resolve(&args(&["--workloads", "nothing"])).is_err());
         assert!(resolve(&args(&["--size-mib", "1"])).is_err());
+    }
+
+    #[test]
+    fn rbd_engines_are_skipped_with_the_reason_and_their_target_checked() {
+        let rbd = [Engine::XenioRbd, Engine::FioRbd];
+        // Without the feature: skipped whatever the target, the rest runs.
+        let a = args(&[
+            "--engines",
+            "xenio,xenio-rbd,fio-rbd",
+            "--rbd-target",
+            "rbd:rbd/disk",
+        ]);
+        let (e, skipped, spec) = resolve_engines(&a, a.engines.clone(), false).unwrap();
+        assert_eq!(e, [Engine::Xenio]);
+        assert_eq!(skipped.iter().map(|s| s.0).collect::<Vec<_>>(), rbd);
+        assert!(skipped[0].1.contains("feature rbd"), "{skipped:?}");
+        assert_eq!(spec, None);
+        // With it, but no target: skipped, naming ceph.sh.
+        let a = args(&["--engines", "xenio,xenio-rbd,fio-rbd"]);
+        let (e, skipped, _) = resolve_engines(&a, a.engines.clone(), true).unwrap();
+        assert_eq!(e, [Engine::Xenio]);
+        assert!(skipped[1].1.contains("ceph.sh"), "{skipped:?}");
+        // Only rbd engines, none can run: an error with the reason.
+        let a = args(&["--engines", "xenio-rbd"]);
+        let err = resolve_engines(&a, a.engines.clone(), false).unwrap_err();
+        assert!(err.to_string().contains("feature rbd"), "{err}");
+        // Feature and target: they run, the target is read.
+        let a = args(&[
+            "--engines",
+            "xenio-rbd,fio-rbd",
+            "--rbd-target",
+            "rbd:pool/img:conf=/c/ceph.conf:id=admin",
+        ]);
+        let (e, skipped, spec) = resolve_engines(&a, a.engines.clone(), true).unwrap();
+        assert_eq!(e, rbd);
+        assert!(skipped.is_empty());
+        let spec = spec.unwrap();
+        assert_eq!((spec.pool.as_str(), spec.image.as_str()), ("pool", "img"));
+        // A bad target is a usage error, not a skip.
+        let a = args(&["--engines", "fio-rbd", "--rbd-target", "rbd:pool"]);
+        assert!(resolve_engines(&a, a.engines.clone(), true).is_err());
+        // No rbd engine: the target is not even read.
+        let a = args(&["--engines", "fio", "--rbd-target", "junk"]);
+        assert!(resolve_engines(&a, a.engines.clone(), true).is_ok());
+    }
+
+    #[test]
+    fn remote_jobs_split_the_depth_over_the_connections() {
+        assert_eq!(remote_jobs(1, 32), (1, 32));
+        assert_eq!(remote_jobs(4, 32), (4, 8));
+        assert_eq!(remote_jobs(3, 32), (3, 11));
+        assert_eq!(remote_jobs(4, 1), (1, 1));
+        assert_eq!(remote_jobs(0, 8), (1, 8));
+        let r = resolve(&args(&["--queues", "4"])).unwrap();
+        assert_eq!(r.remote_jobs, 4);
     }
 }

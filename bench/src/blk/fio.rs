@@ -1,6 +1,7 @@
 //! The baselines of `xenio-bench blk`: fio (io_uring, O_DIRECT) on a file, and
 //! qemu-nbd on a file driven by fio's nbd engine.
 
+use crate::blk::rbd::RbdSpec;
 use crate::blk::types::{NbdAio, Sample, Timing, Workload};
 use crate::common::error::{BenchError, Result};
 use crate::common::proc::{self, Proc, ScratchPath};
@@ -25,6 +26,8 @@ pub enum FioTarget<'a> {
         /// `nbd+unix:///?socket=...`.
         uri: String,
     },
+    /// A Ceph RBD image, through fio's rbd engine (librbd).
+    Rbd(&'a RbdSpec),
 }
 
 /// One fio measurement.
@@ -46,6 +49,10 @@ pub struct FioRun<'a> {
     pub label: &'a str,
     /// Where fio writes its JSON (overwritten).
     pub out: &'a Path,
+    /// Jobs (`--numjobs`, one connection each on nbd and rbd), sharing the
+    /// workload's depth: each is QD/jobs deep (rounded up), reported as one
+    /// (`--group_reporting`). 1: one job of depth QD.
+    pub jobs: u32,
 }
 
 /// fio's command line for `r` (without the program).
@@ -62,7 +69,7 @@ pub fn fio_args(r: &FioRun<'_>) -> Vec<String> {
         "--name=xenio-bench".to_string(),
         format!("--rw={rw}"),
         format!("--bs={}", w.bs),
-        format!("--iodepth={}", w.qd),
+        format!("--iodepth={}", w.qd.div_ceil(r.jobs.max(1) as usize)),
         format!("--size={}", r.size),
         "--time_based=1".into(),
         format!("--runtime={}", ms(r.timing.runtime)),
@@ -74,6 +81,10 @@ pub fn fio_args(r: &FioRun<'_>) -> Vec<String> {
         "--output-format=json".into(),
         format!("--output={}", r.out.display()),
     ];
+    if r.jobs > 1 {
+        a.push(format!("--numjobs={}", r.jobs));
+        a.push("--group_reporting=1".into());
+    }
     if !r.timing.warmup.is_zero() {
         a.push(format!("--ramp_time={}", ms(r.timing.warmup)));
     }
@@ -87,6 +98,10 @@ pub fn fio_args(r: &FioRun<'_>) -> Vec<String> {
             a.push("--ioengine=nbd".into());
             a.push(format!("--uri={uri}"));
         }
+        FioTarget::Rbd(spec) => {
+            a.push("--ioengine=rbd".into());
+            a.extend(spec.fio_args());
+        }
     }
     a
 }
@@ -98,6 +113,9 @@ pub fn run(r: &FioRun<'_>) -> Result<Sample> {
         .map_err(|e| BenchError::io(format!("creating {}", err_log.display()), e))?;
     let _ = std::fs::remove_file(r.out);
     let mut cmd = proc::command(r.fio);
+    if let FioTarget::Rbd(spec) = &r.target {
+        cmd.envs(spec.fio_env());
+    }
     cmd.args(fio_args(r))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -192,16 +210,20 @@ impl NbdServer {
         aio: NbdAio,
         label: &str,
     ) -> Result<NbdServer> {
-        Self::start_format(qemu_nbd, image, "raw", scratch, aio, label)
+        Self::start_format(qemu_nbd, image, "raw", scratch, aio, 1, label)
     }
 
-    /// [`start`](Self::start) for an image of `format` (`raw`, `qcow2`).
+    /// [`start`](Self::start) for an image of `format` (`raw`, `qcow2`), for
+    /// `conns` connections at once: above 1, `--shared=2*conns+2` (room for
+    /// fio's sizing connection and for reconnects), which makes qemu-nbd offer
+    /// multi-conn, so that a client may open one connection per queue.
     pub fn start_format(
         qemu_nbd: &Path,
         image: &Path,
         format: &str,
         scratch: &Path,
         aio: NbdAio,
+        conns: u32,
         label: &str,
     ) -> Result<NbdServer> {
         let socket = ScratchPath::new(scratch.join("nbd.sock"));
@@ -218,6 +240,7 @@ impl NbdServer {
             // Persistent: fio's nbd engine connects once to size the export and
             // again for the job.
             .arg("--persistent")
+            .args((conns > 1).then(|| format!("--shared={}", 2 * conns + 2)))
             .arg("--socket")
             .arg(socket.path())
             .arg(image)
@@ -282,6 +305,7 @@ mod tests {
             seed: 9,
             label: "t",
             out: Path::new("/tmp/o.json"),
+            jobs: 1,
         };
         let a = fio_args(&r).join(" ");
         for want in [
@@ -306,6 +330,21 @@ mod tests {
             "{a}"
         );
         assert!(!a.contains("--direct"), "{a}");
+        assert!(!a.contains("--numjobs"), "{a}");
+        // Four connections share QD 32: four jobs 8 deep, reported as one.
+        r.jobs = 4;
+        let spec = RbdSpec::parse("rbd:rbd/disk:conf=/c/ceph.conf").unwrap();
+        r.target = FioTarget::Rbd(&spec);
+        let a = fio_args(&r).join(" ");
+        for want in [
+            "--iodepth=8",
+            "--numjobs=4",
+            "--group_reporting=1",
+            "--ioengine=rbd --pool=rbd --rbdname=disk --clientname=admin",
+        ] {
+            assert!(a.contains(want), "{want} missing from {a}");
+        }
+        assert!(!a.contains("--iodepth=32"), "{a}");
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 pub mod args;
 pub mod fio;
+pub mod rbd;
 pub mod report;
 pub mod types;
 pub mod xenio;
@@ -27,7 +28,7 @@ use crate::common::blkback::{XenioWorld, find_xenio};
 use crate::common::error::{BenchError, Result};
 use crate::common::image::precondition;
 use crate::common::proc::{self, ScratchPath};
-use args::{BlkArgs, resolve};
+use args::{BlkArgs, remote_jobs, resolve};
 use fio::{FioTarget, NbdServer};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,9 @@ pub fn run(a: &BlkArgs) -> Result<()> {
     // First, before any thread exists: signals clean up children and files.
     proc::install_signal_cleanup()?;
     let r = resolve(a)?;
+    for (e, why) in &r.skipped {
+        eprintln!("xenio-bench blk: skipping {}: {why}", e.name());
+    }
     let uses = |f: fn(Engine) -> bool| r.engines.iter().any(|&e| f(e));
     let fio = if uses(|e| !e.is_xenio()) {
         Some(need("fio", "fio")?)
@@ -135,12 +139,18 @@ pub fn run(a: &BlkArgs) -> Result<()> {
     if let Some(q) = &qcow2_image {
         // Every cluster allocated (the file is random data): a used disk.
         eprintln!(
-            "xenio-bench blk: converting to {} (qemu-img convert -O qcow2)",
+            "xenio-bench blk: converting to {} (qemu-img convert -t none -O qcow2)",
             q.path().display()
         );
         let qemu_img = need("qemu-img", "qemu-utils")?;
         let out = std::process::Command::new(&qemu_img)
-            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            // O_DIRECT both ways (-t/-T none): qemu-img's default
+            // cache for the copy is `unsafe`, which left the whole copy dirty
+            // in the page cache, written back during the first measurements
+            // (and its O_DIRECT reads then met dirty pages).
+            .args([
+                "convert", "-t", "none", "-T", "none", "-f", "raw", "-O", "qcow2",
+            ])
             .arg(image.path())
             .arg(q.path())
             .output()
@@ -152,6 +162,21 @@ pub fn run(a: &BlkArgs) -> Result<()> {
                 detail: String::from_utf8_lossy(&out.stderr).into_owned(),
             });
         }
+    }
+    if let Some(spec) = &r.rbd {
+        eprintln!(
+            "xenio-bench blk: writing the first {} MiB of {} once (fio --ioengine=rbd)",
+            r.size >> 20,
+            spec.target
+        );
+        rbd::precondition(
+            fio.as_deref().ok_or_else(|| {
+                BenchError::Usage("the rbd engines need fio (apt-get install fio)".into())
+            })?,
+            spec,
+            r.size,
+            scratch.path(),
+        )?;
     }
     eprintln!(
         "xenio-bench blk: preconditioned in {:.1} s",
@@ -187,6 +212,8 @@ pub fn run(a: &BlkArgs) -> Result<()> {
         nbd_version: qemu_nbd.as_deref().map(|p| first_line(p, "--version")),
         xenio_bin: xenio_bin.clone(),
         backend_storage: None,
+        rbd_target: r.rbd.as_ref().map(|s| s.target.clone()),
+        skipped: r.skipped.clone(),
     };
     let mut results = BlkResults::new(plan, r.workloads.clone(), r.engines.clone());
     let fio_out = scratch.path().join("fio.json");
@@ -207,6 +234,13 @@ pub fn run(a: &BlkArgs) -> Result<()> {
                     image.path()
                 };
                 let label = format!("{} on {}", w.name, e.name());
+                // fio's nbd and rbd engines: as many connections as xenio's
+                // queues (multi-conn), the depth shared among them.
+                let jobs = if matches!(e, Engine::Fio | Engine::FioShm) {
+                    1
+                } else {
+                    remote_jobs(r.remote_jobs, w.qd).0
+                };
                 let run_fio = |target: FioTarget<'_>| {
                     fio::run(&fio::FioRun {
                         fio: fio.as_deref().expect("checked above"),
@@ -217,6 +251,7 @@ pub fn run(a: &BlkArgs) -> Result<()> {
                         seed: a.seed,
                         label: &label,
                         out: &fio_out,
+                        jobs,
                     })
                 };
                 let direct = !e.shm() || shm_direct;
@@ -236,21 +271,43 @@ pub fn run(a: &BlkArgs) -> Result<()> {
                     Engine::XenioQcow2 => {
                         let world = world.as_ref().expect("started when a xenio engine is");
                         let disk = format!("format=qcow2,target={}", file.display());
-                        xenio::measure_disk(world, w, &disk, r.timing, a.seed, &label)?.0
+                        xenio::measure_disk(world, w, &disk, None, r.timing, a.seed, &label)?.0
                     }
                     Engine::XenioNbd => {
                         let world = world.as_ref().expect("started when a xenio engine is");
-                        let server = NbdServer::start(
+                        let server = NbdServer::start_format(
                             qemu_nbd.as_deref().expect("checked above"),
                             file,
+                            "raw",
                             scratch.path(),
                             a.nbd_aio,
+                            a.queues,
                             &label,
                         )?;
                         let disk = format!("target={}", server.uri());
-                        let s = xenio::measure_disk(world, w, &disk, r.timing, a.seed, &label);
+                        let s =
+                            xenio::measure_disk(world, w, &disk, None, r.timing, a.seed, &label);
                         server.stop();
                         s?.0
+                    }
+                    Engine::XenioRbd => {
+                        let world = world.as_ref().expect("started when a xenio engine is");
+                        let spec = r.rbd.as_ref().expect("resolved with an rbd engine");
+                        let disk = format!("target={}", spec.target);
+                        xenio::measure_disk(
+                            world,
+                            w,
+                            &disk,
+                            Some(r.size),
+                            r.timing,
+                            a.seed,
+                            &label,
+                        )?
+                        .0
+                    }
+                    Engine::FioRbd => {
+                        let spec = r.rbd.as_ref().expect("resolved with an rbd engine");
+                        run_fio(FioTarget::Rbd(spec))?
                     }
                     Engine::QemuNbd | Engine::QemuNbdShm | Engine::QemuNbdQcow2 => {
                         let server = NbdServer::start_format(
@@ -259,6 +316,7 @@ pub fn run(a: &BlkArgs) -> Result<()> {
                             if e.is_qcow2() { "qcow2" } else { "raw" },
                             scratch.path(),
                             a.nbd_aio,
+                            a.queues,
                             &label,
                         )?;
                         let mut s = run_fio(FioTarget::Nbd { uri: server.uri() })?;
@@ -283,6 +341,9 @@ pub fn run(a: &BlkArgs) -> Result<()> {
                         }
                     };
                     let f = c.front_waits;
+                    if c.queues > 1 {
+                        notif.push_str(&format!("  {} queues", c.queues));
+                    }
                     notif.push_str(&format!(
                         "  cpu {:.1} us/op  spun back {} (missed {}), front {} (missed {})",
                         s.cpu_us_per_op.unwrap_or(f64::NAN),

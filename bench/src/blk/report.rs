@@ -230,6 +230,32 @@ pub fn context(r: &BlkResults) -> Vec<Ratio> {
             ));
         }
     }
+    // Storage beyond a raw file against its baselines, for every workload
+    // (the 4K QD32 ones are also targets above, except rbd which has none).
+    for w in &r.workloads {
+        let n = w.name;
+        for (pair, what) in [
+            ((XenioQcow2, QemuNbdQcow2), "xenio-qcow2 / qemu-nbd-qcow2"),
+            ((XenioQcow2, Xenio), "xenio-qcow2 / xenio (raw)"),
+            (
+                (XenioNbd, QemuNbd),
+                "xenio-nbd / qemu-nbd (fio nbd, same server)",
+            ),
+            ((XenioRbd, FioRbd), "xenio-rbd / fio-rbd (same image)"),
+        ] {
+            out.push(ratio(r, format!("{n}: {what} MB/s"), n, pair, mbs, None));
+            if w.qd == 1 {
+                out.push(ratio(
+                    r,
+                    format!("{n}: {what} p50 latency"),
+                    n,
+                    pair,
+                    p50,
+                    None,
+                ));
+            }
+        }
+    }
     out.retain(|x| x.missing.is_none());
     out
 }
@@ -288,6 +314,24 @@ fn header(r: &BlkResults, o: &mut String) {
                 NbdAio::Native => "native",
             }
         );
+    }
+    if has(|e| e.is_nbd() || e.is_rbd()) && p.knobs.queues > 1 {
+        let _ = writeln!(
+            o,
+            "  multi-conn: {} queues: qemu-nbd --shared={} (multi-conn offered), xenio one NBD connection per queue; fio's nbd/rbd engines min({}, QD) jobs, QD/jobs deep",
+            p.knobs.queues,
+            2 * p.knobs.queues + 2,
+            p.knobs.queues
+        );
+    }
+    if let Some(t) = &p.rbd_target {
+        let _ = writeln!(
+            o,
+            "  rbd:      {t}: xenio-rbd serves it (librbd), fio-rbd is fio --ioengine=rbd on it"
+        );
+    }
+    for (e, why) in &p.skipped {
+        let _ = writeln!(o, "  skipped:  {}: {why}", e.name());
     }
     if has(|e| e.shm()) {
         let _ = writeln!(
@@ -404,6 +448,7 @@ pub fn to_json(r: &BlkResults) -> Value {
                 "batches": xc(|c| c.batches),
                 "merged": xc(|c| c.merged),
                 "backend_sleeps": xc(|c| c.sleeps),
+                "queues": xc(|c| u64::from(c.queues)),
             }));
         }
     }
@@ -425,6 +470,8 @@ pub fn to_json(r: &BlkResults) -> Value {
         "blkback_args": p.knobs.args(),
         "front_poll_us": p.front_poll_us,
         "backend_storage": p.backend_storage,
+        "rbd_target": p.rbd_target,
+        "skipped": p.skipped.iter().map(|(e, why)| json!({"engine": e.name(), "why": why})).collect::<Vec<_>>(),
         "engines": r.engines.iter().map(|e| e.name()).collect::<Vec<_>>(),
         "rows": rows,
         "targets": targets(r).iter().map(ratio_json).collect::<Vec<_>>(),
@@ -471,6 +518,8 @@ mod tests {
             nbd_version: None,
             xenio_bin: None,
             backend_storage: None,
+            rbd_target: None,
+            skipped: vec![],
         };
         let workloads = vec![WORKLOADS[6], WORKLOADS[7]];
         let engines = vec![Engine::Xenio, Engine::Fio, Engine::QemuNbd];

@@ -37,6 +37,13 @@ pub enum Engine {
     /// export, against fio's nbd engine on the same server (`qemu-nbd`).
     #[value(name = "xenio-nbd")]
     XenioNbd,
+    /// blkfront -> rings -> `xenio blkback` with `target=rbd:...` (librbd) ->
+    /// a Ceph RBD image (`--rbd-target`; needs the cargo feature `rbd`).
+    #[value(name = "xenio-rbd")]
+    XenioRbd,
+    /// fio's rbd engine (librbd) on the same image: xenio-rbd's baseline.
+    #[value(name = "fio-rbd")]
+    FioRbd,
 }
 
 impl Engine {
@@ -52,6 +59,8 @@ impl Engine {
             Engine::XenioQcow2 => "xenio-qcow2",
             Engine::QemuNbdQcow2 => "qemu-nbd-qcow2",
             Engine::XenioNbd => "xenio-nbd",
+            Engine::XenioRbd => "xenio-rbd",
+            Engine::FioRbd => "fio-rbd",
         }
     }
 
@@ -64,8 +73,17 @@ impl Engine {
     pub fn is_xenio(self) -> bool {
         matches!(
             self,
-            Engine::Xenio | Engine::XenioShm | Engine::XenioQcow2 | Engine::XenioNbd
+            Engine::Xenio
+                | Engine::XenioShm
+                | Engine::XenioQcow2
+                | Engine::XenioNbd
+                | Engine::XenioRbd
         )
+    }
+
+    /// Whether it runs on the Ceph RBD image of `--rbd-target`.
+    pub fn is_rbd(self) -> bool {
+        matches!(self, Engine::XenioRbd | Engine::FioRbd)
     }
 
     /// Whether it runs on the qcow2 copy of the file.
@@ -217,6 +235,10 @@ pub struct Plan {
     pub xenio_bin: Option<PathBuf>,
     /// How the backend opened the file on disk (its own words).
     pub backend_storage: Option<String>,
+    /// The RBD image of the rbd engines (`--rbd-target`), when they run.
+    pub rbd_target: Option<String>,
+    /// Engines asked for but left out, and why (e.g. no `rbd` feature).
+    pub skipped: Vec<(Engine, String)>,
 }
 
 /// Everything measured.

@@ -34,6 +34,7 @@ pub fn measure(
         world,
         w,
         &format!("format=raw,target={}", image.display()),
+        None,
         timing,
         seed,
         label,
@@ -41,11 +42,13 @@ pub fn measure(
 }
 
 /// [`measure`] on any disk `xenio blkback --disk` serves (`disk`: its
-/// `format=...,target=...` part).
+/// `format=...,target=...` part); `span`: use only the disk's first bytes
+/// (the part fio uses too), None: all of it.
 pub fn measure_disk(
     world: &XenioWorld,
     w: &Workload,
     disk: &str,
+    span: Option<u64>,
     timing: Timing,
     seed: u64,
     label: &str,
@@ -53,7 +56,7 @@ pub fn measure_disk(
     let pool_pages = w.bs.div_ceil(4096) * w.qd + 16;
     let mut session = world.open_disk(disk, pool_pages, label)?;
     let clocks = CpuClocks::new(session.backend_pid());
-    let result = drive(&mut session.front, w, timing, seed, label, &clocks);
+    let result = drive(&mut session.front, w, span, timing, seed, label, &clocks);
     let (counters, storage) = session.close_after(result.as_ref().err())?;
     let mut sample = result?;
     sample.xenio = Some(counters);
@@ -66,6 +69,7 @@ pub fn measure_disk(
 fn drive<P: Platform>(
     f: &mut BlkFront<P>,
     w: &Workload,
+    span: Option<u64>,
     timing: Timing,
     seed: u64,
     label: &str,
@@ -76,7 +80,13 @@ fn drive<P: Platform>(
         err,
     };
     let bs = w.bs as u64;
-    let blocks = f.size() / bs;
+    if let Some(span) = span.filter(|&s| s > f.size()) {
+        return Err(BenchError::Usage(format!(
+            "`{label}`: the disk has {} bytes, fewer than the {span} to use (--size-mib)",
+            f.size()
+        )));
+    }
+    let blocks = f.size().min(span.unwrap_or(u64::MAX)) / bs;
     if blocks == 0 {
         return Err(BenchError::Usage(format!(
             "`{label}`: the disk is smaller than one {bs}-byte operation"

@@ -82,6 +82,10 @@ pub struct XenioCounters {
     pub spin_misses: u64,
     /// How the frontend's waits for responses went.
     pub front_waits: WaitStats,
+    /// Queues (rings) the connection had: what the frontend asked for, capped
+    /// by what the backend offered (e.g. 1 for an NBD export without
+    /// multi-conn, where blkback keeps one connection).
+    pub queues: u32,
 }
 
 /// The knobs passed to `xenio blkback` (and the frontend's matching requests).
@@ -371,6 +375,7 @@ impl Session<'_> {
         };
         let front_notifications = self.front.notifications();
         let front_waits = self.front.wait_stats();
+        let queues = self.front.info().queues;
         self.front.close().map_err(fe)?;
         let Some(status) = self.backend.wait_timeout(BACKEND_TIMEOUT)? else {
             return Err(world.backend_error(
@@ -399,6 +404,7 @@ impl Session<'_> {
         })?;
         c.front_notifications = front_notifications;
         c.front_waits = front_waits;
+        c.queues = queues;
         Ok((c, storage_line(&text).unwrap_or_default()))
     }
 }
@@ -439,6 +445,10 @@ fn build_xenio_under_cargo_run() -> Result<()> {
     .arg(&manifest);
     if profile == "release" {
         cmd.arg("--release");
+    }
+    // The rbd engines need a `xenio` that serves rbd: targets.
+    if cfg!(feature = "rbd") {
+        cmd.args(["--features", "rbd"]);
     }
     eprintln!("xenio-bench: building the `xenio` command (cargo build -p xenio, {profile})");
     let st = cmd
@@ -514,6 +524,7 @@ pub fn parse_counters(log: &str) -> Option<XenioCounters> {
             .find(|w| w[1..] == ["spins", "missed"])
             .and_then(|w| w[0].parse().ok())
             .unwrap_or(0),
+        queues: 0,
         front_waits: WaitStats::default(),
     })
 }

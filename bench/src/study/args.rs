@@ -21,7 +21,11 @@ Both open the file with O_DIRECT (unless --buffered), so the page cache does
 not hide the disk: the paper chose file sizes larger than memory for the same
 reason; here the sizes matter only for the disk's own caches and layout.
 With --target qcow2 or nbd the xenio path serves a qcow2 copy of the file or
-a qemu-nbd export of it instead (the native path stays the file).
+a qemu-nbd export of it instead (the native path stays the file). The study
+makes its own test file per size, so it runs on nothing it cannot make: no
+RBD image or outside NBD server; for those, `xenio-bench blk --engines
+xenio-rbd,fio-rbd --rbd-target ...` (and xenio-nbd) measure the fio-style
+workloads with any ring knob.
 
 Workloads (--phases picks a subset; all by default):
   Bonnie, in Bonnie's order, over the whole file (Bonnie's chunk: --chunk-kib):
@@ -181,7 +185,8 @@ pub struct StudyArgs {
     /// exported by qemu-nbd, served with target=nbd+unix://), so that the ring
     /// knobs are swept over those storages too. The native path stays the raw
     /// test file, so xenio/native then also counts the storage's own cost.
-    /// qcow2 and nbd need qemu-utils.
+    /// qcow2 and nbd need qemu-utils. Not RBD (the study makes its test file
+    /// per size): `xenio-bench blk --engines xenio-rbd,fio-rbd` measures RBD.
     #[arg(long, value_enum, value_name = "KIND", default_value_t = StudyTarget::File)]
     pub target: StudyTarget,
 

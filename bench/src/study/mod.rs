@@ -572,11 +572,17 @@ impl Served {
                 let copy = ScratchPath::new(image.with_extension("qcow2"));
                 let qemu_img = need("qemu-img")?;
                 eprintln!(
-                    "xenio-bench study: converting to {} (qemu-img convert -O qcow2)",
+                    "xenio-bench study: converting to {} (qemu-img convert -t none -O qcow2)",
                     copy.path().display()
                 );
                 let out = std::process::Command::new(&qemu_img)
-                    .args(["convert", "-f", "raw", "-O", "qcow2"])
+                    // O_DIRECT both ways (-t/-T none): qemu-img's default
+                    // cache for the copy is `unsafe`, which left the whole copy dirty
+                    // in the page cache, written back during the first measurements
+                    // (and its O_DIRECT reads then met dirty pages).
+                    .args([
+                        "convert", "-t", "none", "-T", "none", "-f", "raw", "-O", "qcow2",
+                    ])
                     .arg(image)
                     .arg(copy.path())
                     .output()

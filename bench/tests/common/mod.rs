@@ -17,6 +17,10 @@ pub fn xenio_bin() -> PathBuf {
     if release {
         c.arg("--release");
     }
+    // xenio-bench's feature rbd: a `xenio` that serves rbd: targets.
+    if cfg!(feature = "rbd") {
+        c.args(["--features", "rbd"]);
+    }
     let st = c.status().expect("running cargo build -p xenio");
     assert!(st.success(), "cargo build -p xenio failed");
     assert!(xenio.is_file(), "{} missing", xenio.display());
