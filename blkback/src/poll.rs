@@ -97,8 +97,13 @@ impl Waits {
         self.service_ns = if self.service_ns == 0 {
             ns
         } else {
-            // old + (new - old) / 8
-            let (old, new) = (i128::from(self.service_ns), i128::from(ns));
+            // old + (new - old) / 8, with the new one at most twice the mean:
+            // an outlier (a disk stalled for 10 ms under a 4 KiB read) moves
+            // the mean by at most 1/8, so that one slow operation does not
+            // make a fast queue sleep through its turnarounds; a queue whose
+            // operations all take long still gets there (12% per operation).
+            let old = i128::from(self.service_ns);
+            let new = i128::from(ns).min(2 * old);
             (old + ((new - old) >> 3)) as u64
         };
     }
@@ -262,6 +267,17 @@ mod tests {
         // ... also when the wait goes on after a sleep that found nothing.
         assert_eq!(w.begin(4).1, Duration::ZERO);
         w.ended();
+        // One stalled operation on a fast queue does not make it sleep.
+        let mut q = Waits::new(Wait::Adaptive);
+        q.in_flight(8);
+        for _ in 0..20 {
+            q.turnaround.record(us(30));
+        }
+        for _ in 0..50 {
+            q.io_took(us(100));
+        }
+        q.io_took(Duration::from_millis(20));
+        assert_eq!(q.begin(4).1, Duration::MAX, "{}", q.report());
         // Waits for completions are not capped.
         assert_eq!(w.begin(8).1, Duration::MAX);
         w.ended();
