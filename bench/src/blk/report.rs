@@ -575,7 +575,7 @@ mod tests {
                 .is_some()
         );
         assert!(
-            !t.iter().any(|x| x.name.contains("xenio-shm")),
+            !t.iter().any(|x| x.name.contains("xenio-shm / fio-shm")),
             "no memory-backed target when those engines did not run"
         );
         // What is a target is not repeated as context.
