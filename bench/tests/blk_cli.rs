@@ -111,6 +111,9 @@ fn blk_tiny_run_reports_every_engine_and_target() {
         "rand read 4K QD1: xenio / fio p50 latency",
         "rand read 4K QD32: xenio / qemu-nbd IOPS",
         "rand read 4K QD32: xenio-shm / qemu-nbd-shm IOPS",
+        "rand read 4K QD32: xenio / fio CPU per op",
+        "seq read 1M QD8: xenio / fio CPU per op",
+        "rand read 4K QD32: xenio-shm / fio-shm IOPS",
         "notifications per request, xenio rand read 4K QD32",
     ] {
         let found = stdout

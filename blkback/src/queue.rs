@@ -405,6 +405,8 @@ struct IoRec {
     failed: Option<io::Error>,
     /// Sectors and whether it modifies the disk, to keep later batches off it.
     range: (u64, u64, bool),
+    /// When its first operation was submitted.
+    started: Instant,
 }
 
 /// Requests and I/Os in flight on one queue (keyed by counters this worker
@@ -416,6 +418,9 @@ struct Pipeline {
     /// Storage tag -> planned I/O.
     tags: HashMap<u64, u64>,
     next: u64,
+    /// How long the I/Os finished since the last wait took (submission to
+    /// completion), for [`Waits::io_took`].
+    took: Vec<Duration>,
 }
 
 impl Pipeline {
@@ -615,14 +620,17 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
                 storm.work();
                 continue;
             }
-            let wait = waits.begin(pipe.reqs.len());
+            for d in pipe.took.drain(..) {
+                waits.io_took(d);
+            }
+            let (wait, cap) = waits.begin(pipe.reqs.len());
             if pipe.tags.is_empty() {
-                self.idle(wait, &mut storm)?;
+                self.idle(wait, cap, &mut storm)?;
             } else if self.storage.completion_fd().is_some() {
                 // I/O in flight and the ring empty: spin if the policy says a
                 // completion or request is due soon, else sleep until either
                 // comes (asking to be notified first).
-                if self.spin_for_completions(&mut pipe, &mut completions, wait)? {
+                if self.spin_for_completions(&mut pipe, &mut completions, wait, cap)? {
                     continue;
                 }
                 if self.ring.final_check_for_requests()? {
@@ -662,9 +670,10 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         pipe: &mut Pipeline,
         completions: &mut Vec<Completion>,
         wait: &mut WaitPolicy,
+        cap: Duration,
     ) -> Result<bool> {
         let before = wait.stats();
-        let found = wait.spin(|| {
+        let found = wait.spin_at_most(cap, || {
             if self.reap_and_retire(pipe, completions)? {
                 self.publish()?;
                 return Ok::<_, Error>(true);
@@ -799,6 +808,7 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
                 open: true,
                 failed: None,
                 range: (sector, nr_sectors, kind != IoKind::Read),
+                started: Instant::now(),
             },
         );
         let mut nops = 0;
@@ -934,6 +944,9 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
     /// completes. A failed I/O of several requests is submitted again request
     /// by request, so that each is answered by its own result.
     fn finish_io(&mut self, pipe: &mut Pipeline, mut rec: IoRec) -> Result<()> {
+        if pipe.took.len() < 64 {
+            pipe.took.push(rec.started.elapsed());
+        }
         let mut status = BLKIF_RSP_OKAY;
         if let Some(e) = rec.failed.take() {
             let splittable = !matches!(rec.kind, IoKind::Flush);
@@ -1016,14 +1029,20 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
     /// says, then sleep on the channel. The wait ends (and is recorded) when
     /// the loop finds work. After events that brought no work, pause first
     /// (`storm`).
-    fn idle(&mut self, wait: &mut WaitPolicy, storm: &mut SpuriousEvents) -> Result<()> {
+    fn idle(
+        &mut self,
+        wait: &mut WaitPolicy,
+        cap: Duration,
+        storm: &mut SpuriousEvents,
+    ) -> Result<()> {
         let pause = storm.before_wait();
         if !pause.is_zero() {
             Counters::add(&self.counters.storm_pauses, 1);
             std::thread::sleep(pause);
         }
         let before = wait.stats();
-        let found = wait.spin(|| Ok::<_, Error>(self.ring.unconsumed_requests()? > 0))?;
+        let found =
+            wait.spin_at_most(cap, || Ok::<_, Error>(self.ring.unconsumed_requests()? > 0))?;
         self.count_spin(before, wait.stats());
         if found {
             return Ok(());

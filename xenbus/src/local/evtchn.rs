@@ -277,26 +277,33 @@ impl EventChannel for LocalChannel {
     }
 
     fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        // Poll first, then drain: a caller sleeps after its ring's final check
+        // found nothing, so an event is rarely pending yet, and a read before
+        // the poll would be one system call per sleep for nothing (poll
+        // returns at once when one is pending: the FIFO is readable).
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            if self.drain()? {
-                return Ok(true);
-            }
             let left = match deadline {
                 None => PollTimeout::NONE,
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return Ok(false);
+                        // Out of time: one last look (a zero timeout is a
+                        // look without sleeping).
+                        return self.drain();
                     }
                     PollTimeout::try_from(left.as_millis().clamp(1, i32::MAX as u128) as i32)
                         .unwrap_or(PollTimeout::MAX)
                 }
             };
             let mut fds = [PollFd::new(self.fifo.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, left) {
-                Ok(_) | Err(Errno::EINTR) => {}
+            let ready = match poll(&mut fds, left) {
+                Ok(n) => n > 0,
+                Err(Errno::EINTR) => false,
                 Err(e) => return Err(self.err(format!("poll: {e}"))),
+            };
+            if ready && self.drain()? {
+                return Ok(true);
             }
         }
     }
