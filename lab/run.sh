@@ -78,7 +78,7 @@ else
   echo "qcow2-fs: no qemu-img/qemu-io on this host (Debian package qemu-utils): the check will fail"
 fi
 # Knobs of checks.sh that travel into dom0
-for v in CMP_ROUNDS CMP_SECS CMP_VARIANT CMP_MEDIA NET_ROUNDS NET_SECS DX_PERSISTENT BXL_PERSISTENT BXL_ROUNDS; do [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"; done > "$P/lab/env"
+for v in CMP_ROUNDS CMP_SECS CMP_VARIANT CMP_MEDIA DCMP_ROUNDS DCMP_SECS NET_ROUNDS NET_SECS DX_PERSISTENT BXL_PERSISTENT BXL_ROUNDS; do [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"; done > "$P/lab/env"
 (cd "$P" && find . | cpio -o -H newc -R 0:0 --quiet) > "$LAB/payload.cpio"
 # One initrd: the cached image, then the payload (Linux unpacks concatenated cpio archives
 # in order; later files win).
