@@ -14,6 +14,7 @@
 #                                   blkback configuration, the media (default: the virtio disk)
 #   NET_ROUNDS=3 NET_SECS=3         the network comparison (net-compare): rounds, seconds per test
 #   DX_PERSISTENT=0                 domu-xl/domu-xl-live: the daemon without persistent grants (on by default)
+#   DCMP_ROUNDS=3 DCMP_SECS=3       domu-compare (not in the default set): rounds, seconds per fio job and disk
 #   BXL_PERSISTENT=1 BXL_ROUNDS=3   backendd-xl with persistent grants on (1) or off (0), and
 #                                   rounds of busy-disk detach, each timed
 #   DISK_MB=1024 DISK_AIO=native    the lab's virtio disk (boot.sh)
