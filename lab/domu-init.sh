@@ -1,23 +1,69 @@
 #!/bin/sh
-# PID 1 of the PV domU (busybox initramfs): xen-blkfront on /dev/xvda, verified writes and
-# reads at several offsets (checked against what was written, after dropping caches), then
-# poweroff; with lab_idle on the command line it loads nothing and idles; with lab_loop it
-# writes and verifies in a loop until destroyed (for xl save/restore, a daemon restart, a
-# resize). Prints DOMU: lines on hvc0 (xenconsoled logs them in dom0).
+# PID 1 of the PV domU (initramfs: busybox, fio, mke2fs, e2fsck): xen-blkfront on /dev/xvda,
+# then by default fio write + verify (crc32c), mkfs.ext4 + e2fsck -fn, verified writes and reads
+# at several offsets (checked against what was written, after dropping caches), then poweroff;
+# with lab_idle on the command line it loads nothing and idles; with lab_loop it writes and
+# verifies in a loop until shut down or destroyed (for xl save/restore, a daemon restart, a
+# resize); with lab_bench=ROUNDS:SECS it runs fio on xvda, xvdb and xvdc in turn (domu-compare).
+# Prints DOMU: lines on hvc0 (xenconsoled logs them in dom0).
+export PATH=/bin   # /sbin/poweroff is for the kernel (below); ours is busybox's
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+ln -s /proc/mounts /etc/mtab
 echo "DOMU: booted, uptime $(cat /proc/uptime)"
-# lab_idle (record-toolstack): no frontend drivers, just stay up (for xl save/restore/destroy)
+# xl shutdown: the kernel runs /sbin/poweroff (orderly_poweroff), which sends PID 1 SIGUSR2; a
+# trap runs between two commands, so every wait below is short.
+shutdown_req() { echo "DOMU: shutdown requested${n:+ at loop $n}"; sync; echo "DOMU: powering off"; poweroff -f; }
+trap shutdown_req USR2
+# lab_idle (record-toolstack, domu-qdisk-save): no frontend drivers, just stay up
 if grep -q lab_idle /proc/cmdline; then
   echo "DOMU: idle"
-  while :; do sleep 3600; done
+  while :; do sleep 1; done
 fi
 insmod /lib/modules/xen-blkfront.ko
 for i in $(seq 1 20); do [ -b /dev/xvda ] && break; sleep 1; done
 [ -b /dev/xvda ] || { echo "DOMU: NO /dev/xvda"; ls /sys/block; poweroff -f; }
 echo "DOMU: xvda size $(cat /sys/block/xvda/size) sectors"
-# lab_loop (domu-xl): round n writes 256 KiB of new data at 2 + n%8 MiB (fsync: acknowledged),
-# then reads back every slot written so far, after dropping caches, and compares each with
-# its last acknowledged write; "DOMU: loop N" after each round, the size when it changes.
+# fio write then verify (crc32c in every block) of SIZE at OFFSET on /dev/DEV, O_DIRECT, QD8,
+# random offsets, blocks of 4-128 KiB; 0 when every block read back as written
+fio_verify() { # dev offset size name
+  fio --name="$4" --filename="/dev/$1" --offset="$2" --size="$3" --direct=1 --ioengine=libaio --iodepth=8 \
+      --rw=randwrite --bsrange=4k-128k --verify=crc32c --verify_fatal=1 --output-format=terse --terse-version=3 \
+      >/tmp/fio.out 2>&1 && return 0
+  grep -v '^3;' /tmp/fio.out | head -5 | sed 's/^/DOMU: fio| /'; return 1
+}
+# lab_bench=R:S (domu-compare): xvda, xvdb and xvdc (dom0 gives each its backend), R rounds of
+# the jobs, each S seconds on each disk in turn, the first disk changing each round; one line
+# "DOMU: BENCH round job disk KiB/s" per run, then "DOMU: BENCH_DONE".
+bench=$(sed -n 's/.*lab_bench=\([0-9]*\):\([0-9]*\).*/\1 \2/p' /proc/cmdline)
+if [ -n "$bench" ]; then
+  set -- $bench; rounds=$1 secs=$2
+  for i in $(seq 1 30); do [ -b /dev/xvdb ] && [ -b /dev/xvdc ] && break; sleep 1; done
+  [ -b /dev/xvdb ] && [ -b /dev/xvdc ] || { echo "DOMU: BENCH_NO_DISKS $(ls /sys/block)"; poweroff -f; }
+  echo "DOMU: bench $rounds rounds x ${secs}s on xvda xvdb xvdc"
+  for r in $(seq 1 "$rounds"); do
+    case $((r % 3)) in 1) order="xvda xvdb xvdc";; 2) order="xvdb xvdc xvda";; 0) order="xvdc xvda xvdb";; esac
+    for j in randread-4k-qd1:randread:4k:1 randread-4k-qd16:randread:4k:16 read-1M-qd8:read:1M:8 write-1M-qd8:write:1M:8; do
+      IFS=: read -r name rw bs qd <<EOF
+$j
+EOF
+      for d in $order; do
+        if fio --name=b --filename=/dev/$d --direct=1 --ioengine=libaio --rw=$rw --bs=$bs --iodepth=$qd --size=256M \
+               --runtime="$secs" --time_based --output-format=terse --terse-version=3 >/tmp/fio.out 2>&1; then
+          case $rw in *write*) f=48;; *) f=7;; esac
+          echo "DOMU: BENCH $r $name $d $(cut -d';' -f$f /tmp/fio.out)"
+        else
+          echo "DOMU: BENCH_FIO_FAILED $r $name $d"; head -5 /tmp/fio.out
+        fi
+      done
+    done
+  done
+  echo "DOMU: BENCH_DONE"; sync; poweroff -f
+fi
+# lab_loop (domu-xl, domu-xl-live): round n writes 256 KiB of new data at 2 + n%8 MiB (fsync:
+# acknowledged), then reads back every slot written so far, after dropping caches, and compares
+# each with its last acknowledged write (what fio cannot: a stale block passes its crc); then a
+# fio write + verify of 2 MiB at 12 + 2*(n%2) MiB. "DOMU: loop N" after each round, the size
+# when it changes; LOOP_* lines for any error.
 if grep -q lab_loop /proc/cmdline; then
   n=0; size=$(cat /sys/block/xvda/size)
   while :; do
@@ -34,12 +80,21 @@ if grep -q lab_loop /proc/cmdline; then
       R=$(dd if=/dev/xvda bs=64k skip=$((32 + k * 16)) count=4 2>/dev/null | md5sum)
       [ "$R" = "$(cat "$f")" ] || echo "DOMU: LOOP_MISMATCH slot $k in round $n"
     done
+    fio_verify xvda $((12 + 2 * (n % 2)))M 2M loop$n || echo "DOMU: LOOP_FIO_VERIFY_FAILED in round $n"
     n=$((n + 1)); echo "DOMU: loop $n"
     now=$(cat /sys/block/xvda/size)
     [ "$now" != "$size" ] && { echo "DOMU: size $size -> $now"; size=$now; }
   done
 fi
 echo "DOMU: first bytes: $(dd if=/dev/xvda bs=16 count=1 2>/dev/null)"
+# fio over the first 32 MiB but the first MiB (the signature above), then a file system over the
+# whole disk; the verified writes below come after (they overwrite parts of it)
+fio_verify xvda 1M 31M verify && echo "DOMU: FIO_VERIFY_OK 31 MiB written and verified (crc32c)" || echo "DOMU: FIO_VERIFY_FAILED"
+if mkfs.ext4 -q -F /dev/xvda >/tmp/mkfs.out 2>&1 && e2fsck -fn /dev/xvda >/tmp/fsck.out 2>&1; then
+  echo "DOMU: FS_OK mkfs.ext4 + e2fsck -fn clean: $(grep -a 'files' /tmp/fsck.out | tail -1)"
+else
+  cat /tmp/mkfs.out /tmp/fsck.out 2>/dev/null | tail -8 | sed 's/^/DOMU: fs| /'; echo "DOMU: FS_FAILED"
+fi
 echo "hello-from-domU" | dd of=/dev/xvda bs=512 seek=8 conv=sync 2>/dev/null
 ok=1
 for mb in 1 7 13 29; do

@@ -11,7 +11,7 @@ apt_install() { # packages...: one apt-get install (an apt-get update and a seco
 }
 installed_version() { dpkg-query -W -f '${db:Status-Status} ${Version}\n' "$1" 2>/dev/null | awk '$1 == "installed" {print $2}' || true; }
 need=()
-for p in debootstrap cpio busybox-static kmod e2fsprogs; do
+for p in debootstrap cpio busybox-static kmod e2fsprogs gcc binutils; do   # gcc, readelf: image.sh's stand-ins for fio's libraries
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 [ ${#need[@]} -gt 0 ] && { echo "installing ${need[*]}"; apt_install "${need[@]}"; }

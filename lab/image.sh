@@ -1,6 +1,6 @@
 #!/bin/bash
 # The big, cached part of the boot: a debootstrapped bookworm dom0 (Xen toolstack, QEMU for
-# qdisk, fio, e2fsprogs, iperf3, ethtool, jq), the Xen and block kernel modules, a PV domU kernel + busybox initrd,
+# qdisk, fio, e2fsprogs, iperf3, ethtool, jq), the Xen and block kernel modules, a PV domU kernel + initrd (busybox, fio, e2fsprogs),
 # packed as an uncompressed cpio (no gunzip under TCG). Rebuilt only when its inputs change
 # (this script, vif-lab, domu-init.sh, the kernel version): their hash is kept in
 # $LAB/image.key. xenio's binaries and the test scripts are NOT in it: run.sh packs them into a
@@ -15,15 +15,7 @@ if [ -s "$LAB/dom0-rootfs.cpio" ] && [ "$(cat "$LAB/image.key" 2>/dev/null)" = "
   echo "image: cached ($KEY, $(du -m "$LAB/dom0-rootfs.cpio" | cut -f1) MB)"; exit 0
 fi
 rm -f "$LAB/image.key"
-# --- the domU's initramfs: busybox + xen-blkfront, runs domu-init.sh
-D="$LAB/domu-root"; rm -rf "$D"; mkdir -p "$D"/{bin,sbin,proc,sys,dev,tmp,lib/modules}
-cp /bin/busybox "$D/bin/busybox"
-for a in sh mount insmod dd ls cat echo sleep poweroff mknod grep od head md5sum sync dmesg cmp seq tr; do ln -s busybox "$D/bin/$a"; done
-cp "$LAB/k/lib/modules/$KV/kernel/drivers/block/xen-blkfront.ko" "$D/lib/modules/"
-cp "$LAB/k/lib/modules/$KV/kernel/drivers/net/xen-netfront.ko" "$D/lib/modules/"
-cp "$HERE/domu-init.sh" "$D/init"; chmod +x "$D/init"
-(cd "$D" && find . | cpio -o -H newc -R 0:0 --quiet | gzip -1) > "$LAB/domu-initrd.gz"
-# --- dom0's root filesystem
+# --- dom0's root filesystem (first: the domU's initramfs takes fio and e2fsprogs from it)
 MIRROR=${MIRROR:-$(grep -hoE '(URIs:|deb) +https?://[^ ]+/debian/?' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -n1 | awk '{print $2}' || true)}
 R="$LAB/rootfs"
 if [ ! -x "$R/usr/lib/xen-4.17/bin/xl" ] || [ ! -x "$R/usr/bin/fio" ] || [ "$(cat "$LAB/rootfs.pkgs" 2>/dev/null)" != "$PKGS" ]; then
@@ -34,6 +26,53 @@ if [ ! -x "$R/usr/lib/xen-4.17/bin/xl" ] || [ ! -x "$R/usr/bin/fio" ] || [ "$(ca
     || { tail -20 "$LAB/debootstrap.log"; exit 1; }
   echo "$PKGS" > "$LAB/rootfs.pkgs"
 fi
+# --- the domU's initramfs: busybox, xen-blkfront, fio, mke2fs and e2fsck with their shared
+# libraries (from the root above), runs domu-init.sh. Debian's fio links the libraries of its
+# network and RDMA engines (gluster, ceph, nbd, ibverbs, pmem: ~80 MB with theirs); the domU
+# never uses those engines, so each is replaced by a stand-in with its soname that defines the
+# functions fio imports from it (versions included: fio is linked BIND_NOW) and does nothing.
+D="$LAB/domu-root"; rm -rf "$D"; mkdir -p "$D"/{bin,sbin,proc,sys,dev,tmp,etc,lib/modules,lib64}
+cp /bin/busybox "$D/bin/busybox"
+for a in sh mount insmod dd ls cat echo sleep poweroff mknod grep od head md5sum sync dmesg cmp seq tr kill wc ln; do ln -s busybox "$D/bin/$a"; done
+# The kernel runs /sbin/poweroff for a PV shutdown request (xl shutdown: orderly_poweroff);
+# this one asks PID 1 (domu-init.sh traps SIGUSR2) to report and power off.
+printf '#!/bin/sh\nexec /bin/kill -USR2 1\n' > "$D/sbin/poweroff"; chmod +x "$D/sbin/poweroff"
+cp "$LAB/k/lib/modules/$KV/kernel/drivers/block/xen-blkfront.ko" "$D/lib/modules/"
+cp "$LAB/k/lib/modules/$KV/kernel/drivers/net/xen-netfront.ko" "$D/lib/modules/"
+STUBS="libgfapi.so.0 libnbd.so.0 libibverbs.so.1 librdmacm.so.1 librados.so.2 librbd.so.1 libpmemblk.so.1 libpmem.so.1"
+stub_lib() { # soname: the stand-in, into $D/lib
+  local so=$1 real t
+  real=$(readlink -f "$R/lib/x86_64-linux-gnu/$so") && [ -f "$real" ] || { echo "image: no $so in the root" >&2; return 1; }
+  t=$(mktemp -d)
+  # "name version" for each function fio imports that $so defines ("-": unversioned)
+  readelf --dyn-syms -W "$R/usr/bin/fio" | awk '$7 == "UND" && $4 == "FUNC" {print $8}' | sed 's/ *(.*//' | sort -u > "$t/imports"
+  readelf --dyn-syms -W "$real" | awk '$7 != "UND" && $4 == "FUNC" {sub(/@.*/, "", $8); print $8}' | sort -u > "$t/defs"
+  awk -F@ 'NR == FNR {d[$1] = 1; next} ($1 in d) {print $1, ($2 == "" ? "-" : $2)}' "$t/defs" "$t/imports" > "$t/syms"
+  awk '{print "void " $1 "(void) {}"}' "$t/syms" > "$t/stub.c"
+  awk '$2 != "-" {v[$2] = v[$2] " " $1 ";"} END {for (k in v) print k " { global:" v[k] " };"}' "$t/syms" > "$t/vers"
+  local vs=(); [ -s "$t/vers" ] && vs=(-Wl,--version-script="$t/vers")
+  gcc -shared -fPIC -O0 -nostdlib -o "$D/lib/$so" -Wl,-soname,"$so" "${vs[@]}" "$t/stub.c" || { rm -rf "$t"; return 1; }
+  rm -rf "$t"
+}
+for so in $STUBS; do stub_lib "$so"; done
+needs() { # file: copy the libraries it needs (DT_NEEDED, recursively) from the root, stand-ins excepted
+  local so f
+  for so in $(readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+    case " $STUBS ld-linux-x86-64.so.2 " in *" $so "*) continue;; esac
+    [ -e "$D/lib/$so" ] && continue
+    for f in "$R/lib/x86_64-linux-gnu/$so" "$R/usr/lib/x86_64-linux-gnu/$so" ""; do [ -e "$f" ] && break; done
+    [ -n "$f" ] || { echo "image: $1 needs $so, not in the root" >&2; return 1; }
+    cp -L "$f" "$D/lib/$so"; needs "$D/lib/$so" || return 1
+  done
+}
+for b in usr/bin/fio sbin/mke2fs sbin/e2fsck; do cp "$R/$b" "$D/bin/"; needs "$D/bin/${b##*/}"; done
+cp -L "$R/lib64/ld-linux-x86-64.so.2" "$D/lib64/"
+ln -s mke2fs "$D/bin/mkfs.ext4"
+cp "$R/etc/mke2fs.conf" "$D/etc/" 2>/dev/null || true
+cp "$HERE/domu-init.sh" "$D/init"; chmod +x "$D/init"
+(cd "$D" && find . | cpio -o -H newc -R 0:0 --quiet | gzip -1) > "$LAB/domu-initrd.gz"
+echo "image: domU initramfs $(du -k "$LAB/domu-initrd.gz" | cut -f1) KiB ($(du -sk "$D" | cut -f1) KiB unpacked)"
+# --- dom0's root filesystem, packed
 rm -f "$R"/usr/sbin/policy-rc.d
 rm -rf "$R"/var/cache/apt/*.bin "$R"/var/cache/apt/archives/*.deb "$R"/var/lib/apt/lists/* \
        "$R"/usr/share/doc "$R"/usr/share/man "$R"/usr/share/locale "$R"/usr/share/info

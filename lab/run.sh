@@ -14,6 +14,7 @@
 #                                   blkback configuration, the media (default: the virtio disk)
 #   NET_ROUNDS=3 NET_SECS=3         the network comparison (net-compare): rounds, seconds per test
 #   DX_PERSISTENT=0                 domu-xl/domu-xl-live: the daemon without persistent grants (on by default)
+#   DCMP_ROUNDS=3 DCMP_SECS=3       domu-compare (not in the default set): rounds, seconds per fio job and disk
 #   BXL_PERSISTENT=1 BXL_ROUNDS=3   backendd-xl with persistent grants on (1) or off (0), and
 #                                   rounds of busy-disk detach, each timed
 #   DISK_MB=1024 DISK_AIO=native    the lab's virtio disk (boot.sh)
@@ -78,7 +79,7 @@ else
   echo "qcow2-fs: no qemu-img/qemu-io on this host (Debian package qemu-utils): the check will fail"
 fi
 # Knobs of checks.sh that travel into dom0
-for v in CMP_ROUNDS CMP_SECS CMP_VARIANT CMP_MEDIA NET_ROUNDS NET_SECS DX_PERSISTENT BXL_PERSISTENT BXL_ROUNDS; do [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"; done > "$P/lab/env"
+for v in CMP_ROUNDS CMP_SECS CMP_VARIANT CMP_MEDIA DCMP_ROUNDS DCMP_SECS NET_ROUNDS NET_SECS DX_PERSISTENT BXL_PERSISTENT BXL_ROUNDS; do [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"; done > "$P/lab/env"
 (cd "$P" && find . | cpio -o -H newc -R 0:0 --quiet) > "$LAB/payload.cpio"
 # One initrd: the cached image, then the payload (Linux unpacks concatenated cpio archives
 # in order; later files win).
