@@ -613,21 +613,21 @@ CFG
 # unloaded, `disk = [... script=block-xenio ...]` in the domains' configs; nobody starts a
 # process per disk. The daemon's fds, threads and gntdev mappings are counted before and after.
 DX_INFLIGHT=/run/xenio-inflight
-dx_daemon() { # start xenio backendd (persistent grants on; DX_PERSISTENT=0: off)
+dx_daemon() { # [backendd args...]: start xenio backendd (persistent grants on; DX_PERSISTENT=0: off)
   mkdir -p "$DX_INFLIGHT"
   local pg=; [ "${DX_PERSISTENT:-1}" = 0 ] && pg=--no-persistent
-  RUST_LOG=info setsid "$X" backendd --platform xen $pg --inflight-dir "$DX_INFLIGHT" \
+  RUST_LOG=info setsid "$X" backendd --platform xen $pg --inflight-dir "$DX_INFLIGHT" "$@" \
     >>/tmp/bb-backendd.log 2>&1 </dev/null &
   echo $! > /tmp/bb-backendd.pid
   for i in $(seq 1 50); do grep -q 'serving the devices' /tmp/bb-backendd.log && return 0; sleep 0.2; done
   cat /tmp/bb-backendd.log; die "xenio backendd did not start"
 }
-dx_setup() {
+dx_setup() { # [backendd args...]
   [ -f /lab/block-xenio ] || die "no block-xenio in the payload (lab/run.sh copies it)"
   for i in $(seq 1 50); do grep -q '^xen_blkback ' /proc/modules || break; rmmod xen-blkback 2>/dev/null; sleep 0.2; done
   grep -q '^xen_blkback ' /proc/modules && die "cannot unload xen-blkback"
   install -m 755 /lab/block-xenio /etc/xen/scripts/block-xenio
-  dx_daemon
+  dx_daemon "$@"
 }
 dx_counts() { # the daemon's open fds, threads, gntdev mappings
   local p; p=$(cat /tmp/bb-backendd.pid)
@@ -638,7 +638,7 @@ dx_back_to() { # counts what: the daemon's counts come back to these (the device
   for i in $(seq 1 75); do now=$(dx_counts); [ "$now" = "$1" ] && return 0; sleep 0.2; done
   ls -l "/proc/$(cat /tmp/bb-backendd.pid)/fd"; tail -20 /tmp/bb-backendd.log; die "$2: the daemon has '$now', expected '$1'"
 }
-dx_cfg() { # name image kernel-args
+dx_cfg() { # name image kernel-args [more config lines]
   cat <<CFG
 name = "$1"
 type = "pv"
@@ -648,13 +648,14 @@ extra = "console=hvc0 quiet loglevel=4 $3"
 memory = 128
 vcpus = 1
 disk = [ 'vdev=xvda,access=rw,backendtype=phy,script=block-xenio,target=$2' ]
+${4:-}
 on_poweroff = "destroy"
 on_crash = "destroy"
 CFG
 }
 dx_log() { echo "/var/log/xen/console/guest-$1.log"; }
-dx_create() { # name image [kernel-args]: xl create, not paused
-  dx_cfg "$1" "$2" "${3:-}" > "/tmp/$1.cfg"; rm -f "$(dx_log "$1")"
+dx_create() { # name image [kernel-args] [more config lines]: xl create, not paused
+  dx_cfg "$1" "$2" "${3:-}" "${4:-}" > "/tmp/$1.cfg"; rm -f "$(dx_log "$1")"
   local t0; t0=$(up)
   timeout 120 setsid -w xl create "/tmp/$1.cfg" </dev/null >"/tmp/xl-$1.log" 2>&1 \
     || { cat "/tmp/xl-$1.log"; tail -20 /tmp/bb-backendd.log; die "xl create $1"; }
@@ -1059,6 +1060,69 @@ c_vif_xl() {
   echo "SUMMARY xl network-attach/detach with script=vif-xenio: one xenio backendd serving a vif (TAP in a bridge) and a disk; kernel netfront ping + 4 MiB TCP each way verified, 3 attach/detach cycles beside disk writes, nothing left, clean exit"
 }
 
+# Issue 17: a PV domU whose vif and disk the toolstack gives it, both served by one `xenio
+# backendd --class vbd,vif` (xen-netback and xen-blkback unloaded): `vif = ['bridge=xbr0,
+# script=vif-xenio,mac=...']` in the domain's config. The domU (domu-init.sh, lab_net) verifies
+# its disk, loads xen-netfront, takes 192.0.2.2/24, pings dom0's bridge (192.0.2.1), then serves
+# 4 MiB of random data on port 5201 and takes 4 MiB on port 5202: dom0 fetches and sends them
+# (bash /dev/tcp), both compared by md5. xl destroy under the live vif and disk: no backend
+# node, no TAP, the daemon's fds/threads/gntdev mappings back to what they were before the domU.
+DV_MAC=00:16:3e:00:00:0d
+c_domu_vif() {
+  [ -f /lab/vif-xenio ] || die "no vif-xenio in the payload (lab/run.sh copies it)"
+  netback_unload
+  modprobe tun || die "modprobe tun"
+  modprobe bridge || die "modprobe bridge"
+  install -m 755 /lab/vif-xenio /etc/xen/scripts/vif-xenio
+  ip link add xbr0 type bridge && ip addr add 192.0.2.1/24 dev xbr0 && ip link set xbr0 up || die "bridge xbr0"
+  dx_setup --class vbd,vif
+  local base; base=$(dx_counts); info "domu-vif: the daemon before the domU: $base"
+  truncate -s 32M /tmp/dv.img
+  local t0 d tap; t0=$(up)
+  dx_create dxv /tmp/dv.img "lab_net=192.0.2.2/24,192.0.2.1" "vif = [ 'bridge=xbr0,script=vif-xenio,mac=$DV_MAC' ]"
+  d=$(xl domid dxv); tap=vif$d.0
+  [ -e "/sys/class/net/$tap" ] || die "no TAP $tap after xl create: $(ls /sys/class/net | tr '\n' ' ')"
+  ip -o link show "$tap" | grep -q 'master xbr0' || die "$tap not in xbr0: $(ip -o link show "$tap")"
+  expect_eq hotplug-status "$(xenstore-read "/local/domain/0/backend/vif/$d/0/hotplug-status" 2>/dev/null)" connected
+  dx_wait dxv 'NET_LISTEN|NET_FAILED|XVDA_RW_MISMATCH|NO /dev/xvda' 180
+  grep -q XVDA_RW_OK "$(dx_log dxv)" || { dx_show dxv; die "dxv did not verify its disk"; }
+  grep -q NET_FAILED "$(dx_log dxv)" && { dx_show dxv; die "dxv: its network failed"; }
+  expect_eq "vif backend state" "$(xenstore-read "/local/domain/0/backend/vif/$d/0/state" 2>/dev/null)" 4
+  info "domu-vif: domain $d up, disk verified, $(tr -d '\r' < "$(dx_log dxv)" | grep -a -o 'PING_OK.*'): $(since "$t0") s"
+  # domU -> dom0 (port 5201), then dom0 -> domU (port 5202)
+  head -c 4M /dev/urandom > /tmp/dv-tx.bin
+  local t1 want got; t1=$(up)
+  # (the domU says NET_LISTEN as it starts its listeners: a refused connection is tried again)
+  for i in $(seq 1 10); do timeout 120 bash -c 'exec 3<>/dev/tcp/192.0.2.2/5201 && cat <&3 > /tmp/dv-rx.bin' 2>/dev/null && break; sleep 1; done
+  want=$(tr -d '\r' < "$(dx_log dxv)" | sed -n 's/.*NET_TX_MD5 \([0-9a-f]*\).*/\1/p')
+  got=$(md5sum < /tmp/dv-rx.bin | cut -c1-32)
+  expect_eq "domU -> dom0 md5 ($(stat -c %s /tmp/dv-rx.bin) bytes)" "$got" "$want"
+  local t2; t2=$(up)
+  for i in $(seq 1 10); do timeout 120 bash -c 'cat /tmp/dv-tx.bin > /dev/tcp/192.0.2.2/5202' 2>/dev/null && break; sleep 1; done
+  dx_wait dxv 'NET_DONE' 120
+  want=$(md5sum < /tmp/dv-tx.bin | cut -c1-32)
+  got=$(tr -d '\r' < "$(dx_log dxv)" | sed -n 's/.*NET_RX_MD5 \([0-9a-f]*\).*/\1/p')
+  expect_eq "dom0 -> domU md5" "$got" "$want"
+  info "domu-vif: 4 MiB domU -> dom0 in $(awk -v a="$t2" -v b="$t1" 'BEGIN{printf "%.1f", a-b}') s, 4 MiB dom0 -> domU in $(since "$t2") s, both byte-equal (md5); TAP $tap rx/tx bytes $(ifstat "$tap" | awk '{print $1"/"$3}')"
+  dx_clean dxv
+  # xl destroy under the live vif and disk
+  t0=$(up)
+  timeout 60 setsid -w xl destroy dxv </dev/null || die "xl destroy"
+  dx_gone "$d"
+  for i in $(seq 1 50); do xenstore-exists "/local/domain/0/backend/vif/$d" 2>/dev/null || break; sleep 0.2; done
+  xenstore-exists "/local/domain/0/backend/vif/$d" 2>/dev/null && { xenstore-ls -f "/local/domain/0/backend/vif/$d"; die "backend/vif/$d left behind"; }
+  for i in $(seq 1 50); do [ -e "/sys/class/net/$tap" ] || break; sleep 0.2; done
+  [ -e "/sys/class/net/$tap" ] && die "TAP $tap left after xl destroy"
+  xenstore-exists "/local/domain/0/error/backend/vif/$d" 2>/dev/null && die "an error node left: $(xenstore-ls -f "/local/domain/0/error/backend/vif/$d")"
+  dx_back_to "$base" "after xl destroy"
+  info "domu-vif: xl destroy: domain, backend/vif/$d, backend/vbd/$d and $tap gone, the daemon back to '$base' in $(since "$t0") s"
+  local pid; pid=$(cat /tmp/bb-backendd.pid); kill -TERM "$pid"
+  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  wait "$pid"; local rc=$?; rm -f /tmp/bb-backendd.pid
+  [ $rc = 0 ] || { tail -20 /tmp/bb-backendd.log; die "xenio backendd exited with $rc"; }
+  echo "SUMMARY xl create of a PV domU with vif script=vif-xenio (bridge xbr0) and disk script=block-xenio, one xenio backendd --class vbd,vif: the domU's xen-netfront pings dom0, 4 MiB each way byte-equal; xl destroy leaves no node, no TAP; daemon back to '$base', exit 0"
+}
+
 # ---- record-toolstack: what libxl writes to the store for disks (not in the default set)
 # xenstored traces every request (xenstore-control logfile/log off) into one file per step under
 # /tmp/outbox/recordings (the outbox: run.sh unpacks it into $LAB/outbox, and
@@ -1195,9 +1259,9 @@ SH
 }
 
 # net-xfront runs first: dom0's xen-netfront, once loaded by net-kfront, cannot be unloaded again.
-ALL="bb-o0 bb-o4 example-blk backendd-xl bb-fs qcow2-fs compare xfront-kback xfront-xback domu-xenio domu-xl domu-xl-live domu-qdisk domu-qdisk-save net-xfront net-kfront net-compare vif-xl"
+ALL="bb-o0 bb-o4 example-blk backendd-xl bb-fs qcow2-fs compare xfront-kback xfront-xback domu-xenio domu-xl domu-xl-live domu-qdisk domu-qdisk-save net-xfront net-kfront net-compare vif-xl domu-vif"
 # Generous: TCG on a busy 2-vCPU host is slow (bb-o4 takes 50-60 s when the host is loaded).
-timeout_of() { case $1 in compare) echo $(( 240 + 300 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|domu-qdisk|domu-qdisk-save|bb-fs|qcow2-fs|bb-o4) echo 240;; backendd-xl) echo $(( 420 + 60 * ${BXL_ROUNDS:-0} ));; vif-xl) echo 300;; domu-xl) echo 1200;; domu-xl-live) echo 480;; net-kfront|net-xfront) echo 180;; net-compare) echo $(( 150 + 120 * ${NET_ROUNDS:-3} ));; record-toolstack) echo 600;; *) echo 150;; esac; }
+timeout_of() { case $1 in compare) echo $(( 240 + 300 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|domu-qdisk|domu-qdisk-save|bb-fs|qcow2-fs|bb-o4) echo 240;; backendd-xl) echo $(( 420 + 60 * ${BXL_ROUNDS:-0} ));; vif-xl) echo 300;; domu-vif) echo 300;; domu-xl) echo 1200;; domu-xl-live) echo 480;; net-kfront|net-xfront) echo 180;; net-compare) echo $(( 150 + 120 * ${NET_ROUNDS:-3} ));; record-toolstack) echo 600;; *) echo 150;; esac; }
 
 # Whatever a check left behind (it failed or timed out half-way): a mounted file system,
 # backends (SIGTERM first: that detaches the kernel's frontend cleanly), store nodes, domUs.

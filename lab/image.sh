@@ -21,6 +21,8 @@ cp /bin/busybox "$D/bin/busybox"
 for a in sh mount insmod dd ls cat echo sleep poweroff mknod grep od head md5sum sync dmesg cmp seq tr; do ln -s busybox "$D/bin/$a"; done
 cp "$LAB/k/lib/modules/$KV/kernel/drivers/block/xen-blkfront.ko" "$D/lib/modules/"
 cp "$LAB/k/lib/modules/$KV/kernel/drivers/net/xen-netfront.ko" "$D/lib/modules/"
+# domu-vif (lab_net in domu-init.sh): xen-netfront is above; the applets its network test uses
+for a in ip ping nc mkfifo cut wc sed; do ln -sf busybox "$D/bin/$a"; done   # -f: the same applet may be linked above
 cp "$HERE/domu-init.sh" "$D/init"; chmod +x "$D/init"
 (cd "$D" && find . | cpio -o -H newc -R 0:0 --quiet | gzip -1) > "$LAB/domu-initrd.gz"
 # --- dom0's root filesystem
