@@ -894,13 +894,21 @@ net_verify() { # netns guest-ip backend-ip: 4 MiB over TCP each way, compared
   timeout 60 bash -c "cat /tmp/ntx.bin > /dev/tcp/$2/5102" || die "TCP $3 -> $1 send"
   wait $l; cmp -s /tmp/ntx.bin /tmp/nrx2.bin || die "TCP backend->frontend ($1): the 4 MiB differ"
 }
+be_ticks() { # the CPU ticks (user + system) of the backend's threads: NB_CPU is a pid (xenio
+  # netback: all its threads) or a pattern of kernel thread names (xen-netback's per-queue
+  # guest-rx and dealloc kthreads; its tx side runs in softirq, which no thread is charged for)
+  case $NB_CPU in
+    [0-9]*) cat /proc/"$NB_CPU"/task/*/stat 2>/dev/null ;;
+    *) for f in /proc/[0-9]*/stat; do grep -h -- "($NB_CPU" "$f" 2>/dev/null; done ;;
+  esac | sed 's/^.*) //' | awk '{s += $12 + $13} END {print s + 0}'
+}
 net_tests() { # round backend netns backend-if backend-ip: the iperf3 tests, one line each into /tmp/net.txt
-  local r=$1 b=$2 ns=$3 bif=$4 ip=$5 t a0 a1 v
+  local r=$1 b=$2 ns=$3 bif=$4 ip=$5 t a0 a1 v c0 c1
   for t in tcp-fe-to-be:"" tcp-be-to-fe:-R udp64-fe-to-be:"-u -l 64 -b 0" udp64-be-to-fe:"-R -u -l 64 -b 0"; do
-    a0=$(ifstat "$bif")
+    a0=$(ifstat "$bif"); c0=$(be_ticks)
     timeout $((NET_S + 30)) ip netns exec "$ns" iperf3 -c "$ip" -t "$NET_S" -J ${t#*:} > /tmp/iperf.json 2>&1 \
       || { tail -5 /tmp/iperf.json; die "iperf3 ${t%%:*} over $b failed"; }
-    a1=$(ifstat "$bif")
+    a1=$(ifstat "$bif"); c1=$(be_ticks)
     case $t in
       tcp*) v=$(jq '.end.sum_received.bits_per_second / 1e6' /tmp/iperf.json) ;;   # Mbit/s received
       udp*) v=$(jq '(.end.sum.packets - .end.sum.lost_packets) / .end.sum.seconds' /tmp/iperf.json) ;;   # packets/s received
@@ -911,6 +919,9 @@ net_tests() { # round backend netns backend-if backend-ip: the iperf3 tests, one
     # bytes per packet on the backend's interface: rx = what the frontend sent, tx = what it got
     echo "$a0 $a1" | awk -v r="$r" -v b="$b" -v t="${t%%:*}" '{rb=$5-$1; rp=$6-$2; tb=$7-$3; tp=$8-$4
       printf "%s %s %s backend-if rx %d packets %.0f B/packet, tx %d packets %.0f B/packet\n", r, b, t, rp, (rp?rb/rp:0), tp, (tp?tb/tp:0)}' >> /tmp/net-pkts.txt
+    # the backend's CPU seconds per GB through its interface (ticks of 1/100 s)
+    echo "$a0 $a1" | awk -v r="$r" -v b="$b" -v t="${t%%:*}" -v c=$((c1 - c0)) '{g=($5-$1+$7-$3)/1e9
+      printf "%s %s %s backend threads %.2f CPU s, %.1f MB: %.1f s/GB\n", r, b, t, c/100, g*1e3, (g>0?c/100/g:0)}' >> /tmp/net-cpu.txt
   done
 }
 net_round_xenio() { # round
@@ -930,7 +941,7 @@ net_round_xenio() { # round
     net_verify gx 192.0.2.2 192.0.2.1
     info "xenio netback: mtu frontend $(ip netns exec gx cat /sys/class/net/$IF/mtu) tap $(cat /sys/class/net/xtap0/mtu); gso keys: backend feature-gso-tcpv4=$(xenstore-read /local/domain/0/backend/vif/0/$NB_XDEV/feature-gso-tcpv4 2>/dev/null) frontend feature-gso-tcpv4=$(xenstore-read /local/domain/0/device/vif/$NB_XDEV/feature-gso-tcpv4 2>/dev/null); frontend $(ip netns exec gx ethtool -k $IF 2>/dev/null | grep -E '^tcp-segmentation-offload' | tr -d '\n')"
   fi
-  net_tests "$1" xenio gx xtap0 192.0.2.1
+  NB_CPU=$(cat /tmp/nb.pid) net_tests "$1" xenio gx xtap0 192.0.2.1
   kill -TERM "$(cat /tmp/nb.pid)"; wait "$(cat /tmp/nb.pid)" 2>/dev/null; rm -f /tmp/nb.pid
   [ "$1" = 1 ] && info "xenio $(grep -a 'netback: ' /tmp/nb.log | tail -1)"
   # xenio netback removes what --create-device made when it stops (SIGTERM: Closing, the
@@ -955,7 +966,7 @@ net_round_kernel() { # round
   for i in $(seq 1 50); do ip netns exec gk busybox ping -c 1 -W 2 198.51.100.1 >/dev/null 2>&1 && break; sleep 0.2; done
   ip netns exec gk busybox ping -c 2 -W 5 198.51.100.1 >/dev/null 2>&1 || die "ping over kernel netback"
   [ "$1" = 1 ] && net_verify gk 198.51.100.2 198.51.100.1
-  net_tests "$1" kernel gk "$vif" 198.51.100.1
+  NB_CPU="$vif-" net_tests "$1" kernel gk "$vif" 198.51.100.1
   if [ "$1" = 1 ]; then
     info "kernel netback $vif: mtu frontend $(ip netns exec gk cat /sys/class/net/$IF/mtu) vif $(cat /sys/class/net/$vif/mtu); gso keys: backend feature-gso-tcpv4=$(xenstore-read /local/domain/0/backend/vif/0/$devid/feature-gso-tcpv4 2>/dev/null) frontend feature-gso-tcpv4=$(xenstore-read /local/domain/0/device/vif/$devid/feature-gso-tcpv4 2>/dev/null) queues $(xenstore-read /local/domain/0/device/vif/$devid/multi-queue-num-queues 2>/dev/null || echo 1); vif $(ethtool -k "$vif" | grep -E '^(tcp-segmentation-offload|generic-segmentation-offload|generic-receive-offload)' | tr -s ' \n' ' ')"
     info "kernel netback ethtool -S $vif (non-zero): $(ethtool -S "$vif" 2>/dev/null | awk -F: 'NR>1 && $2+0 != 0 {gsub(/ /,"",$1); printf "%s=%s ", $1, $2+0}')"
@@ -975,13 +986,17 @@ c_net_compare() {
   ip tuntap add dev xtap0 mode tap && ip link set xtap0 mtu 1500 && ip addr add 192.0.2.1/24 dev xtap0 \
     && ip link set xtap0 up || die "xtap0"
   iperf3 -s -D -I /tmp/iperf3.pid --logfile /tmp/iperf3s.log || die "iperf3 server"
-  : > /tmp/net.txt; : > /tmp/net-pkts.txt
+  : > /tmp/net.txt; : > /tmp/net-pkts.txt; : > /tmp/net-cpu.txt
   local r
   for r in $(seq 1 "$NET_R"); do   # the order alternates, so neither backend always goes first
     if [ $((r % 2)) = 1 ]; then net_round_xenio "$r"; net_round_kernel "$r"; else net_round_kernel "$r"; net_round_xenio "$r"; fi
   done
   kill "$(cat /tmp/iperf3.pid)" 2>/dev/null
   grep -E ' tcp-' /tmp/net-pkts.txt | sed 's/^/INFO bytes per packet, round /'
+  grep -E ' tcp-' /tmp/net-cpu.txt | sed 's/^/INFO backend CPU, round /'
+  # median backend CPU s/GB per backend and TCP direction
+  grep -E ' tcp-' /tmp/net-cpu.txt | awk '{print $2" "$3" "$(NF-1)}' | sort -k1,2 -k3n | awk '{k=$1" "$2; v[k]=v[k]" "$3; n[k]++}
+    END {for (k in v) {split(substr(v[k],2), a, " "); printf "INFO backend CPU median %s %s s/GB (all: %s)\n", k, a[int((n[k]+1)/2)], substr(v[k],2)}}' | sort
   awk '{v[$2" "$3" "$1]=$4; names[$2]=1; rounds[$1]=1}
        END { for (n in names) { sx=0; sk=0; lo=1e18; hi=0; c=0
          for (r in rounds) { x=v[n" xenio "r]; k=v[n" kernel "r]; sx+=x; sk+=k; c++
