@@ -924,10 +924,10 @@ net_tests() { # round backend netns backend-if backend-ip: the iperf3 tests, one
       printf "%s %s %s backend threads %.2f CPU s, %.1f MB: %.1f s/GB\n", r, b, t, c/100, g*1e3, (g>0?c/100/g:0)}' >> /tmp/net-cpu.txt
   done
 }
-net_round_xenio() { # round
+net_round_xenio() { # round (NB_BIN: another xenio binary, NB_LABEL: its name in the lines)
   local IF
   netback_unload
-  RUST_LOG=info setsid "$X" netback --platform xen --tap xtap0 --frontend 0 --devid $NB_XDEV --create-device --mac $NB_XMAC --mtu 1500 \
+  RUST_LOG=info setsid "${NB_BIN:-$X}" netback --platform xen --tap xtap0 --frontend 0 --devid $NB_XDEV --create-device --mac $NB_XMAC --mtu 1500 \
     >>/tmp/nb.log 2>&1 </dev/null &
   echo $! > /tmp/nb.pid
   for i in $(seq 1 150); do
@@ -941,9 +941,9 @@ net_round_xenio() { # round
     net_verify gx 192.0.2.2 192.0.2.1
     info "xenio netback: mtu frontend $(ip netns exec gx cat /sys/class/net/$IF/mtu) tap $(cat /sys/class/net/xtap0/mtu); gso keys: backend feature-gso-tcpv4=$(xenstore-read /local/domain/0/backend/vif/0/$NB_XDEV/feature-gso-tcpv4 2>/dev/null) frontend feature-gso-tcpv4=$(xenstore-read /local/domain/0/device/vif/$NB_XDEV/feature-gso-tcpv4 2>/dev/null); frontend $(ip netns exec gx ethtool -k $IF 2>/dev/null | grep -E '^tcp-segmentation-offload' | tr -d '\n')"
   fi
-  NB_CPU=$(cat /tmp/nb.pid) net_tests "$1" xenio gx xtap0 192.0.2.1
+  NB_CPU=$(cat /tmp/nb.pid) net_tests "$1" "${NB_LABEL:-xenio}" gx xtap0 192.0.2.1
   kill -TERM "$(cat /tmp/nb.pid)"; wait "$(cat /tmp/nb.pid)" 2>/dev/null; rm -f /tmp/nb.pid
-  [ "$1" = 1 ] && info "xenio $(grep -a 'netback: ' /tmp/nb.log | tail -1)"
+  [ "$1" = 1 ] && info "${NB_LABEL:-xenio} $(grep -a 'netback: ' /tmp/nb.log | tail -1)"
   # xenio netback removes what --create-device made when it stops (SIGTERM: Closing, the
   # frontend closes, Closed), and dom0's netfront keeps a dead vif-0 until its directory
   # goes: remove them anyway, as xl network-detach does, in case it could not
@@ -951,6 +951,7 @@ net_round_xenio() { # round
   xenstore-rm /local/domain/0/device/vif/$NB_XDEV 2>/dev/null; xenstore-rm /local/domain/0/backend/vif/0/$NB_XDEV 2>/dev/null
   if_gone gx $NB_XMAC $NB_XDEV
 }
+net_round_xenio_b() { NB_BIN=/lab/bin/xenio-b NB_LABEL=xenio-b net_round_xenio "$@"; }
 net_round_kernel() { # round
   local devid vif IF
   modprobe xen-netback || die "modprobe xen-netback"
@@ -988,8 +989,11 @@ c_net_compare() {
   iperf3 -s -D -I /tmp/iperf3.pid --logfile /tmp/iperf3s.log || die "iperf3 server"
   : > /tmp/net.txt; : > /tmp/net-pkts.txt; : > /tmp/net-cpu.txt
   local r
+  # NET_XENIO_B (run.sh ships it as /lab/bin/xenio-b): a second xenio binary (another
+  # netback, e.g. before a change) in every round too, as backend "xenio-b"
+  local b=:; [ -x /lab/bin/xenio-b ] && b=net_round_xenio_b
   for r in $(seq 1 "$NET_R"); do   # the order alternates, so neither backend always goes first
-    if [ $((r % 2)) = 1 ]; then net_round_xenio "$r"; net_round_kernel "$r"; else net_round_kernel "$r"; net_round_xenio "$r"; fi
+    if [ $((r % 2)) = 1 ]; then net_round_xenio "$r"; net_round_kernel "$r"; $b "$r"; else $b "$r"; net_round_kernel "$r"; net_round_xenio "$r"; fi
   done
   kill "$(cat /tmp/iperf3.pid)" 2>/dev/null
   grep -E ' tcp-' /tmp/net-pkts.txt | sed 's/^/INFO bytes per packet, round /'
@@ -997,12 +1001,17 @@ c_net_compare() {
   # median backend CPU s/GB per backend and TCP direction
   grep -E ' tcp-' /tmp/net-cpu.txt | awk '{print $2" "$3" "$(NF-1)}' | sort -k1,2 -k3n | awk '{k=$1" "$2; v[k]=v[k]" "$3; n[k]++}
     END {for (k in v) {split(substr(v[k],2), a, " "); printf "INFO backend CPU median %s %s s/GB (all: %s)\n", k, a[int((n[k]+1)/2)], substr(v[k],2)}}' | sort
-  awk '{v[$2" "$3" "$1]=$4; names[$2]=1; rounds[$1]=1}
-       END { for (n in names) { sx=0; sk=0; lo=1e18; hi=0; c=0
-         for (r in rounds) { x=v[n" xenio "r]; k=v[n" kernel "r]; sx+=x; sk+=k; c++
+  local base
+  for base in kernel xenio-b; do
+    awk -v base="$base" '{v[$2" "$3" "$1]=$4; names[$2]=1; rounds[$1]=1; if ($3 != "kernel") bk[$3]=1}
+       END { for (n in names) for (b in bk) { if (b == base || (base != "kernel" && b != "xenio")) continue
+         sx=0; sk=0; lo=1e18; hi=0; c=0
+         for (r in rounds) { x=v[n" "b" "r]; k=v[n" "base" "r]; sx+=x; sk+=k; c++
            if (k>0) { a=x/k; if(a<lo)lo=a; if(a>hi)hi=a } }
+         if (sk == 0) continue
          u = (n ~ /^udp/) ? "packets/s" : "Mbit/s"
-         printf "RATIO net %-15s xenio %9.1f %-9s kernel %9.1f  /kernel %.2f (%.2f-%.2f)\n", n, sx/c, u, sk/c, (sk>0?sx/sk:0), lo, hi } }' /tmp/net.txt | sort
+         printf "RATIO net %-15s %s %9.1f %-9s %s %9.1f  /%s %.2f (%.2f-%.2f)\n", n, b, sx/c, u, base, sk/c, base, sx/sk, lo, hi } }' /tmp/net.txt | sort
+  done
   echo "SUMMARY kernel xen-netfront over xenio netback vs kernel xen-netback, $NET_R interleaved rounds x ${NET_S}s per iperf3 test; 4 MiB TCP each way verified on both"
 }
 
@@ -1276,7 +1285,7 @@ SH
 # net-xfront runs first: dom0's xen-netfront, once loaded by net-kfront, cannot be unloaded again.
 ALL="bb-o0 bb-o4 example-blk backendd-xl bb-fs qcow2-fs compare xfront-kback xfront-xback domu-xenio domu-xl domu-xl-live domu-qdisk domu-qdisk-save net-xfront net-kfront net-compare vif-xl domu-vif"
 # Generous: TCG on a busy 2-vCPU host is slow (bb-o4 takes 50-60 s when the host is loaded).
-timeout_of() { case $1 in compare) echo $(( 240 + 300 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|domu-qdisk|domu-qdisk-save|bb-fs|qcow2-fs|bb-o4) echo 240;; backendd-xl) echo $(( 420 + 60 * ${BXL_ROUNDS:-0} ));; vif-xl) echo 300;; domu-vif) echo 300;; domu-xl) echo 1200;; domu-xl-live) echo 480;; net-kfront|net-xfront) echo 180;; net-compare) echo $(( 150 + 120 * ${NET_ROUNDS:-3} ));; record-toolstack) echo 600;; *) echo 150;; esac; }
+timeout_of() { case $1 in compare) echo $(( 240 + 300 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|domu-qdisk|domu-qdisk-save|bb-fs|qcow2-fs|bb-o4) echo 240;; backendd-xl) echo $(( 420 + 60 * ${BXL_ROUNDS:-0} ));; vif-xl) echo 300;; domu-vif) echo 300;; domu-xl) echo 1200;; domu-xl-live) echo 480;; net-kfront|net-xfront) echo 180;; net-compare) if [ -x /lab/bin/xenio-b ]; then echo $(( 150 + 180 * ${NET_ROUNDS:-3} )); else echo $(( 150 + 120 * ${NET_ROUNDS:-3} )); fi;; record-toolstack) echo 600;; *) echo 150;; esac; }
 
 # Whatever a check left behind (it failed or timed out half-way): a mounted file system,
 # backends (SIGTERM first: that detaches the kernel's frontend cleanly), store nodes, domUs.
