@@ -697,21 +697,21 @@ CFG
 # unloaded, `disk = [... script=block-xenio ...]` in the domains' configs; nobody starts a
 # process per disk. The daemon's fds, threads and gntdev mappings are counted before and after.
 DX_INFLIGHT=/run/xenio-inflight
-dx_daemon() { # start xenio backendd (persistent grants on; DX_PERSISTENT=0: off)
+dx_daemon() { # [backendd args...]: start xenio backendd (persistent grants on; DX_PERSISTENT=0: off)
   mkdir -p "$DX_INFLIGHT"
   local pg=; [ "${DX_PERSISTENT:-1}" = 0 ] && pg=--no-persistent
-  RUST_LOG=info setsid "$X" backendd --platform xen $pg --inflight-dir "$DX_INFLIGHT" \
+  RUST_LOG=info setsid "$X" backendd --platform xen $pg --inflight-dir "$DX_INFLIGHT" "$@" \
     >>/tmp/bb-backendd.log 2>&1 </dev/null &
   echo $! > /tmp/bb-backendd.pid
   for i in $(seq 1 50); do grep -q 'serving the devices' /tmp/bb-backendd.log && return 0; sleep 0.2; done
   cat /tmp/bb-backendd.log; die "xenio backendd did not start"
 }
-dx_setup() {
+dx_setup() { # [backendd args...]
   [ -f /lab/block-xenio ] || die "no block-xenio in the payload (lab/run.sh copies it)"
   for i in $(seq 1 50); do grep -q '^xen_blkback ' /proc/modules || break; rmmod xen-blkback 2>/dev/null; sleep 0.2; done
   grep -q '^xen_blkback ' /proc/modules && die "cannot unload xen-blkback"
   install -m 755 /lab/block-xenio /etc/xen/scripts/block-xenio
-  dx_daemon
+  dx_daemon "$@"
 }
 dx_counts() { # the daemon's open fds, threads, gntdev mappings
   local p; p=$(cat /tmp/bb-backendd.pid)
@@ -735,7 +735,7 @@ dx_near() { # counts what: beside a running domU's loop (whose own disk keeps ma
   done
   ls -l "/proc/$(cat /tmp/bb-backendd.pid)/fd"; tail -20 /tmp/bb-backendd.log; die "$2: the daemon has '$now', expected '$1' (threads +4, gntdev +24 at most)"
 }
-dx_cfg() { # name image kernel-args
+dx_cfg() { # name image kernel-args [more config lines]
   cat <<CFG
 name = "$1"
 type = "pv"
@@ -745,13 +745,14 @@ extra = "console=hvc0 quiet loglevel=4 $3"
 memory = 128
 vcpus = 1
 disk = [ 'vdev=xvda,access=rw,backendtype=phy,script=block-xenio,target=$2' ]
+${4:-}
 on_poweroff = "destroy"
 on_crash = "destroy"
 CFG
 }
 dx_log() { echo "/var/log/xen/console/guest-$1.log"; }
-dx_create() { # name image [kernel-args]: xl create, not paused
-  dx_cfg "$1" "$2" "${3:-}" > "/tmp/$1.cfg"; rm -f "$(dx_log "$1")"
+dx_create() { # name image [kernel-args] [more config lines]: xl create, not paused
+  dx_cfg "$1" "$2" "${3:-}" "${4:-}" > "/tmp/$1.cfg"; rm -f "$(dx_log "$1")"
   local t0; t0=$(up)
   timeout 120 setsid -w xl create "/tmp/$1.cfg" </dev/null >"/tmp/xl-$1.log" 2>&1 \
     || { cat "/tmp/xl-$1.log"; tail -20 /tmp/bb-backendd.log; die "xl create $1"; }
@@ -1021,13 +1022,21 @@ net_verify() { # netns guest-ip backend-ip: 4 MiB over TCP each way, compared
   timeout 60 bash -c "cat /tmp/ntx.bin > /dev/tcp/$2/5102" || die "TCP $3 -> $1 send"
   wait $l; cmp -s /tmp/ntx.bin /tmp/nrx2.bin || die "TCP backend->frontend ($1): the 4 MiB differ"
 }
+be_ticks() { # the CPU ticks (user + system) of the backend's threads: NB_CPU is a pid (xenio
+  # netback: all its threads) or a pattern of kernel thread names (xen-netback's per-queue
+  # guest-rx and dealloc kthreads; its tx side runs in softirq, which no thread is charged for)
+  case $NB_CPU in
+    [0-9]*) cat /proc/"$NB_CPU"/task/*/stat 2>/dev/null ;;
+    *) for f in /proc/[0-9]*/stat; do grep -h -- "($NB_CPU" "$f" 2>/dev/null; done ;;
+  esac | sed 's/^.*) //' | awk '{s += $12 + $13} END {print s + 0}'
+}
 net_tests() { # round backend netns backend-if backend-ip: the iperf3 tests, one line each into /tmp/net.txt
-  local r=$1 b=$2 ns=$3 bif=$4 ip=$5 t a0 a1 v
+  local r=$1 b=$2 ns=$3 bif=$4 ip=$5 t a0 a1 v c0 c1
   for t in tcp-fe-to-be:"" tcp-be-to-fe:-R udp64-fe-to-be:"-u -l 64 -b 0" udp64-be-to-fe:"-R -u -l 64 -b 0"; do
-    a0=$(ifstat "$bif")
+    a0=$(ifstat "$bif"); c0=$(be_ticks)
     timeout $((NET_S + 30)) ip netns exec "$ns" iperf3 -c "$ip" -t "$NET_S" -J ${t#*:} > /tmp/iperf.json 2>&1 \
       || { tail -5 /tmp/iperf.json; die "iperf3 ${t%%:*} over $b failed"; }
-    a1=$(ifstat "$bif")
+    a1=$(ifstat "$bif"); c1=$(be_ticks)
     case $t in
       tcp*) v=$(jq '.end.sum_received.bits_per_second / 1e6' /tmp/iperf.json) ;;   # Mbit/s received
       udp*) v=$(jq '(.end.sum.packets - .end.sum.lost_packets) / .end.sum.seconds' /tmp/iperf.json) ;;   # packets/s received
@@ -1038,12 +1047,15 @@ net_tests() { # round backend netns backend-if backend-ip: the iperf3 tests, one
     # bytes per packet on the backend's interface: rx = what the frontend sent, tx = what it got
     echo "$a0 $a1" | awk -v r="$r" -v b="$b" -v t="${t%%:*}" '{rb=$5-$1; rp=$6-$2; tb=$7-$3; tp=$8-$4
       printf "%s %s %s backend-if rx %d packets %.0f B/packet, tx %d packets %.0f B/packet\n", r, b, t, rp, (rp?rb/rp:0), tp, (tp?tb/tp:0)}' >> /tmp/net-pkts.txt
+    # the backend's CPU seconds per GB through its interface (ticks of 1/100 s)
+    echo "$a0 $a1" | awk -v r="$r" -v b="$b" -v t="${t%%:*}" -v c=$((c1 - c0)) '{g=($5-$1+$7-$3)/1e9
+      printf "%s %s %s backend threads %.2f CPU s, %.1f MB: %.1f s/GB\n", r, b, t, c/100, g*1e3, (g>0?c/100/g:0)}' >> /tmp/net-cpu.txt
   done
 }
-net_round_xenio() { # round
+net_round_xenio() { # round (NB_BIN: another xenio binary, NB_LABEL: its name in the lines)
   local IF
   netback_unload
-  RUST_LOG=info setsid "$X" netback --platform xen --tap xtap0 --frontend 0 --devid $NB_XDEV --create-device --mac $NB_XMAC --mtu 1500 \
+  RUST_LOG=info setsid "${NB_BIN:-$X}" netback --platform xen --tap xtap0 --frontend 0 --devid $NB_XDEV --create-device --mac $NB_XMAC --mtu 1500 \
     >>/tmp/nb.log 2>&1 </dev/null &
   echo $! > /tmp/nb.pid
   for i in $(seq 1 150); do
@@ -1057,9 +1069,9 @@ net_round_xenio() { # round
     net_verify gx 192.0.2.2 192.0.2.1
     info "xenio netback: mtu frontend $(ip netns exec gx cat /sys/class/net/$IF/mtu) tap $(cat /sys/class/net/xtap0/mtu); gso keys: backend feature-gso-tcpv4=$(xenstore-read /local/domain/0/backend/vif/0/$NB_XDEV/feature-gso-tcpv4 2>/dev/null) frontend feature-gso-tcpv4=$(xenstore-read /local/domain/0/device/vif/$NB_XDEV/feature-gso-tcpv4 2>/dev/null); frontend $(ip netns exec gx ethtool -k $IF 2>/dev/null | grep -E '^tcp-segmentation-offload' | tr -d '\n')"
   fi
-  net_tests "$1" xenio gx xtap0 192.0.2.1
+  NB_CPU=$(cat /tmp/nb.pid) net_tests "$1" "${NB_LABEL:-xenio}" gx xtap0 192.0.2.1
   kill -TERM "$(cat /tmp/nb.pid)"; wait "$(cat /tmp/nb.pid)" 2>/dev/null; rm -f /tmp/nb.pid
-  [ "$1" = 1 ] && info "xenio $(grep -a 'netback: ' /tmp/nb.log | tail -1)"
+  [ "$1" = 1 ] && info "${NB_LABEL:-xenio} $(grep -a 'netback: ' /tmp/nb.log | tail -1)"
   # xenio netback removes what --create-device made when it stops (SIGTERM: Closing, the
   # frontend closes, Closed), and dom0's netfront keeps a dead vif-0 until its directory
   # goes: remove them anyway, as xl network-detach does, in case it could not
@@ -1067,6 +1079,7 @@ net_round_xenio() { # round
   xenstore-rm /local/domain/0/device/vif/$NB_XDEV 2>/dev/null; xenstore-rm /local/domain/0/backend/vif/0/$NB_XDEV 2>/dev/null
   if_gone gx $NB_XMAC $NB_XDEV
 }
+net_round_xenio_b() { NB_BIN=/lab/bin/xenio-b NB_LABEL=xenio-b net_round_xenio "$@"; }
 net_round_kernel() { # round
   local devid vif IF
   modprobe xen-netback || die "modprobe xen-netback"
@@ -1082,7 +1095,7 @@ net_round_kernel() { # round
   for i in $(seq 1 50); do ip netns exec gk busybox ping -c 1 -W 2 198.51.100.1 >/dev/null 2>&1 && break; sleep 0.2; done
   ip netns exec gk busybox ping -c 2 -W 5 198.51.100.1 >/dev/null 2>&1 || die "ping over kernel netback"
   [ "$1" = 1 ] && net_verify gk 198.51.100.2 198.51.100.1
-  net_tests "$1" kernel gk "$vif" 198.51.100.1
+  NB_CPU="$vif-" net_tests "$1" kernel gk "$vif" 198.51.100.1
   if [ "$1" = 1 ]; then
     info "kernel netback $vif: mtu frontend $(ip netns exec gk cat /sys/class/net/$IF/mtu) vif $(cat /sys/class/net/$vif/mtu); gso keys: backend feature-gso-tcpv4=$(xenstore-read /local/domain/0/backend/vif/0/$devid/feature-gso-tcpv4 2>/dev/null) frontend feature-gso-tcpv4=$(xenstore-read /local/domain/0/device/vif/$devid/feature-gso-tcpv4 2>/dev/null) queues $(xenstore-read /local/domain/0/device/vif/$devid/multi-queue-num-queues 2>/dev/null || echo 1); vif $(ethtool -k "$vif" | grep -E '^(tcp-segmentation-offload|generic-segmentation-offload|generic-receive-offload)' | tr -s ' \n' ' ')"
     info "kernel netback ethtool -S $vif (non-zero): $(ethtool -S "$vif" 2>/dev/null | awk -F: 'NR>1 && $2+0 != 0 {gsub(/ /,"",$1); printf "%s=%s ", $1, $2+0}')"
@@ -1102,19 +1115,31 @@ c_net_compare() {
   ip tuntap add dev xtap0 mode tap && ip link set xtap0 mtu 1500 && ip addr add 192.0.2.1/24 dev xtap0 \
     && ip link set xtap0 up || die "xtap0"
   iperf3 -s -D -I /tmp/iperf3.pid --logfile /tmp/iperf3s.log || die "iperf3 server"
-  : > /tmp/net.txt; : > /tmp/net-pkts.txt
+  : > /tmp/net.txt; : > /tmp/net-pkts.txt; : > /tmp/net-cpu.txt
   local r
+  # NET_XENIO_B (run.sh ships it as /lab/bin/xenio-b): a second xenio binary (another
+  # netback, e.g. before a change) in every round too, as backend "xenio-b"
+  local b=:; [ -x /lab/bin/xenio-b ] && b=net_round_xenio_b
   for r in $(seq 1 "$NET_R"); do   # the order alternates, so neither backend always goes first
-    if [ $((r % 2)) = 1 ]; then net_round_xenio "$r"; net_round_kernel "$r"; else net_round_kernel "$r"; net_round_xenio "$r"; fi
+    if [ $((r % 2)) = 1 ]; then net_round_xenio "$r"; net_round_kernel "$r"; $b "$r"; else $b "$r"; net_round_kernel "$r"; net_round_xenio "$r"; fi
   done
   kill "$(cat /tmp/iperf3.pid)" 2>/dev/null
   grep -E ' tcp-' /tmp/net-pkts.txt | sed 's/^/INFO bytes per packet, round /'
-  awk '{v[$2" "$3" "$1]=$4; names[$2]=1; rounds[$1]=1}
-       END { for (n in names) { sx=0; sk=0; lo=1e18; hi=0; c=0
-         for (r in rounds) { x=v[n" xenio "r]; k=v[n" kernel "r]; sx+=x; sk+=k; c++
+  grep -E ' tcp-' /tmp/net-cpu.txt | sed 's/^/INFO backend CPU, round /'
+  # median backend CPU s/GB per backend and TCP direction
+  grep -E ' tcp-' /tmp/net-cpu.txt | awk '{print $2" "$3" "$(NF-1)}' | sort -k1,2 -k3n | awk '{k=$1" "$2; v[k]=v[k]" "$3; n[k]++}
+    END {for (k in v) {split(substr(v[k],2), a, " "); printf "INFO backend CPU median %s %s s/GB (all: %s)\n", k, a[int((n[k]+1)/2)], substr(v[k],2)}}' | sort
+  local base
+  for base in kernel xenio-b; do
+    awk -v base="$base" '{v[$2" "$3" "$1]=$4; names[$2]=1; rounds[$1]=1; if ($3 != "kernel") bk[$3]=1}
+       END { for (n in names) for (b in bk) { if (b == base || (base != "kernel" && b != "xenio")) continue
+         sx=0; sk=0; lo=1e18; hi=0; c=0
+         for (r in rounds) { x=v[n" "b" "r]; k=v[n" "base" "r]; sx+=x; sk+=k; c++
            if (k>0) { a=x/k; if(a<lo)lo=a; if(a>hi)hi=a } }
+         if (sk == 0) continue
          u = (n ~ /^udp/) ? "packets/s" : "Mbit/s"
-         printf "RATIO net %-15s xenio %9.1f %-9s kernel %9.1f  /kernel %.2f (%.2f-%.2f)\n", n, sx/c, u, sk/c, (sk>0?sx/sk:0), lo, hi } }' /tmp/net.txt | sort
+         printf "RATIO net %-15s %s %9.1f %-9s %s %9.1f  /%s %.2f (%.2f-%.2f)\n", n, b, sx/c, u, base, sk/c, base, sx/sk, lo, hi } }' /tmp/net.txt | sort
+  done
   echo "SUMMARY kernel xen-netfront over xenio netback vs kernel xen-netback, $NET_R interleaved rounds x ${NET_S}s per iperf3 test; 4 MiB TCP each way verified on both"
 }
 
@@ -1185,6 +1210,69 @@ c_vif_xl() {
   wait "$pid"; local rc=$?; rm -f /tmp/bb-vifd.pid
   [ $rc = 0 ] || { tail -20 /tmp/bb-vifd.log; die "xenio backendd exited with $rc"; }
   echo "SUMMARY xl network-attach/detach with script=vif-xenio: one xenio backendd serving a vif (TAP in a bridge) and a disk; kernel netfront ping + 4 MiB TCP each way verified, 3 attach/detach cycles beside disk writes, nothing left, clean exit"
+}
+
+# Issue 17: a PV domU whose vif and disk the toolstack gives it, both served by one `xenio
+# backendd --class vbd,vif` (xen-netback and xen-blkback unloaded): `vif = ['bridge=xbr0,
+# script=vif-xenio,mac=...']` in the domain's config. The domU (domu-init.sh, lab_net) verifies
+# its disk, loads xen-netfront, takes 192.0.2.2/24, pings dom0's bridge (192.0.2.1), then serves
+# 4 MiB of random data on port 5201 and takes 4 MiB on port 5202: dom0 fetches and sends them
+# (bash /dev/tcp), both compared by md5. xl destroy under the live vif and disk: no backend
+# node, no TAP, the daemon's fds/threads/gntdev mappings back to what they were before the domU.
+DV_MAC=00:16:3e:00:00:0d
+c_domu_vif() {
+  [ -f /lab/vif-xenio ] || die "no vif-xenio in the payload (lab/run.sh copies it)"
+  netback_unload
+  modprobe tun || die "modprobe tun"
+  modprobe bridge || die "modprobe bridge"
+  install -m 755 /lab/vif-xenio /etc/xen/scripts/vif-xenio
+  ip link add xbr0 type bridge && ip addr add 192.0.2.1/24 dev xbr0 && ip link set xbr0 up || die "bridge xbr0"
+  dx_setup --class vbd,vif
+  local base; base=$(dx_counts); info "domu-vif: the daemon before the domU: $base"
+  truncate -s 32M /tmp/dv.img
+  local t0 d tap; t0=$(up)
+  dx_create dxv /tmp/dv.img "lab_net=192.0.2.2/24,192.0.2.1" "vif = [ 'bridge=xbr0,script=vif-xenio,mac=$DV_MAC' ]"
+  d=$(xl domid dxv); tap=vif$d.0
+  [ -e "/sys/class/net/$tap" ] || die "no TAP $tap after xl create: $(ls /sys/class/net | tr '\n' ' ')"
+  ip -o link show "$tap" | grep -q 'master xbr0' || die "$tap not in xbr0: $(ip -o link show "$tap")"
+  expect_eq hotplug-status "$(xenstore-read "/local/domain/0/backend/vif/$d/0/hotplug-status" 2>/dev/null)" connected
+  dx_wait dxv 'NET_LISTEN|NET_FAILED|XVDA_RW_MISMATCH|NO /dev/xvda' 180
+  grep -q XVDA_RW_OK "$(dx_log dxv)" || { dx_show dxv; die "dxv did not verify its disk"; }
+  grep -q NET_FAILED "$(dx_log dxv)" && { dx_show dxv; die "dxv: its network failed"; }
+  expect_eq "vif backend state" "$(xenstore-read "/local/domain/0/backend/vif/$d/0/state" 2>/dev/null)" 4
+  info "domu-vif: domain $d up, disk verified, $(tr -d '\r' < "$(dx_log dxv)" | grep -a -o 'PING_OK.*'): $(since "$t0") s"
+  # domU -> dom0 (port 5201), then dom0 -> domU (port 5202)
+  head -c 4M /dev/urandom > /tmp/dv-tx.bin
+  local t1 want got; t1=$(up)
+  # (the domU says NET_LISTEN as it starts its listeners: a refused connection is tried again)
+  for i in $(seq 1 10); do timeout 120 bash -c 'exec 3<>/dev/tcp/192.0.2.2/5201 && cat <&3 > /tmp/dv-rx.bin' 2>/dev/null && break; sleep 1; done
+  want=$(tr -d '\r' < "$(dx_log dxv)" | sed -n 's/.*NET_TX_MD5 \([0-9a-f]*\).*/\1/p')
+  got=$(md5sum < /tmp/dv-rx.bin | cut -c1-32)
+  expect_eq "domU -> dom0 md5 ($(stat -c %s /tmp/dv-rx.bin) bytes)" "$got" "$want"
+  local t2; t2=$(up)
+  for i in $(seq 1 10); do timeout 120 bash -c 'cat /tmp/dv-tx.bin > /dev/tcp/192.0.2.2/5202' 2>/dev/null && break; sleep 1; done
+  dx_wait dxv 'NET_DONE' 120
+  want=$(md5sum < /tmp/dv-tx.bin | cut -c1-32)
+  got=$(tr -d '\r' < "$(dx_log dxv)" | sed -n 's/.*NET_RX_MD5 \([0-9a-f]*\).*/\1/p')
+  expect_eq "dom0 -> domU md5" "$got" "$want"
+  info "domu-vif: 4 MiB domU -> dom0 in $(awk -v a="$t2" -v b="$t1" 'BEGIN{printf "%.1f", a-b}') s, 4 MiB dom0 -> domU in $(since "$t2") s, both byte-equal (md5); TAP $tap rx/tx bytes $(ifstat "$tap" | awk '{print $1"/"$3}')"
+  dx_clean dxv
+  # xl destroy under the live vif and disk
+  t0=$(up)
+  timeout 60 setsid -w xl destroy dxv </dev/null || die "xl destroy"
+  dx_gone "$d"
+  for i in $(seq 1 50); do xenstore-exists "/local/domain/0/backend/vif/$d" 2>/dev/null || break; sleep 0.2; done
+  xenstore-exists "/local/domain/0/backend/vif/$d" 2>/dev/null && { xenstore-ls -f "/local/domain/0/backend/vif/$d"; die "backend/vif/$d left behind"; }
+  for i in $(seq 1 50); do [ -e "/sys/class/net/$tap" ] || break; sleep 0.2; done
+  [ -e "/sys/class/net/$tap" ] && die "TAP $tap left after xl destroy"
+  xenstore-exists "/local/domain/0/error/backend/vif/$d" 2>/dev/null && die "an error node left: $(xenstore-ls -f "/local/domain/0/error/backend/vif/$d")"
+  dx_back_to "$base" "after xl destroy"
+  info "domu-vif: xl destroy: domain, backend/vif/$d, backend/vbd/$d and $tap gone, the daemon back to '$base' in $(since "$t0") s"
+  local pid; pid=$(cat /tmp/bb-backendd.pid); kill -TERM "$pid"
+  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  wait "$pid"; local rc=$?; rm -f /tmp/bb-backendd.pid
+  [ $rc = 0 ] || { tail -20 /tmp/bb-backendd.log; die "xenio backendd exited with $rc"; }
+  echo "SUMMARY xl create of a PV domU with vif script=vif-xenio (bridge xbr0) and disk script=block-xenio, one xenio backendd --class vbd,vif: the domU's xen-netfront pings dom0, 4 MiB each way byte-equal; xl destroy leaves no node, no TAP; daemon back to '$base', exit 0"
 }
 
 # ---- record-toolstack: what libxl writes to the store for disks (not in the default set)
@@ -1323,9 +1411,9 @@ SH
 }
 
 # net-xfront runs first: dom0's xen-netfront, once loaded by net-kfront, cannot be unloaded again.
-ALL="bb-o0 bb-o4 example-blk backendd-xl bb-fs qcow2-fs compare xfront-kback xfront-xback domu-xenio domu-xl domu-xl-live domu-qdisk domu-qdisk-save net-xfront net-kfront net-compare vif-xl"
+ALL="bb-o0 bb-o4 example-blk backendd-xl bb-fs qcow2-fs compare xfront-kback xfront-xback domu-xenio domu-xl domu-xl-live domu-qdisk domu-qdisk-save net-xfront net-kfront net-compare vif-xl domu-vif"
 # Generous: TCG on a busy 2-vCPU host is slow (bb-o4 takes 50-60 s when the host is loaded).
-timeout_of() { case $1 in compare) echo $(( 240 + 300 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|domu-qdisk) echo 300;; domu-qdisk-save|bb-fs|qcow2-fs|bb-o4) echo 240;; backendd-xl) echo $(( 420 + 60 * ${BXL_ROUNDS:-0} ));; vif-xl) echo 300;; domu-xl) echo 1200;; domu-xl-live) echo 480;; net-kfront|net-xfront) echo 180;; net-compare) echo $(( 150 + 120 * ${NET_ROUNDS:-3} ));; record-toolstack) echo 600;; domu-compare) echo $(( 240 + ${DCMP_ROUNDS:-3} * 12 * (${DCMP_SECS:-3} + 8) ));; *) echo 150;; esac; }
+timeout_of() { case $1 in compare) echo $(( 240 + 300 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|domu-qdisk) echo 300;; domu-qdisk-save|bb-fs|qcow2-fs|bb-o4) echo 240;; backendd-xl) echo $(( 420 + 60 * ${BXL_ROUNDS:-0} ));; vif-xl) echo 300;; domu-vif) echo 300;; domu-xl) echo 1200;; domu-xl-live) echo 480;; net-kfront|net-xfront) echo 180;; net-compare) if [ -x /lab/bin/xenio-b ]; then echo $(( 150 + 180 * ${NET_ROUNDS:-3} )); else echo $(( 150 + 120 * ${NET_ROUNDS:-3} )); fi;; record-toolstack) echo 600;; domu-compare) echo $(( 240 + ${DCMP_ROUNDS:-3} * 12 * (${DCMP_SECS:-3} + 8) ));; *) echo 150;; esac; }
 
 # Whatever a check left behind (it failed or timed out half-way): a mounted file system,
 # backends (SIGTERM first: that detaches the kernel's frontend cleanly), store nodes, domUs.

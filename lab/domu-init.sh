@@ -110,4 +110,31 @@ if grep -q vif /proc/cmdline; then
   for i in $(seq 1 10); do [ -e /sys/class/net/eth0 ] && break; sleep 1; done
   [ -e /sys/class/net/eth0 ] && echo "DOMU: NETFRONT_OK eth0 mac $(cat /sys/class/net/eth0/address)" || echo "DOMU: NETFRONT_MISSING"
 fi
+# lab_net=<addr/len>,<peer> (domu-vif): xen-netfront on eth0 with that address, ping the
+# peer (dom0's bridge), then two listeners: port 5201 sends 4 MiB of random data (its md5
+# printed first), port 5202 takes what dom0 sends until it closes (its md5 printed); then the
+# domU idles until xl destroy. busybox nc quits when its stdin ends, so the receiver's stdin is
+# a FIFO opened read-write (never ends).
+net=$(sed -n 's/.*lab_net=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$net" ]; then
+  addr=${net%%,*}; peer=${net#*,}
+  insmod /lib/modules/xen-netfront.ko
+  for i in $(seq 1 20); do [ -e /sys/class/net/eth0 ] && break; sleep 1; done
+  [ -e /sys/class/net/eth0 ] || { echo "DOMU: NET_FAILED no eth0"; while :; do sleep 3600; done; }
+  ip link set lo up; ip addr add "$addr" dev eth0; ip link set eth0 up
+  echo "DOMU: eth0 $(cat /sys/class/net/eth0/address) $addr"
+  ok=0
+  for i in $(seq 1 30); do ping -c 1 -W 2 "$peer" >/dev/null 2>&1 && { ok=1; break; }; sleep 1; done
+  [ $ok = 1 ] && echo "DOMU: PING_OK $(ping -c 3 -W 5 "$peer" 2>&1 | grep -E 'packets transmitted')" || echo "DOMU: NET_FAILED ping $peer"
+  head -c 4194304 /dev/urandom > /tmp/ntx.bin
+  echo "DOMU: NET_TX_MD5 $(md5sum < /tmp/ntx.bin | cut -c1-32)"
+  mkfifo /tmp/nfifo
+  nc -l -p 5201 < /tmp/ntx.bin & p1=$!
+  nc -l -p 5202 > /tmp/nrx.bin <> /tmp/nfifo & p2=$!
+  echo "DOMU: NET_LISTEN"
+  wait $p1; wait $p2
+  echo "DOMU: NET_RX_MD5 $(md5sum < /tmp/nrx.bin | cut -c1-32) $(wc -c < /tmp/nrx.bin) bytes"
+  echo "DOMU: NET_DONE"
+  while :; do sleep 3600; done
+fi
 sync; echo "DOMU: done"; poweroff -f

@@ -39,6 +39,8 @@ for a in sh mount insmod dd ls cat echo sleep poweroff mknod grep od head md5sum
 printf '#!/bin/sh\nexec /bin/kill -USR2 1\n' > "$D/sbin/poweroff"; chmod +x "$D/sbin/poweroff"
 cp "$LAB/k/lib/modules/$KV/kernel/drivers/block/xen-blkfront.ko" "$D/lib/modules/"
 cp "$LAB/k/lib/modules/$KV/kernel/drivers/net/xen-netfront.ko" "$D/lib/modules/"
+# domu-vif (lab_net in domu-init.sh): xen-netfront is above; the applets its network test uses
+for a in ip ping nc mkfifo cut wc sed; do ln -sf busybox "$D/bin/$a"; done   # -f: the same applet may be linked above
 STUBS="libgfapi.so.0 libnbd.so.0 libibverbs.so.1 librdmacm.so.1 librados.so.2 librbd.so.1 libpmemblk.so.1 libpmem.so.1"
 stub_lib() { # soname: the stand-in, into $D/lib
   local so=$1 real t

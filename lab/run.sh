@@ -13,6 +13,8 @@
 #                                   comparison: rounds, seconds per fio job, a second xenio
 #                                   blkback configuration, the media (default: the virtio disk)
 #   NET_ROUNDS=3 NET_SECS=3         the network comparison (net-compare): rounds, seconds per test
+#   NET_XENIO_B=/path/xenio         net-compare: a second xenio binary in every round too
+#                                   (backend "xenio-b"; RATIO lines xenio/xenio-b as well)
 #   DX_PERSISTENT=0                 domu-xl/domu-xl-live: the daemon without persistent grants (on by default)
 #   DCMP_ROUNDS=3 DCMP_SECS=3       domu-compare (not in the default set): rounds, seconds per fio job and disk
 #   BXL_PERSISTENT=1 BXL_ROUNDS=3   backendd-xl with persistent grants on (1) or off (0), and
@@ -63,6 +65,8 @@ fi
 stamp "payload (xenio, checks)"
 P="$LAB/payload"; rm -rf "$P"; mkdir -p "$P/lab/bin"
 cp "$XENIO_BIN" "$P/lab/bin/xenio"; strip "$P/lab/bin/xenio" 2>/dev/null || true
+# net-compare's second xenio (another netback in the same rounds: backend "xenio-b")
+[ -n "${NET_XENIO_B:-}" ] && { cp "$NET_XENIO_B" "$P/lab/bin/xenio-b" && strip "$P/lab/bin/xenio-b" 2>/dev/null || true; }
 if [ -x "$EXAMPLE_BIN" ]; then cp "$EXAMPLE_BIN" "$P/lab/bin/checksum_backend"; strip "$P/lab/bin/checksum_backend" 2>/dev/null || true; fi
 cp "$HERE/dom0-init.sh" "$HERE/checks.sh" "$P/lab/"; chmod +x "$P/lab/"*.sh
 cp "$ROOT/tools/hotplug/block-xenio" "$P/lab/block-xenio"   # check backendd-xl installs it

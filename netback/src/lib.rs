@@ -37,6 +37,7 @@ pub mod offload;
 pub mod packet;
 pub mod queue;
 mod report;
+mod rxbuf;
 mod signals;
 pub mod tx;
 mod vif;

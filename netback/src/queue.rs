@@ -25,6 +25,7 @@ use crate::frames::Frames;
 use crate::offload::{self, RxPlan};
 use crate::packet::{Meta, Offloads, Sent};
 use crate::report::{FrameErrorHook, FrameFailure};
+use crate::rxbuf::{RX_BUF, RxBuf};
 use crate::tx::{self, Parsed, TxLimits, TxPacket};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -199,14 +200,10 @@ pub struct QueueWorker<'a, M: GrantMapper, C: EventChannel, F: Frames> {
     pub stop: &'a AtomicBool,
 }
 
-/// Bytes of one rx buffer: the largest packet a TAP gives (64 KiB of IP
-/// and an Ethernet header, with room to spare).
-const RX_BUF: usize = 65_550;
-
 /// A packet from the network waiting for rx buffers.
 struct RxItem {
     /// Its bytes (the start of a pooled buffer).
-    buf: Vec<u8>,
+    buf: RxBuf,
     len: usize,
     /// `NETRXF_*` for its first slot.
     flags: u16,
@@ -234,7 +231,7 @@ pub struct QueueState {
     /// Packets waiting for rx buffers.
     rx_queue: VecDeque<RxItem>,
     /// Rx buffers not in use.
-    rx_spare: Vec<Vec<u8>>,
+    rx_spare: Vec<RxBuf>,
     /// The packets of one rx delivery and their requests.
     rx_batch: Vec<RxItem>,
     rx_reqs: Vec<NetifRxRequest>,
@@ -546,15 +543,33 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
         // drop them while the frontend is stalled.
         let cap = self.config.rx_queue.max(1);
         let stalled = self.rx_stalled(st);
+        // While the frontend has buffers posted, read no more than they take
+        // before delivering: it gets work as soon as it can, instead of after
+        // a whole queue's worth of reads. With none posted, the queue fills
+        // up to its cap (the network's packets wait here, not dropped there).
+        // (The ring is looked at only once a packet waits, as before.)
+        let mut room: Option<usize> = None;
+        let mut queued: usize = st
+            .rx_queue
+            .iter()
+            .map(|i| self.slots_for(i.len, i.gso.is_some()).unwrap_or(1))
+            .sum();
         for _ in 0..cap {
             if st.rx_queue.len() >= cap && !stalled {
                 break;
             }
-            let mut buf = st.rx_spare.pop().unwrap_or_default();
-            if buf.len() < RX_BUF {
-                buf.resize(RX_BUF, 0);
+            if queued > 0 {
+                let r = match room {
+                    Some(r) => r,
+                    None => *room.insert(self.rings.rx.unconsumed_requests()? as usize),
+                };
+                if r > 0 && queued >= r {
+                    break;
+                }
             }
-            let got = match self.frames.recv(&mut buf) {
+            let before = st.rx_queue.len();
+            let mut buf = st.rx_spare.pop().unwrap_or_default();
+            let got = match self.frames.recv(buf.bytes_mut()) {
                 Ok(g) => g,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
                 Err(e) => {
@@ -569,8 +584,8 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
                 break;
             };
             progress = true;
-            let len = got.len.min(buf.len());
-            match offload::rx_plan(&mut buf[..len], &got.meta, self.rx_offloads) {
+            let len = got.len.min(RX_BUF);
+            match offload::rx_plan(&mut buf.bytes_mut()[..len], &got.meta, self.rx_offloads) {
                 RxPlan::Whole { flags, gso } => {
                     let item = RxItem {
                         buf,
@@ -584,12 +599,9 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
                     Counters::add(&self.counters.rx_segmented, 1);
                     let mut seg = std::mem::take(&mut st.seg);
                     let mut segs = Vec::new();
-                    offload::segment(&buf[..len], &headers, mss, &mut seg, |s| {
+                    offload::segment(&buf.bytes()[..len], &headers, mss, &mut seg, |s| {
                         let mut b = st.rx_spare.pop().unwrap_or_default();
-                        if b.len() < RX_BUF {
-                            b.resize(RX_BUF, 0);
-                        }
-                        b[..s.len()].copy_from_slice(s);
+                        b.bytes_mut()[..s.len()].copy_from_slice(s);
                         segs.push(RxItem {
                             buf: b,
                             len: s.len(),
@@ -606,6 +618,12 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
                     }
                 }
             }
+            queued += st
+                .rx_queue
+                .iter()
+                .skip(before)
+                .map(|i| self.slots_for(i.len, i.gso.is_some()).unwrap_or(1))
+                .sum::<usize>();
         }
         // Deliver what fits in the posted buffers, in batches of one grant-copy call.
         let mut delivered = false;
@@ -667,7 +685,7 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
         let mut at = 0;
         for (fi, item) in batch.iter().enumerate() {
             let extra = usize::from(item.gso.is_some());
-            for (j, chunk) in item.buf[..item.len].chunks(PAGE).enumerate() {
+            for (j, chunk) in item.buf.bytes()[..item.len].chunks(PAGE).enumerate() {
                 let r = reqs[at + j + if j > 0 { extra } else { 0 }];
                 ops.push(GrantCopy {
                     domid: self.frontend,
@@ -693,7 +711,7 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
         for (item, ok) in batch.iter().zip(ok) {
             let data = item.len.div_ceil(PAGE).max(1);
             let n = data + usize::from(item.gso.is_some());
-            let mut lens = item.buf[..item.len].chunks(PAGE).map(<[u8]>::len);
+            let mut lens = item.buf.bytes()[..item.len].chunks(PAGE).map(<[u8]>::len);
             let mut d = 0;
             for (k, r) in reqs[at..at + n].iter().enumerate() {
                 if k == 1 {
