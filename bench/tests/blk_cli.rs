@@ -103,28 +103,22 @@ fn blk_tiny_run_reports_every_engine_and_target() {
             "no `{row}` row:\n{stdout}"
         );
     }
-    for line in [
-        "seq read 1M QD8: xenio / fio MB/s",
-        "seq write 1M QD8: xenio / fio MB/s",
-        "rand read 4K QD32: xenio / fio IOPS",
-        "rand write 4K QD32: xenio / fio IOPS",
-        "rand read 4K QD1: xenio / fio p50 latency",
-        "rand read 4K QD32: xenio / qemu-nbd IOPS",
-        "rand read 4K QD32: xenio-shm / qemu-nbd-shm IOPS",
-        "rand read 4K QD32: xenio / fio CPU per op",
-        "seq read 1M QD8: xenio / fio CPU per op",
-        "rand read 4K QD32: xenio-shm / fio-shm IOPS",
-        "notifications per request, xenio rand read 4K QD32",
-    ] {
-        let found = stdout
-            .lines()
-            .find(|l| l.contains(line))
-            .unwrap_or_else(|| panic!("no `{line}` line:\n{stdout}"));
-        assert!(
-            found.contains("PASS") || found.contains("MISS"),
-            "no verdict: {found}"
-        );
-    }
+    has_verdicts(
+        &stdout,
+        &[
+            "seq read 1M QD8: xenio / fio MB/s",
+            "seq write 1M QD8: xenio / fio MB/s",
+            "rand read 4K QD32: xenio / fio IOPS",
+            "rand write 4K QD32: xenio / fio IOPS",
+            "rand read 4K QD1: xenio / fio p50 latency",
+            "rand read 4K QD32: xenio / qemu-nbd IOPS",
+            "rand read 4K QD32: xenio-shm / qemu-nbd-shm IOPS",
+            "rand read 4K QD32: xenio / fio CPU per op",
+            "seq read 1M QD8: xenio / fio CPU per op",
+            "rand read 4K QD32: xenio-shm / fio-shm IOPS",
+            "notifications per request, xenio rand read 4K QD32",
+        ],
+    );
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["benchmark"], "blk");
@@ -277,20 +271,14 @@ fn blk_storage_engines_with_multi_conn() {
     for engine in ["qemu-nbd", "xenio-qcow2", "qemu-nbd-qcow2"] {
         assert!(row(&v, engine)["iops"]["median"].as_f64().unwrap() > 0.0);
     }
-    for line in [
-        "rand read 4K QD32: xenio-nbd / qemu-nbd (fio nbd, same server) IOPS",
-        "rand read 4K QD32: xenio-qcow2 / qemu-nbd-qcow2 IOPS",
-        "rand read 4K QD32: xenio-qcow2 / xenio (raw) IOPS",
-    ] {
-        let found = stdout
-            .lines()
-            .find(|l| l.contains(line))
-            .unwrap_or_else(|| panic!("no `{line}` line:\n{stdout}"));
-        assert!(
-            found.contains("PASS") || found.contains("MISS"),
-            "no verdict: {found}"
-        );
-    }
+    has_verdicts(
+        &stdout,
+        &[
+            "rand read 4K QD32: xenio-nbd / qemu-nbd (fio nbd, same server) IOPS",
+            "rand read 4K QD32: xenio-qcow2 / qemu-nbd-qcow2 IOPS",
+            "rand read 4K QD32: xenio-qcow2 / xenio (raw) IOPS",
+        ],
+    );
     assert_eq!(v["skipped"][0]["engine"], "xenio-rbd");
 }
 
@@ -387,5 +375,19 @@ fn blk_rbd_engines_on_a_one_node_cluster() {
     for w in ["rand read 4K QD32", "rand write 4K QD32"] {
         let line = format!("{w}: xenio-rbd / fio-rbd (same image) MB/s");
         assert!(stdout.contains(&line), "no `{line}` line:\n{stdout}");
+    }
+}
+
+/// Each of `lines` is a target line of the report with its verdict.
+fn has_verdicts(stdout: &str, lines: &[&str]) {
+    for line in lines {
+        let found = stdout
+            .lines()
+            .find(|l| l.contains(line))
+            .unwrap_or_else(|| panic!("no `{line}` line:\n{stdout}"));
+        assert!(
+            found.contains("PASS") || found.contains("MISS"),
+            "no verdict: {found}"
+        );
     }
 }
