@@ -387,7 +387,7 @@ fn close<S: Store>(ep: &mut Endpoint<'_, S>, timeout: Duration) -> Result<()> {
         return Ok(());
     }
     let (store, dir) = (ep.store(), ep.dir().to_string());
-    if !ep.wait_peer_closed(timeout, || device_gone(store, &dir))? {
+    if !ep.wait_peer_closed(timeout, || device_gone(store, &dir))? && !device_gone(store, &dir)? {
         tracing::info!("{dir}: the frontend did not close within {timeout:?}: closing anyway");
     }
     ep.switch_unless_gone(XenbusState::Closed)?;

@@ -282,15 +282,13 @@ fn close_for_good<S: Store>(ep: &mut Endpoint<'_, S>, config: &BackendConfig) ->
         peer,
         XenbusState::Connected | XenbusState::Initialised | XenbusState::Closing
     ) {
-        if let Err(e) = ep.wait_peer(config.close_timeout, |s| {
-            matches!(
-                s,
-                XenbusState::Closed | XenbusState::Unknown | XenbusState::Initialising
-            )
-        }) {
+        let (store, dir) = (ep.store(), ep.dir().to_string());
+        if !ep.wait_peer_closed(config.close_timeout, || device_gone(store, &dir))?
+            && !device_gone(store, &dir)?
+        {
             tracing::info!(
-                "{}: the frontend did not close ({e}); closing anyway",
-                ep.dir()
+                "{dir}: the frontend did not close within {:?}; closing anyway",
+                config.close_timeout
             );
         }
     }
