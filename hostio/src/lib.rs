@@ -27,6 +27,7 @@ pub mod nbd;
 pub mod qcow2;
 #[cfg(feature = "rbd")]
 pub mod rbd;
+pub mod rbd_target;
 mod segs;
 pub mod tap;
 

@@ -16,6 +16,7 @@
 
 use crate::backendd_vif::{VIF_CLASS, VifArgs, serve_vif};
 use crate::error::{Context, Error, Result};
+use crate::serving::ServeArgs;
 use clap::Args;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,8 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::ScopedJoinHandle;
 use std::time::Duration;
 use xenio_blkback::storage::{OpenOptions, StorageTarget};
-use xenio_blkback::{BackendConfig, Counters, GrantMode, Outcome, QueueConfig, Storage};
-use xenio_hostio::disk::Direct;
+use xenio_blkback::{BackendConfig, Counters, Outcome, Storage};
 use xenio_xen_sys::xenbus::XenbusState;
 use xenio_xenbus::handshake::keys::{self, blkif};
 use xenio_xenbus::handshake::{Endpoint, error_node};
@@ -75,39 +75,9 @@ pub struct BackenddArgs {
     #[arg(long, value_name = "DOMID", default_value_t = 0)]
     backend: u16,
 
-    /// Largest ring page order offered to each device's frontend.
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    max_ring_page_order: u32,
-
-    /// Queues offered per device (multi-queue-max-queues), one ring and one
-    /// thread each.
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    max_queues: u32,
-
-    /// Indirect segments per request offered (0: none).
-    #[arg(long, value_name = "N", default_value_t = 256)]
-    max_indirect_segments: u32,
-
-    /// Do not offer persistent grants.
-    #[arg(long)]
-    no_persistent: bool,
-
-    /// How to reach the frontends' pages: map (zero copy) or copy (grant copy).
-    #[arg(long, value_name = "MODE", default_value = "map")]
-    grant_mode: GrantMode,
-
-    /// Storage operations in flight per queue (io_uring depth).
-    #[arg(long, value_name = "N", default_value_t = 128)]
-    io_depth: u32,
-
-    /// O_DIRECT: auto (fall back to the page cache, and say so, where
-    /// refused), on, off.
-    #[arg(long, value_name = "MODE", default_value = "auto")]
-    direct: String,
-
-    /// Use synchronous system calls instead of io_uring.
-    #[arg(long)]
-    sync_io: bool,
+    /// How each disk is served (the knobs of `xenio blkback`).
+    #[command(flatten)]
+    serve: ServeArgs,
 
     /// Seconds a closing device waits for its frontend to close before it
     /// says Closed anyway (on exit, and when its frontend's domain is gone;
@@ -140,16 +110,6 @@ pub fn run(a: BackenddArgs) -> Result<()> {
         }
     }
     a.vif.check()?;
-    let direct = match a.direct.as_str() {
-        "auto" => Direct::Auto,
-        "on" => Direct::On,
-        "off" => Direct::Off,
-        o => {
-            return Err(Error::Usage(format!(
-                "--direct {o:?}: expected auto, on or off"
-            )));
-        }
-    };
     let stop = Arc::new(AtomicBool::new(false));
     stop_on_signals(&stop, &STOP_SIGNALS)?;
     match resolve(a.platform)? {
@@ -159,7 +119,7 @@ pub fn run(a: BackenddArgs) -> Result<()> {
                 .clone()
                 .unwrap_or_else(xenio_xenbus::local::default_run_dir);
             let p = LocalPlatform::connect(dir, DomId(a.backend))?;
-            Daemon::new(&a, direct).run(&p, &stop)
+            Daemon::new(&a).run(&p, &stop)
         }
         PlatformKind::Xen => {
             let p = XenPlatform::open()?;
@@ -168,7 +128,7 @@ pub fn run(a: BackenddArgs) -> Result<()> {
             // device, and the daemon's descriptors stay flat from here on
             // (the lab's domu-xl counts them).
             p.mapper()?;
-            Daemon::new(&a, direct).run(&p, &stop)
+            Daemon::new(&a).run(&p, &stop)
         }
     }
 }
@@ -176,7 +136,6 @@ pub fn run(a: BackenddArgs) -> Result<()> {
 /// What every device is served with.
 struct Daemon<'a> {
     args: &'a BackenddArgs,
-    direct: Direct,
 }
 
 /// One device being served.
@@ -187,8 +146,8 @@ struct Device<'scope> {
 }
 
 impl<'a> Daemon<'a> {
-    fn new(args: &'a BackenddArgs, direct: Direct) -> Self {
-        Daemon { args, direct }
+    fn new(args: &'a BackenddArgs) -> Self {
+        Daemon { args }
     }
 
     fn run<P: Platform<Store = Client>>(&self, p: &P, stop: &AtomicBool) -> Result<()> {
@@ -380,32 +339,17 @@ impl<'a> Daemon<'a> {
         let nodes = DeviceNodes::read(p.store(), dir)?;
         let a = self.args;
         let config = BackendConfig {
-            max_ring_page_order: a.max_ring_page_order,
-            max_queues: a.max_queues.max(1),
-            max_indirect_segments: a.max_indirect_segments,
-            persistent: !a.no_persistent,
-            queue: QueueConfig {
-                grant_mode: a.grant_mode,
-                persistent: !a.no_persistent,
-                io_depth: a.io_depth.max(1),
-                ..QueueConfig::default()
-            },
             discard: nodes.discard,
             cdrom: nodes.cdrom,
             removable: nodes.removable,
             inflight_dir: a.inflight_dir.clone(),
             close_on_shutdown: !a.keep_on_exit,
             close_timeout: Duration::from_secs(a.close_timeout),
-            ..BackendConfig::default()
-        };
-        let io = IoOptions {
-            direct: self.direct,
-            sync_io: a.sync_io,
+            ..a.serve.backend_config()
         };
         open_storage(
             &nodes.params,
-            nodes.readonly,
-            &io,
+            &a.serve.open_options(nodes.readonly),
             ServeOn {
                 platform: p,
                 dir,
@@ -484,14 +428,6 @@ impl DeviceNodes {
     }
 }
 
-/// How image files and block devices are opened.
-pub struct IoOptions {
-    /// O_DIRECT.
-    pub direct: Direct,
-    /// Synchronous system calls instead of io_uring.
-    pub sync_io: bool,
-}
-
 /// What is done with a device's storage once it is open: generic over the
 /// storage type, so that every format [`open_storage`] knows is served by the
 /// same code.
@@ -516,8 +452,7 @@ pub trait WithStorage {
 /// to do instead), [`Error::Failed`] when the storage cannot be opened.
 pub fn open_storage<W: WithStorage>(
     params: &str,
-    readonly: bool,
-    io: &IoOptions,
+    options: &OpenOptions,
     with: W,
 ) -> Result<W::Out> {
     let params = params.trim();
@@ -536,14 +471,8 @@ pub fn open_storage<W: WithStorage>(
             )));
         }
     }
-    let options = OpenOptions {
-        readonly,
-        direct: io.direct,
-        force_sync: io.sync_io,
-        ..OpenOptions::default()
-    };
     let storage = target
-        .open(&options)
+        .open(options)
         .with_context(|| format!("opening the {} storage", target.format()))?;
     Ok(with.with(&storage))
 }
@@ -636,6 +565,7 @@ fn remove_error_node<S: Store>(store: &S, dir: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xenio_hostio::disk::Direct;
 
     fn nodes(kv: &[(&str, &str)]) -> Result<DeviceNodes> {
         let m: HashMap<String, String> = kv
@@ -701,17 +631,14 @@ mod tests {
             .unwrap()
             .set_len(1 << 20)
             .unwrap();
-        let io = IoOptions {
+        let io = OpenOptions {
             direct: Direct::Off,
-            sync_io: true,
+            force_sync: true,
+            ..OpenOptions::default()
         };
         let p = img.display().to_string();
         for form in [p.clone(), format!("aio:{p}"), format!("raw:{p}")] {
-            assert_eq!(
-                open_storage(&form, false, &io, Size).unwrap(),
-                2048,
-                "{form}"
-            );
+            assert_eq!(open_storage(&form, &io, Size).unwrap(), 2048, "{form}");
         }
         for (form, says) in [
             (format!("vhd:{p}"), "format=vhd"),
@@ -720,18 +647,16 @@ mod tests {
             ("a.img".to_string(), "absolute path"),
             ("raw:a.img".to_string(), "not absolute"),
         ] {
-            let e = open_storage(&form, false, &io, Size)
-                .unwrap_err()
-                .to_string();
+            let e = open_storage(&form, &io, Size).unwrap_err().to_string();
             assert!(e.contains(says), "{form}: {e}");
         }
-        let e = open_storage("/nonexistent/x.img", false, &io, Size).unwrap_err();
+        let e = open_storage("/nonexistent/x.img", &io, Size).unwrap_err();
         let e = e.to_string();
         assert!(
             e.contains("opening the raw storage") && e.contains("/nonexistent/x.img"),
             "{e}"
         );
-        let e = open_storage("qcow2:/nonexistent/x.qcow2", false, &io, Size).unwrap_err();
+        let e = open_storage("qcow2:/nonexistent/x.qcow2", &io, Size).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/x.qcow2"), "{e}");
     }
 }

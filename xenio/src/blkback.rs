@@ -1,12 +1,10 @@
 //! `xenio blkback`.
 
 use crate::error::{Context, Error, Result};
+use crate::serving::ServeArgs;
 use clap::Args;
 use std::path::PathBuf;
-use std::time::Duration;
-use xenio_blkback::reorder::ReorderMode;
-use xenio_blkback::{BackendConfig, DiskSpec, GrantMode, OpenOptions, QueueConfig, Server, Wait};
-use xenio_hostio::disk::Direct;
+use xenio_blkback::{BackendConfig, DiskSpec, Server};
 use xenio_xenbus::DomId;
 use xenio_xenbus::handshake::keys::blkif;
 use xenio_xenbus::platform::PlatformChoice;
@@ -86,113 +84,8 @@ pub struct BlkbackArgs {
     #[arg(long, value_name = "TYPE", default_value = "vbd")]
     backend_type: String,
 
-    /// Largest ring page order offered (max-ring-page-order; Linux offers 4).
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    max_ring_page_order: u32,
-
-    /// Queues offered (multi-queue-max-queues), one ring and one thread each.
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    max_queues: u32,
-
-    /// Indirect segments per request offered (feature-max-indirect-segments; 0: none).
-    #[arg(long, value_name = "N", default_value_t = 256)]
-    max_indirect_segments: u32,
-
-    /// Do not offer persistent grants (feature-persistent).
-    #[arg(long)]
-    no_persistent: bool,
-
-    /// Most persistent grants kept mapped per queue (least recently used go first).
-    #[arg(long, value_name = "N", default_value_t = 16384)]
-    max_persistent_grants: usize,
-
-    /// How to reach the frontend's pages: map (zero copy) or copy (grant copy into
-    /// bounce buffers, like QEMU's qdisk).
-    #[arg(long, value_name = "MODE", default_value = "map")]
-    grant_mode: GrantMode,
-
-    /// Request reordering within a batch: off, sort (by sector) or merge (sort and
-    /// merge adjacent requests). Results always equal in-order execution.
-    #[arg(long, value_name = "MODE", default_value = "merge")]
-    reorder: ReorderMode,
-
-    /// Largest merged I/O in KiB.
-    #[arg(long, value_name = "KIB", default_value_t = 1024)]
-    max_merge_kib: u64,
-
-    /// Most requests taken from a ring in one batch (the reordering window).
-    #[arg(long, value_name = "N", default_value_t = 512)]
-    batch: usize,
-
-    /// How long each queue spins before it sleeps. Without this option
-    /// (the default) waiting adapts: a queue spins only while something is
-    /// outstanding and its recent waits say the next event is due soon (it
-    /// learns, separately for "waiting for requests" and "waiting for I/O",
-    /// the share of waits that a spin of at most 150 us would have caught and
-    /// the mean and deviation of those short waits; it spins while at least
-    /// two thirds would have been caught, for the mean plus three deviations
-    /// plus 5 us, and sleeps on the event channel otherwise, or when the CPU
-    /// turns out to be shared and a spin is kept off it). While I/O is in
-    /// flight, the wait for the frontend's next requests is not spun when the
-    /// storage is slow against what the spin saves (mean service time over 32
-    /// times the spin or a 50 us wake-up: 1 MiB reads, say). An idle device
-    /// sleeps. With N: always spin N
-    /// microseconds (looking for requests when idle, for requests and I/O
-    /// completions while I/O is in flight) before sleeping; 0 is purely
-    /// event-driven. Spins yield the CPU every 10 us, so a frontend that shares
-    /// the CPU still runs; a fixed window costs a core while it spins.
-    #[arg(long, value_name = "US")]
-    poll_us: Option<u64>,
-
-    /// Accepted for old scripts: --poll-us windows are always fixed now (the
-    /// adaptive waiting is the default without --poll-us).
-    #[arg(long, hide = true)]
-    poll_fixed: bool,
-
-    /// Storage operations in flight per queue (io_uring depth).
-    #[arg(long, value_name = "N", default_value_t = 128)]
-    io_depth: u32,
-
-    /// Storage operations handed to the kernel per system call (0: a whole
-    /// batch at once). Between chunks blkback answers what already completed,
-    /// so the frontend refills the ring while the rest is submitted; submitting
-    /// a large batch in one go leaves the disk's queue running dry meanwhile.
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    submit_chunk: usize,
-
-    /// O_DIRECT for raw and qcow2 images: auto (fall back to the page cache,
-    /// and say so, where refused), on, off.
-    #[arg(long, value_name = "MODE", default_value = "auto")]
-    direct: String,
-
-    /// Raw images: synchronous system calls instead of io_uring.
-    #[arg(long)]
-    sync_io: bool,
-
-    /// qcow2: worker threads per queue for what cannot go straight to the file
-    /// (allocating writes, compressed clusters, flush, discard; 0: min(--io-depth, 32)).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    qcow2_threads: usize,
-
-    /// NBD and RBD: seconds connecting may take before the disk is refused.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
-    nbd_connect_timeout: u64,
-
-    /// NBD: seconds a server may stay away (reconnecting every 200 ms) before
-    /// the requests waiting for it fail with an I/O error; new requests then
-    /// fail at once until it is back. The device and other devices keep serving.
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
-    nbd_reconnect_timeout: u64,
-
-    /// NBD: seconds without a reply before a connection counts as hung (it is
-    /// closed, reconnected, and its requests re-issued; 0: wait forever).
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    nbd_io_timeout: u64,
-
-    /// NBD and RBD: discard by writing zeros (NBD_CMD_WRITE_ZEROES,
-    /// rbd_aio_write_zeroes), so that discarded ranges read back as zeros.
-    #[arg(long)]
-    discard_zeroes: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
 
     /// Exit when the frontend closes the device instead of waiting for it to return.
     #[arg(long)]
@@ -244,52 +137,17 @@ fn parse_cpu_list(s: &str) -> Result<CpuList> {
 
 /// Run `xenio blkback`.
 pub fn run(a: BlkbackArgs) -> Result<()> {
-    let direct = match a.direct.as_str() {
-        "auto" => Direct::Auto,
-        "on" => Direct::On,
-        "off" => Direct::Off,
-        o => {
-            return Err(Error::Usage(format!(
-                "--direct {o:?}: expected auto, on or off"
-            )));
-        }
-    };
-    let open = OpenOptions {
-        readonly: a.disk.readonly,
-        direct,
-        force_sync: a.sync_io,
-        depth: a.io_depth.max(1),
-        qcow2_threads: a.qcow2_threads,
-        connect_timeout: Duration::from_secs(a.nbd_connect_timeout.max(1)),
-        reconnect_timeout: Duration::from_secs(a.nbd_reconnect_timeout),
-        io_timeout: (a.nbd_io_timeout > 0).then(|| Duration::from_secs(a.nbd_io_timeout)),
-        discard_zeroes: a.discard_zeroes,
-    };
-    let storage = a.disk.storage.open(&open).context("opening the disk")?;
+    let storage = a
+        .disk
+        .storage
+        .open(&a.serve.open_options(a.disk.readonly))
+        .context("opening the disk")?;
     let config = BackendConfig {
-        max_ring_page_order: a.max_ring_page_order,
-        max_queues: a.max_queues.max(1),
-        max_indirect_segments: a.max_indirect_segments,
-        persistent: !a.no_persistent,
         once: a.once,
-        queue: QueueConfig {
-            grant_mode: a.grant_mode,
-            persistent: !a.no_persistent,
-            max_persistent_grants: a.max_persistent_grants,
-            reorder: a.reorder,
-            max_merge_sectors: a.max_merge_kib * 2,
-            max_batch: a.batch.max(1),
-            wait: a
-                .poll_us
-                .map_or(Wait::Adaptive, |us| Wait::Fixed(Duration::from_micros(us))),
-            io_depth: a.io_depth.max(1),
-            submit_chunk: a.submit_chunk,
-            on_io_error: None,
-        },
         cpus: a.cpus.as_ref().map(|c| c.0.clone()).unwrap_or_default(),
         discard: a.disk.discard,
         cdrom: a.disk.cdrom,
-        ..Default::default()
+        ..a.serve.backend_config()
     };
     // Before the device is created: a frontend should never see a disk whose
     // backend is about to give up.

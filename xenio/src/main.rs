@@ -182,6 +182,7 @@ mod device_model;
 mod error;
 mod netback;
 mod netfront;
+mod serving;
 
 /// Options of `xenio store`.
 #[derive(Args, Debug)]

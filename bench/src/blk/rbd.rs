@@ -8,6 +8,7 @@ use crate::common::proc::{self, Proc};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
+use xenio_hostio::rbd_target::RbdTarget;
 
 /// An RBD image as `--rbd-target` names it:
 /// `rbd:POOL/IMAGE[:conf=PATH][:id=NAME][:keyring=PATH]...`.
@@ -27,62 +28,30 @@ pub struct RbdSpec {
     pub conf: Option<PathBuf>,
 }
 
-/// Split at `:` not escaped by a backslash (QEMU's rule), unescaping `\:`.
-fn split_unescaped(s: &str) -> Vec<String> {
-    let mut parts = vec![String::new()];
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    parts.last_mut().expect("never empty").push(n);
-                }
-            }
-            ':' => parts.push(String::new()),
-            c => parts.last_mut().expect("never empty").push(c),
-        }
-    }
-    parts
-}
-
 impl RbdSpec {
-    /// Read `--rbd-target`; a clear reason when it is not one the engines
-    /// can use (fio's rbd engine has no namespaces, a snapshot is read-only).
+    /// Read `--rbd-target` (parsed as `xenio blkback` parses it:
+    /// [`RbdTarget`]); a clear reason when it is not one the engines can use
+    /// (fio's rbd engine has no namespaces, a snapshot is read-only).
     pub fn parse(target: &str) -> std::result::Result<RbdSpec, String> {
         let bad = |why: &str| format!("--rbd-target {target:?}: {why}");
-        let rest = target
-            .strip_prefix("rbd:")
-            .ok_or_else(|| bad("not an RBD target (rbd:POOL/IMAGE[:conf=PATH][:id=NAME])"))?;
-        let parts = split_unescaped(rest);
-        let name = &parts[0];
-        if name.contains('@') {
+        let t = target
+            .parse::<RbdTarget>()
+            .map_err(|e| bad(&e.to_string()))?;
+        if t.snapshot.is_some() {
             return Err(bad("a snapshot is read-only; name an image"));
         }
-        let (pool, image) = match name.split('/').collect::<Vec<_>>()[..] {
-            [p, i] if !p.is_empty() && !i.is_empty() => (p.to_string(), i.to_string()),
-            [_, _, _] => {
-                return Err(bad(
-                    "namespaces (POOL/NAMESPACE/IMAGE) are not supported by fio's rbd engine",
-                ));
-            }
-            _ => return Err(bad("expected rbd:POOL/IMAGE")),
-        };
-        let mut spec = RbdSpec {
-            target: target.to_string(),
-            pool,
-            image,
-            client: "admin".into(),
-            conf: None,
-        };
-        for opt in &parts[1..] {
-            match opt.split_once('=') {
-                Some(("id", v)) if !v.is_empty() => spec.client = v.to_string(),
-                Some(("conf", v)) if !v.is_empty() => spec.conf = Some(PathBuf::from(v)),
-                Some((_, _)) => {}
-                None => return Err(bad(&format!("option {opt:?} is not KEY=VALUE"))),
-            }
+        if t.namespace.is_some() {
+            return Err(bad(
+                "namespaces (POOL/NAMESPACE/IMAGE) are not supported by fio's rbd engine",
+            ));
         }
-        Ok(spec)
+        Ok(RbdSpec {
+            target: target.to_string(),
+            client: t.id.unwrap_or_else(|| "admin".into()),
+            pool: t.pool,
+            image: t.image,
+            conf: t.conf,
+        })
     }
 
     /// The environment fio's rbd engine needs (its cluster config).

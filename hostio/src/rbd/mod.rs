@@ -42,8 +42,7 @@
 mod ffi;
 mod image;
 mod queue;
-mod target;
 
+pub use crate::rbd_target::RbdTarget;
 pub use image::{RbdImage, RbdOptions};
 pub use queue::RbdQueue;
-pub use target::RbdTarget;

@@ -1,5 +1,6 @@
 //! [`RbdTarget`]: `rbd:pool[/namespace]/image[@snapshot][:key=value...]`, as
-//! QEMU spells it.
+//! QEMU spells it. Built without the `rbd` feature too: whoever only names an
+//! image (the bench's fio engine, a config check) needs no librbd.
 
 use crate::{Error, Result};
 use std::path::PathBuf;
