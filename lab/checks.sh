@@ -434,7 +434,7 @@ c_compare() {
 # DCMP_ROUNDS, DCMP_SECS: rounds, seconds per job and disk.
 c_domu_compare() {
   local tgt d i st; tgt=/dev/$(lab_disk) || die "no lab disk (virtio, serial xenio-lab-disk): $(ls /sys/block)"
-  local R=${DCMP_ROUNDS:-3} S=${DCMP_SECS:-3}
+  local R=${DCMP_ROUNDS:-2} S=${DCMP_SECS:-3}
   grep -q '^xen_blkback ' /proc/modules || modprobe xen-blkback || die "modprobe xen-blkback"
   RUST_LOG=info setsid "$X" backendd --platform xen --class xenio --direct on >>/tmp/bb-dcmp.log 2>&1 </dev/null &
   echo $! > /tmp/bb-dcmp.pid
@@ -618,24 +618,43 @@ CFG
 
 # The same device model across `xl save` + `xl restore` (libxl sends it nothing at save: the old
 # domain's device model gets SIGHUP with the domain; restore starts a new one under the new
-# domid and asks it query-chardev again). The domU idles (lab_idle: no blkfront), so its disk
-# stays at InitWait: this is about the toolstack's lifecycle, not I/O (domu-qdisk does I/O).
-dq_up() { # name -> "domid dm-pid": the device model is xenio's and says running, backendd took the disk
-  local d dm i; d=$(xl domid "$1") || die "no domid for $1"
+# domid and asks it query-chardev again), under the domU's verified write loop (lab_loop): its
+# blkfront resumes on the new domain's qdisk device and every round still verifies. Then a
+# second qdisk disk attached and detached (and once with --force) while the loop goes on, and
+# `xl shutdown`.
+dq_up() { # name [state] -> "domid dm-pid": the device model is xenio's and says running, the
+  # disk's backend reached state (2, InitWait: backendd took it; 4: the domU's blkfront connected)
+  local d dm i st=${2:-2}; d=$(xl domid "$1") || die "no domid for $1"
   dm=$(xenstore-read "/local/domain/$d/image/device-model-pid") || die "no image/device-model-pid for domain $d"
   tr '\0' ' ' < "/proc/$dm/cmdline" | grep -q 'xenio device-model -xen-domid' || die "the device model of domain $d (pid $dm) is not xenio's"
   expect_eq "dm-state-$d" "$(xenstore-read /local/domain/0/device-model/$d/state)" running
-  for i in $(seq 1 100); do [ "$(xenstore-read /local/domain/0/backend/qdisk/$d/51712/state 2>/dev/null)" = 2 ] && break; sleep 0.2; done
-  expect_eq "backend-state-$d" "$(xenstore-read /local/domain/0/backend/qdisk/$d/51712/state 2>/dev/null)" 2
+  for i in $(seq 1 100); do [ "$(xenstore-read /local/domain/0/backend/qdisk/$d/51712/state 2>/dev/null)" = "$st" ] && break; sleep 0.2; done
+  expect_eq "backend-state-$d" "$(xenstore-read /local/domain/0/backend/qdisk/$d/51712/state 2>/dev/null)" "$st"
   echo "$d $dm"
 }
-dq_gone() { # domid dm-pid what
+dq_gone() { # domid dm-pid what (after `xl shutdown -w` the domain's monitoring xl destroys it
+  # a moment later: the nodes get 30 s to go)
   local i n; for i in $(seq 1 50); do dq_alive "$2" || break; sleep 0.2; done
   dq_alive "$2" && die "the device model of domain $1 (pid $2) still runs after $3"
   for n in /local/domain/0/backend/qdisk/$1 /local/domain/0/device-model/$1 /local/domain/$1; do
-    xenstore-exists "$n" 2>/dev/null && die "$n left after $3"
+    for i in $(seq 1 150); do xenstore-exists "$n" 2>/dev/null || break; sleep 0.2; done
+    xenstore-exists "$n" 2>/dev/null && die "$n left after $3: $(xenstore-ls -f "$n" 2>/dev/null | head -5)"
   done
   [ -e "/var/run/xen/qmp-libxl-$1" ] && die "/var/run/xen/qmp-libxl-$1 left after $3"
+  return 0
+}
+dq_attach() { # domid: xl block-attach of xvdb (qdisk) to dqs; its blkfront connects it
+  local i
+  timeout 60 setsid -w xl block-attach dqs 'vdev=xvdb,access=rw,backendtype=qdisk,target=/tmp/dqs2.img' </dev/null \
+    || { tail -20 /tmp/bb-qdisk.log; die "xl block-attach to domain $1"; }
+  for i in $(seq 1 150); do [ "$(xenstore-read /local/domain/0/backend/qdisk/$1/51728/state 2>/dev/null)" = 4 ] && break; sleep 0.2; done
+  expect_eq "xvdb attached, backend state" "$(xenstore-read /local/domain/0/backend/qdisk/$1/51728/state 2>/dev/null)" 4
+}
+dq_detached() { # domid how: xvdb's nodes are gone on both sides, no error node
+  local i; for i in $(seq 1 50); do xenstore-exists "/local/domain/0/backend/qdisk/$1/51728" 2>/dev/null || break; sleep 0.2; done
+  xenstore-exists "/local/domain/0/backend/qdisk/$1/51728" 2>/dev/null && die "backend/qdisk/$1/51728 left after $2"
+  xenstore-exists "/local/domain/$1/device/vbd/51728" 2>/dev/null && die "device/vbd/51728 of domain $1 left after $2"
+  xenstore-exists "/local/domain/0/error/backend/qdisk/$1/51728" 2>/dev/null && die "an error node left for xvdb after $2"
   return 0
 }
 c_domu_qdisk_save() {
@@ -651,7 +670,7 @@ name = "dqs"
 type = "pv"
 kernel = "/lab/vmlinuz"
 ramdisk = "/lab/domu-initrd.gz"
-extra = "console=hvc0 quiet loglevel=4 lab_idle"
+extra = "console=hvc0 quiet loglevel=4 lab_loop"
 memory = 128
 vcpus = 1
 disk = [ 'vdev=xvda,access=rw,backendtype=qdisk,target=/tmp/dqs.img' ]
@@ -659,38 +678,53 @@ device_model_override = "/usr/local/lib/xenio/xenio-device-model"
 on_poweroff = "destroy"
 on_crash = "destroy"
 CFG
-  local log=/var/log/xen/console/guest-dqs.log; rm -f "$log"
+  local log; log=$(dx_log dqs); rm -f "$log"
+  local t0; t0=$(up)
   XENIO=$X timeout 120 setsid -w xl create /tmp/dqs.cfg </dev/null >/tmp/xl-dqs.log 2>&1 || { cat /tmp/xl-dqs.log; die "xl create"; }
-  local a b; a=$(dq_up dqs) || exit 1
-  for i in $(seq 1 120); do grep -q 'DOMU: idle' "$log" 2>/dev/null && break; sleep 1; done
-  grep -q 'DOMU: idle' "$log" || die "the domU did not come up"
-  info "created: domain ${a% *}, device model pid ${a#* }"
+  dx_wait dqs 'DOMU: loop 3$' 180
+  local a b n0 n1; a=$(dq_up dqs 4) || exit 1
+  info "created: domain ${a% *}, device model pid ${a#* }, its loop at $(dx_loops dqs) ($(since "$t0") s)"
+  n0=$(dx_loops dqs); t0=$(up)
   XENIO=$X timeout 180 setsid -w xl save dqs /tmp/dqs.save </dev/null >/tmp/xl-dqs-save.log 2>&1 || { tail -20 /tmp/xl-dqs-save.log; die "xl save"; }
   dq_gone ${a% *} ${a#* } "xl save"
   XENIO=$X timeout 180 setsid -w xl restore /tmp/dqs.save </dev/null >/tmp/xl-dqs-restore.log 2>&1 || { tail -20 /tmp/xl-dqs-restore.log; cat /var/log/xen/qemu-dm-dqs.log 2>/dev/null | tail; die "xl restore"; }
   rm -f /tmp/dqs.save
-  b=$(dq_up dqs) || exit 1
+  for i in $(seq 1 120); do n1=$(dx_loops dqs); [ "${n1:-0}" -ge $(( n0 + 3 )) ] && break; sleep 1; done
+  [ "${n1:-0}" -ge $(( n0 + 3 )) ] || { dx_show dqs; tail -20 /tmp/bb-qdisk.log; die "the loop did not go on after restore (at $n1, saved at $n0)"; }
+  b=$(dq_up dqs 4) || exit 1
   [ "${b% *}" != "${a% *}" ] || die "restored under the same domid"
-  info "restored: domain ${b% *}, device model pid ${b#* }; backendd serves backend/qdisk/${b% *}/51712"
-  # a second qdisk disk attached to the running domU and detached: libxl only checks that a
-  # device model runs (image/device-model-pid) and sends it nothing
-  local d=${b% *} i; truncate -s 32M /tmp/dqs2.img
-  timeout 60 setsid -w xl block-attach dqs 'vdev=xvdb,access=rw,backendtype=qdisk,target=/tmp/dqs2.img' </dev/null || die "xl block-attach to domain $d"
-  for i in $(seq 1 100); do [ "$(xenstore-read /local/domain/0/backend/qdisk/$d/51728/state 2>/dev/null)" = 2 ] && break; sleep 0.2; done
-  expect_eq attached-state "$(xenstore-read /local/domain/0/backend/qdisk/$d/51728/state 2>/dev/null)" 2
-  timeout 60 setsid -w xl block-detach dqs xvdb </dev/null || die "xl block-detach from domain $d"
-  xenstore-exists /local/domain/0/backend/qdisk/$d/51728 2>/dev/null && die "backend/qdisk/$d/51728 left after xl block-detach"
+  dx_clean dqs
+  info "xl save at loop $n0, restore as domain ${b% *} (device model pid ${b#* }), the loop at $n1 and verifying: $(since "$t0") s"
+  # a second qdisk disk attached to the running domU (its blkfront connects it) and detached,
+  # then again with --force: libxl only checks that a device model runs and sends it nothing
+  local d=${b% *} i; truncate -s 32M /tmp/dqs2.img; t0=$(up)
+  dq_attach "$d"
+  timeout 60 setsid -w xl block-detach dqs xvdb </dev/null || { tail -20 /tmp/bb-qdisk.log; die "xl block-detach from domain $d"; }
+  dq_detached "$d" "xl block-detach"
+  dq_attach "$d"
+  timeout 60 setsid -w xl block-detach --force dqs xvdb </dev/null >/tmp/xl-dqs-force.log 2>&1 \
+    || { cat /tmp/xl-dqs-force.log; tail -20 /tmp/bb-qdisk.log; die "xl block-detach --force from domain $d"; }
+  dq_detached "$d" "xl block-detach --force"
   dq_alive ${b#* } || die "the device model exited at block-attach/detach"
-  info "xl block-attach + block-detach of xvdb (qdisk) on domain $d: InitWait, then gone"
-  timeout 60 setsid -w xl destroy dqs </dev/null || die "xl destroy"
-  dq_gone ${b% *} ${b#* } "xl destroy"
+  n1=$(dx_loops dqs)
+  for i in $(seq 1 60); do [ "$(dx_loops dqs)" -ge $((n1 + 2)) ] && break; sleep 1; done
+  [ "$(dx_loops dqs)" -ge $((n1 + 2)) ] || { dx_show dqs; die "the loop stopped after the block-detach --force (at $(dx_loops dqs), $n1 before)"; }
+  dx_clean dqs
+  info "xl block-attach (Connected) + block-detach, then again with --force, of xvdb (qdisk) on domain $d: no node left, the loop goes on ($(since "$t0") s)"
+  t0=$(up)
+  timeout 120 setsid -w xl shutdown -w dqs </dev/null >/tmp/xl-dqs-shutdown.log 2>&1 || { cat /tmp/xl-dqs-shutdown.log; dx_show dqs; die "xl shutdown -w dqs"; }
+  dq_gone ${b% *} ${b#* } "xl shutdown"
+  grep -q 'DOMU: shutdown requested' "$log" || { dx_show dqs; die "dqs went without its init seeing the shutdown request"; }
+  dx_clean dqs
+  info "xl shutdown: $(tr -d '\r' < "$log" | grep -a -o 'DOMU: shutdown requested.*' | tail -1), domain and device model gone in $(since "$t0") s"
+  for i in $(seq 1 50); do grep -q "backend/qdisk/$d/51712: removed" /tmp/bb-qdisk.log && break; sleep 0.2; done
   kill -0 "$bpid" 2>/dev/null || { tail -20 /tmp/bb-qdisk.log; die "xenio backendd exited"; }
   kill -TERM "$bpid"
   for i in $(seq 1 100); do kill -0 "$bpid" 2>/dev/null || break; sleep 0.2; done
   kill -0 "$bpid" 2>/dev/null && die "xenio backendd still running 20 s after SIGTERM"
   wait "$bpid"; local rc=$?; rm -f /tmp/bb-qdisk.pid
   [ $rc = 0 ] || { tail -20 /tmp/bb-qdisk.log; die "xenio backendd exited with $rc"; }
-  echo "SUMMARY xl create, save, restore (domain ${a% *} -> ${b% *}), block-attach + block-detach, destroy of a PV domU with a qdisk disk: a new xenio device model each time, the old one gone with its nodes and socket, backendd takes each device; exit 0"
+  echo "SUMMARY PV domU with a qdisk disk (xenio backendd --class qdisk + xenio device model, no QEMU) under a verified write loop: xl save + restore (domain ${a% *} -> ${b% *}, loop $n0 -> $n1, every round verified), block-attach (Connected) + block-detach and --force, xl shutdown; nothing left; exit 0"
 }
 
 # --- domUs whose disks the toolstack gives them (issue 15): one `xenio backendd`, xen-blkback
@@ -735,7 +769,7 @@ dx_near() { # counts what: beside a running domU's loop (whose own disk keeps ma
   done
   ls -l "/proc/$(cat /tmp/bb-backendd.pid)/fd"; tail -20 /tmp/bb-backendd.log; die "$2: the daemon has '$now', expected '$1' (threads +4, gntdev +24 at most)"
 }
-dx_cfg() { # name image kernel-args [more config lines]
+dx_cfg() { # name image kernel-args [more config lines] [more disks, xl's quoted specs]
   cat <<CFG
 name = "$1"
 type = "pv"
@@ -744,15 +778,15 @@ ramdisk = "/lab/domu-initrd.gz"
 extra = "console=hvc0 quiet loglevel=4 $3"
 memory = 128
 vcpus = 1
-disk = [ 'vdev=xvda,access=rw,backendtype=phy,script=block-xenio,target=$2' ]
+disk = [ 'vdev=xvda,access=rw,backendtype=phy,script=block-xenio,target=$2'${5:+, $5} ]
 ${4:-}
 on_poweroff = "destroy"
 on_crash = "destroy"
 CFG
 }
 dx_log() { echo "/var/log/xen/console/guest-$1.log"; }
-dx_create() { # name image [kernel-args] [more config lines]: xl create, not paused
-  dx_cfg "$1" "$2" "${3:-}" "${4:-}" > "/tmp/$1.cfg"; rm -f "$(dx_log "$1")"
+dx_create() { # name image [kernel-args] [more config lines] [more disks]: xl create, not paused
+  dx_cfg "$1" "$2" "${3:-}" "${4:-}" "${5:-}" > "/tmp/$1.cfg"; rm -f "$(dx_log "$1")"
   local t0; t0=$(up)
   timeout 120 setsid -w xl create "/tmp/$1.cfg" </dev/null >"/tmp/xl-$1.log" 2>&1 \
     || { cat "/tmp/xl-$1.log"; tail -20 /tmp/bb-backendd.log; die "xl create $1"; }
@@ -867,18 +901,26 @@ c_domu_xl() {
   [ $rc = 0 ] || { tail -20 /tmp/bb-backendd.log; die "xenio backendd exited with $rc"; }
   echo "SUMMARY xl create with script=block-xenio: one xenio backendd; a domU verified (fio, mkfs + fsck, dd) and powered off, two at once, xl save/restore under a verified loop, 20 block-attach/detach on a running domU, block-detach --force, xl destroy; fds/threads/gntdev maps back to '$base'"
 }
-# the same daemon under a domU's write loop: the image grows (the domU sees it), then the
-# daemon is SIGKILLed and started again (--inflight-dir): the loop goes on, every write verifies
+# the same daemon under a domU's write loop: the images grow (the domU sees xvda's new size and
+# grows the ext4 mounted on xvdb online with resize2fs), then the daemon is SIGKILLed and started
+# again (--inflight-dir): the loop goes on, every write verifies
 c_domu_xl_live() {
   dx_setup
   local base; base=$(dx_counts); info "domu-xl-live: the daemon before any domU: $base"
-  truncate -s 32M /tmp/dx-e.img
-  dx_create dxe /tmp/dx-e.img lab_loop; local d; d=$(xl domid dxe)
-  dx_wait dxe 'DOMU: loop 3$' 180
+  truncate -s 32M /tmp/dx-e.img; rm -f /tmp/dx-f.img; truncate -s 16M /tmp/dx-f.img
+  dx_create dxe /tmp/dx-e.img "lab_loop lab_fs" "" "'vdev=xvdb,access=rw,backendtype=phy,script=block-xenio,target=/tmp/dx-f.img'"
+  local d; d=$(xl domid dxe)
+  dx_wait dxe 'DOMU: loop 3$|FS_FAILED' 180
+  tr -d '\r' < "$(dx_log dxe)" | grep -a -o 'DOMU: FS_.*' | sed 's/^/INFO domU: /'
   local t0 n0 n1; t0=$(up)
   truncate -s 48M /tmp/dx-e.img
   dx_wait dxe 'DOMU: size 65536 -> 98304' 60
   info "domu-xl-live: 32 -> 48 MiB seen by the domU after $(since "$t0") s"
+  t0=$(up)
+  truncate -s 40M /tmp/dx-f.img
+  dx_wait dxe 'DOMU: RESIZE2FS_(OK|FAILED)' 180
+  tr -d '\r' < "$(dx_log dxe)" | grep -a -q 'DOMU: RESIZE2FS_OK' || { dx_show dxe; die "resize2fs in the domU failed"; }
+  info "domu-xl-live: xvdb 16 -> 40 MiB under a mounted ext4: $(tr -d '\r' < "$(dx_log dxe)" | grep -a -o 'RESIZE2FS_OK.*' | head -1) ($(since "$t0") s)"
   n0=$(dx_loops dxe); t0=$(up)
   kill -9 "$(cat /tmp/bb-backendd.pid)"; wait "$(cat /tmp/bb-backendd.pid)" 2>/dev/null
   info "daemon SIGKILLed at loop $n0; in-flight records: $(ls "$DX_INFLIGHT" | wc -l)"
@@ -904,7 +946,7 @@ c_domu_xl_live() {
   for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   wait "$pid"; local rc=$?; rm -f /tmp/bb-backendd.pid
   [ $rc = 0 ] || { tail -20 /tmp/bb-backendd.log; die "xenio backendd exited with $rc"; }
-  echo "SUMMARY online resize seen by the domU; xenio backendd SIGKILLed and restarted (--inflight-dir) under the domU's verified write loop (dd + fio verify): $n0 -> $n1 rounds, no error; xl shutdown: the domU powers off, nothing left"
+  echo "SUMMARY online resize seen by the domU (xvda's new size; ext4 on xvdb grown with resize2fs while mounted, fsck clean); xenio backendd SIGKILLed and restarted (--inflight-dir) under the domU's verified write loop (dd + fio verify): $n0 -> $n1 rounds, no error; xl shutdown: the domU powers off, nothing left"
 }
 
 # dom0's kernel xen-netfront against xenio netback on a TAP device. The frontend's interface
@@ -1411,9 +1453,9 @@ SH
 }
 
 # net-xfront runs first: dom0's xen-netfront, once loaded by net-kfront, cannot be unloaded again.
-ALL="bb-o0 bb-o4 example-blk backendd-xl bb-fs qcow2-fs compare xfront-kback xfront-xback domu-xenio domu-xl domu-xl-live domu-qdisk domu-qdisk-save net-xfront net-kfront net-compare vif-xl domu-vif"
+ALL="bb-o0 bb-o4 example-blk backendd-xl bb-fs qcow2-fs compare xfront-kback xfront-xback domu-xenio domu-xl domu-xl-live domu-qdisk domu-qdisk-save domu-compare net-xfront net-kfront net-compare vif-xl domu-vif"
 # Generous: TCG on a busy 2-vCPU host is slow (bb-o4 takes 50-60 s when the host is loaded).
-timeout_of() { case $1 in compare) echo $(( 240 + 300 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|domu-qdisk) echo 300;; domu-qdisk-save|bb-fs|qcow2-fs|bb-o4) echo 240;; backendd-xl) echo $(( 420 + 60 * ${BXL_ROUNDS:-0} ));; vif-xl) echo 300;; domu-vif) echo 300;; domu-xl) echo 1200;; domu-xl-live) echo 480;; net-kfront|net-xfront) echo 180;; net-compare) if [ -x /lab/bin/xenio-b ]; then echo $(( 150 + 180 * ${NET_ROUNDS:-3} )); else echo $(( 150 + 120 * ${NET_ROUNDS:-3} )); fi;; record-toolstack) echo 600;; domu-compare) echo $(( 240 + ${DCMP_ROUNDS:-3} * 12 * (${DCMP_SECS:-3} + 8) ));; *) echo 150;; esac; }
+timeout_of() { case $1 in compare) echo $(( 240 + 300 * $(echo ${CMP_MEDIA:-disk} | wc -w) ));; domu-xenio|domu-qdisk) echo 300;; bb-fs|qcow2-fs|bb-o4) echo 240;; domu-qdisk-save) echo 480;; backendd-xl) echo $(( 420 + 60 * ${BXL_ROUNDS:-0} ));; vif-xl) echo 300;; domu-vif) echo 300;; domu-xl) echo 1200;; domu-xl-live) echo 480;; net-kfront|net-xfront) echo 180;; net-compare) if [ -x /lab/bin/xenio-b ]; then echo $(( 150 + 180 * ${NET_ROUNDS:-3} )); else echo $(( 150 + 120 * ${NET_ROUNDS:-3} )); fi;; record-toolstack) echo 600;; domu-compare) echo $(( 240 + ${DCMP_ROUNDS:-2} * 12 * (${DCMP_SECS:-3} + 8) ));; *) echo 150;; esac; }
 
 # Whatever a check left behind (it failed or timed out half-way): a mounted file system,
 # backends (SIGTERM first: that detaches the kernel's frontend cleanly), store nodes, domUs.

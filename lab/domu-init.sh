@@ -4,7 +4,7 @@
 # at several offsets (checked against what was written, after dropping caches), then poweroff;
 # with lab_idle on the command line it loads nothing and idles; with lab_loop it writes and
 # verifies in a loop until shut down or destroyed (for xl save/restore, a daemon restart, a
-# resize); with lab_bench=ROUNDS:SECS it runs fio on xvda, xvdb and xvdc in turn (domu-compare).
+# resize; lab_fs adds ext4 on xvdb, grown online); with lab_bench=ROUNDS:SECS it runs fio on xvda, xvdb and xvdc in turn (domu-compare).
 # Prints DOMU: lines on hvc0 (xenconsoled logs them in dom0).
 export PATH=/bin   # /sbin/poweroff is for the kernel (below); ours is busybox's
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
@@ -64,8 +64,45 @@ fi
 # each with its last acknowledged write (what fio cannot: a stale block passes its crc); then a
 # fio write + verify of 2 MiB at 12 + 2*(n%2) MiB. "DOMU: loop N" after each round, the size
 # when it changes; LOOP_* lines for any error.
+# lab_fs (with lab_loop, domu-xl-live): ext4 on xvdb, mounted at /mnt, a 1 MiB file on it; when
+# xvdb grows, resize2fs grows the mounted file system (online), a file larger than the old free
+# space is written, both files read back (after dropping caches), then e2fsck -fn unmounted and
+# mounted again: "DOMU: RESIZE2FS_OK ..." or RESIZE2FS_FAILED.
+fs_kib() { set -- $(df -k /mnt | tail -1); echo "$2"; }     # the file system's size, KiB
+fs_avail() { set -- $(df -k /mnt | tail -1); echo "$4"; }   # its free space, KiB
+fs_setup() {
+  for m in crc16 crc32c_generic mbcache jbd2 ext4; do
+    insmod /lib/modules/$m.ko 2>/tmp/insmod.out || { echo "DOMU: FS_FAILED insmod $m: $(cat /tmp/insmod.out)"; return 1; }
+  done
+  for i in $(seq 1 20); do [ -b /dev/xvdb ] && break; sleep 1; done
+  [ -b /dev/xvdb ] || { echo "DOMU: FS_FAILED no /dev/xvdb"; return 1; }
+  mkdir -p /mnt
+  if ! { mkfs.ext4 -q -F /dev/xvdb >/tmp/mkfs.out 2>&1 && mount -t ext4 /dev/xvdb /mnt; }; then
+    tail -3 /tmp/mkfs.out | sed 's/^/DOMU: fs| /'; echo "DOMU: FS_FAILED mkfs/mount xvdb"; return 1
+  fi
+  dd if=/dev/urandom of=/mnt/a bs=64k count=16 conv=fsync 2>/dev/null; md5sum < /mnt/a > /tmp/a.md5
+  fs_size=$(cat /sys/block/xvdb/size)
+  echo "DOMU: FS_MOUNTED xvdb $fs_size sectors, ext4 $(fs_kib) KiB"
+}
+fs_grow() { # xvdb grew: resize2fs online, then use the new space and check
+  local k0 k1 mib
+  k0=$(fs_kib); mib=$(( $(fs_avail) / 1024 + 2 ))   # more than the old file system had free
+  resize2fs /dev/xvdb >/tmp/rs.out 2>&1 || { tail -3 /tmp/rs.out | sed 's/^/DOMU: fs| /'; echo "DOMU: RESIZE2FS_FAILED resize2fs"; return 1; }
+  k1=$(fs_kib)
+  [ "$k1" -gt "$k0" ] || { echo "DOMU: RESIZE2FS_FAILED still $k1 KiB"; return 1; }
+  dd if=/dev/urandom of=/tmp/b bs=1M count=$mib 2>/dev/null
+  dd if=/tmp/b of=/mnt/b bs=1M conv=fsync 2>/dev/null || { echo "DOMU: RESIZE2FS_FAILED writing $mib MiB"; return 1; }
+  echo 3 > /proc/sys/vm/drop_caches
+  [ "$(md5sum < /mnt/a)" = "$(cat /tmp/a.md5)" ] && [ "$(md5sum < /mnt/b)" = "$(md5sum < /tmp/b)" ] \
+    || { echo "DOMU: RESIZE2FS_FAILED a file read back different"; return 1; }
+  rm -f /tmp/b
+  umount /mnt && e2fsck -fn /dev/xvdb >/tmp/fsck.out 2>&1 && mount -t ext4 /dev/xvdb /mnt \
+    || { tail -4 /tmp/fsck.out | sed 's/^/DOMU: fs| /'; echo "DOMU: RESIZE2FS_FAILED e2fsck"; return 1; }
+  echo "DOMU: RESIZE2FS_OK online $k0 -> $k1 KiB, $mib MiB written in the new space, files verified, e2fsck -fn clean"
+}
 if grep -q lab_loop /proc/cmdline; then
-  n=0; size=$(cat /sys/block/xvda/size)
+  n=0; size=$(cat /sys/block/xvda/size); fs=
+  grep -q lab_fs /proc/cmdline && fs_setup && fs=1
   while :; do
     s=$((n % 8))
     dd if=/dev/urandom of=/tmp/w bs=64k count=4 2>/dev/null
@@ -84,6 +121,9 @@ if grep -q lab_loop /proc/cmdline; then
     n=$((n + 1)); echo "DOMU: loop $n"
     now=$(cat /sys/block/xvda/size)
     [ "$now" != "$size" ] && { echo "DOMU: size $size -> $now"; size=$now; }
+    if [ -n "$fs" ] && [ "$(cat /sys/block/xvdb/size)" != "$fs_size" ]; then
+      echo "DOMU: xvdb size $fs_size -> $(cat /sys/block/xvdb/size)"; fs_size=$(cat /sys/block/xvdb/size); fs_grow
+    fi
   done
 fi
 echo "DOMU: first bytes: $(dd if=/dev/xvda bs=16 count=1 2>/dev/null)"

@@ -26,7 +26,7 @@ if [ ! -x "$R/usr/lib/xen-4.17/bin/xl" ] || [ ! -x "$R/usr/bin/fio" ] || [ "$(ca
     || { tail -20 "$LAB/debootstrap.log"; exit 1; }
   echo "$PKGS" > "$LAB/rootfs.pkgs"
 fi
-# --- the domU's initramfs: busybox, xen-blkfront, fio, mke2fs and e2fsck with their shared
+# --- the domU's initramfs: busybox, xen-blkfront, ext4, fio, mke2fs, e2fsck and resize2fs with their shared
 # libraries (from the root above), runs domu-init.sh. Debian's fio links the libraries of its
 # network and RDMA engines (gluster, ceph, nbd, ibverbs, pmem: ~80 MB with theirs); the domU
 # never uses those engines, so each is replaced by a stand-in with its soname that defines the
@@ -41,6 +41,11 @@ cp "$LAB/k/lib/modules/$KV/kernel/drivers/block/xen-blkfront.ko" "$D/lib/modules
 cp "$LAB/k/lib/modules/$KV/kernel/drivers/net/xen-netfront.ko" "$D/lib/modules/"
 # domu-vif (lab_net in domu-init.sh): xen-netfront is above; the applets its network test uses
 for a in ip ping nc mkfifo cut wc sed; do ln -sf busybox "$D/bin/$a"; done   # -f: the same applet may be linked above
+# lab_fs (domu-xl-live): ext4 mounted on xvdb and grown online with resize2fs; insmod in this order
+for f in lib/crc16.ko crypto/crc32c_generic.ko fs/mbcache.ko fs/jbd2/jbd2.ko fs/ext4/ext4.ko; do
+  cp "$LAB/k/lib/modules/$KV/kernel/$f" "$D/lib/modules/"
+done
+for a in mkdir umount df rm; do ln -sf busybox "$D/bin/$a"; done
 STUBS="libgfapi.so.0 libnbd.so.0 libibverbs.so.1 librdmacm.so.1 librados.so.2 librbd.so.1 libpmemblk.so.1 libpmem.so.1"
 stub_lib() { # soname: the stand-in, into $D/lib
   local so=$1 real t
@@ -67,7 +72,7 @@ needs() { # file: copy the libraries it needs (DT_NEEDED, recursively) from the 
     cp -L "$f" "$D/lib/$so"; needs "$D/lib/$so" || return 1
   done
 }
-for b in usr/bin/fio sbin/mke2fs sbin/e2fsck; do cp "$R/$b" "$D/bin/"; needs "$D/bin/${b##*/}"; done
+for b in usr/bin/fio sbin/mke2fs sbin/e2fsck sbin/resize2fs; do cp "$R/$b" "$D/bin/"; needs "$D/bin/${b##*/}"; done
 cp -L "$R/lib64/ld-linux-x86-64.so.2" "$D/lib64/"
 ln -s mke2fs "$D/bin/mkfs.ext4"
 cp "$R/etc/mke2fs.conf" "$D/etc/" 2>/dev/null || true

@@ -16,7 +16,7 @@
 #   NET_XENIO_B=/path/xenio         net-compare: a second xenio binary in every round too
 #                                   (backend "xenio-b"; RATIO lines xenio/xenio-b as well)
 #   DX_PERSISTENT=0                 domu-xl/domu-xl-live: the daemon without persistent grants (on by default)
-#   DCMP_ROUNDS=3 DCMP_SECS=3       domu-compare (not in the default set): rounds, seconds per fio job and disk
+#   DCMP_ROUNDS=2 DCMP_SECS=3       domu-compare: rounds, seconds per fio job and disk
 #   BXL_PERSISTENT=1 BXL_ROUNDS=3   backendd-xl with persistent grants on (1) or off (0), and
 #                                   rounds of busy-disk detach, each timed
 #   DISK_MB=1024 DISK_AIO=native    the lab's virtio disk (boot.sh)
