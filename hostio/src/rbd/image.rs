@@ -1,7 +1,7 @@
 //! [`RbdImage`]: a connection to a Ceph cluster and an open RBD image.
 
-use super::RbdTarget;
 use super::ffi;
+use crate::rbd_target::RbdTarget;
 use crate::{Error, Result};
 use std::ffi::{CString, c_int};
 use std::io;
