@@ -50,16 +50,18 @@ timeout 900 bash "$HERE/fetch.sh" || fail_early "fetch.sh"
 stamp "dom0 image"
 timeout 900 bash "$HERE/image.sh" || fail_early "image.sh"
 stamp "xenio (cargo build --release)"
+# where cargo puts the binaries: CARGO_TARGET_DIR when set (relative to the workspace), else target/
+TARGET_DIR=${CARGO_TARGET_DIR:-target}; case $TARGET_DIR in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR";; esac
 if [ -z "${XENIO_BIN:-}" ]; then
   (cd "$ROOT" && cargo build --release -p xenio --locked 2>&1 | tail -n 3) || fail_early "cargo build"
-  XENIO_BIN="$ROOT/target/release/xenio"
+  XENIO_BIN="$TARGET_DIR/release/xenio"
 fi
 [ -x "$XENIO_BIN" ] || fail_early "no xenio binary at $XENIO_BIN"
 # The vendor example that check example-blk runs as its own program
 if [ -z "${EXAMPLE_BIN:-}" ]; then
   (cd "$ROOT" && cargo build --release -p xenio-blkback --example checksum_backend --locked 2>&1 | tail -n 3) \
     || fail_early "cargo build --example checksum_backend"
-  EXAMPLE_BIN="$ROOT/target/release/examples/checksum_backend"
+  EXAMPLE_BIN="$TARGET_DIR/release/examples/checksum_backend"
 fi
 
 stamp "payload (xenio, checks)"
