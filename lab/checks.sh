@@ -756,18 +756,19 @@ dx_back_to() { # counts what: the daemon's counts come back to these (the device
   for i in $(seq 1 75); do now=$(dx_counts); [ "$now" = "$1" ] && return 0; sleep 0.2; done
   ls -l "/proc/$(cat /tmp/bb-backendd.pid)/fd"; tail -20 /tmp/bb-backendd.log; die "$2: the daemon has '$now', expected '$1'"
 }
-dx_near() { # counts what: beside a running domU's loop (whose own disk keeps mapping persistent
-  # grants as fio's block sizes vary, and whose io_uring starts and ends io-wq worker threads),
-  # fds exactly these, threads and gntdev mappings at most 4 and 24 above them: a leak of one per
-  # attach/detach cycle would show as 20. The exact check is after the domU's end (dx_back_to).
-  local now f t g F T G
-  read -r _ F _ T _ G <<<"$1"
+dx_near() { # counts what: beside a running domU's loop, fds exactly these and threads at most 4
+  # above them (the loop's io_uring starts and ends io-wq workers). The gntdev mappings are shown,
+  # not bounded: the loop's own disk maps more persistent grants as fio's block sizes vary (+31
+  # once in CI), which cannot be told apart from the churned disk's here. What proves that no
+  # cycle leaks a mapping or a thread is the exact check after the domU's end (dx_back_to).
+  local now f t F T
+  read -r _ F _ T _ _ <<<"$1"
   for i in $(seq 1 75); do
-    now=$(dx_counts); read -r _ f _ t _ g <<<"$now"
-    [ "$f" = "$F" ] && [ "$t" -le $((T + 4)) ] && [ "$g" -le $((G + 24)) ] && { info "$2: the daemon has '$now' (before: '$1')"; return 0; }
+    now=$(dx_counts); read -r _ f _ t _ _ <<<"$now"
+    [ "$f" = "$F" ] && [ "$t" -le $((T + 4)) ] && { info "$2: the daemon has '$now' (before: '$1')"; return 0; }
     sleep 0.2
   done
-  ls -l "/proc/$(cat /tmp/bb-backendd.pid)/fd"; tail -20 /tmp/bb-backendd.log; die "$2: the daemon has '$now', expected '$1' (threads +4, gntdev +24 at most)"
+  ls -l "/proc/$(cat /tmp/bb-backendd.pid)/fd"; tail -20 /tmp/bb-backendd.log; die "$2: the daemon has '$now', expected '$1' (fds exactly, threads +4 at most)"
 }
 dx_cfg() { # name image kernel-args [more config lines] [more disks, xl's quoted specs]
   cat <<CFG
