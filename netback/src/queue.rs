@@ -29,7 +29,7 @@ use crate::rxbuf::{RX_BUF, RxBuf};
 use crate::tx::{self, Parsed, TxLimits, TxPacket};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use xenio_ring::BackRing;
 use xenio_xen_sys::DomId;
 use xenio_xen_sys::netif::*;
@@ -122,11 +122,28 @@ pub struct Counters {
     /// Pauses after events that brought no work (an event storm, XSA-332:
     /// see [`SpuriousEvents`]).
     pub storm_pauses: AtomicU64,
+    /// Where the queue threads' time went, in nanoseconds of wall-clock time
+    /// (a queue thread that is busy spends it on its CPU): reading frames
+    /// from the network ([`Frames::recv`]).
+    pub ns_rx_read: AtomicU64,
+    /// Grant copies into the frontend's rx buffers.
+    pub ns_rx_copy: AtomicU64,
+    /// Grant copies out of the frontend's tx buffers.
+    pub ns_tx_copy: AtomicU64,
+    /// Handing frames to the network ([`Frames::send`]).
+    pub ns_tx_send: AtomicU64,
+    /// Sleeping on the event channels and the network.
+    pub ns_sleep: AtomicU64,
 }
 
 impl Counters {
     fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Add the time since `t` to a time counter.
+    fn add_since(c: &AtomicU64, t: Instant) {
+        Self::add(c, u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
     }
 
     /// A one-line summary.
@@ -135,7 +152,8 @@ impl Counters {
         format!(
             "tx {} packets / {} bytes / {} slots ({} rejected, {} grant errors, {} network drops); \
              rx {} packets / {} bytes / {} slots ({} dropped without buffers, {} too big, {} grant errors); \
-             notifications tx {} rx {}; sleeps {}; gso tx {} rx {} ({} cut here); tx busy {}, network errors tx {} rx {}; storm pauses {}",
+             notifications tx {} rx {}; sleeps {}; gso tx {} rx {} ({} cut here); tx busy {}, network errors tx {} rx {}; storm pauses {}; \
+             ms in network reads {} rx copies {} tx copies {} network writes {} sleeping {}",
             n(&self.tx_packets),
             n(&self.tx_bytes),
             n(&self.tx_slots),
@@ -158,6 +176,11 @@ impl Counters {
             n(&self.tx_network_errors),
             n(&self.rx_network_errors),
             n(&self.storm_pauses),
+            n(&self.ns_rx_read) / 1_000_000,
+            n(&self.ns_rx_copy) / 1_000_000,
+            n(&self.ns_tx_copy) / 1_000_000,
+            n(&self.ns_tx_send) / 1_000_000,
+            n(&self.ns_sleep) / 1_000_000,
         )
     }
 }
@@ -370,7 +393,10 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
                     owners.push(pi);
                 }
             }
-            let res = self.mapper.copy(&mut ops)?;
+            let t = Instant::now();
+            let res = self.mapper.copy(&mut ops);
+            Counters::add_since(&self.counters.ns_tx_copy, t);
+            let res = res?;
             let mut ok = vec![true; packets.len()];
             for (r, &pi) in res.iter().zip(&owners) {
                 if let Err(e) = r {
@@ -429,7 +455,10 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
     /// Offer one packet to the network and answer it; `false` if the network
     /// is busy (nothing answered).
     fn send_one(&mut self, bytes: &[u8], meta: &Meta, p: &TxPacket) -> Result<bool> {
-        let status = match self.frames.send(bytes, meta) {
+        let t = Instant::now();
+        let sent = self.frames.send(bytes, meta);
+        Counters::add_since(&self.counters.ns_tx_send, t);
+        let status = match sent {
             Ok(Sent::Delivered) => {
                 Counters::add(&self.counters.tx_packets, 1);
                 Counters::add(&self.counters.tx_bytes, bytes.len() as u64);
@@ -569,7 +598,10 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
             }
             let before = st.rx_queue.len();
             let mut buf = st.rx_spare.pop().unwrap_or_default();
-            let got = match self.frames.recv(buf.bytes_mut()) {
+            let t = Instant::now();
+            let got = self.frames.recv(buf.bytes_mut());
+            Counters::add_since(&self.counters.ns_rx_read, t);
+            let got = match got {
                 Ok(g) => g,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
                 Err(e) => {
@@ -698,7 +730,10 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
             at += item.len.div_ceil(PAGE).max(1) + extra;
         }
         let mut ok = vec![true; batch.len()];
-        for (r, &fi) in self.mapper.copy(&mut ops)?.iter().zip(&owner) {
+        let t = Instant::now();
+        let copied = self.mapper.copy(&mut ops);
+        Counters::add_since(&self.counters.ns_rx_copy, t);
+        for (r, &fi) in copied?.iter().zip(&owner) {
             if let Err(e) = r {
                 if ok[fi] {
                     tracing::debug!("rx frame: {e}");
@@ -806,7 +841,10 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
         } else {
             PollTimeout::from(100u8)
         };
-        match poll(&mut fds, timeout) {
+        let t = Instant::now();
+        let polled = poll(&mut fds, timeout);
+        Counters::add_since(&self.counters.ns_sleep, t);
+        match polled {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::Network(format!("poll: {e}"))),
         }

@@ -134,7 +134,7 @@ pub struct WaitStats {
 }
 
 /// The upper bounds of [`WaitStats::histogram`]'s buckets, in microseconds.
-pub const HISTOGRAM_US: [u64; 8] = [5, 10, 20, 50, 100, 150, 300, 1000];
+pub const HISTOGRAM_US: [u64; 12] = [5, 10, 20, 50, 100, 150, 200, 300, 400, 500, 700, 1000];
 
 impl std::fmt::Display for WaitStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -481,10 +481,10 @@ mod tests {
     #[test]
     fn the_histogram_counts_every_recorded_wait() {
         let mut p = adaptive();
-        for us in [3, 7, 15, 40, 90, 140, 250, 900, 5000] {
+        for us in [3, 7, 15, 40, 90, 140, 180, 250, 350, 450, 600, 900, 5000] {
             p.record(us * US);
         }
-        assert_eq!(p.stats().histogram, [1, 1, 1, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(p.stats().histogram, [1; 13]);
         let text = p.stats().to_string();
         assert!(text.contains("<=5:1") && text.ends_with("more:1"), "{text}");
     }

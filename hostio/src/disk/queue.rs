@@ -847,6 +847,11 @@ impl DiskQueue {
         let Some(u) = self.uring.as_mut() else {
             return Ok(0);
         };
+        // Nothing queued (a batch that was a multiple of the submit chunk):
+        // no system call (`submit` always enters the kernel).
+        if u.ring.submission().is_empty() {
+            return Ok(0);
+        }
         loop {
             match u.ring.submit() {
                 Ok(n) => return Ok(n),

@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 use crate::evtchn::{EventChannel, EventChannels};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::stat::Mode;
+use nix::sys::time::TimeSpec;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -283,8 +284,9 @@ impl EventChannel for LocalChannel {
         // returns at once when one is pending: the FIFO is readable).
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
+            // To the microsecond (`ppoll`): a nap of 300 us must not last 1 ms.
             let left = match deadline {
-                None => PollTimeout::NONE,
+                None => None,
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
@@ -292,12 +294,11 @@ impl EventChannel for LocalChannel {
                         // look without sleeping).
                         return self.drain();
                     }
-                    PollTimeout::try_from(left.as_millis().clamp(1, i32::MAX as u128) as i32)
-                        .unwrap_or(PollTimeout::MAX)
+                    Some(TimeSpec::from_duration(left))
                 }
             };
             let mut fds = [PollFd::new(self.fifo.as_fd(), PollFlags::POLLIN)];
-            let ready = match poll(&mut fds, left) {
+            let ready = match ppoll(&mut fds, left, None) {
                 Ok(n) => n > 0,
                 Err(Errno::EINTR) => false,
                 Err(e) => return Err(self.err(format!("poll: {e}"))),

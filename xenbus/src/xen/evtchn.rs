@@ -17,7 +17,8 @@ use super::device::{EVTCHN_PATH, errno_text, open_device};
 use crate::error::{Error, Result};
 use crate::evtchn::{EventChannel, EventChannels};
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, ppoll};
+use nix::sys::time::TimeSpec;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -255,29 +256,34 @@ impl EventChannel for XenEventChannel {
     }
 
     fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        // Poll first, then read: a caller sleeps after its ring's final check
+        // found nothing, so a port is rarely queued yet, and a read before the
+        // poll would be one system call per sleep for nothing (poll returns at
+        // once when one is queued).
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            if self.take_pending()? {
-                return Ok(true);
-            }
+            // To the microsecond (`ppoll`): a nap of 300 us must not last 1 ms.
             let left = match deadline {
-                None => PollTimeout::NONE,
+                None => None,
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return Ok(false);
+                        // Out of time: one last look.
+                        return self.take_pending();
                     }
-                    // Round up so a short wait does not spin at 0 ms.
-                    let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-                    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+                    Some(TimeSpec::from_duration(left))
                 }
             };
             // POLLIN when a port is queued; POLLERR after an overflow, which the
             // next read reports as EFBIG.
             let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, left) {
-                Ok(_) | Err(Errno::EINTR) => {}
+            let ready = match ppoll(&mut fds, left, None) {
+                Ok(n) => n > 0,
+                Err(Errno::EINTR) => false,
                 Err(e) => return Err(self.err("poll", errno_text(e))),
+            };
+            if ready && self.take_pending()? {
+                return Ok(true);
             }
         }
     }
