@@ -186,6 +186,14 @@ fn a_large_segment_is_cut_for_a_frontend_without_gso() {
         assert_eq!(payload, pkt[54..]);
         assert_eq!(c.rx_segmented.load(Ordering::Relaxed), 1);
         assert_eq!(c.rx_packets.load(Ordering::Relaxed), 21);
+        // The time counters saw the reads and the grant copies of those frames.
+        assert!(c.ns_rx_read.load(Ordering::Relaxed) > 0);
+        assert!(c.ns_rx_copy.load(Ordering::Relaxed) > 0);
+        assert!(
+            c.summary().contains("ms in network reads "),
+            "{}",
+            c.summary()
+        );
     });
 }
 
