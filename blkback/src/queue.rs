@@ -149,6 +149,12 @@ pub struct Counters {
     /// Storage operations into registered memory (persistent grants the
     /// storage registered with the kernel, see [`StorageQueue::register_buffer`]).
     pub registered_ios: AtomicU64,
+    /// Sleeps that lasted their whole 100 ms cap although work was ready
+    /// when they ended (a request in the ring or a completion): a wake-up
+    /// that never came. A lost wake-up does not hang the queue, it costs
+    /// 100 ms, so this is how one shows; it must stay 0 (a frontend that
+    /// queues requests without notifying also counts here).
+    pub missed_wakeups: AtomicU64,
 }
 
 impl Counters {
@@ -170,7 +176,7 @@ impl std::fmt::Display for Counters {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         write!(
             f,
-            "{} requests in {} batches, {} errors ({} rejected, {} failed I/Os, {} merged I/Os retried alone), {} I/Os, {} merged, {} reordered, {} notifications, {} sleeps, {} waits ended spinning, {} spins missed, {} I/Os into registered memory",
+            "{} requests in {} batches, {} errors ({} rejected, {} failed I/Os, {} merged I/Os retried alone), {} I/Os, {} merged, {} reordered, {} notifications, {} sleeps, {} waits ended spinning, {} spins missed, {} I/Os into registered memory, {} missed wake-ups",
             n(&self.requests),
             n(&self.batches),
             n(&self.errors),
@@ -184,7 +190,8 @@ impl std::fmt::Display for Counters {
             n(&self.sleeps),
             n(&self.spun),
             n(&self.spin_misses),
-            n(&self.registered_ios)
+            n(&self.registered_ios),
+            n(&self.missed_wakeups)
         )?;
         if let Some(last) = self.last_io_error() {
             write!(f, "; last failed I/O: {last}")?;
@@ -646,7 +653,14 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
                     continue;
                 }
                 Counters::add(&self.counters.sleeps, 1);
-                self.wait_either()?;
+                if self.wait_either()? {
+                    // Nothing woke the sleep for its whole cap: work found
+                    // now was missed (see `Counters::missed_wakeups`).
+                    let request = self.ring.unconsumed_requests()? > 0;
+                    if self.reap_and_retire(&mut pipe, &mut completions)? || request {
+                        self.missed_wakeup();
+                    }
+                }
             } else {
                 completions.clear();
                 self.storage
@@ -690,25 +704,33 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         Counters::add(&self.counters.spin_misses, after.missed - before.missed);
     }
 
-    /// Poll the event channel and the storage's completion descriptor together.
-    fn wait_either(&mut self) -> Result<()> {
+    /// Count a sleep that lasted its cap although work was waiting.
+    fn missed_wakeup(&self) {
+        Counters::add(&self.counters.missed_wakeups, 1);
+        tracing::warn!("a sleep lasted 100 ms although work was ready: a missed wake-up");
+    }
+
+    /// Poll the event channel and the storage's completion descriptor
+    /// together, for at most 100 ms. Whether it timed out.
+    fn wait_either(&mut self) -> Result<bool> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         let Some(cfd) = self.storage.completion_fd() else {
-            return Ok(());
+            return Ok(false);
         };
         let mut fds = [
             PollFd::new(self.channel.as_fd(), PollFlags::POLLIN),
             PollFd::new(cfd, PollFlags::POLLIN),
         ];
-        match poll(&mut fds, PollTimeout::from(100u8)) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        let timed_out = match poll(&mut fds, PollTimeout::from(100u8)) {
+            Ok(n) => n == 0,
+            Err(nix::errno::Errno::EINTR) => false,
             Err(e) => return Err(Error::Storage(format!("poll: {e}"))),
-        }
+        };
         let channel_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
         if channel_ready {
             self.channel.take_pending()?;
         }
-        Ok(())
+        Ok(timed_out)
     }
 
     fn publish(&mut self) -> Result<()> {
@@ -1054,6 +1076,9 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         // Bounded so that `stop` is noticed.
         if self.channel.wait(Some(Duration::from_millis(100)))? {
             storm.woken();
+        } else if self.ring.unconsumed_requests()? > 0 {
+            // The cap passed with a request waiting: no event came for it.
+            self.missed_wakeup();
         }
         Ok(())
     }

@@ -113,6 +113,13 @@ fn run(mode: GrantMode, queues: u32, order: u32, indirect: u32) {
         f.close().unwrap();
         b.join().unwrap().unwrap();
     });
+    assert_eq!(
+        counters
+            .missed_wakeups
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "a queue slept 100 ms with work ready"
+    );
     // The file itself holds what was written.
     let on_disk = std::fs::read(&path).unwrap();
     assert_eq!(on_disk.len() as u64, 32 << 20);
@@ -121,6 +128,75 @@ fn run(mode: GrantMode, queues: u32, order: u32, indirect: u32) {
         "{mode:?} queues={queues} order={order} indirect={indirect}: reqs {:?} merged {:?} pgrant hits {:?}",
         counters.requests, counters.merged, counters.pgrant_hits
     );
+}
+
+/// Event-driven on both sides (no spinning anywhere), one request at a time:
+/// every cycle sleeps on the event channel and on the storage's completions,
+/// so a lost wake-up (the backend sleeping through a request or a completion)
+/// would show as a sleep that lasted its 100 ms cap with work ready, which
+/// the backend counts (`Counters::missed_wakeups`).
+#[test]
+fn event_driven_cycles_miss_no_wake_up() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use xenio_blkfront::Wait;
+    let path = image(8 << 20);
+    let world = InProcess::new().unwrap();
+    let dom0 = world.domain(DomId(0)).unwrap();
+    let guest = Arc::new(world.domain(DomId(1)).unwrap());
+    let paths = DevicePaths::new(DomId(0), DomId(1), DeviceKind::Vbd, 51712);
+    create_device(dom0.store(), &paths, &[]).unwrap();
+    let storage = FileStorage::open(&path, false, Direct::Auto).unwrap();
+    let event_driven = Wait::Fixed(std::time::Duration::ZERO);
+    let config = BackendConfig {
+        max_queues: 1,
+        once: true,
+        queue: QueueConfig {
+            wait: event_driven,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let counters = Counters::default();
+    let shutdown = AtomicBool::new(false);
+    const CYCLES: u64 = 5000;
+    std::thread::scope(|s| {
+        let b = s.spawn(|| {
+            serve(
+                &dom0,
+                &paths.backend,
+                &storage,
+                &config,
+                &counters,
+                &shutdown,
+            )
+        });
+        let opts = Options {
+            wait: event_driven,
+            ..Default::default()
+        };
+        let mut f = BlkFront::connect(guest.clone(), &paths.frontend, opts).unwrap();
+        let mut rng = Rng(0x5eed);
+        let mut buf = vec![0u8; 4096];
+        for i in 0..CYCLES {
+            let off = (rng.next() % ((8 << 20) / 4096)) * 4096;
+            if i % 2 == 0 {
+                buf.fill(i as u8);
+                f.write_at(off, &buf).unwrap();
+            } else {
+                f.read_at(off, &mut buf).unwrap();
+            }
+        }
+        f.close().unwrap();
+        b.join().unwrap().unwrap();
+    });
+    std::fs::remove_file(&path).unwrap();
+    eprintln!("{counters}");
+    assert!(counters.requests.load(Relaxed) >= CYCLES);
+    assert!(
+        counters.sleeps.load(Relaxed) > 0,
+        "the backend never slept: nothing was tested"
+    );
+    assert_eq!(counters.missed_wakeups.load(Relaxed), 0, "{counters}");
 }
 
 #[test]
