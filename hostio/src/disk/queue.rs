@@ -47,8 +47,9 @@ pub struct DiskQueueOptions {
     /// Execute every operation synchronously at submission, without io_uring
     /// (tests, comparisons).
     pub force_sync: bool,
-    /// Create an eventfd that becomes readable when completions are ready
-    /// ([`DiskQueue::completion_fd`]), for an event loop.
+    /// Offer a descriptor that becomes readable when completions are ready
+    /// ([`DiskQueue::completion_fd`]), for an event loop: the io_uring's own
+    /// descriptor, or an eventfd in synchronous mode.
     pub completion_fd: bool,
 }
 
@@ -219,11 +220,7 @@ macro_rules! with_file {
 }
 
 impl Uring {
-    fn setup(
-        depth: u32,
-        eventfd: Option<&EventFd>,
-        file: BorrowedFd<'_>,
-    ) -> std::result::Result<Uring, String> {
+    fn setup(depth: u32, file: BorrowedFd<'_>) -> std::result::Result<Uring, String> {
         // Cooperative task running (Linux 5.19): a completion does not interrupt
         // the thread with an inter-processor interrupt (a VM exit on a guest); it
         // is run at the thread's next system call, and the ring's TASKRUN flag
@@ -253,16 +250,6 @@ impl Uring {
                 "io_uring lacks READV/WRITEV/FSYNC: executing I/O synchronously at submission"
                     .into(),
             );
-        }
-        if let Some(efd) = eventfd {
-            ring.submitter()
-                .register_eventfd(efd.as_fd().as_raw_fd())
-                .map_err(|e| {
-                    format!(
-                        "io_uring cannot signal an eventfd (IORING_REGISTER_EVENTFD: {e}): \
-                         executing I/O synchronously at submission"
-                    )
-                })?;
         }
         let ext_arg = ring.params().is_feature_ext_arg();
         // Registered files (Linux 5.1); without them, descriptors as before.
@@ -440,10 +427,15 @@ pub struct DiskQueue {
     ready: VecDeque<Completion>,
     /// Reused buffer for completion queue entries.
     cqes: Vec<(u64, i32)>,
+    /// In synchronous mode with [`DiskQueueOptions::completion_fd`]: readable
+    /// while completions wait in `ready` (with io_uring the ring's descriptor
+    /// does that job).
     eventfd: Option<EventFd>,
     /// Registered buffers, once the table is set up (after `uring`: dropped after
     /// the ring that pinned them).
     fixed: Option<Fixed>,
+    /// [`DiskQueueOptions::completion_fd`].
+    completion_fd: bool,
     /// Registration failed once (no io_uring, an old kernel, memory the kernel
     /// cannot pin, the locked-memory limit): do not try again.
     fixed_off: bool,
@@ -485,8 +477,9 @@ impl DiskQueue {
     /// # Errors
     ///
     /// [`Error::BadValue`] for a depth of 0 or above `IORING_MAX_ENTRIES`;
-    /// [`Error::Io`] if the completion eventfd cannot be made. An io_uring the
-    /// kernel refuses is not an error: the queue runs synchronously.
+    /// [`Error::Io`] if the completion eventfd of the synchronous mode cannot
+    /// be made. An io_uring the kernel refuses is not an error: the queue runs
+    /// synchronously.
     pub fn with_options(file: Arc<BlockFile>, opts: &DiskQueueOptions) -> Result<DiskQueue> {
         if opts.depth == 0 || opts.depth > MAX_DEPTH {
             return Err(Error::BadValue {
@@ -494,19 +487,11 @@ impl DiskQueue {
                 value: opts.depth.to_string(),
             });
         }
-        let eventfd = if opts.completion_fd {
-            let efd =
-                EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-                    .map_err(|e| Error::io("creating the completion eventfd", e.into()))?;
-            Some(efd)
-        } else {
-            None
-        };
         let (uring, mode) = if opts.force_sync {
             let reason = "synchronous I/O requested (DiskQueueOptions::force_sync)".to_string();
             (None, IoMode::Sync { reason })
         } else {
-            match Uring::setup(opts.depth, eventfd.as_ref(), file.as_fd()) {
+            match Uring::setup(opts.depth, file.as_fd()) {
                 Ok(u) => (Some(u), IoMode::Uring),
                 Err(reason) => {
                     tracing::warn!("{}: {reason}", file.path().display());
@@ -514,6 +499,20 @@ impl DiskQueue {
                 }
             }
         };
+        // With io_uring, the ring's descriptor is the completion descriptor: it
+        // polls readable while a completion waits in the completion queue
+        // (level-triggered), so it needs no clearing and the kernel signals
+        // nothing per completion (an eventfd costs a `read` before every
+        // sleep and a wake-up per posted completion).
+        let eventfd = if opts.completion_fd && uring.is_none() {
+            let efd =
+                EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                    .map_err(|e| Error::io("creating the completion eventfd", e.into()))?;
+            Some(efd)
+        } else {
+            None
+        };
+        let completion_fd = opts.completion_fd;
         let depth = opts.depth as usize;
         Ok(DiskQueue {
             file,
@@ -526,6 +525,7 @@ impl DiskQueue {
             ready: VecDeque::with_capacity(depth),
             cqes: Vec::with_capacity(2 * depth),
             eventfd,
+            completion_fd,
             fixed: None,
             fixed_off: false,
             fixed_ios: 0,
@@ -769,11 +769,23 @@ impl DiskQueue {
         self.in_ring + self.ready.len()
     }
 
-    /// An eventfd that is readable when completions may be ready (if
-    /// [`DiskQueueOptions::completion_fd`] asked for one). [`complete`](Self::complete)
-    /// clears it.
+    /// A descriptor that is readable when completions may be ready (if
+    /// [`DiskQueueOptions::completion_fd`] asked for one): the io_uring's own
+    /// descriptor, readable while its completion queue holds an entry, or in
+    /// synchronous mode an eventfd that [`complete`](Self::complete) and
+    /// [`rearm_completion_fd`](Self::rearm_completion_fd) clear. Operations
+    /// that finished at submission (discards on a block device) do not make
+    /// the io_uring's readable: reap ([`reap_ready`](Self::reap_ready)) before
+    /// sleeping on it, as an event loop must anyway.
     pub fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.eventfd.as_ref().map(|e| e.as_fd())
+        if !self.completion_fd {
+            return None;
+        }
+        match (&self.uring, &self.eventfd) {
+            (Some(u), _) => Some(u.ring.as_fd()),
+            (None, Some(e)) => Some(e.as_fd()),
+            (None, None) => None,
+        }
     }
 
     /// Validate `io` and queue it (in synchronous mode: execute it). The result
@@ -898,7 +910,9 @@ impl DiskQueue {
 
     /// Clear the completion eventfd, so that it becomes readable again only for
     /// completions posted from now on. Reap after this and before sleeping, or a
-    /// completion posted just before it is missed until the next one.
+    /// completion posted just before it is missed until the next one. With
+    /// io_uring there is nothing to clear (the ring's descriptor is readable
+    /// exactly while completions are unreaped) and this makes no system call.
     pub fn rearm_completion_fd(&self) {
         if let Some(efd) = &self.eventfd {
             // Non-blocking: EAGAIN just means it was clear already.
@@ -1787,16 +1801,25 @@ mod tests {
         assert_eq!(Arc::strong_count(&region), 1);
     }
 
-    /// `reap_ready` hands back finished operations without clearing the
-    /// completion eventfd; `rearm_completion_fd` clears it, and only a later
-    /// completion makes it readable again (so an event loop that rearms, reaps
-    /// once more and then sleeps never misses one).
+    /// The completion descriptor (the io_uring's own) is readable exactly
+    /// while a completion is unreaped: not before one is posted, not after
+    /// `reap_ready` took it, again for one posted after the last reap (so an
+    /// event loop that reaps and then sleeps on it never misses one), and
+    /// clearing it (`rearm_completion_fd`) changes nothing.
     #[test]
-    fn reap_ready_leaves_the_eventfd_to_rearm() {
+    fn the_completion_descriptor_is_readable_while_a_completion_is_unreaped() {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        let readable = |e: &DiskQueue| {
+        // `within` ms (a completion's task work may make the first pass
+        // return early; poll restarts itself then).
+        let readable = |e: &DiskQueue, within: u16| {
             let mut fds = [PollFd::new(e.completion_fd().unwrap(), PollFlags::POLLIN)];
-            poll(&mut fds, PollTimeout::ZERO).unwrap() == 1
+            loop {
+                match poll(&mut fds, PollTimeout::from(within)) {
+                    Ok(n) => return n == 1,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => panic!("poll: {e}"),
+                }
+            }
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("unit.img");
@@ -1808,7 +1831,9 @@ mod tests {
             ..DiskQueueOptions::default()
         };
         let mut e = DiskQueue::with_options(file, &opts).unwrap();
-        assert!(!readable(&e));
+        assert_eq!(e.mode(), &IoMode::Uring);
+        assert!(e.eventfd.is_none(), "no eventfd beside io_uring");
+        assert!(!readable(&e, 0));
         let region = Arc::new(Region::anonymous(4096).unwrap());
         let read = |tag, e: &mut DiskQueue| {
             e.submit(
@@ -1822,30 +1847,23 @@ mod tests {
             e.flush_submissions().unwrap();
         };
         read(1, &mut e);
-        let mut out = Vec::new();
-        let t = Instant::now();
-        while out.is_empty() {
-            assert!(t.elapsed() < Duration::from_secs(10), "no completion");
-            e.reap_ready(&mut out).unwrap();
-        }
-        assert_eq!(out[0].tag, 1);
-        assert!(readable(&e), "reap_ready must not clear the eventfd");
+        assert!(readable(&e, 10_000), "no completion signalled");
+        assert!(readable(&e, 0), "readable until reaped");
         e.rearm_completion_fd();
-        assert!(!readable(&e), "rearm clears it");
-        out.clear();
+        assert!(readable(&e, 0), "rearming does not hide an unreaped one");
+        let mut out = Vec::new();
         e.reap_ready(&mut out).unwrap();
-        assert!(out.is_empty());
+        assert_eq!(out.iter().map(|c| c.tag).collect::<Vec<_>>(), [1]);
+        assert!(!readable(&e, 0), "reaped: nothing to signal");
         read(2, &mut e);
-        let t = Instant::now();
-        while !readable(&e) {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "eventfd never signalled"
-            );
-            std::thread::yield_now();
-        }
-        e.reap_ready(&mut out).unwrap();
-        assert_eq!(out.iter().map(|c| c.tag).collect::<Vec<_>>(), [2]);
+        read(3, &mut e);
+        assert!(readable(&e, 10_000), "a completion after the last reap");
+        out.clear();
+        e.complete(&mut out, 2, Some(Duration::from_secs(10))).unwrap();
+        let mut tags: Vec<u64> = out.iter().map(|c| c.tag).collect();
+        tags.sort_unstable();
+        assert_eq!(tags, [2, 3]);
+        assert!(!readable(&e, 0));
         let mut head = [0u8; 4];
         region.read(0, &mut head).unwrap();
         assert_eq!(head, [7u8; 4]);
