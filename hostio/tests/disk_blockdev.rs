@@ -83,6 +83,7 @@ fn check_loop_device(sector_size: Option<u32>) {
                 depth: 64,
                 force_sync: sync,
                 completion_fd: false,
+                ..DiskQueueOptions::default()
             },
         )
         .unwrap();

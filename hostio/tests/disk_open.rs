@@ -208,6 +208,7 @@ fn engine_depth_and_modes() {
             depth: 5,
             force_sync: true,
             completion_fd: true,
+            ..DiskQueueOptions::default()
         },
     )
     .unwrap();

@@ -80,6 +80,9 @@ pub struct XenioCounters {
     pub spun: u64,
     /// Backend spins that found nothing.
     pub spin_misses: u64,
+    /// Backend sleeps that lasted their 100 ms cap with work ready (a lost
+    /// wake-up; 0 from backends that do not say).
+    pub missed_wakeups: u64,
     /// How the frontend's waits for responses went.
     pub front_waits: WaitStats,
     /// Queues (rings) the connection had: what the frontend asked for, capped
@@ -402,6 +405,12 @@ impl Session<'_> {
         let mut c = parse_counters(&text).ok_or_else(|| {
             world.backend_error(label, "no counters line on its stderr".to_string())
         })?;
+        if c.missed_wakeups > 0 {
+            eprintln!(
+                "    warning: {label}: the backend slept through ready work {} time(s) (100 ms each: a lost wake-up)",
+                c.missed_wakeups
+            );
+        }
         c.front_notifications = front_notifications;
         c.front_waits = front_waits;
         c.queues = queues;
@@ -524,6 +533,11 @@ pub fn parse_counters(log: &str) -> Option<XenioCounters> {
             .find(|w| w[1..] == ["spins", "missed"])
             .and_then(|w| w[0].parse().ok())
             .unwrap_or(0),
+        missed_wakeups: words
+            .windows(3)
+            .find(|w| w[1..] == ["missed", "wake-ups"])
+            .and_then(|w| w[0].parse().ok())
+            .unwrap_or(0),
         queues: 0,
         front_waits: WaitStats::default(),
     })
@@ -576,10 +590,10 @@ mod tests {
         );
         let new = "blkback: Closed: 12 requests in 3 batches, 0 errors (0 rejected), 11 I/Os, \
                    1 merged, 0 reordered, 4 notifications, 3 sleeps, 7 waits ended spinning, \
-                   2 spins missed, 0 I/Os into registered memory\n";
+                   2 spins missed, 0 I/Os into registered memory, 5 missed wake-ups\n";
         assert_eq!(
-            parse_counters(new).map(|c| (c.sleeps, c.spun, c.spin_misses)),
-            Some((3, 7, 2))
+            parse_counters(new).map(|c| (c.sleeps, c.spun, c.spin_misses, c.missed_wakeups)),
+            Some((3, 7, 2, 5))
         );
         assert_eq!(
             storage_line(log).as_deref(),

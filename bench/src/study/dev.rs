@@ -57,6 +57,7 @@ impl NativeDev {
                 depth,
                 force_sync: sync,
                 completion_fd: false,
+                ..DiskQueueOptions::default()
             },
         )
         .map_err(|err| BenchError::Platform {

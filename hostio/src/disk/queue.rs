@@ -49,8 +49,18 @@ pub struct DiskQueueOptions {
     pub force_sync: bool,
     /// Offer a descriptor that becomes readable when completions are ready
     /// ([`DiskQueue::completion_fd`]), for an event loop: the io_uring's own
-    /// descriptor, or an eventfd in synchronous mode.
+    /// descriptor, or an eventfd in synchronous mode and with
+    /// [`defer_taskrun`](Self::defer_taskrun).
     pub completion_fd: bool,
+    /// Run completion work only when this queue asks for completions
+    /// (`IORING_SETUP_DEFER_TASKRUN` with `SINGLE_ISSUER`, Linux 6.1), instead
+    /// of at the thread's next system call: the work of several completions is
+    /// run in one go, and a sleep is not cut short and restarted to run it.
+    /// The queue must then be created, used and dropped on one thread: the
+    /// kernel refuses another thread's submissions (`EEXIST`, reported as an
+    /// error). Where the kernel refuses the flags, the queue runs as without
+    /// them. Off by default.
+    pub defer_taskrun: bool,
 }
 
 impl Default for DiskQueueOptions {
@@ -59,6 +69,7 @@ impl Default for DiskQueueOptions {
             depth: 64,
             force_sync: false,
             completion_fd: false,
+            defer_taskrun: false,
         }
     }
 }
@@ -198,6 +209,8 @@ struct Uring {
     /// The file is registered (index 0), so that operations name it without
     /// the kernel looking the descriptor up and counting a reference each time.
     fixed_file: bool,
+    /// Set up with `DEFER_TASKRUN` and `SINGLE_ISSUER`.
+    deferred: bool,
 }
 
 /// How an operation names the file: by descriptor, or by its registered
@@ -220,7 +233,35 @@ macro_rules! with_file {
 }
 
 impl Uring {
-    fn setup(depth: u32, file: BorrowedFd<'_>) -> std::result::Result<Uring, String> {
+    fn setup(
+        depth: u32,
+        file: BorrowedFd<'_>,
+        defer: Option<&EventFd>,
+    ) -> std::result::Result<Uring, String> {
+        if let Some(efd) = defer {
+            // Deferred task running (Linux 6.1): completion work waits on the
+            // ring until this thread enters with GETEVENTS (`reap` does when
+            // the TASKRUN flag says work is due). The ring's descriptor does
+            // not poll readable for such work before Linux 6.19 (fixed by
+            // "io_uring: wake ring pollers for local task_work"), but a
+            // registered eventfd is signalled when work is queued.
+            let ring = IoUring::builder()
+                .setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_taskrun_flag()
+                .build(depth);
+            match ring {
+                Ok(ring) => match ring.submitter().register_eventfd(efd.as_fd().as_raw_fd()) {
+                    Ok(()) => return Self::finish_setup(ring, file, true),
+                    Err(e) => tracing::debug!(
+                        "IORING_REGISTER_EVENTFD refused ({e}): cooperative task running instead"
+                    ),
+                },
+                Err(e) => tracing::debug!(
+                    "IORING_SETUP_DEFER_TASKRUN refused ({e}): cooperative task running instead"
+                ),
+            }
+        }
         // Cooperative task running (Linux 5.19): a completion does not interrupt
         // the thread with an inter-processor interrupt (a VM exit on a guest); it
         // is run at the thread's next system call, and the ring's TASKRUN flag
@@ -234,6 +275,14 @@ impl Uring {
             .map_err(|e| {
                 format!("io_uring unavailable (io_uring_setup: {e}): executing I/O synchronously at submission")
             })?;
+        Self::finish_setup(ring, file, false)
+    }
+
+    fn finish_setup(
+        ring: IoUring,
+        file: BorrowedFd<'_>,
+        deferred: bool,
+    ) -> std::result::Result<Uring, String> {
         let mut probe = io_uring::Probe::new();
         let (rw, fallocate) = match ring.submitter().register_probe(&mut probe) {
             Ok(()) => (
@@ -259,6 +308,7 @@ impl Uring {
             ext_arg,
             fallocate,
             fixed_file,
+            deferred,
         })
     }
 
@@ -487,11 +537,22 @@ impl DiskQueue {
                 value: opts.depth.to_string(),
             });
         }
+        let make_eventfd = || {
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .map_err(|e| Error::io("creating the completion eventfd", e.into()))
+        };
+        // With deferred task running, an eventfd signals completion work.
+        let mut eventfd = if opts.completion_fd && opts.defer_taskrun && !opts.force_sync {
+            Some(make_eventfd()?)
+        } else {
+            None
+        };
         let (uring, mode) = if opts.force_sync {
             let reason = "synchronous I/O requested (DiskQueueOptions::force_sync)".to_string();
             (None, IoMode::Sync { reason })
         } else {
-            match Uring::setup(opts.depth, file.as_fd()) {
+            let defer = opts.defer_taskrun.then_some(eventfd.as_ref()).flatten();
+            match Uring::setup(opts.depth, file.as_fd(), defer) {
                 Ok(u) => (Some(u), IoMode::Uring),
                 Err(reason) => {
                     tracing::warn!("{}: {reason}", file.path().display());
@@ -499,19 +560,17 @@ impl DiskQueue {
                 }
             }
         };
-        // With io_uring, the ring's descriptor is the completion descriptor: it
-        // polls readable while a completion waits in the completion queue
-        // (level-triggered), so it needs no clearing and the kernel signals
-        // nothing per completion (an eventfd costs a `read` before every
-        // sleep and a wake-up per posted completion).
-        let eventfd = if opts.completion_fd && uring.is_none() {
-            let efd =
-                EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-                    .map_err(|e| Error::io("creating the completion eventfd", e.into()))?;
-            Some(efd)
-        } else {
-            None
-        };
+        // Otherwise, with io_uring, the ring's descriptor is the completion
+        // descriptor: it polls readable while a completion waits in the
+        // completion queue (level-triggered), so it needs no clearing and the
+        // kernel signals nothing per completion (an eventfd costs a `read`
+        // before every sleep and a wake-up per posted completion).
+        match &uring {
+            Some(u) if !u.deferred => eventfd = None,
+            Some(_) => {}
+            None if opts.completion_fd && eventfd.is_none() => eventfd = Some(make_eventfd()?),
+            None => {}
+        }
         let completion_fd = opts.completion_fd;
         let depth = opts.depth as usize;
         Ok(DiskQueue {
@@ -753,6 +812,29 @@ impl DiskQueue {
         &self.mode
     }
 
+    /// Whether completion work is deferred until this queue asks for it
+    /// ([`DiskQueueOptions::defer_taskrun`] asked and the kernel agreed): the
+    /// queue then works only on the thread that created it.
+    pub fn deferred_taskrun(&self) -> bool {
+        self.uring.as_ref().is_some_and(|u| u.deferred)
+    }
+
+    /// `e` from `io_uring_enter` while `what`, explained when it is the
+    /// kernel refusing a thread other than the creator of a single-issuer ring.
+    fn enter_error(&self, what: &str, e: io::Error) -> Error {
+        let path = self.file.path().display();
+        if e.raw_os_error() == Some(libc::EEXIST) && self.deferred_taskrun() {
+            return Error::io(
+                format!(
+                    "{path}: {what}: this io_uring serves only the thread that created it \
+                     (DiskQueueOptions::defer_taskrun)"
+                ),
+                e,
+            );
+        }
+        Error::io(format!("{path}: {what} (io_uring_enter)"), e)
+    }
+
     /// The file or device.
     pub fn file(&self) -> &Arc<BlockFile> {
         &self.file
@@ -772,7 +854,9 @@ impl DiskQueue {
     /// A descriptor that is readable when completions may be ready (if
     /// [`DiskQueueOptions::completion_fd`] asked for one): the io_uring's own
     /// descriptor, readable while its completion queue holds an entry, or in
-    /// synchronous mode an eventfd that [`complete`](Self::complete) and
+    /// synchronous mode and with deferred task running
+    /// ([`DiskQueueOptions::defer_taskrun`]) an eventfd that
+    /// [`complete`](Self::complete) and
     /// [`rearm_completion_fd`](Self::rearm_completion_fd) clear. Operations
     /// that finished at submission (discards on a block device) do not make
     /// the io_uring's readable: reap ([`reap_ready`](Self::reap_ready)) before
@@ -782,8 +866,8 @@ impl DiskQueue {
             return None;
         }
         match (&self.uring, &self.eventfd) {
-            (Some(u), _) => Some(u.ring.as_fd()),
-            (None, Some(e)) => Some(e.as_fd()),
+            (_, Some(e)) => Some(e.as_fd()),
+            (Some(u), None) => Some(u.ring.as_fd()),
             (None, None) => None,
         }
     }
@@ -871,15 +955,7 @@ impl DiskQueue {
                 // The kernel is short of resources or its completion queue is full:
                 // `complete` submits the rest.
                 Err(e) if transient(&e) => return Ok(0),
-                Err(e) => {
-                    return Err(Error::io(
-                        format!(
-                            "{}: submitting I/O (io_uring_enter)",
-                            self.file.path().display()
-                        ),
-                        e,
-                    ));
-                }
+                Err(e) => return Err(self.enter_error("submitting I/O", e)),
             }
         }
     }
@@ -912,7 +988,8 @@ impl DiskQueue {
     /// completions posted from now on. Reap after this and before sleeping, or a
     /// completion posted just before it is missed until the next one. With
     /// io_uring there is nothing to clear (the ring's descriptor is readable
-    /// exactly while completions are unreaped) and this makes no system call.
+    /// exactly while completions are unreaped) and this makes no system call,
+    /// except with deferred task running.
     pub fn rearm_completion_fd(&self) {
         if let Some(efd) = &self.eventfd {
             // Non-blocking: EAGAIN just means it was clear already.
@@ -944,15 +1021,7 @@ impl DiskQueue {
                     resubmitted |= self.reap(out);
                     break;
                 }
-                Err(e) => {
-                    return Err(Error::io(
-                        format!(
-                            "{}: waiting for I/O completions (io_uring_enter)",
-                            self.file.path().display()
-                        ),
-                        e,
-                    ));
-                }
+                Err(e) => return Err(self.enter_error("waiting for I/O completions", e)),
             }
         }
         // Continuations of short transfers must reach the kernel now: an event
@@ -1859,7 +1928,8 @@ mod tests {
         read(3, &mut e);
         assert!(readable(&e, 10_000), "a completion after the last reap");
         out.clear();
-        e.complete(&mut out, 2, Some(Duration::from_secs(10))).unwrap();
+        e.complete(&mut out, 2, Some(Duration::from_secs(10)))
+            .unwrap();
         let mut tags: Vec<u64> = out.iter().map(|c| c.tag).collect();
         tags.sort_unstable();
         assert_eq!(tags, [2, 3]);
@@ -1867,5 +1937,123 @@ mod tests {
         let mut head = [0u8; 4];
         region.read(0, &mut head).unwrap();
         assert_eq!(head, [7u8; 4]);
+    }
+
+    /// With deferred task running the completion descriptor is an eventfd
+    /// signalled when completion work is queued, and the work runs only when
+    /// the queue asks: a completion whose work was queued before the rearm
+    /// is found by the reap after it (the reap runs the work), and a later
+    /// one signals again.
+    #[test]
+    fn deferred_completion_work_is_found_by_the_reap_after_the_rearm() {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let readable = |e: &DiskQueue, within: u16| {
+            let mut fds = [PollFd::new(e.completion_fd().unwrap(), PollFlags::POLLIN)];
+            loop {
+                match poll(&mut fds, PollTimeout::from(within)) {
+                    Ok(n) => return n == 1,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => panic!("poll: {e}"),
+                }
+            }
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("unit.img");
+        std::fs::write(&path, vec![7u8; 1 << 16]).unwrap();
+        let file = Arc::new(BlockFile::open(&path, DiskOpen::default()).unwrap());
+        let opts = DiskQueueOptions {
+            depth: 4,
+            completion_fd: true,
+            defer_taskrun: true,
+            ..DiskQueueOptions::default()
+        };
+        let mut e = DiskQueue::with_options(file, &opts).unwrap();
+        if !e.deferred_taskrun() {
+            eprintln!("SKIP: the kernel refuses IORING_SETUP_DEFER_TASKRUN (Linux < 6.1)");
+            return;
+        }
+        assert!(e.eventfd.is_some());
+        assert!(!readable(&e, 0));
+        let region = Arc::new(Region::anonymous(4096).unwrap());
+        let read = |tag, e: &mut DiskQueue| {
+            e.submit(
+                tag,
+                Io::Read {
+                    offset: 0,
+                    segs: vec![IoSeg::new(region.clone(), 0, 4096)],
+                },
+            )
+            .unwrap();
+            e.flush_submissions().unwrap();
+        };
+        read(1, &mut e);
+        assert!(readable(&e, 10_000), "completion work never signalled");
+        // Wait until the work is queued for certain (the flag comes with the
+        // signal), then clear the signal: the reap must still find it.
+        e.rearm_completion_fd();
+        assert!(!readable(&e, 0), "rearm clears the eventfd");
+        let mut out = Vec::new();
+        e.reap_ready(&mut out).unwrap();
+        assert_eq!(out.iter().map(|c| c.tag).collect::<Vec<_>>(), [1]);
+        read(2, &mut e);
+        assert!(readable(&e, 10_000), "a later completion signals again");
+        out.clear();
+        e.complete(&mut out, 1, Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(out.iter().map(|c| c.tag).collect::<Vec<_>>(), [2]);
+        let mut head = [0u8; 4];
+        region.read(0, &mut head).unwrap();
+        assert_eq!(head, [7u8; 4]);
+    }
+
+    /// A deferred (single-issuer) queue used from another thread than its
+    /// creator fails with an error that says why, and still works (and drops
+    /// cleanly) back on its own thread.
+    #[test]
+    fn a_deferred_queue_refuses_another_thread_clearly() {
+        let (_dir, file) = {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("unit.img");
+            std::fs::write(&path, vec![7u8; 1 << 16]).unwrap();
+            let file = Arc::new(BlockFile::open(&path, DiskOpen::default()).unwrap());
+            (dir, file)
+        };
+        let opts = DiskQueueOptions {
+            depth: 4,
+            completion_fd: true,
+            defer_taskrun: true,
+            ..DiskQueueOptions::default()
+        };
+        let e = DiskQueue::with_options(file, &opts).unwrap();
+        if !e.deferred_taskrun() {
+            eprintln!("SKIP: the kernel refuses IORING_SETUP_DEFER_TASKRUN (Linux < 6.1)");
+            return;
+        }
+        let region = Arc::new(Region::anonymous(4096).unwrap());
+        let r = region.clone();
+        let (mut e, err) = std::thread::spawn(move || {
+            let mut e = e;
+            e.submit(
+                1,
+                Io::Read {
+                    offset: 0,
+                    segs: vec![IoSeg::new(r, 0, 4096)],
+                },
+            )
+            .unwrap();
+            let err = e.flush_submissions().unwrap_err();
+            (e, err)
+        })
+        .join()
+        .unwrap();
+        let msg = err.to_string();
+        assert!(msg.contains("only the thread that created it"), "{msg}");
+        let mut out = Vec::new();
+        e.complete(&mut out, 1, Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        assert!(out[0].result.is_ok(), "{:?}", out[0].result);
+        drop(e);
+        assert_eq!(Arc::strong_count(&region), 1);
     }
 }
