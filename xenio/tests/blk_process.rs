@@ -828,10 +828,14 @@ fn persistent_grants_in_shared_memory_are_registered() {
         assert!(out.status.success(), "{err}");
         let registered: u64 = err
             .lines()
-            .find_map(|l| l.strip_suffix(" I/Os into registered memory"))
-            .and_then(|l| l.rsplit(' ').next())
+            .find_map(|l| l.split_once(" I/Os into registered memory"))
+            .and_then(|(l, _)| l.rsplit(' ').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no count of registered I/Os: {err}"));
+        assert!(
+            err.contains(", 0 missed wake-ups"),
+            "the backend slept through ready work: {err}"
+        );
         eprintln!(
             "domain memory in {}: {registered} I/Os into registered memory",
             parent.display()
