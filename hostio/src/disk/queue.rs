@@ -59,7 +59,8 @@ pub struct DiskQueueOptions {
     /// The queue must then be created, used and dropped on one thread: the
     /// kernel refuses another thread's submissions (`EEXIST`, reported as an
     /// error). Where the kernel refuses the flags, the queue runs as without
-    /// them. Off by default.
+    /// them. Off by default (blkback measured it and keeps it off: README,
+    /// "One wait primitive").
     pub defer_taskrun: bool,
 }
 
@@ -242,9 +243,10 @@ impl Uring {
             // Deferred task running (Linux 6.1): completion work waits on the
             // ring until this thread enters with GETEVENTS (`reap` does when
             // the TASKRUN flag says work is due). The ring's descriptor does
-            // not poll readable for such work before Linux 6.19 (fixed by
-            // "io_uring: wake ring pollers for local task_work"), but a
-            // registered eventfd is signalled when work is queued.
+            // not poll readable for such work on kernels without "io_uring:
+            // wake ring pollers for local task_work" (2026-10; the lab's 6.1
+            // lacks it), but a registered eventfd is signalled when work is
+            // queued.
             let ring = IoUring::builder()
                 .setup_single_issuer()
                 .setup_defer_taskrun()
