@@ -181,12 +181,7 @@ enum RingState {
 }
 
 /// Set up `state`'s ring on first use; `None` if there is none.
-fn ring_of<'a>(
-    state: &'a mut RingState,
-    tap: &Tap,
-    depth: u32,
-    io: TapIo,
-) -> Option<&'a mut Ring> {
+fn ring_of<'a>(state: &'a mut RingState, tap: &Tap, depth: u32, io: TapIo) -> Option<&'a mut Ring> {
     if matches!(state, RingState::Untried) {
         *state = if io == TapIo::Plain {
             RingState::Unavailable
@@ -246,10 +241,12 @@ impl TapReader {
         let slots = (0..depth)
             .map(|_| Slot {
                 hdr: Box::new([0; VNET_HDR_LEN]),
-                iov: Box::new([libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                }; 2]),
+                iov: Box::new(
+                    [libc::iovec {
+                        iov_base: std::ptr::null_mut(),
+                        iov_len: 0,
+                    }; 2],
+                ),
                 buf: None,
                 busy: false,
             })

@@ -293,8 +293,12 @@ impl Frames for TapQueue {
         };
         self.hdrs.clear();
         self.hdrs.extend(frames.iter().map(|(_, m)| vnet_hdr(m)));
-        let packets: Vec<(VirtioNetHdr, &[u8])> =
-            self.hdrs.iter().zip(frames).map(|(h, (f, _))| (*h, *f)).collect();
+        let packets: Vec<(VirtioNetHdr, &[u8])> = self
+            .hdrs
+            .iter()
+            .zip(frames)
+            .map(|(h, (f, _))| (*h, *f))
+            .collect();
         self.results.clear();
         let failed = w.write_batch(&packets, &mut self.results).err();
         out.extend(self.results.drain(..).map(sent_of));
@@ -353,14 +357,16 @@ impl Frames for TapQueue {
         };
         let name = self.tap.name();
         let mut take = || spare.pop().unwrap_or_default();
-        Ok(r.read_batch(max, &mut take, &mut |buf, h, len| match meta_of(&h) {
-            Some(meta) => f(buf, Received { len, meta }),
-            None => {
-                // A kind of packet never asked for: not for this frontend.
-                tracing::debug!("{name}: dropping a packet with {h:?}");
-                true
-            }
-        })?)
+        Ok(
+            r.read_batch(max, &mut take, &mut |buf, h, len| match meta_of(&h) {
+                Some(meta) => f(buf, Received { len, meta }),
+                None => {
+                    // A kind of packet never asked for: not for this frontend.
+                    tracing::debug!("{name}: dropping a packet with {h:?}");
+                    true
+                }
+            })?,
+        )
     }
 
     fn completion_fd(&self) -> Option<BorrowedFd<'_>> {

@@ -447,7 +447,11 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
         if st.tx_held.is_empty() {
             let frames: Vec<(&[u8], Meta)> = plan
                 .iter()
-                .filter_map(|(p, r)| r.as_ref().ok().map(|(at, m)| (&arena[*at..*at + p.len], *m)))
+                .filter_map(|(p, r)| {
+                    r.as_ref()
+                        .ok()
+                        .map(|(at, m)| (&arena[*at..*at + p.len], *m))
+                })
                 .collect();
             if !frames.is_empty() {
                 let t = Instant::now();
