@@ -176,7 +176,7 @@ impl Ring {
 
 enum RingState {
     Untried,
-    Ready(Ring),
+    Ready(Box<Ring>),
     Unavailable,
 }
 
@@ -189,7 +189,7 @@ fn ring_of<'a>(state: &'a mut RingState, tap: &Tap, depth: u32, io: TapIo) -> Op
             match Ring::setup(tap, depth) {
                 Ok(r) => {
                     tracing::debug!("{}: batched I/O through {}", tap.name(), r.mode);
-                    RingState::Ready(r)
+                    RingState::Ready(Box::new(r))
                 }
                 Err(e) => {
                     tracing::info!(
@@ -202,7 +202,7 @@ fn ring_of<'a>(state: &'a mut RingState, tap: &Tap, depth: u32, io: TapIo) -> Op
         };
     }
     match state {
-        RingState::Ready(r) => Some(r),
+        RingState::Ready(r) => Some(r.as_mut()),
         _ => None,
     }
 }

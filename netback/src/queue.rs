@@ -234,6 +234,10 @@ struct RxItem {
     gso: Option<NetifExtraGso>,
 }
 
+/// What becomes of a tx packet of a batch: sent (from this offset of the
+/// batch's bytes, with these offloads), or answered with this status.
+type Planned = std::result::Result<(usize, Meta), i16>;
+
 /// A packet the network said [`Sent::Busy`] to, kept in ring order.
 struct Held {
     bytes: Vec<u8>,
@@ -416,8 +420,7 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
         };
         // Check each packet's offloads, then hand the good ones to the
         // network in one call, then answer all of them in ring order.
-        let mut plan: Vec<(TxPacket, std::result::Result<(usize, Meta), i16>)> =
-            Vec::with_capacity(packets.len());
+        let mut plan: Vec<(TxPacket, Planned)> = Vec::with_capacity(packets.len());
         let mut pos = 0;
         for (p, ok) in packets.into_iter().zip(results) {
             let at = pos;
