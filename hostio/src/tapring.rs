@@ -150,19 +150,33 @@ impl Ring {
         Ok(Ring { ring, fixed, mode })
     }
 
-    /// Submit what is queued (and run deferred completions) if there is
-    /// anything to submit or the kernel asks for an enter; `want` completions
-    /// are waited for.
-    fn enter(&mut self, want: usize) -> io::Result<()> {
+    /// Submit what is queued and run deferred completions, when there is
+    /// anything to submit, the kernel asks for an enter (the TASKRUN flag),
+    /// `want` completions are to be waited for, or `poke` says reads are
+    /// armed (Linux 6.1 does not set the TASKRUN flag for a
+    /// `DEFER_TASKRUN` ring's deferred completions: without an enter they
+    /// would wait, the packets with them, while the TAP polls readable).
+    fn enter(&mut self, want: usize, poke: bool) -> io::Result<()> {
         let mut sq = self.ring.submission();
         sq.sync();
-        let due = !sq.is_empty() || sq.taskrun() || want > 0;
+        let pending = sq.len();
+        let due = pending > 0 || sq.taskrun() || want > 0 || poke;
         drop(sq);
         if !due {
             return Ok(());
         }
         loop {
-            match self.ring.submit_and_wait(want) {
+            // SAFETY: no argument pointer is passed; the entries submitted
+            // were pushed under their pushers' own SAFETY arguments.
+            let r = unsafe {
+                self.ring.submitter().enter::<libc::sigset_t>(
+                    pending as u32,
+                    want as u32,
+                    IORING_ENTER_GETEVENTS,
+                    None,
+                )
+            };
+            match r {
                 Ok(_) => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 // A full completion queue: the caller reaps, then enters again.
@@ -173,6 +187,10 @@ impl Ring {
         }
     }
 }
+
+/// `IORING_ENTER_GETEVENTS` (`linux/io_uring.h`): wait for (and run the
+/// deferred work of) completions.
+const IORING_ENTER_GETEVENTS: u32 = 1;
 
 enum RingState {
     Untried,
@@ -346,7 +364,8 @@ impl TapReader {
             s.busy = true;
             self.in_flight += 1;
         }
-        ring.enter(0).map_err(|e| err("reading from", e))?;
+        ring.enter(0, self.in_flight > 0)
+            .map_err(|e| err("reading from", e))?;
         let mut got = 0;
         let mut failed = None;
         let mut cq = ring.ring.completion();
@@ -442,7 +461,7 @@ impl Drop for TapReader {
             }
         }
         for _ in 0..1000 {
-            if ring.enter(1).is_err() {
+            if ring.enter(1, true).is_err() {
                 break;
             }
             for cqe in ring.ring.completion() {
@@ -567,7 +586,7 @@ impl TapWriter {
             let mut tries = 0;
             let mut broken = None;
             while left > 0 {
-                if let Err(e) = ring.enter(left) {
+                if let Err(e) = ring.enter(left, false) {
                     tries += 1;
                     if tries < 100 {
                         continue;
