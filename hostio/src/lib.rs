@@ -30,5 +30,6 @@ pub mod rbd;
 pub mod rbd_target;
 mod segs;
 pub mod tap;
+pub mod tapring;
 
 pub use error::{Error, Result};

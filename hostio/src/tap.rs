@@ -241,11 +241,25 @@ impl Tap {
             _pad: [0; 22],
         };
         req.name[..name.len()].copy_from_slice(name.as_bytes());
-        // SAFETY: `fd` is an open /dev/net/tun descriptor and `req` a valid,
-        // initialised `struct ifreq` (name NUL-terminated: at most 15 bytes were
-        // copied into 16 zeroed ones) that lives across the call; the kernel reads
-        // it and writes the chosen name back into it.
-        unsafe { tunsetiff(fd.as_raw_fd(), &mut req) }.map_err(|e| {
+        // A backend killed with reads armed through io_uring
+        // ([`crate::tapring`]) lets go of its queue only when the kernel has
+        // torn its ring down, after the process is gone: `EBUSY` is retried
+        // for up to two seconds.
+        let t = std::time::Instant::now();
+        let attached = loop {
+            // SAFETY: `fd` is an open /dev/net/tun descriptor and `req` a
+            // valid, initialised `struct ifreq` (name NUL-terminated: at most
+            // 15 bytes were copied into 16 zeroed ones) that lives across the
+            // call; the kernel reads it and writes the chosen name back.
+            let r = unsafe { tunsetiff(fd.as_raw_fd(), &mut req) };
+            match r {
+                Err(Errno::EBUSY) if t.elapsed() < std::time::Duration::from_secs(2) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => break r,
+            }
+        };
+        attached.map_err(|e| {
             let hint = match e {
                 Errno::EINVAL => " (was the device created with a different multi_queue setting?)",
                 Errno::EPERM => " (needs CAP_NET_ADMIN, or a device owned by this user)",

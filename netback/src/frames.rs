@@ -22,6 +22,7 @@
 //! the frontend are plain frames.
 
 use crate::packet::{Checksum, GsoKind, Meta, Offloads, Received, Sent};
+use crate::rxbuf::RxBuf;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -31,6 +32,7 @@ use xenio_hostio::tap::{
     VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4,
     VIRTIO_NET_HDR_GSO_TCPV6, VirtioNetHdr,
 };
+use xenio_hostio::tapring::{TapIo, TapReader, TapWriter};
 
 /// One queue's packet sink and source; each queue's thread owns its own.
 pub trait Frames: Send {
@@ -54,6 +56,75 @@ pub trait Frames: Send {
     /// See the module's table: `WouldBlock` is `Ok(None)`, any other error
     /// disconnects the frontend.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<Received>>;
+
+    /// Hand packets to the network in order, pushing one result per packet to
+    /// `out` as [`Frames::send`] answers; after a [`Sent::Busy`] (or
+    /// `WouldBlock`) the rest are not offered (`out` is shorter). The default
+    /// calls [`Frames::send`] for each; a network that can write several
+    /// packets per system call (a TAP through io_uring) does so.
+    fn send_many(&mut self, frames: &[(&[u8], Meta)], out: &mut Vec<io::Result<Sent>>) {
+        for (frame, meta) in frames {
+            let r = self.send(frame, meta);
+            let busy = match &r {
+                Ok(Sent::Busy) => true,
+                Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+                _ => false,
+            };
+            out.push(r);
+            if busy {
+                break;
+            }
+        }
+    }
+
+    /// Take up to `max` packets (at least one is tried) for the frontend
+    /// without blocking, handing each to `f` with its buffer until `f`
+    /// answers `false`; returns how many were handed over. Buffers come from
+    /// `spare` (and a buffer not filled goes back to it). The default calls
+    /// [`Frames::recv`] for each; a TAP keeps reads armed through io_uring
+    /// and collects them with one system call.
+    ///
+    /// # Errors
+    ///
+    /// As [`Frames::recv`] (`WouldBlock` is no packet).
+    fn recv_many(
+        &mut self,
+        max: usize,
+        spare: &mut Vec<RxBuf>,
+        f: &mut dyn FnMut(RxBuf, Received) -> bool,
+    ) -> io::Result<usize> {
+        let mut got = 0;
+        for _ in 0..max.max(1) {
+            let mut buf = spare.pop().unwrap_or_default();
+            match self.recv(buf.bytes_mut()) {
+                Ok(Some(r)) => {
+                    got += 1;
+                    if !f(buf, r) {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    spare.push(buf);
+                    break;
+                }
+                Err(e) => {
+                    spare.push(buf);
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        break;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    /// A second descriptor polled with [`Frames::ready_fd`]: one that polls
+    /// readable while packets taken by [`Frames::recv_many`] wait to be
+    /// handed over (a TAP's io_uring). Default: none.
+    fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 
     /// A descriptor that polls readable while [`Frames::recv`] has a packet
     /// (and writable when a [`Sent::Busy`] network can take one again), if
@@ -154,41 +225,156 @@ pub fn meta_of(h: &VirtioNetHdr) -> Option<Meta> {
     })
 }
 
-/// One queue of a TAP device.
-#[derive(Debug, Clone)]
-pub struct TapQueue(Arc<Tap>);
+/// Reads armed at once on a TAP queue (each with a 64 KiB buffer).
+const TAP_READS: usize = 32;
+
+/// One queue of a TAP device. With the virtio-net header, packets are read
+/// and written in batches through io_uring ([`TapReader`], [`TapWriter`]),
+/// one system call per batch; `XENIO_TAP_IO=plain` in the environment (or no
+/// io_uring in the kernel) makes it one `readv`/`writev` per packet.
+pub struct TapQueue {
+    tap: Arc<Tap>,
+    reader: Option<TapReader>,
+    writer: Option<TapWriter>,
+    /// Headers and frames of one `send_many`, kept between batches.
+    hdrs: Vec<VirtioNetHdr>,
+    results: Vec<xenio_hostio::Result<bool>>,
+}
+
+impl std::fmt::Debug for TapQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapQueue")
+            .field("tap", &self.tap)
+            .field("reads", &self.reader.as_ref().and_then(TapReader::mode))
+            .field("writes", &self.writer.as_ref().and_then(TapWriter::mode))
+            .finish()
+    }
+}
+
+impl TapQueue {
+    fn new(tap: Arc<Tap>, io: TapIo) -> TapQueue {
+        let batched = tap.vnet_hdr();
+        TapQueue {
+            reader: batched.then(|| TapReader::new(tap.clone(), TAP_READS, io)),
+            writer: batched.then(|| TapWriter::new(tap.clone(), io)),
+            tap,
+            hdrs: Vec::new(),
+            results: Vec::new(),
+        }
+    }
+
+    /// How packets are read and written (`None` before the first of each).
+    pub fn io_modes(&self) -> (Option<&'static str>, Option<&'static str>) {
+        (
+            self.reader.as_ref().and_then(TapReader::mode),
+            self.writer.as_ref().and_then(TapWriter::mode),
+        )
+    }
+}
+
+fn sent_of(r: xenio_hostio::Result<bool>) -> io::Result<Sent> {
+    Ok(if r? { Sent::Delivered } else { Sent::Dropped })
+}
 
 impl Frames for TapQueue {
     fn send(&mut self, frame: &[u8], meta: &Meta) -> io::Result<Sent> {
-        let ok = if self.0.vnet_hdr() {
-            self.0.write_packet(&vnet_hdr(meta), frame)?
+        let ok = if self.tap.vnet_hdr() {
+            self.tap.write_packet(&vnet_hdr(meta), frame)?
         } else {
-            self.0.write(frame)?
+            self.tap.write(frame)?
         };
         Ok(if ok { Sent::Delivered } else { Sent::Dropped })
     }
 
+    fn send_many(&mut self, frames: &[(&[u8], Meta)], out: &mut Vec<io::Result<Sent>>) {
+        let Some(w) = &mut self.writer else {
+            out.extend(frames.iter().map(|(f, m)| self.send(f, m)));
+            return;
+        };
+        self.hdrs.clear();
+        self.hdrs.extend(frames.iter().map(|(_, m)| vnet_hdr(m)));
+        let packets: Vec<(VirtioNetHdr, &[u8])> = self
+            .hdrs
+            .iter()
+            .zip(frames)
+            .map(|(h, (f, _))| (*h, *f))
+            .collect();
+        self.results.clear();
+        let failed = w.write_batch(&packets, &mut self.results).err();
+        out.extend(self.results.drain(..).map(sent_of));
+        if let Some(e) = failed {
+            let e = io::Error::from(e);
+            // The ring failed: what was not written fails with it.
+            for _ in out.len()..frames.len() {
+                out.push(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+        }
+    }
+
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<Received>> {
-        if !self.0.vnet_hdr() {
-            return Ok(self.0.read(buf)?.map(|len| Received {
+        if !self.tap.vnet_hdr() {
+            return Ok(self.tap.read(buf)?.map(|len| Received {
                 len,
                 meta: Meta::default(),
             }));
         }
         loop {
-            let Some((h, len)) = self.0.read_packet(buf)? else {
+            let Some((h, len)) = self.tap.read_packet(buf)? else {
                 return Ok(None);
             };
             match meta_of(&h) {
                 Some(meta) => return Ok(Some(Received { len, meta })),
                 // A kind of packet never asked for: not for this frontend.
-                None => tracing::debug!("{}: dropping a packet with {h:?}", self.0.name()),
+                None => tracing::debug!("{}: dropping a packet with {h:?}", self.tap.name()),
             }
         }
     }
 
+    fn recv_many(
+        &mut self,
+        max: usize,
+        spare: &mut Vec<RxBuf>,
+        f: &mut dyn FnMut(RxBuf, Received) -> bool,
+    ) -> io::Result<usize> {
+        let Some(r) = &mut self.reader else {
+            let mut got = 0;
+            for _ in 0..max.max(1) {
+                let mut buf = spare.pop().unwrap_or_default();
+                match self.recv(buf.bytes_mut())? {
+                    Some(rcv) => {
+                        got += 1;
+                        if !f(buf, rcv) {
+                            break;
+                        }
+                    }
+                    None => {
+                        spare.push(buf);
+                        break;
+                    }
+                }
+            }
+            return Ok(got);
+        };
+        let name = self.tap.name();
+        let mut take = || spare.pop().unwrap_or_default();
+        Ok(
+            r.read_batch(max, &mut take, &mut |buf, h, len| match meta_of(&h) {
+                Some(meta) => f(buf, Received { len, meta }),
+                None => {
+                    // A kind of packet never asked for: not for this frontend.
+                    tracing::debug!("{name}: dropping a packet with {h:?}");
+                    true
+                }
+            })?,
+        )
+    }
+
+    fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.reader.as_ref().and_then(TapReader::completion_fd)
+    }
+
     fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.0.as_fd())
+        Some(self.tap.as_fd())
     }
 }
 
@@ -250,7 +436,7 @@ impl Network for TapNetwork {
 
     fn queue(&self, index: u32, _count: u32) -> io::Result<TapQueue> {
         if index == 0 {
-            return Ok(TapQueue(self.first.clone()));
+            return Ok(TapQueue::new(self.first.clone(), TapIo::from_env()));
         }
         if !self.config.multi_queue {
             return Err(io::Error::new(
@@ -258,10 +444,10 @@ impl Network for TapNetwork {
                 format!("queue {index}: TAP {} is single-queue", self.first.name()),
             ));
         }
-        Ok(TapQueue(Arc::new(Tap::open_with(
-            self.first.name(),
-            &self.config,
-        )?)))
+        Ok(TapQueue::new(
+            Arc::new(Tap::open_with(self.first.name(), &self.config)?),
+            TapIo::from_env(),
+        ))
     }
 
     fn describe(&self) -> String {

@@ -48,5 +48,6 @@ pub use frames::{Frames, MemFrames, MemNetwork, Network, TapNetwork, TapQueue};
 pub use packet::{Checksum, Gso, GsoKind, Meta, Offloads, Received, Sent};
 pub use queue::{Counters, QueueConfig, QueueRings, QueueState, QueueWorker};
 pub use report::{FrameErrorHook, FrameFailure};
+pub use rxbuf::{RX_BUF, RxBuf};
 pub use signals::stop_on_signals;
 pub use vif::Vif;

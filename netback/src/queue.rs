@@ -23,7 +23,7 @@
 use crate::error::{Error, Result};
 use crate::frames::Frames;
 use crate::offload::{self, RxPlan};
-use crate::packet::{Meta, Offloads, Sent};
+use crate::packet::{Meta, Offloads, Received, Sent};
 use crate::report::{FrameErrorHook, FrameFailure};
 use crate::rxbuf::{RX_BUF, RxBuf};
 use crate::tx::{self, Parsed, TxLimits, TxPacket};
@@ -234,6 +234,10 @@ struct RxItem {
     gso: Option<NetifExtraGso>,
 }
 
+/// What becomes of a tx packet of a batch: sent (from this offset of the
+/// batch's bytes, with these offloads), or answered with this status.
+type Planned = std::result::Result<(usize, Meta), i16>;
+
 /// A packet the network said [`Sent::Busy`] to, kept in ring order.
 struct Held {
     bytes: Vec<u8>,
@@ -262,6 +266,12 @@ pub struct QueueState {
     seg: Vec<u8>,
     /// When the frontend last took a frame (or the queue was last empty).
     rx_progress: Option<std::time::Instant>,
+    /// What the network said of one tx batch.
+    tx_sent: Vec<std::io::Result<Sent>>,
+    /// The packets of one network read, before they are planned.
+    rx_got: Vec<(RxBuf, Received)>,
+    /// Rx slots the last packet read took (a guess for the next ones).
+    rx_slots_hint: usize,
 }
 
 impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
@@ -408,46 +418,75 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
             }
             ok
         };
+        // Check each packet's offloads, then hand the good ones to the
+        // network in one call, then answer all of them in ring order.
+        let mut plan: Vec<(TxPacket, Planned)> = Vec::with_capacity(packets.len());
         let mut pos = 0;
         for (p, ok) in packets.into_iter().zip(results) {
-            let bytes = &mut arena[pos..pos + p.len];
+            let at = pos;
             pos += p.len;
             if !ok {
                 Counters::add(&self.counters.tx_grant_errors, 1);
-                self.answer(&p, NETIF_RSP_ERROR)?;
+                plan.push((p, Err(NETIF_RSP_ERROR)));
                 continue;
             }
-            let meta = match offload::tx_meta(
-                bytes,
+            match offload::tx_meta(
+                &mut arena[at..at + p.len],
                 p.flags,
                 p.gso,
                 self.limits.offloads,
                 self.limits.max_frame,
             ) {
-                Ok(m) => m,
+                Ok(m) => plan.push((p, Ok((at, m)))),
                 Err(why) => {
                     tracing::debug!("dropping a tx packet: {why}");
                     Counters::add(&self.counters.tx_rejected, 1);
-                    self.answer(&p, NETIF_RSP_ERROR)?;
-                    continue;
+                    plan.push((p, Err(NETIF_RSP_ERROR)));
                 }
-            };
-            if !st.tx_held.is_empty() {
-                st.tx_held.push_back(Held {
-                    bytes: bytes.to_vec(),
-                    meta,
-                    packet: p,
-                });
-                continue;
-            }
-            if !self.send_one(bytes, &meta, &p)? {
-                st.tx_held.push_back(Held {
-                    bytes: bytes.to_vec(),
-                    meta,
-                    packet: p,
-                });
             }
         }
+        let mut sent = std::mem::take(&mut st.tx_sent);
+        sent.clear();
+        if st.tx_held.is_empty() {
+            let frames: Vec<(&[u8], Meta)> = plan
+                .iter()
+                .filter_map(|(p, r)| {
+                    r.as_ref()
+                        .ok()
+                        .map(|(at, m)| (&arena[*at..*at + p.len], *m))
+                })
+                .collect();
+            if !frames.is_empty() {
+                let t = Instant::now();
+                self.frames.send_many(&frames, &mut sent);
+                Counters::add_since(&self.counters.ns_tx_send, t);
+            }
+        }
+        let mut sent_iter = sent.drain(..);
+        for (p, r) in plan {
+            let (at, meta) = match r {
+                Err(status) => {
+                    self.answer(&p, status)?;
+                    continue;
+                }
+                Ok(x) => x,
+            };
+            let bytes = &arena[at..at + p.len];
+            let status = match sent_iter.next() {
+                Some(res) if st.tx_held.is_empty() => self.sent_status(res, bytes.len(), &meta),
+                _ => None,
+            };
+            match status {
+                Some(status) => self.answer(&p, status)?,
+                None => st.tx_held.push_back(Held {
+                    bytes: bytes.to_vec(),
+                    meta,
+                    packet: p,
+                }),
+            }
+        }
+        drop(sent_iter);
+        st.tx_sent = sent;
         st.tx_arena = arena;
         Ok(())
     }
@@ -458,10 +497,22 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
         let t = Instant::now();
         let sent = self.frames.send(bytes, meta);
         Counters::add_since(&self.counters.ns_tx_send, t);
-        let status = match sent {
+        match self.sent_status(sent, bytes.len(), meta) {
+            Some(status) => {
+                self.answer(p, status)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Count what the network said of a packet of `len` bytes: the status
+    /// to answer with, or `None` if the network is busy (not answered).
+    fn sent_status(&self, sent: std::io::Result<Sent>, len: usize, meta: &Meta) -> Option<i16> {
+        Some(match sent {
             Ok(Sent::Delivered) => {
                 Counters::add(&self.counters.tx_packets, 1);
-                Counters::add(&self.counters.tx_bytes, bytes.len() as u64);
+                Counters::add(&self.counters.tx_bytes, len as u64);
                 if meta.gso.is_some() {
                     Counters::add(&self.counters.tx_gso_packets, 1);
                 }
@@ -473,21 +524,19 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
             }
             Ok(Sent::Busy) => {
                 Counters::add(&self.counters.tx_busy, 1);
-                return Ok(false);
+                return None;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 Counters::add(&self.counters.tx_busy, 1);
-                return Ok(false);
+                return None;
             }
             Err(e) => {
                 tracing::debug!("the network failed a tx packet: {e}");
                 Counters::add(&self.counters.tx_network_errors, 1);
-                self.report(FrameFailure::new("send", bytes.len(), &e));
+                self.report(FrameFailure::new("send", len, &e));
                 NETIF_RSP_ERROR
             }
-        };
-        self.answer(p, status)?;
-        Ok(true)
+        })
     }
 
     /// Hand a failure to the hook, if there is one.
@@ -563,6 +612,45 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
         }
     }
 
+    /// Decide how the frontend gets a packet read from the network, and
+    /// queue it (or its segments).
+    fn plan_rx(&self, st: &mut QueueState, mut buf: RxBuf, got: Received, cap: usize) {
+        let len = got.len.min(RX_BUF);
+        match offload::rx_plan(&mut buf.bytes_mut()[..len], &got.meta, self.rx_offloads) {
+            RxPlan::Whole { flags, gso } => {
+                let item = RxItem {
+                    buf,
+                    len,
+                    flags,
+                    gso,
+                };
+                self.queue_rx(st, item, cap);
+            }
+            RxPlan::Segment { headers, mss } => {
+                Counters::add(&self.counters.rx_segmented, 1);
+                let mut seg = std::mem::take(&mut st.seg);
+                let mut segs = Vec::new();
+                offload::segment(&buf.bytes()[..len], &headers, mss, &mut seg, |s| {
+                    let mut b = st.rx_spare.pop().unwrap_or_default();
+                    b.bytes_mut()[..s.len()].copy_from_slice(s);
+                    segs.push(RxItem {
+                        buf: b,
+                        len: s.len(),
+                        flags: NETRXF_DATA_VALIDATED,
+                        gso: None,
+                    });
+                });
+                st.seg = seg;
+                st.rx_spare.push(buf);
+                // The segments of one packet stay together (the queue
+                // may run over its cap by one packet's worth).
+                for item in segs {
+                    self.queue_rx(st, item, cap + RX_BUF / 64);
+                }
+            }
+        }
+    }
+
     fn rx_round(&mut self, st: &mut QueueState) -> Result<bool> {
         let mut progress = false;
         if st.rx_queue.is_empty() || st.rx_progress.is_none() {
@@ -576,86 +664,62 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
         // before delivering: it gets work as soon as it can, instead of after
         // a whole queue's worth of reads. With none posted, the queue fills
         // up to its cap (the network's packets wait here, not dropped there).
-        // (The ring is looked at only once a packet waits, as before.)
-        let mut room: Option<usize> = None;
-        let mut queued: usize = st
+        let queued: usize = st
             .rx_queue
             .iter()
             .map(|i| self.slots_for(i.len, i.gso.is_some()).unwrap_or(1))
             .sum();
-        for _ in 0..cap {
-            if st.rx_queue.len() >= cap && !stalled {
-                break;
-            }
-            if queued > 0 {
-                let r = match room {
-                    Some(r) => r,
-                    None => *room.insert(self.rings.rx.unconsumed_requests()? as usize),
-                };
-                if r > 0 && queued >= r {
-                    break;
-                }
-            }
-            let before = st.rx_queue.len();
-            let mut buf = st.rx_spare.pop().unwrap_or_default();
+        // (A broken rx ring shows when a packet is delivered, as before.)
+        let room = self
+            .rings
+            .rx
+            .unconsumed_requests()
+            .map_or(0, |r| r as usize);
+        let free = if stalled {
+            cap
+        } else {
+            cap.saturating_sub(st.rx_queue.len())
+        };
+        let blocked = free == 0 || (room > 0 && queued >= room);
+        if !blocked {
+            // As many packets as the posted slots take (by the size of the
+            // last one), or up to the cap with none posted.
+            let want = if room == 0 {
+                free
+            } else {
+                (room - queued)
+                    .div_ceil(st.rx_slots_hint.max(1))
+                    .clamp(1, free)
+            };
+            let mut got = std::mem::take(&mut st.rx_got);
+            let mut spare = std::mem::take(&mut st.rx_spare);
+            let (mut q, mut n) = (queued, st.rx_queue.len());
+            let mut last = st.rx_slots_hint;
             let t = Instant::now();
-            let got = self.frames.recv(buf.bytes_mut());
+            let read = self.frames.recv_many(want, &mut spare, &mut |buf, rcv| {
+                last = rcv.len.div_ceil(PAGE).max(1) + usize::from(rcv.meta.gso.is_some());
+                q += last;
+                n += 1;
+                got.push((buf, rcv));
+                !(room > 0 && q >= room) && (stalled || n < cap)
+            });
             Counters::add_since(&self.counters.ns_rx_read, t);
-            let got = match got {
-                Ok(g) => g,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
-                Err(e) => {
-                    st.rx_spare.push(buf);
+            st.rx_slots_hint = last;
+            st.rx_spare = spare;
+            if let Err(e) = read {
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    st.rx_spare.extend(got.drain(..).map(|(b, _)| b));
+                    st.rx_got = got;
                     Counters::add(&self.counters.rx_network_errors, 1);
                     self.report(FrameFailure::new("recv", 0, &e));
                     return Err(Error::Network(format!("receiving: {e}")));
                 }
-            };
-            let Some(got) = got else {
-                st.rx_spare.push(buf);
-                break;
-            };
-            progress = true;
-            let len = got.len.min(RX_BUF);
-            match offload::rx_plan(&mut buf.bytes_mut()[..len], &got.meta, self.rx_offloads) {
-                RxPlan::Whole { flags, gso } => {
-                    let item = RxItem {
-                        buf,
-                        len,
-                        flags,
-                        gso,
-                    };
-                    self.queue_rx(st, item, cap);
-                }
-                RxPlan::Segment { headers, mss } => {
-                    Counters::add(&self.counters.rx_segmented, 1);
-                    let mut seg = std::mem::take(&mut st.seg);
-                    let mut segs = Vec::new();
-                    offload::segment(&buf.bytes()[..len], &headers, mss, &mut seg, |s| {
-                        let mut b = st.rx_spare.pop().unwrap_or_default();
-                        b.bytes_mut()[..s.len()].copy_from_slice(s);
-                        segs.push(RxItem {
-                            buf: b,
-                            len: s.len(),
-                            flags: NETRXF_DATA_VALIDATED,
-                            gso: None,
-                        });
-                    });
-                    st.seg = seg;
-                    st.rx_spare.push(buf);
-                    // The segments of one packet stay together (the queue
-                    // may run over its cap by one packet's worth).
-                    for item in segs {
-                        self.queue_rx(st, item, cap + RX_BUF / 64);
-                    }
-                }
             }
-            queued += st
-                .rx_queue
-                .iter()
-                .skip(before)
-                .map(|i| self.slots_for(i.len, i.gso.is_some()).unwrap_or(1))
-                .sum::<usize>();
+            for (buf, got) in got.drain(..) {
+                progress = true;
+                self.plan_rx(st, buf, got, cap);
+            }
+            st.rx_got = got;
         }
         // Deliver what fits in the posted buffers, in batches of one grant-copy call.
         let mut delivered = false;
@@ -827,7 +891,12 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
         let full = st.rx_queue.len() >= self.config.rx_queue.max(1);
         let frames_fd = self.frames.ready_fd();
         let has_frames_fd = frames_fd.is_some();
-        if let Some(fd) = frames_fd.filter(|_| !full || self.rx_stalled(st)) {
+        let take = !full || self.rx_stalled(st);
+        if let Some(fd) = frames_fd.filter(|_| take) {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        // Reads the network completed on its own (a TAP's io_uring).
+        if let Some(fd) = self.frames.completion_fd().filter(|_| take) {
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
         let timeout = if !has_frames_fd || !st.tx_held.is_empty() {

@@ -7,53 +7,18 @@
 //! into a heap buffer (which starts 16 bytes into a page) becomes 33 ops, each
 //! 4 KiB slot of the frontend's straddling two local pages; aligned, it is 17.
 
-use crate::tx::PAGE;
-
 /// Bytes of one rx buffer: the largest packet a TAP gives (64 KiB of IP
 /// and an Ethernet header, with room to spare).
-pub const RX_BUF: usize = 65_550;
+pub const RX_BUF: usize = xenio_hostio::tapring::PACKET_BUF;
 
-/// [`RX_BUF`] bytes starting on a page boundary, inside a heap allocation one
-/// page larger (no `unsafe`: the aligned window is found with
-/// `align_offset`). Never grows or moves once made.
-pub struct RxBuf {
-    mem: Vec<u8>,
-    start: usize,
-}
-
-impl RxBuf {
-    /// A zeroed buffer.
-    pub fn new() -> Self {
-        let mem = vec![0u8; RX_BUF + PAGE];
-        // (align_offset may answer usize::MAX when it cannot tell: then the
-        // window starts at 0, unaligned, which only costs grant-copy ops.)
-        let start = match mem.as_ptr().align_offset(PAGE) {
-            n if n < PAGE => n,
-            _ => 0,
-        };
-        RxBuf { mem, start }
-    }
-
-    /// The packet's bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.mem[self.start..self.start + RX_BUF]
-    }
-
-    /// The packet's bytes, to read into.
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.mem[self.start..self.start + RX_BUF]
-    }
-}
-
-impl Default for RxBuf {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// [`RX_BUF`] bytes starting on a page boundary (hostio's buffer, so that a
+/// TAP read in flight can fill it and hand it over without a copy).
+pub type RxBuf = xenio_hostio::tapring::PacketBuf;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tx::PAGE;
 
     #[test]
     fn starts_on_a_page_and_holds_the_largest_packet() {

@@ -147,6 +147,11 @@ enum Command {
     /// channels and --max-queues queues; packets the frontend sends with blank
     /// checksums get them completed. Frames arriving while the frontend has
     /// posted no buffers are held up to --rx-queue, then dropped and counted.
+    /// With the virtio-net header (the default), each queue reads and writes
+    /// the TAP in batches through io_uring (reads kept armed, one
+    /// io_uring_enter per round); XENIO_TAP_IO=plain in the environment makes
+    /// it one readv/writev per packet, which is also what happens where
+    /// io_uring is unavailable (e.g. the kernel.io_uring_disabled sysctl).
     /// On the local platform the store daemon must run (`xenio store --run-dir
     /// RUN --domains <frontend>`). The backend serves until SIGINT/SIGTERM, or
     /// until the frontend closes when --once is given; the counters are printed

@@ -180,3 +180,93 @@ fn xsa_423_432_448_shapes_reach_the_tap_byte_for_byte() {
         "netback did not exit cleanly on SIGTERM"
     );
 }
+
+/// A frontend that posts no rx buffers while the host sends it more than
+/// netback's rx queue holds (and more than it keeps reads armed on the TAP):
+/// netback holds what fits, then (once the frontend has taken nothing for the
+/// drain timeout) reads and drops the rest, counting them, and keeps serving;
+/// its exit line says so.
+#[test]
+fn a_frontend_without_rx_buffers_gets_its_frames_dropped_and_counted() {
+    let Some(ns) = Netns::with_tap("norx") else {
+        return;
+    };
+    ns.ip(&["addr", "add", "10.78.0.1/24", "dev", "xtap0"]);
+    ns.ip(&[
+        "neigh",
+        "add",
+        "10.78.0.2",
+        "lladdr",
+        "00:16:3e:00:00:01",
+        "dev",
+        "xtap0",
+    ]);
+    let w = World::new("norx-tap", &[1]);
+    let log = w.run_dir().join("netback.stderr");
+    let mut c = ns.exec();
+    c.arg(env!("CARGO_BIN_EXE_xenio"))
+        .args(["netback", "--platform", "local", "--create-device"])
+        .args(["--frontend", "1", "--tap", "xtap0"])
+        .arg("--run-dir")
+        .arg(w.run_dir())
+        .arg("--no-split-event-channels")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut backend = Backend::spawn(c);
+    let guest = w.platform(1);
+    eventually(T, "the vif", || {
+        guest
+            .store()
+            .read_opt(xenio_xenbus::Tx::NONE, &format!("{FRONT_DIR}/backend"))
+            .unwrap()
+            .is_some()
+    });
+    // Connected, and never a buffer posted on the rx ring.
+    let _f = RawNet::connect(&guest, FRONT_DIR, &[]).unwrap();
+    // Two waves of 400 datagrams, more than the rx queue (256) and the armed
+    // reads (32) together, the second after the drain timeout (500 ms).
+    let sent = ns
+        .thread(|| {
+            let s = std::net::UdpSocket::bind("10.78.0.1:0").unwrap();
+            let mut n = 0u32;
+            for wave in 0..2 {
+                if wave == 1 {
+                    std::thread::sleep(Duration::from_millis(1500));
+                }
+                for i in 0..400u32 {
+                    if s.send_to(&i.to_be_bytes(), "10.78.0.2:9").is_ok() {
+                        n += 1;
+                    }
+                }
+            }
+            n
+        })
+        .join()
+        .unwrap();
+    assert!(sent > 300, "datagrams sent: {sent}");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(backend.running(), "netback died");
+    assert!(backend.stop().success(), "netback did not exit cleanly");
+    let out = std::fs::read_to_string(&log).unwrap();
+    let line = out
+        .lines()
+        .find(|l| l.contains("dropped without buffers"))
+        .unwrap_or_else(|| panic!("no exit line in:\n{out}"));
+    let num_before = |what: &str| -> u64 {
+        let i = line
+            .find(what)
+            .unwrap_or_else(|| panic!("{what} in {line}"));
+        line[..i]
+            .split_whitespace()
+            .last()
+            .and_then(|n| n.trim_start_matches('(').parse().ok())
+            .unwrap_or_else(|| panic!("a number before {what} in {line}"))
+    };
+    eprintln!("{line}");
+    assert_eq!(num_before(" packets /"), 0, "tx: {line}");
+    let dropped = num_before(" dropped without buffers");
+    assert!(dropped > 0, "nothing dropped: {line}");
+    assert!(
+        line.contains("rx 0 packets"),
+        "delivered without buffers: {line}"
+    );
+}
