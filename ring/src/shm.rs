@@ -16,9 +16,35 @@
 //! these accesses unsound: every bit pattern is a valid `u32`, and the ring masks
 //! each index before it becomes an offset.
 
-use crate::sync::AtomicU32;
+use crate::sync::{AtomicU32, AtomicU64};
 #[cfg(not(loom))]
 use std::ptr::NonNull;
+
+/// The same words as 64-bit atomics, when they start on an 8-byte boundary and
+/// are an even number; `None` otherwise (and always under loom, whose atomics
+/// are not plain memory).
+///
+/// A ring uses this view for all of its entries or for none of them (see
+/// `Sring::new`), so within this process a slot is never accessed with two
+/// atomic sizes at once.
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn wide_words(words: &[AtomicU32]) -> Option<&[AtomicU64]> {
+    if words.as_ptr() as usize % align_of::<AtomicU64>() != 0 || words.len() % 2 != 0 {
+        return None;
+    }
+    // SAFETY: AtomicU64 has the size of two AtomicU32 and the alignment checked
+    // above; the bytes are the ones `words` borrows, valid for its lifetime, and
+    // (the contract of `SharedMemory`) only ever accessed atomically in this process.
+    Some(unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<AtomicU64>(), words.len() / 2) })
+}
+
+/// Under loom every access stays a 32-bit atomic.
+#[cfg(loom)]
+#[inline]
+pub(crate) fn wide_words(_words: &[AtomicU32]) -> Option<&[AtomicU64]> {
+    None
+}
 
 /// A region of memory holding a shared ring, seen as aligned 32-bit words.
 ///

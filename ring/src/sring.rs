@@ -3,8 +3,8 @@
 //! `front.rs` and `back.rs` pass the ordering of each access and say why.
 
 use crate::error::RingError;
-use crate::shm::SharedMemory;
-use crate::sync::Ordering;
+use crate::shm::{SharedMemory, wide_words};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::mem::size_of;
@@ -22,6 +22,10 @@ pub(crate) struct Sring<Req, Rsp, M> {
     mem: M,
     size: u32,
     entry_words: usize,
+    /// Entries are copied as 64-bit words (where the region is 8-byte aligned):
+    /// both entry types are whole 64-bit words, so every access to a slot has
+    /// the same size whichever type it is.
+    wide: bool,
     _entries: PhantomData<fn() -> (Req, Rsp)>,
 }
 
@@ -46,6 +50,7 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
             mem,
             size,
             entry_words: entry / 4,
+            wide: size_of::<Req>() % 8 == 0 && size_of::<Rsp>() % 8 == 0,
             _entries: PhantomData,
         })
     }
@@ -74,30 +79,37 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
         }
     }
 
-    fn slot(&self, idx: RingIdx, bytes: usize) -> &[crate::sync::AtomicU32] {
+    fn slot(&self, idx: RingIdx, bytes: usize) -> &[AtomicU32] {
         // The mask keeps the slot inside the ring whatever index a peer made us use.
         let start = ENTRIES + (idx & (self.size - 1)) as usize * self.entry_words;
         &self.mem.words()[start..start + bytes / 4]
     }
 
+    /// `slot` as 64-bit words, if this ring copies its entries that way.
+    #[inline]
+    fn wide<'a>(&self, slot: &'a [AtomicU32]) -> Option<&'a [AtomicU64]> {
+        if self.wide { wide_words(slot) } else { None }
+    }
+
     /// Copy the entry at `idx` out of shared memory (`RING_COPY_REQUEST` /
     /// `RING_COPY_RESPONSE`): each word is read exactly once, so the peer cannot
     /// change the value after it was looked at (XSA-155).
+    #[inline]
     pub(crate) fn read<T: Pod>(&self, idx: RingIdx) -> T {
         let mut value = T::zeroed();
         let slot = self.slot(idx, size_of::<T>());
+        let dst = bytemuck::bytes_of_mut(&mut value);
         // Relaxed loads: the caller's Acquire load of the producer index ordered these
-        // reads after the peer's writes of the entry.
-        match bytemuck::try_cast_slice_mut::<u8, u32>(bytemuck::bytes_of_mut(&mut value)) {
-            // The usual case (T is 4-byte aligned): word for word.
-            Ok(dst) => {
-                for (d, w) in dst.iter_mut().zip(slot) {
-                    *d = w.load(Ordering::Relaxed);
+        // reads after the peer's writes of the entry. Eight bytes at a time where the
+        // ring allows it (half the loads of a 112-byte blkif request), else four.
+        match self.wide(slot) {
+            Some(words) => {
+                for (chunk, w) in dst.chunks_exact_mut(8).zip(words) {
+                    chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
                 }
             }
-            Err(_) => {
-                let bytes = bytemuck::bytes_of_mut(&mut value);
-                for (chunk, w) in bytes.chunks_exact_mut(4).zip(slot) {
+            None => {
+                for (chunk, w) in dst.chunks_exact_mut(4).zip(slot) {
                     chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
                 }
             }
@@ -107,22 +119,25 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
 
     /// Write an entry at `idx` (`RING_GET_REQUEST` / `RING_GET_RESPONSE` then assign).
     /// Every byte of `T` is initialised (`Pod`), so no stale data leaks (XSA-216).
+    #[inline]
     pub(crate) fn write<T: Pod>(&self, idx: RingIdx, value: &T) {
         let slot = self.slot(idx, size_of::<T>());
+        let src = bytemuck::bytes_of(value);
         // Relaxed stores: published to the peer by the caller's Release store of the
         // producer index.
-        match bytemuck::try_cast_slice::<u8, u32>(bytemuck::bytes_of(value)) {
-            Ok(src) => {
-                for (s, w) in src.iter().zip(slot) {
-                    w.store(*s, Ordering::Relaxed);
+        match self.wide(slot) {
+            Some(words) => {
+                for (chunk, w) in src.chunks_exact(8).zip(words) {
+                    let mut b = [0; 8];
+                    b.copy_from_slice(chunk);
+                    w.store(u64::from_ne_bytes(b), Ordering::Relaxed);
                 }
             }
-            Err(_) => {
-                for (chunk, w) in bytemuck::bytes_of(value).chunks_exact(4).zip(slot) {
-                    w.store(
-                        u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
-                        Ordering::Relaxed,
-                    );
+            None => {
+                for (chunk, w) in src.chunks_exact(4).zip(slot) {
+                    let mut b = [0; 4];
+                    b.copy_from_slice(chunk);
+                    w.store(u32::from_ne_bytes(b), Ordering::Relaxed);
                 }
             }
         }
