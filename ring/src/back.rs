@@ -259,12 +259,13 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
         max: usize,
     ) -> Result<usize, RingError> {
         let n = (self.unconsumed_requests()? as usize).min(max);
-        // `extend` over a counted range writes each copy straight into the
-        // vector's buffer (no push per request, no intermediate copy).
-        let first = self.req_cons;
-        let sring = &self.sring;
-        out.extend((0..n as u32).map(|i| sring.read::<Req>(first.wrapping_add(i))));
-        self.req_cons = first.wrapping_add(n as u32);
+        // Each request is copied once, straight into its element of `out`.
+        let start = out.len();
+        out.resize(start + n, Req::zeroed());
+        for (i, req) in (0..).zip(&mut out[start..]) {
+            self.sring.read_into(self.req_cons.wrapping_add(i), req);
+        }
+        self.req_cons = self.req_cons.wrapping_add(n as u32);
         Ok(n)
     }
 

@@ -259,10 +259,13 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
     #[inline]
     pub fn take_responses(&mut self, out: &mut Vec<Rsp>) -> Result<usize, RingError> {
         let n = self.unconsumed_responses()? as usize;
-        let first = self.rsp_cons;
-        let sring = &self.sring;
-        out.extend((0..n as u32).map(|i| sring.read::<Rsp>(first.wrapping_add(i))));
-        self.rsp_cons = first.wrapping_add(n as u32);
+        // Each response is copied once, straight into its element of `out`.
+        let start = out.len();
+        out.resize(start + n, Rsp::zeroed());
+        for (i, rsp) in (0..).zip(&mut out[start..]) {
+            self.sring.read_into(self.rsp_cons.wrapping_add(i), rsp);
+        }
+        self.rsp_cons = self.rsp_cons.wrapping_add(n as u32);
         Ok(n)
     }
 

@@ -262,6 +262,64 @@ mod tests {
     }
 
     #[test]
+    fn wide_words_only_for_aligned_even_runs() {
+        let backing: Vec<std::sync::atomic::AtomicU64> =
+            (0..4).map(|_| Default::default()).collect();
+        let ptr = NonNull::new(backing.as_ptr() as *mut u8).unwrap();
+        // SAFETY: `backing` outlives `raw`, is aligned, and is only used atomically.
+        let raw = unsafe { RawRegion::new(ptr, 32) };
+        let words = raw.words();
+        assert_eq!(wide_words(words).map(<[_]>::len), Some(4));
+        assert!(wide_words(&words[1..5]).is_none(), "4-byte aligned");
+        assert!(wide_words(&words[..3]).is_none(), "odd length");
+        words[2].store(1, Relaxed);
+        words[3].store(2, Relaxed);
+        let both = u64::from_ne_bytes(
+            [1u32.to_ne_bytes(), 2u32.to_ne_bytes()]
+                .concat()
+                .try_into()
+                .unwrap(),
+        );
+        assert_eq!(wide_words(words).unwrap()[1].load(Relaxed), both);
+    }
+
+    /// A blkif ring (entries copied 64 bits at a time where the region allows it)
+    /// over a region that is only 4-byte aligned falls back to 32-bit words and
+    /// still carries every byte.
+    #[test]
+    fn blkif_ring_in_a_4_byte_aligned_region() {
+        use crate::{BlkifBackRing, BlkifFrontRing};
+        use xenio_xen_sys::blkif::{BlkifRequest, BlkifResponse};
+        let backing: Vec<std::sync::atomic::AtomicU64> =
+            (0..513).map(|_| Default::default()).collect();
+        // One word in: 4 mod 8.
+        let ptr = NonNull::new(backing.as_ptr().cast::<u8>().wrapping_add(4) as *mut u8).unwrap();
+        // SAFETY: 4096 bytes from one word into `backing` (4104 bytes), which
+        // outlives both regions and is only used atomically.
+        let (a, b) = unsafe { (RawRegion::new(ptr, 4096), RawRegion::new(ptr, 4096)) };
+        let mut front = BlkifFrontRing::init(a).unwrap();
+        let mut back = BlkifBackRing::attach(b).unwrap();
+        let mut req = BlkifRequest {
+            operation: 1,
+            nr_segments: 3,
+            handle: 0x51,
+            id: 0x0102_0304_0506_0708,
+            sector_number: u64::MAX - 1,
+            ..Default::default()
+        };
+        req.seg[10].gref = 0xdead_beef;
+        front.push_request(&req).unwrap();
+        front.push_requests();
+        let mut got = Vec::new();
+        assert_eq!(back.take_requests(&mut got).unwrap(), 1);
+        assert_eq!(got, [req]);
+        let rsp = BlkifResponse::new(req.id, 1, -2);
+        back.push_response(&rsp).unwrap();
+        back.push_responses();
+        assert_eq!(front.take_response().unwrap(), Some(rsp));
+    }
+
+    #[test]
     fn raw_region_sees_the_same_words() {
         let backing: Vec<std::sync::atomic::AtomicU32> =
             (0..16).map(|_| Default::default()).collect();

@@ -4,7 +4,7 @@
 
 use crate::error::RingError;
 use crate::shm::{SharedMemory, wide_words};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicU32, Ordering};
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::mem::size_of;
@@ -22,10 +22,6 @@ pub(crate) struct Sring<Req, Rsp, M> {
     mem: M,
     size: u32,
     entry_words: usize,
-    /// Entries are copied as 64-bit words (where the region is 8-byte aligned):
-    /// both entry types are whole 64-bit words, so every access to a slot has
-    /// the same size whichever type it is.
-    wide: bool,
     _entries: PhantomData<fn() -> (Req, Rsp)>,
 }
 
@@ -50,7 +46,6 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
             mem,
             size,
             entry_words: entry / 4,
-            wide: size_of::<Req>() % 8 == 0 && size_of::<Rsp>() % 8 == 0,
             _entries: PhantomData,
         })
     }
@@ -85,11 +80,10 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
         &self.mem.words()[start..start + bytes / 4]
     }
 
-    /// `slot` as 64-bit words, if this ring copies its entries that way.
-    #[inline]
-    fn wide<'a>(&self, slot: &'a [AtomicU32]) -> Option<&'a [AtomicU64]> {
-        if self.wide { wide_words(slot) } else { None }
-    }
+    /// Whether this ring copies its entries as 64-bit words (where the region is
+    /// 8-byte aligned): only if both entry types are whole 64-bit words, so that
+    /// every access to a slot has the same size whichever type it is.
+    const WIDE: bool = size_of::<Req>() % 8 == 0 && size_of::<Rsp>() % 8 == 0;
 
     /// Copy the entry at `idx` out of shared memory (`RING_COPY_REQUEST` /
     /// `RING_COPY_RESPONSE`): each word is read exactly once, so the peer cannot
@@ -97,24 +91,30 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
     #[inline]
     pub(crate) fn read<T: Pod>(&self, idx: RingIdx) -> T {
         let mut value = T::zeroed();
+        self.read_into(idx, &mut value);
+        value
+    }
+
+    /// [`Sring::read`] into `dst`, which the caller keeps (a vector's element, so
+    /// that a batch is copied once, straight to where it is used).
+    #[inline]
+    pub(crate) fn read_into<T: Pod>(&self, idx: RingIdx, dst: &mut T) {
         let slot = self.slot(idx, size_of::<T>());
-        let dst = bytemuck::bytes_of_mut(&mut value);
+        let dst = bytemuck::bytes_of_mut(dst);
         // Relaxed loads: the caller's Acquire load of the producer index ordered these
         // reads after the peer's writes of the entry. Eight bytes at a time where the
         // ring allows it (half the loads of a 112-byte blkif request), else four.
-        match self.wide(slot) {
-            Some(words) => {
+        if Self::WIDE {
+            if let Some(words) = wide_words(slot) {
                 for (chunk, w) in dst.chunks_exact_mut(8).zip(words) {
                     chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
                 }
-            }
-            None => {
-                for (chunk, w) in dst.chunks_exact_mut(4).zip(slot) {
-                    chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
-                }
+                return;
             }
         }
-        value
+        for (chunk, w) in dst.chunks_exact_mut(4).zip(slot) {
+            chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+        }
     }
 
     /// Write an entry at `idx` (`RING_GET_REQUEST` / `RING_GET_RESPONSE` then assign).
@@ -123,25 +123,39 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
     pub(crate) fn write<T: Pod>(&self, idx: RingIdx, value: &T) {
         let slot = self.slot(idx, size_of::<T>());
         let src = bytemuck::bytes_of(value);
+        // `value` was usually built field by field just before: it is read four
+        // bytes at a time, which a store of a 32- or 64-bit field can forward to
+        // (an 8-byte load over two 4-byte fields waits for both stores to reach
+        // the cache), and two such words make one 64-bit store where the ring
+        // copies that way.
         // Relaxed stores: published to the peer by the caller's Release store of the
         // producer index.
-        match self.wide(slot) {
-            Some(words) => {
+        if Self::WIDE {
+            if let Some(words) = wide_words(slot) {
                 for (chunk, w) in src.chunks_exact(8).zip(words) {
-                    let mut b = [0; 8];
-                    b.copy_from_slice(chunk);
-                    w.store(u64::from_ne_bytes(b), Ordering::Relaxed);
+                    let (lo, hi) = (word(&chunk[..4]), word(&chunk[4..]));
+                    let v = if cfg!(target_endian = "little") {
+                        u64::from(lo) | u64::from(hi) << 32
+                    } else {
+                        u64::from(hi) | u64::from(lo) << 32
+                    };
+                    w.store(v, Ordering::Relaxed);
                 }
-            }
-            None => {
-                for (chunk, w) in src.chunks_exact(4).zip(slot) {
-                    let mut b = [0; 4];
-                    b.copy_from_slice(chunk);
-                    w.store(u32::from_ne_bytes(b), Ordering::Relaxed);
-                }
+                return;
             }
         }
+        for (chunk, w) in src.chunks_exact(4).zip(slot) {
+            w.store(word(chunk), Ordering::Relaxed);
+        }
     }
+}
+
+/// Four bytes as a native-endian word.
+#[inline]
+fn word(bytes: &[u8]) -> u32 {
+    let mut b = [0; 4];
+    b.copy_from_slice(bytes);
+    u32::from_ne_bytes(b)
 }
 
 /// The notify test of `RING_PUSH_*_AND_CHECK_NOTIFY`: did the producer index move
