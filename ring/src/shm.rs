@@ -16,35 +16,9 @@
 //! these accesses unsound: every bit pattern is a valid `u32`, and the ring masks
 //! each index before it becomes an offset.
 
-use crate::sync::{AtomicU32, AtomicU64};
+use crate::sync::AtomicU32;
 #[cfg(not(loom))]
 use std::ptr::NonNull;
-
-/// The same words as 64-bit atomics, when they start on an 8-byte boundary and
-/// are an even number; `None` otherwise (and always under loom, whose atomics
-/// are not plain memory).
-///
-/// A ring uses this view for all of its entries or for none of them (see
-/// `Sring::new`), so within this process a slot is never accessed with two
-/// atomic sizes at once.
-#[cfg(not(loom))]
-#[inline]
-pub(crate) fn wide_words(words: &[AtomicU32]) -> Option<&[AtomicU64]> {
-    if words.as_ptr() as usize % align_of::<AtomicU64>() != 0 || words.len() % 2 != 0 {
-        return None;
-    }
-    // SAFETY: AtomicU64 has the size of two AtomicU32 and the alignment checked
-    // above; the bytes are the ones `words` borrows, valid for its lifetime, and
-    // (the contract of `SharedMemory`) only ever accessed atomically in this process.
-    Some(unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<AtomicU64>(), words.len() / 2) })
-}
-
-/// Under loom every access stays a 32-bit atomic.
-#[cfg(loom)]
-#[inline]
-pub(crate) fn wide_words(_words: &[AtomicU32]) -> Option<&[AtomicU64]> {
-    None
-}
 
 /// A region of memory holding a shared ring, seen as aligned 32-bit words.
 ///
@@ -259,64 +233,6 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         f.set_len(3).unwrap();
         assert!(MmapRegion::from_file(&f).is_err());
-    }
-
-    #[test]
-    fn wide_words_only_for_aligned_even_runs() {
-        let backing: Vec<std::sync::atomic::AtomicU64> =
-            (0..4).map(|_| Default::default()).collect();
-        let ptr = NonNull::new(backing.as_ptr() as *mut u8).unwrap();
-        // SAFETY: `backing` outlives `raw`, is aligned, and is only used atomically.
-        let raw = unsafe { RawRegion::new(ptr, 32) };
-        let words = raw.words();
-        assert_eq!(wide_words(words).map(<[_]>::len), Some(4));
-        assert!(wide_words(&words[1..5]).is_none(), "4-byte aligned");
-        assert!(wide_words(&words[..3]).is_none(), "odd length");
-        words[2].store(1, Relaxed);
-        words[3].store(2, Relaxed);
-        let both = u64::from_ne_bytes(
-            [1u32.to_ne_bytes(), 2u32.to_ne_bytes()]
-                .concat()
-                .try_into()
-                .unwrap(),
-        );
-        assert_eq!(wide_words(words).unwrap()[1].load(Relaxed), both);
-    }
-
-    /// A blkif ring (entries copied 64 bits at a time where the region allows it)
-    /// over a region that is only 4-byte aligned falls back to 32-bit words and
-    /// still carries every byte.
-    #[test]
-    fn blkif_ring_in_a_4_byte_aligned_region() {
-        use crate::{BlkifBackRing, BlkifFrontRing};
-        use xenio_xen_sys::blkif::{BlkifRequest, BlkifResponse};
-        let backing: Vec<std::sync::atomic::AtomicU64> =
-            (0..513).map(|_| Default::default()).collect();
-        // One word in: 4 mod 8.
-        let ptr = NonNull::new(backing.as_ptr().cast::<u8>().wrapping_add(4) as *mut u8).unwrap();
-        // SAFETY: 4096 bytes from one word into `backing` (4104 bytes), which
-        // outlives both regions and is only used atomically.
-        let (a, b) = unsafe { (RawRegion::new(ptr, 4096), RawRegion::new(ptr, 4096)) };
-        let mut front = BlkifFrontRing::init(a).unwrap();
-        let mut back = BlkifBackRing::attach(b).unwrap();
-        let mut req = BlkifRequest {
-            operation: 1,
-            nr_segments: 3,
-            handle: 0x51,
-            id: 0x0102_0304_0506_0708,
-            sector_number: u64::MAX - 1,
-            ..Default::default()
-        };
-        req.seg[10].gref = 0xdead_beef;
-        front.push_request(&req).unwrap();
-        front.push_requests();
-        let mut got = Vec::new();
-        assert_eq!(back.take_requests(&mut got).unwrap(), 1);
-        assert_eq!(got, [req]);
-        let rsp = BlkifResponse::new(req.id, 1, -2);
-        back.push_response(&rsp).unwrap();
-        back.push_responses();
-        assert_eq!(front.take_response().unwrap(), Some(rsp));
     }
 
     #[test]

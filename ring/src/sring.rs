@@ -3,7 +3,7 @@
 //! `front.rs` and `back.rs` pass the ordering of each access and say why.
 
 use crate::error::RingError;
-use crate::shm::{SharedMemory, wide_words};
+use crate::shm::SharedMemory;
 use crate::sync::{AtomicU32, Ordering};
 use bytemuck::Pod;
 use std::marker::PhantomData;
@@ -80,11 +80,6 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
         &self.mem.words()[start..start + bytes / 4]
     }
 
-    /// Whether this ring copies its entries as 64-bit words (where the region is
-    /// 8-byte aligned): only if both entry types are whole 64-bit words, so that
-    /// every access to a slot has the same size whichever type it is.
-    const WIDE: bool = size_of::<Req>() % 8 == 0 && size_of::<Rsp>() % 8 == 0;
-
     /// Copy the entry at `idx` out of shared memory (`RING_COPY_REQUEST` /
     /// `RING_COPY_RESPONSE`): each word is read exactly once, so the peer cannot
     /// change the value after it was looked at (XSA-155).
@@ -100,19 +95,9 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
     #[inline]
     pub(crate) fn read_into<T: Pod>(&self, idx: RingIdx, dst: &mut T) {
         let slot = self.slot(idx, size_of::<T>());
-        let dst = bytemuck::bytes_of_mut(dst);
         // Relaxed loads: the caller's Acquire load of the producer index ordered these
-        // reads after the peer's writes of the entry. Eight bytes at a time where the
-        // ring allows it (half the loads of a 112-byte blkif request), else four.
-        if Self::WIDE {
-            if let Some(words) = wide_words(slot) {
-                for (chunk, w) in dst.chunks_exact_mut(8).zip(words) {
-                    chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
-                }
-                return;
-            }
-        }
-        for (chunk, w) in dst.chunks_exact_mut(4).zip(slot) {
+        // reads after the peer's writes of the entry.
+        for (chunk, w) in bytemuck::bytes_of_mut(dst).chunks_exact_mut(4).zip(slot) {
             chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
         }
     }
@@ -122,29 +107,11 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
     #[inline]
     pub(crate) fn write<T: Pod>(&self, idx: RingIdx, value: &T) {
         let slot = self.slot(idx, size_of::<T>());
-        let src = bytemuck::bytes_of(value);
-        // `value` was usually built field by field just before: it is read four
-        // bytes at a time, which a store of a 32- or 64-bit field can forward to
-        // (an 8-byte load over two 4-byte fields waits for both stores to reach
-        // the cache), and two such words make one 64-bit store where the ring
-        // copies that way.
         // Relaxed stores: published to the peer by the caller's Release store of the
-        // producer index.
-        if Self::WIDE {
-            if let Some(words) = wide_words(slot) {
-                for (chunk, w) in src.chunks_exact(8).zip(words) {
-                    let (lo, hi) = (word(&chunk[..4]), word(&chunk[4..]));
-                    let v = if cfg!(target_endian = "little") {
-                        u64::from(lo) | u64::from(hi) << 32
-                    } else {
-                        u64::from(hi) | u64::from(lo) << 32
-                    };
-                    w.store(v, Ordering::Relaxed);
-                }
-                return;
-            }
-        }
-        for (chunk, w) in src.chunks_exact(4).zip(slot) {
+        // producer index. `value` was usually built field by field just before; a
+        // 32-bit read of it is forwarded from a 32- or 64-bit field's store, where a
+        // wider one would wait for the stores to reach the cache.
+        for (chunk, w) in bytemuck::bytes_of(value).chunks_exact(4).zip(slot) {
             w.store(word(chunk), Ordering::Relaxed);
         }
     }
