@@ -24,8 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut front = BlkifFrontRing::init(MmapRegion::from_file(&file)?)?;
     let mut back = BlkifBackRing::attach(MmapRegion::from_file(&file)?)?;
     let size = u64::from(front.size());
-    let mut reqs = Vec::with_capacity(front.size() as usize);
-    let mut rsps = Vec::with_capacity(front.size() as usize);
+    let mut reqs = vec![Default::default(); front.size() as usize];
+    let mut rsps = vec![Default::default(); front.size() as usize];
     let (mut issued, mut served, mut completed) = (0u64, 0u64, 0u64);
     let (mut front_tally, mut back_tally) = (Tally::default(), Tally::default());
     let mut best = f64::MAX;
@@ -41,21 +41,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             issued += size;
             front.push_requests();
             let t1 = Instant::now();
-            reqs.clear();
-            back.take_requests(&mut reqs)?;
-            for req in &reqs {
+            let n = back.take_requests_into(&mut reqs)?;
+            for req in &reqs[..n] {
                 back_tally.record(check_request(req, served));
                 back.push_response(&content::response(req))?;
                 served += 1;
             }
             back.push_responses();
             let t2 = Instant::now();
-            rsps.clear();
-            front.take_responses(&mut rsps)?;
-            for (seq, rsp) in (completed..).zip(&rsps) {
+            let n = front.take_responses_into(&mut rsps)?;
+            for (seq, rsp) in (completed..).zip(&rsps[..n]) {
                 front_tally.record(check_response(rsp, seq));
             }
-            completed += rsps.len() as u64;
+            completed += n as u64;
             phases[0] += (t1 - t0).as_nanos();
             phases[1] += (t2 - t1).as_nanos();
             phases[2] += t2.elapsed().as_nanos();

@@ -269,6 +269,24 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
         Ok(n)
     }
 
+    /// Consume as many published requests as `out` holds, copying them into its
+    /// first elements; returns how many. Like [`BackRing::take_requests_up_to`]
+    /// with `max = out.len()`, but into a buffer the caller keeps from batch to
+    /// batch, so no element is initialised before it is overwritten.
+    ///
+    /// # Errors
+    ///
+    /// As [`BackRing::unconsumed_requests`]; nothing is consumed then.
+    #[inline]
+    pub fn take_requests_into(&mut self, out: &mut [Req]) -> Result<usize, RingError> {
+        let n = (self.unconsumed_requests()? as usize).min(out.len());
+        for (i, req) in (0..).zip(&mut out[..n]) {
+            self.sring.read_into(self.req_cons.wrapping_add(i), req);
+        }
+        self.req_cons = self.req_cons.wrapping_add(n as u32);
+        Ok(n)
+    }
+
     /// Write a response for a consumed request into its slot
     /// (`*RING_GET_RESPONSE(r, rsp_prod_pvt++) = rsp`). Not visible to the frontend
     /// until one of the push calls publishes it.

@@ -269,6 +269,25 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
         Ok(n)
     }
 
+    /// Consume as many published responses as `out` holds, copying them into its
+    /// first elements; returns how many. Like [`FrontRing::take_responses`], but
+    /// into a buffer the caller keeps from batch to batch (a ring's size of them
+    /// takes every response), so no element is initialised before it is
+    /// overwritten.
+    ///
+    /// # Errors
+    ///
+    /// As [`FrontRing::unconsumed_responses`]; nothing is consumed then.
+    #[inline]
+    pub fn take_responses_into(&mut self, out: &mut [Rsp]) -> Result<usize, RingError> {
+        let n = (self.unconsumed_responses()? as usize).min(out.len());
+        for (i, rsp) in (0..).zip(&mut out[..n]) {
+            self.sring.read_into(self.rsp_cons.wrapping_add(i), rsp);
+        }
+        self.rsp_cons = self.rsp_cons.wrapping_add(n as u32);
+        Ok(n)
+    }
+
     /// `RING_FINAL_CHECK_FOR_RESPONSES`: before going idle, ask to be notified of the
     /// next response and check once more. `Ok(false)` means it is safe to sleep
     /// until the event channel fires; `Ok(true)` means there is work.
