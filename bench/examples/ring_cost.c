@@ -1,6 +1,10 @@
 /* The C counterpart of ring_cost.rs (see there): the loops of xenio-bench
  * ring's C pair (bench/src/ring/c/ringpair.c), both ends on one thread.
- *   cc -O2 -o /tmp/ring_cost_c bench/examples/ring_cost.c && taskset -c 1 /tmp/ring_cost_c */
+ *   cc -O2 -o /tmp/ring_cost_c bench/examples/ring_cost.c && taskset -c 1 /tmp/ring_cost_c
+ * With -DWORD_COPIES (and -fno-strict-aliasing) it keeps the Rust ring's copy
+ * discipline instead of ring.h's: each request is built, then copied into its
+ * slot as 32-bit words, and copied out as 32-bit words (volatile, as ring.h's
+ * copy is), where ring.h builds requests in place and copies whole structs. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdint.h>
@@ -37,6 +41,19 @@ static int check_request(const blkif_request_t *req, uint64_t seq) {
     }
     return 1;
 }
+#ifdef WORD_COPIES
+#define LABEL "C, 32-bit word copies"
+static void copy_out(void *dst, const void *src, size_t n) {
+    volatile uint32_t *d = dst; const uint32_t *s = src;
+    for (size_t i = 0; i < n / 4; i++) d[i] = s[i];
+}
+static void copy_in(void *dst, const void *src, size_t n) {
+    uint32_t *d = dst; const volatile uint32_t *s = src;
+    for (size_t i = 0; i < n / 4; i++) d[i] = s[i];
+}
+#else
+#define LABEL "C io/ring.h"
+#endif
 static uint64_t now_ns(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return (uint64_t)t.tv_sec * 1000000000u + t.tv_nsec; }
 int main(void) {
     void *mem = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -49,11 +66,25 @@ int main(void) {
         uint64_t t = now_ns(), n0 = completed;
         for (int k = 0; k < 20000; k++) {
             uint64_t t0=now_ns();
-            for (uint64_t i = 0; i < size; i++) { make_request(issued + i, RING_GET_REQUEST(&front, front.req_prod_pvt)); front.req_prod_pvt++; }
+            for (uint64_t i = 0; i < size; i++) {
+#ifdef WORD_COPIES
+                blkif_request_t tmp; make_request(issued + i, &tmp);
+                copy_out(RING_GET_REQUEST(&front, front.req_prod_pvt), &tmp, sizeof tmp);
+#else
+                make_request(issued + i, RING_GET_REQUEST(&front, front.req_prod_pvt));
+#endif
+                front.req_prod_pvt++;
+            }
             issued += size; RING_PUSH_REQUESTS(&front); uint64_t t1=now_ns();
             RING_IDX rp = back.sring->req_prod; xen_rmb();
             while (back.req_cons != rp) {
-                blkif_request_t req; RING_COPY_REQUEST(&back, back.req_cons, &req); back.req_cons++;
+                blkif_request_t req;
+#ifdef WORD_COPIES
+                copy_in(&req, RING_GET_REQUEST(&back, back.req_cons), sizeof req);
+#else
+                RING_COPY_REQUEST(&back, back.req_cons, &req);
+#endif
+                back.req_cons++;
                 if (!check_request(&req, served)) errors++;
                 blkif_response_t *rsp = RING_GET_RESPONSE(&back, back.rsp_prod_pvt);
                 rsp->id = req.id; rsp->operation = req.operation; rsp->status = BLKIF_RSP_OKAY;
@@ -71,6 +102,6 @@ int main(void) {
         double ns = (double)(now_ns() - t) / (double)(completed - n0);
         if (ns < best) best = ns;
     }
-    printf("C io/ring.h, one thread: %.1f ns/request (best of 15), errors %lu; mean per request: issue %.1f, serve %.1f, harvest %.1f ns\n", best, errors, ph[0]/(double)completed, ph[1]/(double)completed, ph[2]/(double)completed);
+    printf("%s, one thread: %.1f ns/request (best of 15), errors %lu; mean per request: issue %.1f, serve %.1f, harvest %.1f ns\n", LABEL, best, errors, ph[0]/(double)completed, ph[1]/(double)completed, ph[2]/(double)completed);
     return 0;
 }
