@@ -166,6 +166,7 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
     }
 
     /// Requests consumed that still await a response.
+    #[inline]
     pub fn pending(&self) -> u32 {
         self.req_cons.wrapping_sub(self.rsp_prod_pvt)
     }
@@ -175,6 +176,7 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
         self.broken.as_ref()
     }
 
+    #[inline]
     fn check(&self) -> Result<(), RingError> {
         match &self.broken {
             Some(e) => Err(e.clone()),
@@ -192,6 +194,7 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
     /// [`RingError::RequestProdOverflow`], which breaks the ring for good, if
     /// `req_prod` claims more requests than the ring holds
     /// (`RING_REQUEST_PROD_OVERFLOW`) or moved backwards.
+    #[inline]
     pub fn unconsumed_requests(&mut self) -> Result<u32, RingError> {
         self.check()?;
         // xen_rmb: Acquire pairs with the frontend's Release store of req_prod in
@@ -217,6 +220,7 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
     /// # Errors
     ///
     /// As [`BackRing::unconsumed_requests`].
+    #[inline]
     pub fn take_request(&mut self) -> Result<Option<Req>, RingError> {
         if self.unconsumed_requests()? == 0 {
             return Ok(None);
@@ -224,6 +228,7 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
         Ok(Some(self.consume_one()))
     }
 
+    #[inline]
     fn consume_one(&mut self) -> Req {
         let req = self.sring.read(self.req_cons);
         self.req_cons = self.req_cons.wrapping_add(1);
@@ -236,6 +241,7 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
     /// # Errors
     ///
     /// As [`BackRing::unconsumed_requests`]; nothing is consumed then.
+    #[inline]
     pub fn take_requests(&mut self, out: &mut Vec<Req>) -> Result<usize, RingError> {
         self.take_requests_up_to(out, usize::MAX)
     }
@@ -246,17 +252,38 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
     /// # Errors
     ///
     /// As [`BackRing::unconsumed_requests`]; nothing is consumed then.
+    #[inline]
     pub fn take_requests_up_to(
         &mut self,
         out: &mut Vec<Req>,
         max: usize,
     ) -> Result<usize, RingError> {
         let n = (self.unconsumed_requests()? as usize).min(max);
-        out.reserve(n);
-        for _ in 0..n {
-            let req = self.consume_one();
-            out.push(req);
+        // Each request is copied once, straight into its element of `out`.
+        let start = out.len();
+        out.resize(start + n, Req::zeroed());
+        for (i, req) in (0..).zip(&mut out[start..]) {
+            self.sring.read_into(self.req_cons.wrapping_add(i), req);
         }
+        self.req_cons = self.req_cons.wrapping_add(n as u32);
+        Ok(n)
+    }
+
+    /// Consume as many published requests as `out` holds, copying them into its
+    /// first elements; returns how many. Like [`BackRing::take_requests_up_to`]
+    /// with `max = out.len()`, but into a buffer the caller keeps from batch to
+    /// batch, so no element is initialised before it is overwritten.
+    ///
+    /// # Errors
+    ///
+    /// As [`BackRing::unconsumed_requests`]; nothing is consumed then.
+    #[inline]
+    pub fn take_requests_into(&mut self, out: &mut [Req]) -> Result<usize, RingError> {
+        let n = (self.unconsumed_requests()? as usize).min(out.len());
+        for (i, req) in (0..).zip(&mut out[..n]) {
+            self.sring.read_into(self.req_cons.wrapping_add(i), req);
+        }
+        self.req_cons = self.req_cons.wrapping_add(n as u32);
         Ok(n)
     }
 
@@ -269,6 +296,7 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
     /// [`RingError::NoRequestToAnswer`] when every consumed request already has a
     /// response (a response needs the slot of a consumed request); the ring's
     /// breaking error once the frontend broke it.
+    #[inline]
     pub fn push_response(&mut self, rsp: &Rsp) -> Result<(), RingError> {
         self.check()?;
         if self.pending() == 0 {
@@ -282,6 +310,7 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> BackRing<Req, Rsp, M> {
     }
 
     /// Publish written responses without deciding about notification (`RING_PUSH_RESPONSES`).
+    #[inline]
     pub fn push_responses(&mut self) {
         // xen_wmb + store: Release pairs with the frontend's Acquire load of rsp_prod
         // in `FrontRing::unconsumed_responses`: it sees the responses before the index,

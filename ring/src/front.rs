@@ -131,16 +131,19 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
     }
 
     /// Requests written whose responses have not been consumed yet.
+    #[inline]
     pub fn outstanding(&self) -> u32 {
         self.req_prod_pvt.wrapping_sub(self.rsp_cons)
     }
 
     /// `RING_FREE_REQUESTS`: slots free for new requests.
+    #[inline]
     pub fn free_requests(&self) -> u32 {
         self.size() - self.outstanding()
     }
 
     /// `RING_FULL`.
+    #[inline]
     pub fn is_full(&self) -> bool {
         self.free_requests() == 0
     }
@@ -150,6 +153,7 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
         self.broken.as_ref()
     }
 
+    #[inline]
     fn check(&self) -> Result<(), RingError> {
         match &self.broken {
             Some(e) => Err(e.clone()),
@@ -165,6 +169,7 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
     /// [`RingError::Full`] when every slot holds a request whose response was not
     /// consumed yet (`RING_FULL`): consume responses, then try again. The ring's
     /// breaking error once the backend broke it.
+    #[inline]
     pub fn push_request(&mut self, req: &Req) -> Result<(), RingError> {
         self.check()?;
         if self.is_full() {
@@ -176,6 +181,7 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
     }
 
     /// Publish written requests without deciding about notification (`RING_PUSH_REQUESTS`).
+    #[inline]
     pub fn push_requests(&mut self) {
         // xen_wmb + store: Release pairs with the backend's Acquire load of req_prod
         // in `BackRing::unconsumed_requests`, so it sees the entries before the index.
@@ -208,6 +214,7 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
     /// [`RingError::ResponseProdOverflow`], which breaks the ring for good, if the
     /// backend claims responses to requests that were never made
     /// (`RING_RESPONSE_PROD_OVERFLOW`) or moved `rsp_prod` backwards.
+    #[inline]
     pub fn unconsumed_responses(&mut self) -> Result<u32, RingError> {
         self.check()?;
         // xen_rmb: Acquire pairs with the backend's Release store of rsp_prod in
@@ -233,6 +240,7 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
     /// # Errors
     ///
     /// As [`FrontRing::unconsumed_responses`].
+    #[inline]
     pub fn take_response(&mut self) -> Result<Option<Rsp>, RingError> {
         if self.unconsumed_responses()? == 0 {
             return Ok(None);
@@ -248,13 +256,35 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> FrontRing<Req, Rsp, M> {
     /// # Errors
     ///
     /// As [`FrontRing::unconsumed_responses`]; nothing is consumed then.
+    #[inline]
     pub fn take_responses(&mut self, out: &mut Vec<Rsp>) -> Result<usize, RingError> {
         let n = self.unconsumed_responses()? as usize;
-        out.reserve(n);
-        for _ in 0..n {
-            out.push(self.sring.read(self.rsp_cons));
-            self.rsp_cons = self.rsp_cons.wrapping_add(1);
+        // Each response is copied once, straight into its element of `out`.
+        let start = out.len();
+        out.resize(start + n, Rsp::zeroed());
+        for (i, rsp) in (0..).zip(&mut out[start..]) {
+            self.sring.read_into(self.rsp_cons.wrapping_add(i), rsp);
         }
+        self.rsp_cons = self.rsp_cons.wrapping_add(n as u32);
+        Ok(n)
+    }
+
+    /// Consume as many published responses as `out` holds, copying them into its
+    /// first elements; returns how many. Like [`FrontRing::take_responses`], but
+    /// into a buffer the caller keeps from batch to batch (a ring's size of them
+    /// takes every response), so no element is initialised before it is
+    /// overwritten.
+    ///
+    /// # Errors
+    ///
+    /// As [`FrontRing::unconsumed_responses`]; nothing is consumed then.
+    #[inline]
+    pub fn take_responses_into(&mut self, out: &mut [Rsp]) -> Result<usize, RingError> {
+        let n = (self.unconsumed_responses()? as usize).min(out.len());
+        for (i, rsp) in (0..).zip(&mut out[..n]) {
+            self.sring.read_into(self.rsp_cons.wrapping_add(i), rsp);
+        }
+        self.rsp_cons = self.rsp_cons.wrapping_add(n as u32);
         Ok(n)
     }
 

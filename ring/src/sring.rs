@@ -4,7 +4,7 @@
 
 use crate::error::RingError;
 use crate::shm::SharedMemory;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU32, Ordering};
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::mem::size_of;
@@ -74,7 +74,7 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
         }
     }
 
-    fn slot(&self, idx: RingIdx, bytes: usize) -> &[crate::sync::AtomicU32] {
+    fn slot(&self, idx: RingIdx, bytes: usize) -> &[AtomicU32] {
         // The mask keeps the slot inside the ring whatever index a peer made us use.
         let start = ENTRIES + (idx & (self.size - 1)) as usize * self.entry_words;
         &self.mem.words()[start..start + bytes / 4]
@@ -83,50 +83,46 @@ impl<Req: Pod, Rsp: Pod, M: SharedMemory> Sring<Req, Rsp, M> {
     /// Copy the entry at `idx` out of shared memory (`RING_COPY_REQUEST` /
     /// `RING_COPY_RESPONSE`): each word is read exactly once, so the peer cannot
     /// change the value after it was looked at (XSA-155).
+    #[inline]
     pub(crate) fn read<T: Pod>(&self, idx: RingIdx) -> T {
         let mut value = T::zeroed();
+        self.read_into(idx, &mut value);
+        value
+    }
+
+    /// [`Sring::read`] into `dst`, which the caller keeps (a vector's element, so
+    /// that a batch is copied once, straight to where it is used).
+    #[inline]
+    pub(crate) fn read_into<T: Pod>(&self, idx: RingIdx, dst: &mut T) {
         let slot = self.slot(idx, size_of::<T>());
         // Relaxed loads: the caller's Acquire load of the producer index ordered these
         // reads after the peer's writes of the entry.
-        match bytemuck::try_cast_slice_mut::<u8, u32>(bytemuck::bytes_of_mut(&mut value)) {
-            // The usual case (T is 4-byte aligned): word for word.
-            Ok(dst) => {
-                for (d, w) in dst.iter_mut().zip(slot) {
-                    *d = w.load(Ordering::Relaxed);
-                }
-            }
-            Err(_) => {
-                let bytes = bytemuck::bytes_of_mut(&mut value);
-                for (chunk, w) in bytes.chunks_exact_mut(4).zip(slot) {
-                    chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
-                }
-            }
+        for (chunk, w) in bytemuck::bytes_of_mut(dst).chunks_exact_mut(4).zip(slot) {
+            chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
         }
-        value
     }
 
     /// Write an entry at `idx` (`RING_GET_REQUEST` / `RING_GET_RESPONSE` then assign).
     /// Every byte of `T` is initialised (`Pod`), so no stale data leaks (XSA-216).
+    #[inline]
     pub(crate) fn write<T: Pod>(&self, idx: RingIdx, value: &T) {
         let slot = self.slot(idx, size_of::<T>());
         // Relaxed stores: published to the peer by the caller's Release store of the
-        // producer index.
-        match bytemuck::try_cast_slice::<u8, u32>(bytemuck::bytes_of(value)) {
-            Ok(src) => {
-                for (s, w) in src.iter().zip(slot) {
-                    w.store(*s, Ordering::Relaxed);
-                }
-            }
-            Err(_) => {
-                for (chunk, w) in bytemuck::bytes_of(value).chunks_exact(4).zip(slot) {
-                    w.store(
-                        u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
-                        Ordering::Relaxed,
-                    );
-                }
-            }
+        // producer index. `value` was usually built field by field just before; a
+        // 32-bit read of it is forwarded from a 32- or 64-bit field's store, where a
+        // wider one would wait for the stores to reach the cache.
+        for (chunk, w) in bytemuck::bytes_of(value).chunks_exact(4).zip(slot) {
+            w.store(word(chunk), Ordering::Relaxed);
         }
     }
+}
+
+/// Four bytes as a native-endian word.
+#[inline]
+fn word(bytes: &[u8]) -> u32 {
+    let mut b = [0; 4];
+    b.copy_from_slice(bytes);
+    u32::from_ne_bytes(b)
 }
 
 /// The notify test of `RING_PUSH_*_AND_CHECK_NOTIFY`: did the producer index move

@@ -319,3 +319,51 @@ fn response_padding_written_to_the_ring_is_zero() {
     assert_eq!(bytes[9], 0);
     assert_eq!(&bytes[12..16], &[0; 4]);
 }
+
+#[test]
+fn taking_into_a_slice_takes_what_fits_and_wraps() {
+    // Indices start just below the wrap, so the batch crosses it.
+    let (mut f, mut b) = pair(0, u32::MAX - 2);
+    for id in 0..5 {
+        f.push_request(&req(id)).unwrap();
+    }
+    f.push_requests();
+    let mut buf = [BlkifRequest::default(); 3];
+    assert_eq!(b.take_requests_into(&mut buf).unwrap(), 3);
+    assert_eq!(buf, [req(0), req(1), req(2)]);
+    assert_eq!(b.take_requests_into(&mut buf).unwrap(), 2);
+    assert_eq!(buf[..2], [req(3), req(4)]);
+    assert_eq!(buf[2], req(2), "elements beyond the count are left alone");
+    assert_eq!(b.take_requests_into(&mut buf).unwrap(), 0);
+    assert_eq!(b.take_requests_into(&mut []).unwrap(), 0);
+    for id in 0..5 {
+        b.push_response(&BlkifResponse::new(id, BLKIF_OP_WRITE, BLKIF_RSP_OKAY))
+            .unwrap();
+    }
+    b.push_responses();
+    let mut rsps = [BlkifResponse::default(); 4];
+    assert_eq!(f.take_responses_into(&mut rsps).unwrap(), 4);
+    assert_eq!(rsps.map(|r| r.id), [0, 1, 2, 3]);
+    assert_eq!(f.take_responses_into(&mut rsps).unwrap(), 1);
+    assert_eq!(rsps[0].id, 4);
+    assert_eq!(f.outstanding(), 0);
+}
+
+#[test]
+fn taking_into_a_slice_from_a_broken_ring_consumes_nothing() {
+    let (mut f, mut b) = pair(0, 0);
+    f.push_request(&req(1)).unwrap();
+    f.push_requests();
+    // The frontend claims far more requests than the ring holds.
+    f.memory().words()[0].store(1000, Relaxed);
+    let mut buf = [BlkifRequest::default(); 4];
+    assert!(b.take_requests_into(&mut buf).unwrap_err().is_broken());
+    assert_eq!(b.req_cons(), 0);
+    assert_eq!(buf, [BlkifRequest::default(); 4]);
+    // A backend that answers more than was asked breaks the frontend's view.
+    let (mut f, _b) = pair(0, 0);
+    f.memory().words()[2].store(3, Relaxed);
+    let mut rsps = [BlkifResponse::default(); 4];
+    assert!(f.take_responses_into(&mut rsps).unwrap_err().is_broken());
+    assert_eq!(f.rsp_cons(), 0);
+}

@@ -159,12 +159,11 @@ impl Pipeline for RingFront<'_> {
 
     #[inline]
     fn harvest(&mut self, first: u64) -> Result<u64> {
-        self.rsps.clear();
         let n = self
             .front
-            .take_responses(&mut self.rsps)
+            .take_responses_into(&mut self.rsps)
             .map_err(BenchError::front)?;
-        for (seq, rsp) in (first..).zip(&self.rsps) {
+        for (seq, rsp) in (first..).zip(&self.rsps[..n]) {
             self.tally.record(check_response(rsp, seq));
         }
         Ok(n as u64)
@@ -203,12 +202,14 @@ pub fn serve<M: SharedMemory, L: Liveness>(
     corrupt_response: Option<u64>,
 ) -> Result<ServeStats> {
     let corrupt_at = corrupt_response.unwrap_or(u64::MAX);
-    let mut reqs: Vec<BlkifRequest> = Vec::with_capacity(back.size() as usize);
+    // A ring's worth of requests, kept from batch to batch.
+    let mut reqs = vec![BlkifRequest::default(); back.size() as usize];
     let mut stats = ServeStats::default();
     let mut spinner = WatchedSpin::new(yield_cpu);
     loop {
-        reqs.clear();
-        let n = back.take_requests(&mut reqs).map_err(BenchError::back)?;
+        let n = back
+            .take_requests_into(&mut reqs)
+            .map_err(BenchError::back)?;
         if n == 0 {
             match waiting {
                 Waiting::Polling => {
@@ -239,7 +240,7 @@ pub fn serve<M: SharedMemory, L: Liveness>(
             continue;
         }
         spinner = WatchedSpin::new(yield_cpu);
-        for req in &reqs {
+        for req in &reqs[..n] {
             let seq = stats.served;
             stats.tally.record(check_request(req, seq));
             let mut rsp = content::response(req);
@@ -310,7 +311,7 @@ pub fn measure_ring(
         notifications_at_window: 0,
         back_notifications_at_window: 0,
         tally: Tally::default(),
-        rsps: Vec::with_capacity(size),
+        rsps: vec![BlkifResponse::default(); size],
     };
     let timed = match (workload, mode) {
         (Workload::Latency, WaitMode::Polling) => time_round_trips(&mut fe, plan, POLLING_BATCH),
