@@ -1872,6 +1872,30 @@ mod tests {
         assert_eq!(Arc::strong_count(&region), 1);
     }
 
+    /// A 64 KiB file of 7s in a directory that lives as long as the guard.
+    fn sevens() -> (tempfile::TempDir, Arc<BlockFile>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("unit.img");
+        std::fs::write(&path, vec![7u8; 1 << 16]).unwrap();
+        let file = Arc::new(BlockFile::open(&path, DiskOpen::default()).unwrap());
+        (dir, file)
+    }
+
+    /// Whether `e`'s completion descriptor polls readable within `within` ms
+    /// (a completion's task work may interrupt the first pass; poll is
+    /// restarted then).
+    fn readable(e: &DiskQueue, within: u16) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let mut fds = [PollFd::new(e.completion_fd().unwrap(), PollFlags::POLLIN)];
+        loop {
+            match poll(&mut fds, PollTimeout::from(within)) {
+                Ok(n) => return n == 1,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => panic!("poll: {e}"),
+            }
+        }
+    }
+
     /// The completion descriptor (the io_uring's own) is readable exactly
     /// while a completion is unreaped: not before one is posted, not after
     /// `reap_ready` took it, again for one posted after the last reap (so an
@@ -1879,23 +1903,7 @@ mod tests {
     /// clearing it (`rearm_completion_fd`) changes nothing.
     #[test]
     fn the_completion_descriptor_is_readable_while_a_completion_is_unreaped() {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        // `within` ms (a completion's task work may make the first pass
-        // return early; poll restarts itself then).
-        let readable = |e: &DiskQueue, within: u16| {
-            let mut fds = [PollFd::new(e.completion_fd().unwrap(), PollFlags::POLLIN)];
-            loop {
-                match poll(&mut fds, PollTimeout::from(within)) {
-                    Ok(n) => return n == 1,
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => panic!("poll: {e}"),
-                }
-            }
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("unit.img");
-        std::fs::write(&path, vec![7u8; 1 << 16]).unwrap();
-        let file = Arc::new(BlockFile::open(&path, DiskOpen::default()).unwrap());
+        let (_dir, file) = sevens();
         let opts = DiskQueueOptions {
             depth: 4,
             completion_fd: true,
@@ -1948,21 +1956,7 @@ mod tests {
     /// one signals again.
     #[test]
     fn deferred_completion_work_is_found_by_the_reap_after_the_rearm() {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        let readable = |e: &DiskQueue, within: u16| {
-            let mut fds = [PollFd::new(e.completion_fd().unwrap(), PollFlags::POLLIN)];
-            loop {
-                match poll(&mut fds, PollTimeout::from(within)) {
-                    Ok(n) => return n == 1,
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => panic!("poll: {e}"),
-                }
-            }
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("unit.img");
-        std::fs::write(&path, vec![7u8; 1 << 16]).unwrap();
-        let file = Arc::new(BlockFile::open(&path, DiskOpen::default()).unwrap());
+        let (_dir, file) = sevens();
         let opts = DiskQueueOptions {
             depth: 4,
             completion_fd: true,
@@ -2013,13 +2007,7 @@ mod tests {
     /// cleanly) back on its own thread.
     #[test]
     fn a_deferred_queue_refuses_another_thread_clearly() {
-        let (_dir, file) = {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("unit.img");
-            std::fs::write(&path, vec![7u8; 1 << 16]).unwrap();
-            let file = Arc::new(BlockFile::open(&path, DiskOpen::default()).unwrap());
-            (dir, file)
-        };
+        let (_dir, file) = sevens();
         let opts = DiskQueueOptions {
             depth: 4,
             completion_fd: true,
