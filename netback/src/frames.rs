@@ -93,30 +93,7 @@ pub trait Frames: Send {
         spare: &mut Vec<RxBuf>,
         f: &mut dyn FnMut(RxBuf, Received) -> bool,
     ) -> io::Result<usize> {
-        let mut got = 0;
-        for _ in 0..max.max(1) {
-            let mut buf = spare.pop().unwrap_or_default();
-            match self.recv(buf.bytes_mut()) {
-                Ok(Some(r)) => {
-                    got += 1;
-                    if !f(buf, r) {
-                        break;
-                    }
-                }
-                Ok(None) => {
-                    spare.push(buf);
-                    break;
-                }
-                Err(e) => {
-                    spare.push(buf);
-                    if e.kind() == io::ErrorKind::WouldBlock {
-                        break;
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(got)
+        recv_each(self, max, spare, f)
     }
 
     /// A second descriptor polled with [`Frames::ready_fd`]: one that polls
@@ -223,6 +200,40 @@ pub fn meta_of(h: &VirtioNetHdr) -> Option<Meta> {
             hdr_len: h.hdr_len,
         }),
     })
+}
+
+/// [`Frames::recv_many`] by one [`Frames::recv`] per packet: the default, and
+/// a TAP's path without io_uring.
+fn recv_each<F: Frames + ?Sized>(
+    frames: &mut F,
+    max: usize,
+    spare: &mut Vec<RxBuf>,
+    f: &mut dyn FnMut(RxBuf, Received) -> bool,
+) -> io::Result<usize> {
+    let mut got = 0;
+    for _ in 0..max.max(1) {
+        let mut buf = spare.pop().unwrap_or_default();
+        match frames.recv(buf.bytes_mut()) {
+            Ok(Some(r)) => {
+                got += 1;
+                if !f(buf, r) {
+                    break;
+                }
+            }
+            Ok(None) => {
+                spare.push(buf);
+                break;
+            }
+            Err(e) => {
+                spare.push(buf);
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    break;
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(got)
 }
 
 /// Reads armed at once on a TAP queue (each with a 64 KiB buffer).
@@ -337,23 +348,7 @@ impl Frames for TapQueue {
         f: &mut dyn FnMut(RxBuf, Received) -> bool,
     ) -> io::Result<usize> {
         let Some(r) = &mut self.reader else {
-            let mut got = 0;
-            for _ in 0..max.max(1) {
-                let mut buf = spare.pop().unwrap_or_default();
-                match self.recv(buf.bytes_mut())? {
-                    Some(rcv) => {
-                        got += 1;
-                        if !f(buf, rcv) {
-                            break;
-                        }
-                    }
-                    None => {
-                        spare.push(buf);
-                        break;
-                    }
-                }
-            }
-            return Ok(got);
+            return recv_each(self, max, spare, f);
         };
         let name = self.tap.name();
         let mut take = || spare.pop().unwrap_or_default();
