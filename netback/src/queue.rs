@@ -234,6 +234,13 @@ struct RxItem {
     gso: Option<NetifExtraGso>,
 }
 
+/// Rx slots a packet of `len` bytes takes: its pages, and one for the GSO
+/// extra (whether the frontend can take it is [`QueueWorker::slots_for`]'s
+/// question).
+fn slots_of(len: usize, gso: bool) -> usize {
+    len.div_ceil(PAGE).max(1) + usize::from(gso)
+}
+
 /// What becomes of a tx packet of a batch: sent (from this offset of the
 /// batch's bytes, with these offloads), or answered with this status.
 type Planned = std::result::Result<(usize, Meta), i16>;
@@ -586,7 +593,7 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
         if n > 1 && !self.rx_sg || n > XEN_NETIF_NR_SLOTS_MIN {
             None
         } else {
-            Some(n + usize::from(gso))
+            Some(slots_of(len, gso))
         }
     }
 
@@ -697,7 +704,7 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
             let mut last = st.rx_slots_hint;
             let t = Instant::now();
             let read = self.frames.recv_many(want, &mut spare, &mut |buf, rcv| {
-                last = rcv.len.div_ceil(PAGE).max(1) + usize::from(rcv.meta.gso.is_some());
+                last = slots_of(rcv.len, rcv.meta.gso.is_some());
                 q += last;
                 n += 1;
                 got.push((buf, rcv));
