@@ -103,6 +103,14 @@ pub trait Frames: Send {
         None
     }
 
+    /// How packets are read and written, for the exit line (`reads io_uring,
+    /// deferred task running; writes writev per packet`, say): what the
+    /// queue chose at run time where it had a choice. Default: nothing to
+    /// say.
+    fn io_mode(&self) -> Option<String> {
+        None
+    }
+
     /// A descriptor that polls readable while [`Frames::recv`] has a packet
     /// (and writable when a [`Sent::Busy`] network can take one again), if
     /// there is one; otherwise the queue looks every millisecond while idle.
@@ -273,14 +281,6 @@ impl TapQueue {
             results: Vec::new(),
         }
     }
-
-    /// How packets are read and written (`None` before the first of each).
-    pub fn io_modes(&self) -> (Option<&'static str>, Option<&'static str>) {
-        (
-            self.reader.as_ref().and_then(TapReader::mode),
-            self.writer.as_ref().and_then(TapWriter::mode),
-        )
-    }
 }
 
 fn sent_of(r: xenio_hostio::Result<bool>) -> io::Result<Sent> {
@@ -295,6 +295,31 @@ impl Frames for TapQueue {
             self.tap.write(frame)?
         };
         Ok(if ok { Sent::Delivered } else { Sent::Dropped })
+    }
+
+    fn io_mode(&self) -> Option<String> {
+        // `None` for a side never used (its ring is set up at first use).
+        let side = |name: &str, batched: Option<Option<&'static str>>, plain: &str| match batched {
+            Some(Some(m)) => Some(format!("{name} {m}")),
+            Some(None) => None,
+            None => Some(format!("{name} {plain}")),
+        };
+        let parts: Vec<String> = [
+            side(
+                "reads",
+                self.reader.as_ref().map(TapReader::mode),
+                "read per packet",
+            ),
+            side(
+                "writes",
+                self.writer.as_ref().map(TapWriter::mode),
+                "write per packet",
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
     }
 
     fn send_many(&mut self, frames: &[(&[u8], Meta)], out: &mut Vec<io::Result<Sent>>) {

@@ -28,6 +28,7 @@ use crate::report::{FrameErrorHook, FrameFailure};
 use crate::rxbuf::{RX_BUF, RxBuf};
 use crate::tx::{self, Parsed, TxLimits, TxPacket};
 use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use xenio_ring::BackRing;
@@ -134,6 +135,9 @@ pub struct Counters {
     pub ns_tx_send: AtomicU64,
     /// Sleeping on the event channels and the network.
     pub ns_sleep: AtomicU64,
+    /// How the network's packets were read and written, as the last queue
+    /// to stop found it ([`Frames::io_mode`]).
+    pub network_io: Mutex<Option<String>>,
 }
 
 impl Counters {
@@ -153,7 +157,7 @@ impl Counters {
             "tx {} packets / {} bytes / {} slots ({} rejected, {} grant errors, {} network drops); \
              rx {} packets / {} bytes / {} slots ({} dropped without buffers, {} too big, {} grant errors); \
              notifications tx {} rx {}; sleeps {}; gso tx {} rx {} ({} cut here); tx busy {}, network errors tx {} rx {}; storm pauses {}; \
-             ms in network reads {} rx copies {} tx copies {} network writes {} sleeping {}",
+             ms in network reads {} rx copies {} tx copies {} network writes {} sleeping {}{}",
             n(&self.tx_packets),
             n(&self.tx_bytes),
             n(&self.tx_slots),
@@ -181,6 +185,10 @@ impl Counters {
             n(&self.ns_tx_copy) / 1_000_000,
             n(&self.ns_tx_send) / 1_000_000,
             n(&self.ns_sleep) / 1_000_000,
+            match self.network_io.lock().ok().and_then(|m| m.clone()) {
+                Some(m) => format!("; network I/O: {m}"),
+                None => String::new(),
+            }
         )
     }
 }
@@ -289,6 +297,14 @@ impl<M: GrantMapper, C: EventChannel, F: Frames> QueueWorker<'_, M, C, F> {
     ///
     /// As [`QueueWorker::step`].
     pub fn run(mut self) -> Result<()> {
+        let r = self.serve();
+        if let (Some(m), Ok(mut slot)) = (self.frames.io_mode(), self.counters.network_io.lock()) {
+            *slot = Some(m);
+        }
+        r
+    }
+
+    fn serve(&mut self) -> Result<()> {
         let mut st = QueueState::default();
         let mut storm = SpuriousEvents::new();
         while !self.stop.load(Ordering::Relaxed) {

@@ -185,10 +185,24 @@ fn xsa_423_432_448_shapes_reach_the_tap_byte_for_byte() {
 /// netback's rx queue holds (and more than it keeps reads armed on the TAP):
 /// netback holds what fits, then (once the frontend has taken nothing for the
 /// drain timeout) reads and drops the rest, counting them, and keeps serving;
-/// its exit line says so.
+/// its exit line says so, and how it read the TAP: through io_uring by
+/// default, one `readv` per packet with `XENIO_TAP_IO=plain`.
 #[test]
 fn a_frontend_without_rx_buffers_gets_its_frames_dropped_and_counted() {
-    let Some(ns) = Netns::with_tap("norx") else {
+    without_rx_buffers("norx", None, "network I/O: reads io_uring");
+}
+
+#[test]
+fn without_rx_buffers_on_the_plain_tap_path_too() {
+    without_rx_buffers(
+        "norxp",
+        Some("plain"),
+        "network I/O: reads readv per packet",
+    );
+}
+
+fn without_rx_buffers(name: &str, tap_io: Option<&str>, io_line: &str) {
+    let Some(ns) = Netns::with_tap(name) else {
         return;
     };
     ns.ip(&["addr", "add", "10.78.0.1/24", "dev", "xtap0"]);
@@ -201,7 +215,7 @@ fn a_frontend_without_rx_buffers_gets_its_frames_dropped_and_counted() {
         "dev",
         "xtap0",
     ]);
-    let w = World::new("norx-tap", &[1]);
+    let w = World::new(&format!("{name}-tap"), &[1]);
     let log = w.run_dir().join("netback.stderr");
     let mut c = ns.exec();
     c.arg(env!("CARGO_BIN_EXE_xenio"))
@@ -211,6 +225,10 @@ fn a_frontend_without_rx_buffers_gets_its_frames_dropped_and_counted() {
         .arg(w.run_dir())
         .arg("--no-split-event-channels")
         .stderr(std::fs::File::create(&log).unwrap());
+    match tap_io {
+        Some(v) => c.env("XENIO_TAP_IO", v),
+        None => c.env_remove("XENIO_TAP_IO"),
+    };
     let mut backend = Backend::spawn(c);
     let guest = w.platform(1);
     eventually(T, "the vif", || {
@@ -269,4 +287,5 @@ fn a_frontend_without_rx_buffers_gets_its_frames_dropped_and_counted() {
         line.contains("rx 0 packets"),
         "delivered without buffers: {line}"
     );
+    assert!(line.contains(io_line), "no {io_line:?} in: {line}");
 }
