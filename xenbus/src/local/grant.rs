@@ -13,7 +13,8 @@ use crate::region::{ReadOnlyRegion, Region};
 use crate::window::GrantWindow;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -444,6 +445,10 @@ struct Peer {
     pool_rw: File,
     pool_ro: File,
     inode: (u64, u64),
+    /// The pool's size in pages when last looked at (0: not yet), so that a
+    /// grant copy does not `fstat` the pool for every page it copies: a
+    /// 64 KiB packet is 17 copies.
+    pool_pages: AtomicU64,
 }
 
 /// Backend side of local grants: map or copy other domains' grants.
@@ -496,6 +501,7 @@ impl LocalGrantMapper {
             pool_rw: open_rw(&pool)?,
             pool_ro,
             inode,
+            pool_pages: AtomicU64::new(0),
         });
         peers.insert(domid, p.clone());
         Ok(p)
@@ -510,7 +516,19 @@ impl LocalGrantMapper {
     }
 
     /// Pin `gref` of `domid` for this process: returns the pool frame.
-    fn pin(&self, peer: &Peer, domid: DomId, gref: GrantRef, writable: bool) -> Result<u64> {
+    /// `fresh`: check the frame against the pool's size now (a mapping of a
+    /// page past the end of the file would fault when touched); otherwise a
+    /// size looked at before will do while the frame is below it (a copy past
+    /// the end of a pool that shrank fails or extends the granter's own file,
+    /// and touches nothing of ours).
+    fn pin(
+        &self,
+        peer: &Peer,
+        domid: DomId,
+        gref: GrantRef,
+        writable: bool,
+        fresh: bool,
+    ) -> Result<u64> {
         let Some(e) = peer.tables.entry(gref) else {
             return Err(Self::refuse(
                 domid,
@@ -547,11 +565,15 @@ impl LocalGrantMapper {
                 Err(cur) => v = cur,
             }
         };
-        let pages = peer
-            .pool_ro
-            .metadata()
-            .map(|m| m.len() / PAGE as u64)
-            .unwrap_or(0);
+        let mut pages = peer.pool_pages.load(Ordering::Relaxed);
+        if fresh || u64::from(frame) >= pages {
+            pages = peer
+                .pool_ro
+                .metadata()
+                .map(|m| m.len() / PAGE as u64)
+                .unwrap_or(0);
+            peer.pool_pages.store(pages, Ordering::Relaxed);
+        }
         if u64::from(frame) >= pages {
             self.unpin(peer, gref);
             return Err(Self::refuse(
@@ -579,7 +601,7 @@ impl LocalGrantMapper {
         }
         let mut frames = Vec::with_capacity(refs.len());
         for r in refs {
-            match self.pin(peer, domid, *r, writable) {
+            match self.pin(peer, domid, *r, writable, true) {
                 Ok(f) => frames.push(f),
                 Err(e) => {
                     for done in &refs[..frames.len()] {
@@ -660,7 +682,7 @@ impl GrantMapper for LocalGrantMapper {
             return self.map(domid, &[gref]);
         };
         let peer = self.peer(domid)?;
-        let frame = self.pin(&peer, domid, gref, true)?;
+        let frame = self.pin(&peer, domid, gref, true, true)?;
         if let Err(e) = map_over(&slot, &peer.pool_rw, frame) {
             self.unpin(&peer, gref);
             return Err(e);
@@ -686,15 +708,18 @@ impl GrantMapper for LocalGrantMapper {
         Ok(rewrap_ro(region, owner))
     }
 
+    /// Every copy is checked and pinned first; then each run of copies that
+    /// go the same way between consecutive bytes of one pool is one
+    /// `preadv`/`pwritev` (a packet laid over pool pages in order is one
+    /// system call, not one per page), and the pins are dropped.
     fn copy(&self, ops: &mut [GrantCopy<'_>]) -> Result<Vec<Result<()>>> {
         let mut out = Vec::with_capacity(ops.len());
         // Look each granting domain up once per batch (a batch usually has one).
         let mut peers: Vec<(DomId, Arc<Peer>)> = Vec::new();
-        for op in ops.iter_mut() {
-            let len = match &op.local {
-                CopyBuf::FromGrant(b) => b.len(),
-                CopyBuf::ToGrant(b) => b.len(),
-            };
+        // Per copy, once pinned: its peer (index into `peers`) and pool offset.
+        let mut at: Vec<Option<(usize, u64)>> = Vec::with_capacity(ops.len());
+        for op in ops.iter() {
+            let len = copy_len(op);
             if usize::from(op.offset) + len > PAGE {
                 out.push(Err(Self::refuse(
                     op.domid,
@@ -704,29 +729,163 @@ impl GrantMapper for LocalGrantMapper {
                         op.offset
                     ),
                 )));
+                at.push(None);
                 continue;
             }
             let writable = matches!(op.local, CopyBuf::ToGrant(_));
-            let peer = match peers.iter().find(|(d, _)| *d == op.domid) {
-                Some((_, p)) => Ok(p.clone()),
-                None => self
-                    .peer(op.domid)
-                    .inspect(|p| peers.push((op.domid, p.clone()))),
+            let peer = match peers.iter().position(|(d, _)| *d == op.domid) {
+                Some(i) => Ok(i),
+                None => self.peer(op.domid).map(|p| {
+                    peers.push((op.domid, p));
+                    peers.len() - 1
+                }),
             };
-            let res = peer.and_then(|peer| {
-                let frame = self.pin(&peer, op.domid, op.gref, writable)?;
-                let at = frame * PAGE as u64 + u64::from(op.offset);
-                let r = match &mut op.local {
-                    CopyBuf::FromGrant(b) => peer.pool_ro.read_exact_at(b, at),
-                    CopyBuf::ToGrant(b) => peer.pool_rw.write_all_at(b, at),
-                };
-                self.unpin(&peer, op.gref);
-                r.map_err(|e| Error::io(format!("grant copy of {} ref {}", op.domid, op.gref), e))
-            });
-            out.push(res);
+            match peer.and_then(|i| {
+                self.pin(&peers[i].1, op.domid, op.gref, writable, false)
+                    .map(|frame| (i, frame * PAGE as u64 + u64::from(op.offset)))
+            }) {
+                Ok(pinned) => {
+                    out.push(Ok(()));
+                    at.push(Some(pinned));
+                }
+                Err(e) => {
+                    out.push(Err(e));
+                    at.push(None);
+                }
+            }
+        }
+        let mut i = 0;
+        while i < ops.len() {
+            let Some((p, start)) = at[i] else {
+                i += 1;
+                continue;
+            };
+            let writing = matches!(ops[i].local, CopyBuf::ToGrant(_));
+            let mut end = start + copy_len(&ops[i]) as u64;
+            let mut j = i + 1;
+            while j < ops.len() && j - i < COPY_RUN {
+                match at[j] {
+                    Some((q, s))
+                        if q == p
+                            && s == end
+                            && writing == matches!(ops[j].local, CopyBuf::ToGrant(_)) =>
+                    {
+                        end += copy_len(&ops[j]) as u64;
+                        j += 1;
+                    }
+                    _ => break,
+                }
+            }
+            let peer = &peers[p].1;
+            let r = if writing {
+                write_run(&peer.pool_rw, &ops[i..j], start)
+            } else {
+                read_run(&peer.pool_ro, &mut ops[i..j], start)
+            };
+            if let Err(e) = r {
+                for (o, op) in out[i..j].iter_mut().zip(&ops[i..j]) {
+                    *o = Err(Error::io(
+                        format!("grant copy of {} ref {}", op.domid, op.gref),
+                        io::Error::new(e.kind(), e.to_string()),
+                    ));
+                }
+            }
+            i = j;
+        }
+        for (op, pinned) in ops.iter().zip(&at) {
+            if let Some((p, _)) = pinned {
+                self.unpin(&peers[*p].1, op.gref);
+            }
         }
         Ok(out)
     }
+}
+
+/// Most copies joined into one `preadv`/`pwritev` (a 64 KiB packet is 17).
+const COPY_RUN: usize = 64;
+
+fn copy_len(op: &GrantCopy<'_>) -> usize {
+    match &op.local {
+        CopyBuf::FromGrant(b) => b.len(),
+        CopyBuf::ToGrant(b) => b.len(),
+    }
+}
+
+/// Write the local buffers of `ops` (all `ToGrant`) to `file` from `at` on, in
+/// order, however many calls that takes.
+fn write_run(file: &File, ops: &[GrantCopy<'_>], at: u64) -> io::Result<()> {
+    let bufs: Vec<&[u8]> = ops
+        .iter()
+        .filter_map(|op| match &op.local {
+            CopyBuf::ToGrant(b) => Some(&**b),
+            CopyBuf::FromGrant(_) => None,
+        })
+        .collect();
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    let mut done = 0;
+    while done < total {
+        let iov = tail_slices(&bufs, done);
+        let off = i64::try_from(at + done as u64).map_err(io::Error::other)?;
+        match nix::sys::uio::pwritev(file, &iov, off) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Fill the local buffers of `ops` (all `FromGrant`) from `file` at `at` on.
+fn read_run(file: &File, ops: &mut [GrantCopy<'_>], at: u64) -> io::Result<()> {
+    let mut bufs: Vec<&mut [u8]> = ops
+        .iter_mut()
+        .filter_map(|op| match &mut op.local {
+            CopyBuf::FromGrant(b) => Some(&mut **b),
+            CopyBuf::ToGrant(_) => None,
+        })
+        .collect();
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    let mut done = 0;
+    while done < total {
+        let mut iov = tail_slices_mut(&mut bufs, done);
+        let off = i64::try_from(at + done as u64).map_err(io::Error::other)?;
+        match nix::sys::uio::preadv(file, &mut iov, off) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => done += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// `bufs` as I/O slices, without their first `skip` bytes.
+fn tail_slices<'a>(bufs: &[&'a [u8]], mut skip: usize) -> Vec<io::IoSlice<'a>> {
+    let mut v = Vec::with_capacity(bufs.len());
+    for b in bufs {
+        if skip >= b.len() {
+            skip -= b.len();
+            continue;
+        }
+        v.push(io::IoSlice::new(&b[skip..]));
+        skip = 0;
+    }
+    v
+}
+
+/// As [`tail_slices`], writable.
+fn tail_slices_mut<'a>(bufs: &'a mut [&mut [u8]], mut skip: usize) -> Vec<io::IoSliceMut<'a>> {
+    let mut v = Vec::with_capacity(bufs.len());
+    for b in bufs.iter_mut() {
+        if skip >= b.len() {
+            skip -= b.len();
+            continue;
+        }
+        v.push(io::IoSliceMut::new(&mut b[skip..]));
+        skip = 0;
+    }
+    v
 }
 
 /// A region whose owner is the mapping plus its pins.
