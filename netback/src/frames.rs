@@ -104,7 +104,7 @@ pub trait Frames: Send {
     }
 
     /// How packets are read and written, for the exit line (`reads io_uring,
-    /// deferred task running; writes writev per packet`, say): what the
+    /// deferred task running, writes writev per packet`, say): what the
     /// queue chose at run time where it had a choice. Default: nothing to
     /// say.
     fn io_mode(&self) -> Option<String> {

@@ -14,7 +14,7 @@ use crate::window::GrantWindow;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -812,7 +812,8 @@ fn copy_len(op: &GrantCopy<'_>) -> usize {
 }
 
 /// Write the local buffers of `ops` (all `ToGrant`) to `file` from `at` on, in
-/// order, however many calls that takes.
+/// order: one `pwritev`, then what a short write left (rare for a pool file)
+/// buffer by buffer.
 fn write_run(file: &File, ops: &[GrantCopy<'_>], at: u64) -> io::Result<()> {
     let bufs: Vec<&[u8]> = ops
         .iter()
@@ -821,22 +822,20 @@ fn write_run(file: &File, ops: &[GrantCopy<'_>], at: u64) -> io::Result<()> {
             CopyBuf::FromGrant(_) => None,
         })
         .collect();
-    let total: usize = bufs.iter().map(|b| b.len()).sum();
-    let mut done = 0;
-    while done < total {
-        let iov = tail_slices(&bufs, done);
-        let off = i64::try_from(at + done as u64).map_err(io::Error::other)?;
-        match nix::sys::uio::pwritev(file, &iov, off) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => done += n,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
+    let iov: Vec<io::IoSlice<'_>> = bufs.iter().map(|b| io::IoSlice::new(b)).collect();
+    let off = i64::try_from(at).map_err(io::Error::other)?;
+    let done = retry(|| nix::sys::uio::pwritev(file, &iov, off))?;
+    let mut pos = 0;
+    for b in bufs {
+        let skip = done.saturating_sub(pos).min(b.len());
+        file.write_all_at(&b[skip..], at + (pos + skip) as u64)?;
+        pos += b.len();
     }
     Ok(())
 }
 
-/// Fill the local buffers of `ops` (all `FromGrant`) from `file` at `at` on.
+/// Fill the local buffers of `ops` (all `FromGrant`) from `file` at `at` on:
+/// one `preadv`, then what a short read left buffer by buffer.
 fn read_run(file: &File, ops: &mut [GrantCopy<'_>], at: u64) -> io::Result<()> {
     let mut bufs: Vec<&mut [u8]> = ops
         .iter_mut()
@@ -845,47 +844,29 @@ fn read_run(file: &File, ops: &mut [GrantCopy<'_>], at: u64) -> io::Result<()> {
             CopyBuf::ToGrant(_) => None,
         })
         .collect();
-    let total: usize = bufs.iter().map(|b| b.len()).sum();
-    let mut done = 0;
-    while done < total {
-        let mut iov = tail_slices_mut(&mut bufs, done);
-        let off = i64::try_from(at + done as u64).map_err(io::Error::other)?;
-        match nix::sys::uio::preadv(file, &mut iov, off) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => done += n,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
+    let mut iov: Vec<io::IoSliceMut<'_>> =
+        bufs.iter_mut().map(|b| io::IoSliceMut::new(b)).collect();
+    let off = i64::try_from(at).map_err(io::Error::other)?;
+    let done = retry(|| nix::sys::uio::preadv(file, &mut iov, off))?;
+    drop(iov);
+    let mut pos = 0;
+    for b in bufs {
+        let skip = done.saturating_sub(pos).min(b.len());
+        let len = b.len();
+        file.read_exact_at(&mut b[skip..], at + (pos + skip) as u64)?;
+        pos += len;
     }
     Ok(())
 }
 
-/// `bufs` as I/O slices, without their first `skip` bytes.
-fn tail_slices<'a>(bufs: &[&'a [u8]], mut skip: usize) -> Vec<io::IoSlice<'a>> {
-    let mut v = Vec::with_capacity(bufs.len());
-    for b in bufs {
-        if skip >= b.len() {
-            skip -= b.len();
-            continue;
+/// A system call, again while a signal interrupts it.
+fn retry(mut call: impl FnMut() -> nix::Result<usize>) -> io::Result<usize> {
+    loop {
+        match call() {
+            Err(nix::errno::Errno::EINTR) => {}
+            r => return r.map_err(io::Error::from),
         }
-        v.push(io::IoSlice::new(&b[skip..]));
-        skip = 0;
     }
-    v
-}
-
-/// As [`tail_slices`], writable.
-fn tail_slices_mut<'a>(bufs: &'a mut [&mut [u8]], mut skip: usize) -> Vec<io::IoSliceMut<'a>> {
-    let mut v = Vec::with_capacity(bufs.len());
-    for b in bufs.iter_mut() {
-        if skip >= b.len() {
-            skip -= b.len();
-            continue;
-        }
-        v.push(io::IoSliceMut::new(&mut b[skip..]));
-        skip = 0;
-    }
-    v
 }
 
 /// A region whose owner is the mapping plus its pins.
