@@ -18,7 +18,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use xenio_hostio::disk::{Busy, Completion, Io, IoMem, IoSeg};
+use xenio_hostio::disk::{Busy, Completion, Io, IoMem, IoSeg, WaitEnd};
 use xenio_ring::wait::{Wait, WaitPolicy, WaitStats};
 use xenio_xen_sys::blkif::*;
 use xenio_xen_sys::{DomId, GrantRef};
@@ -74,6 +74,11 @@ pub struct QueueConfig {
     /// [`Wait::Fixed`] always spins that long before it sleeps (zero: purely
     /// event-driven).
     pub wait: Wait,
+    /// Sleep in the storage's own wait where it has one
+    /// ([`StorageQueue::wait_with`]: one `io_uring_enter` for completions and
+    /// the event channel, on by default); off: `poll(2)` on the event
+    /// channel and the storage's completion descriptor.
+    pub sleep_in_storage: bool,
     /// Storage operations in flight per queue.
     pub io_depth: u32,
     /// Storage operations handed to the kernel per system call (0: a whole
@@ -97,6 +102,7 @@ impl Default for QueueConfig {
             max_merge_sectors: 2048,
             max_batch: 512,
             wait: Wait::Adaptive,
+            sleep_in_storage: true,
             io_depth: 128,
             submit_chunk: 4,
             on_io_error: None,
@@ -710,10 +716,19 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         tracing::warn!("a sleep lasted 100 ms although work was ready: a missed wake-up");
     }
 
-    /// Poll the event channel and the storage's completion descriptor
-    /// together, for at most 100 ms. Whether it timed out.
+    /// Wait for the event channel and the storage's completions together, for
+    /// at most 100 ms: in the storage's own wait where it has one (one
+    /// `io_uring_enter`), else polling the channel and the completion
+    /// descriptor. Whether it timed out.
     fn wait_either(&mut self) -> Result<bool> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        if let Some(end) = self.storage_wait(Duration::from_millis(100)) {
+            let end = end.map_err(|e| Error::Storage(format!("waiting: {e}")))?;
+            if end.other_ready {
+                self.channel.take_pending()?;
+            }
+            return Ok(end.timed_out);
+        }
         let Some(cfd) = self.storage.completion_fd() else {
             return Ok(false);
         };
@@ -731,6 +746,15 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
             self.channel.take_pending()?;
         }
         Ok(timed_out)
+    }
+
+    /// The storage's own wait for its completions and the event channel,
+    /// where it has one and it is wanted ([`QueueConfig::sleep_in_storage`]).
+    fn storage_wait(&mut self, timeout: Duration) -> Option<io::Result<WaitEnd>> {
+        if !self.config.sleep_in_storage {
+            return None;
+        }
+        self.storage.wait_with(self.channel.as_fd(), timeout)
     }
 
     fn publish(&mut self) -> Result<()> {
@@ -1073,10 +1097,27 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
             return Ok(());
         }
         Counters::add(&self.counters.sleeps, 1);
-        // Bounded so that `stop` is noticed.
-        if self.channel.wait(Some(Duration::from_millis(100)))? {
+        // Bounded so that `stop` is noticed. Through the storage's wait where
+        // it has one, as with I/O in flight: the channel is then watched by
+        // one poll, not by that one and this thread's at once (each would see
+        // the same event, and the second would wake a wait for nothing).
+        let limit = Duration::from_millis(100);
+        let (woken, timed_out) = match self.storage_wait(limit) {
+            Some(end) => {
+                let end = end.map_err(|e| Error::Storage(format!("waiting: {e}")))?;
+                (
+                    end.other_ready && self.channel.take_pending()?,
+                    end.timed_out,
+                )
+            }
+            None => {
+                let woken = self.channel.wait(Some(limit))?;
+                (woken, !woken)
+            }
+        };
+        if woken {
             storm.woken();
-        } else if self.ring.unconsumed_requests()? > 0 {
+        } else if timed_out && self.ring.unconsumed_requests()? > 0 {
             // The cap passed with a request waiting: no event came for it.
             self.missed_wakeup();
         }

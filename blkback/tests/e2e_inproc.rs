@@ -134,9 +134,20 @@ fn run(mode: GrantMode, queues: u32, order: u32, indirect: u32) {
 /// every cycle sleeps on the event channel and on the storage's completions,
 /// so a lost wake-up (the backend sleeping through a request or a completion)
 /// would show as a sleep that lasted its 100 ms cap with work ready, which
-/// the backend counts (`Counters::missed_wakeups`).
+/// the backend counts (`Counters::missed_wakeups`). The backend sleeps in
+/// the storage's io_uring (the default) ...
 #[test]
 fn event_driven_cycles_miss_no_wake_up() {
+    event_driven_cycles(true);
+}
+
+/// ... and in `poll(2)` (`QueueConfig::sleep_in_storage` off).
+#[test]
+fn event_driven_cycles_miss_no_wake_up_in_poll_either() {
+    event_driven_cycles(false);
+}
+
+fn event_driven_cycles(sleep_in_storage: bool) {
     use std::sync::atomic::Ordering::Relaxed;
     use xenio_blkfront::Wait;
     let path = image(8 << 20);
@@ -152,6 +163,7 @@ fn event_driven_cycles_miss_no_wake_up() {
         once: true,
         queue: QueueConfig {
             wait: event_driven,
+            sleep_in_storage,
             ..Default::default()
         },
         ..Default::default()

@@ -75,6 +75,14 @@ pub struct ServeArgs {
     #[arg(long, hide = true)]
     pub poll_fixed: bool,
 
+    /// How a queue thread sleeps: `ring` (raw images and devices through
+    /// io_uring: one io_uring_enter waits for I/O completions and the event
+    /// channel, with the channel polled from the ring; other storages poll),
+    /// or `poll` (poll(2) on the event channel and the completion descriptor,
+    /// the way before; for comparisons).
+    #[arg(long, value_name = "HOW", default_value = "ring", value_parser = ["ring", "poll"])]
+    pub sleep_in: String,
+
     /// Storage operations in flight per queue (io_uring depth; an NBD
     /// connection's depth).
     #[arg(long, value_name = "N", default_value_t = 128)]
@@ -167,6 +175,7 @@ impl ServeArgs {
                 wait: self
                     .poll_us
                     .map_or(Wait::Adaptive, |us| Wait::Fixed(Duration::from_micros(us))),
+                sleep_in_storage: self.sleep_in != "poll",
                 io_depth: self.io_depth.max(1),
                 submit_chunk: self.submit_chunk,
                 on_io_error: None,

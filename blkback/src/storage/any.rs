@@ -11,7 +11,7 @@ use super::seam::{DiskInfo, Storage, StorageQueue};
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
-use xenio_hostio::disk::{Completion, DiskQueue, Io, IoMem};
+use xenio_hostio::disk::{Completion, DiskQueue, Io, IoMem, WaitEnd};
 use xenio_hostio::nbd::NbdQueue;
 use xenio_hostio::qcow2::Qcow2Queue;
 #[cfg(feature = "rbd")]
@@ -113,6 +113,13 @@ impl StorageQueue for AnyQueue {
     }
     fn rearm_completion_fd(&mut self) {
         each!(AnyQueue, self, q => StorageQueue::rearm_completion_fd(q))
+    }
+    fn wait_with(
+        &mut self,
+        other: BorrowedFd<'_>,
+        timeout: Duration,
+    ) -> Option<io::Result<WaitEnd>> {
+        each!(AnyQueue, self, q => StorageQueue::wait_with(q, other, timeout))
     }
     fn register_buffer(&mut self, mem: &IoMem) -> bool {
         each!(AnyQueue, self, q => StorageQueue::register_buffer(q, mem))

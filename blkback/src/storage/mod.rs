@@ -101,4 +101,4 @@ pub use seam::{DiskInfo, Storage, StorageQueue};
 pub use status::blkif_status;
 pub use sync::{SyncQueue, SyncStorage, Synchronous};
 pub use target::{SpecError, StorageTarget};
-pub use xenio_hostio::disk::{Busy, Completion, DiscardInfo, Io, IoMem, IoSeg};
+pub use xenio_hostio::disk::{Busy, Completion, DiscardInfo, Io, IoMem, IoSeg, WaitEnd};

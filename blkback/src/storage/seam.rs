@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
-use xenio_hostio::disk::{Completion, DiscardInfo, Io, IoMem};
+use xenio_hostio::disk::{Completion, DiscardInfo, Io, IoMem, WaitEnd};
 
 /// What the frontend is told about the disk.
 ///
@@ -141,6 +141,19 @@ pub trait StorageQueue: Send {
     /// clear it so that it signals only completions that come after (the worker
     /// reaps once more before it sleeps).
     fn rearm_completion_fd(&mut self) {}
+    /// Sleep until a completion is ready or `other` (the queue's event
+    /// channel) polls readable, for at most `timeout`, in one system call,
+    /// reaping what finished for the next [`reap`](Self::reap); `other` is
+    /// watched, not read. `None`, the default: this queue cannot, and the
+    /// worker polls [`completion_fd`](Self::completion_fd) and `other` itself.
+    fn wait_with(
+        &mut self,
+        other: BorrowedFd<'_>,
+        timeout: Duration,
+    ) -> Option<io::Result<WaitEnd>> {
+        let _ = (other, timeout);
+        None
+    }
     /// Offer `mem` as memory used again and again (a persistent grant): the
     /// queue may register it with the kernel so that I/O into it costs less.
     /// Whether it did; I/O works the same either way.

@@ -50,4 +50,4 @@ pub(crate) mod sys;
 
 pub use file::{BlockFile, Direct, DiscardInfo, DiskOpen};
 pub use io::{Busy, Completion, Io, IoMem, IoSeg, OpError};
-pub use queue::{DiskQueue, DiskQueueOptions, FIXED_SLOTS, IoMode};
+pub use queue::{DiskQueue, DiskQueueOptions, FIXED_SLOTS, IoMode, WaitEnd};

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 /// `user_data` of the cancellations issued when a queue is dropped.
 const CANCEL: u64 = u64::MAX;
+/// `user_data` of the poll on the descriptor [`DiskQueue::wait_with`] watches.
+const WATCH: u64 = u64::MAX - 1;
 /// Resubmissions after `EAGAIN`/`EINTR` before the error is reported.
 const MAX_RETRIES: u8 = 16;
 /// Most segments in one operation (`UIO_MAXIOV`, the kernel's limit for readv).
@@ -73,6 +75,30 @@ impl Default for DiskQueueOptions {
             defer_taskrun: false,
         }
     }
+}
+
+/// How a [`DiskQueue::wait_with`] ended (more than one may hold).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaitEnd {
+    /// The watched descriptor polled readable.
+    pub other_ready: bool,
+    /// Completions are ready to be reaped ([`DiskQueue::reap_ready`]).
+    pub completions: bool,
+    /// Neither came within the timeout.
+    pub timed_out: bool,
+}
+
+/// The descriptor [`DiskQueue::wait_with`] watches through the ring: a
+/// one-shot `IORING_OP_POLL_ADD`, armed again by the next wait after it fired.
+#[derive(Debug)]
+struct Watch {
+    fd: i32,
+    /// Its poll is in the ring.
+    armed: bool,
+    /// Its poll completed (readable, or an error) and no wait has said so yet.
+    fired: bool,
+    /// Its poll failed: waits fall back to the caller's own `poll`.
+    broken: bool,
 }
 
 /// How an [`DiskQueue`] executes operations.
@@ -493,6 +519,10 @@ pub struct DiskQueue {
     fixed_off: bool,
     /// Operations that used a registered buffer.
     fixed_ios: u64,
+    /// The descriptor [`wait_with`](Self::wait_with) watches.
+    watch: Option<Watch>,
+    /// Reused buffer for what a [`wait_with`](Self::wait_with) reaps.
+    reaped: Vec<Completion>,
 }
 
 impl std::fmt::Debug for DiskQueue {
@@ -590,6 +620,8 @@ impl DiskQueue {
             fixed: None,
             fixed_off: false,
             fixed_ios: 0,
+            watch: None,
+            reaped: Vec::new(),
         })
     }
 
@@ -999,6 +1031,86 @@ impl DiskQueue {
         }
     }
 
+    /// Sleep in one `io_uring_enter` until a completion is ready, `other`
+    /// polls readable (an event channel, say), or `timeout` passes: one system
+    /// call for what an event loop would otherwise `poll` this queue's
+    /// [`completion_fd`](Self::completion_fd) and `other` for (and, with
+    /// cooperative task running, restart the `poll` when a completion's work
+    /// interrupts it: the enter runs that work itself). What finished is
+    /// reaped into the queue ([`reap_ready`](Self::reap_ready) returns it);
+    /// `other` is only watched, never read: consume its event yourself when
+    /// [`WaitEnd::other_ready`] says so.
+    ///
+    /// `other` is watched with a one-shot poll in the ring that stays armed
+    /// between waits, so one queue watches one descriptor: `Ok(None)` (wait
+    /// some other way, e.g. `poll`) for another descriptor than the first
+    /// one's, in synchronous mode, on kernels without timed waits (Linux <
+    /// 5.11), and after the poll failed once (logged). Reap before waiting, as
+    /// for the completion descriptor: completions already reaped into the
+    /// queue end the wait at once.
+    ///
+    /// # Errors
+    ///
+    /// The kernel refused the wait or the poll's submission.
+    pub fn wait_with(
+        &mut self,
+        other: BorrowedFd<'_>,
+        timeout: Duration,
+    ) -> Result<Option<WaitEnd>> {
+        let fd = other.as_raw_fd();
+        let Some(u) = self.uring.as_mut().filter(|u| u.ext_arg) else {
+            return Ok(None);
+        };
+        let w = self.watch.get_or_insert(Watch {
+            fd,
+            armed: false,
+            fired: false,
+            broken: false,
+        });
+        if w.fd != fd || w.broken {
+            return Ok(None);
+        }
+        if !w.armed && !w.fired {
+            let poll = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                .build()
+                .user_data(WATCH);
+            // SAFETY: a poll points at no memory; the kernel holds its own
+            // reference to the file.
+            if let Err(e) = unsafe { u.push(&poll) } {
+                return Err(self.enter_error("watching a descriptor", e));
+            }
+            w.armed = true;
+        }
+        let mut timed_out = false;
+        if !w.fired && self.ready.is_empty() {
+            let deadline = Instant::now().checked_add(timeout);
+            match u.wait(deadline) {
+                // An enter that also submitted (the poll) returns the count
+                // submitted, not ETIME, when its wait times out.
+                Ok(t) => timed_out = t || deadline.is_some_and(|d| Instant::now() >= d),
+                Err(e) => return Err(self.enter_error("waiting for I/O completions", e)),
+            }
+        }
+        let mut done = std::mem::take(&mut self.reaped);
+        let again = self.reap(&mut done);
+        self.ready.extend(done.drain(..));
+        self.reaped = done;
+        if again {
+            // A short transfer's rest must reach the kernel before anyone sleeps.
+            self.flush_submissions()?;
+        }
+        let other_ready = self
+            .watch
+            .as_mut()
+            .is_some_and(|w| std::mem::take(&mut w.fired));
+        let completions = !self.ready.is_empty();
+        Ok(Some(WaitEnd {
+            other_ready,
+            completions,
+            timed_out: timed_out && !other_ready && !completions,
+        }))
+    }
+
     fn collect(
         &mut self,
         out: &mut Vec<Completion>,
@@ -1325,6 +1437,25 @@ impl DiskQueue {
         let mut again = false;
         for &(user_data, res) in &cqes {
             if user_data == CANCEL {
+                continue;
+            }
+            if user_data == WATCH {
+                if let Some(w) = self.watch.as_mut() {
+                    w.armed = false;
+                    w.fired = true;
+                    if res < 0 {
+                        // Reported once as ready, so the caller looks at the
+                        // descriptor; its own poll says what is wrong.
+                        w.broken = true;
+                        tracing::warn!(
+                            "{}: polling descriptor {} through io_uring failed ({}): \
+                             waiting with poll(2) instead",
+                            self.file.path().display(),
+                            w.fd,
+                            io::Error::from_raw_os_error(-res)
+                        );
+                    }
+                }
                 continue;
             }
             let idx = match usize::try_from(user_data) {
@@ -2000,6 +2131,107 @@ mod tests {
         let mut head = [0u8; 4];
         region.read(0, &mut head).unwrap();
         assert_eq!(head, [7u8; 4]);
+    }
+
+    /// One wait for a descriptor and the completions: it times out when
+    /// neither comes, ends at once when the descriptor is readable (and again
+    /// while it stays readable: the caller consumes), ends for a completion
+    /// with the descriptor quiet (the completion then reaped into the queue),
+    /// and it is refused (`None`) for a second descriptor, in synchronous
+    /// mode, and after the ring's poll failed.
+    #[test]
+    fn one_wait_for_a_descriptor_and_the_completions() {
+        use std::io::{Read, Write};
+        let (_dir, file) = sevens();
+        let opts = DiskQueueOptions {
+            depth: 4,
+            completion_fd: true,
+            ..DiskQueueOptions::default()
+        };
+        let mut e = DiskQueue::with_options(file.clone(), &opts).unwrap();
+        let (rx, tx) = nix::unistd::pipe().unwrap();
+        let (mut rx, mut tx) = (std::fs::File::from(rx), std::fs::File::from(tx));
+        let t0 = Instant::now();
+        let end = e
+            .wait_with(rx.as_fd(), Duration::from_millis(50))
+            .unwrap()
+            .expect("io_uring with timed waits");
+        assert_eq!(
+            end,
+            WaitEnd {
+                timed_out: true,
+                ..WaitEnd::default()
+            }
+        );
+        assert!(
+            t0.elapsed() >= Duration::from_millis(40),
+            "{:?}",
+            t0.elapsed()
+        );
+        tx.write_all(b"x").unwrap();
+        for _ in 0..2 {
+            let end = e.wait_with(rx.as_fd(), Duration::from_secs(10)).unwrap();
+            assert_eq!(
+                end,
+                Some(WaitEnd {
+                    other_ready: true,
+                    ..WaitEnd::default()
+                })
+            );
+        }
+        rx.read_exact(&mut [0u8; 1]).unwrap();
+        let end = e.wait_with(rx.as_fd(), Duration::from_millis(20)).unwrap();
+        assert!(end.unwrap().timed_out, "consumed: nothing to wake for");
+        let region = Arc::new(Region::anonymous(4096).unwrap());
+        e.submit(
+            9,
+            Io::Read {
+                offset: 0,
+                segs: vec![IoSeg::new(region.clone(), 0, 4096)],
+            },
+        )
+        .unwrap();
+        e.flush_submissions().unwrap();
+        let end = e
+            .wait_with(rx.as_fd(), Duration::from_secs(10))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            end,
+            WaitEnd {
+                completions: true,
+                ..WaitEnd::default()
+            }
+        );
+        assert!(!readable(&e, 0), "reaped into the queue: the ring is empty");
+        let mut out = Vec::new();
+        e.reap_ready(&mut out).unwrap();
+        assert_eq!(out.iter().map(|c| c.tag).collect::<Vec<_>>(), [9]);
+        assert!(out[0].result.is_ok());
+        let mut head = [0u8; 4];
+        region.read(0, &mut head).unwrap();
+        assert_eq!(head, [7u8; 4]);
+        let (rx2, _tx2) = nix::unistd::pipe().unwrap();
+        assert!(e.wait_with(rx2.as_fd(), Duration::ZERO).unwrap().is_none());
+        let sync = DiskQueueOptions {
+            force_sync: true,
+            ..opts.clone()
+        };
+        let mut s = DiskQueue::with_options(file.clone(), &sync).unwrap();
+        assert!(s.wait_with(rx.as_fd(), Duration::ZERO).unwrap().is_none());
+        // A descriptor the kernel cannot poll (closed): reported once as
+        // ready, then refused.
+        let mut b = DiskQueue::with_options(file, &opts).unwrap();
+        let closed = {
+            let (r, _w) = nix::unistd::pipe().unwrap();
+            r.as_raw_fd()
+        };
+        // SAFETY: the number is only handed to the kernel (which finds it
+        // closed), never read or written through.
+        let gone = unsafe { BorrowedFd::borrow_raw(closed) };
+        let end = b.wait_with(gone, Duration::from_secs(10)).unwrap();
+        assert!(end.unwrap().other_ready);
+        assert!(b.wait_with(gone, Duration::ZERO).unwrap().is_none());
     }
 
     /// A deferred (single-issuer) queue used from another thread than its
