@@ -414,6 +414,12 @@ cmp_ratios() { # file of "round job backend KiB/s" lines
            if (q>0) { b=v/q; if(b<lo2)lo2=b; if(b>hi2)hi2=b } }
          printf "RATIO %-22s %-6s %7.1f MiB/s  kernel %7.1f  qdisk %7.1f  /kernel %.2f (%.2f-%.2f)  /qdisk %.2f (%.2f-%.2f)\n",
            n, x, sx/c/1024, sk/c/1024, sq/c/1024, (sk>0?sx/sk:0), lo1, hi1, (sq>0?sx/sq:0), lo2, hi2 } }' "$1" | sort
+  # With CMP_VARIANT: xenio against xenio2 round by round (the same round's conditions)
+  awk '$3 == "xenio" || $3 == "xenio2" {bw[$2" "$3" "$1]=$4; names[$2]=1; rounds[$1]=1}
+       END { for (n in names) { line=""; c=0; s=0
+         for (r = 1; (r in rounds); r++) { v=bw[n" xenio "r]; w=bw[n" xenio2 "r]
+           if (v > 0 && w > 0) { line=line sprintf(" %.2f", v/w); s+=v/w; c++ } }
+         if (c) printf "RATIO %-22s xenio/xenio2 per round:%s (mean %.2f)\n", n, line, s/c } }' "$1" | sort
 }
 c_compare() {
   blkfront_load 0 2 32 1          # xen-blkfront's defaults, for every backend
