@@ -135,16 +135,16 @@ fn run(mode: GrantMode, queues: u32, order: u32, indirect: u32) {
 /// so a lost wake-up (the backend sleeping through a request or a completion)
 /// would show as a sleep that lasted its 100 ms cap with work ready, which
 /// the backend counts (`Counters::missed_wakeups`). The backend sleeps in
-/// the storage's io_uring (the default) ...
+/// `poll(2)` (the default) ...
 #[test]
 fn event_driven_cycles_miss_no_wake_up() {
-    event_driven_cycles(true);
+    event_driven_cycles(false);
 }
 
-/// ... and in `poll(2)` (`QueueConfig::sleep_in_storage` off).
+/// ... and in the storage's io_uring (`QueueConfig::sleep_in_storage`).
 #[test]
-fn event_driven_cycles_miss_no_wake_up_in_poll_either() {
-    event_driven_cycles(false);
+fn event_driven_cycles_miss_no_wake_up_sleeping_in_the_ring_either() {
+    event_driven_cycles(true);
 }
 
 fn event_driven_cycles(sleep_in_storage: bool) {
