@@ -1107,10 +1107,10 @@ impl<M: GrantMapper, C: EventChannel, Q: StorageQueue> QueueWorker<'_, M, C, Q> 
         let (woken, timed_out) = match self.storage_wait(limit) {
             Some(end) => {
                 let end = end.map_err(|e| Error::Storage(format!("waiting: {e}")))?;
-                (
-                    end.other_ready && self.channel.take_pending()?,
-                    end.timed_out,
-                )
+                // Out of time: one last look, as the channel's own `wait`
+                // takes (an event that came as the wait ended was not missed).
+                let woken = (end.other_ready || end.timed_out) && self.channel.take_pending()?;
+                (woken, end.timed_out && !woken)
             }
             None => {
                 let woken = self.channel.wait(Some(limit))?;
